@@ -1,0 +1,325 @@
+// The op set. Each op checks its inputs at this boundary (and again in the addon, which throws with the op
+// name, shapes and dtypes), runs on the inputs' device (CUDA: on the current stream, without host sync) and
+// returns new tensors. Float ops take float32, bfloat16 or float16; mixed float inputs compute in float32 and
+// return float32 (torch's promotion); the CPU computes in float32 whatever the storage type.
+import { binding, type NativeTensor } from './binding';
+import { describeShape, NF4Tensor, Tensor } from './tensor';
+import { isDType, type DType, type DenseDType } from './types';
+
+function h(t: Tensor, op: string, name: string): NativeTensor {
+  if (!(t instanceof Tensor)) throw new TypeError(`ops.${op}: ${name} must be a Tensor`);
+  if (t instanceof NF4Tensor) {
+    throw new TypeError(`ops.${op}: ${name} is an nf4 tensor ${t.describe()}; only linear and nf4Dequantize take nf4`);
+  }
+  return t.nativeHandle(`ops.${op}`);
+}
+
+function hOpt(t: Tensor | null | undefined, op: string, name: string): NativeTensor | null {
+  return t === null || t === undefined ? null : h(t, op, name);
+}
+
+function wrap(native: NativeTensor): Tensor {
+  return new Tensor(native);
+}
+
+function normDim(dim: number, ndim: number, op: string): number {
+  const d = dim < 0 ? dim + ndim : dim;
+  if (!Number.isInteger(d) || d < 0 || d >= ndim) throw new RangeError(`ops.${op}: dim ${dim} out of range for ${ndim} dims`);
+  return d;
+}
+
+export type GeluApproximation = 'none' | 'tanh';
+
+export interface SdpaOptions {
+  /** Additive float bias broadcastable to [B,H,Lq,Lk] (T5's relative position bias). */
+  bias?: Tensor | null;
+  /**
+   * Which keys each query may attend to: [B,Lk] (key padding) or any shape broadcastable to [B,H,Lq,Lk]
+   * (causal masks); nonzero keeps, zero drops. Any dtype. A query row with every key dropped yields zeros.
+   */
+  mask?: Tensor | null;
+  /** Multiplier of q·k (default 1/sqrt(D); T5 uses 1). */
+  scale?: number;
+}
+
+export const ops = {
+  /** x[...,K] · weightᵀ + bias → [...,N]. weight [N,K] float32 / bfloat16 / float16 / nf4; result in x's dtype. */
+  linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+    const xh = h(x, 'linear', 'x');
+    if (weight instanceof NF4Tensor) {
+      return wrap(binding().linearNF4(xh, weight.nf4Handle('ops.linear'), hOpt(bias, 'linear', 'bias')));
+    }
+    return wrap(binding().linear(xh, h(weight, 'linear', 'weight'), hOpt(bias, 'linear', 'bias')));
+  },
+
+  /** [...,M,K] · [...,K,N] → [...,M,N]; batch dims equal or broadcast (numpy rules). */
+  matmul(a: Tensor, b: Tensor): Tensor {
+    return wrap(binding().matmul(h(a, 'matmul', 'a'), h(b, 'matmul', 'b')));
+  },
+
+  /** [B,M,K] · [B,K,N] → [B,M,N]. */
+  bmm(a: Tensor, b: Tensor): Tensor {
+    if (a.ndim !== 3 || b.ndim !== 3 || a.shape[0] !== b.shape[0]) {
+      throw new RangeError(`ops.bmm: expects [B,M,K] and [B,K,N], got ${a.describe()} and ${b.describe()}`);
+    }
+    return ops.matmul(a, b);
+  },
+
+  /**
+   * Scaled dot-product attention, non-causal: softmax(q·kᵀ·scale + bias, masked) · v.
+   * q [B,H,Lq,D], k [B,H,Lk,D], v [B,H,Lk,Dv] → [B,H,Lq,Dv].
+   */
+  sdpa(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOptions = {}): Tensor {
+    const scale = opts.scale ?? 1 / Math.sqrt(q.shape[q.ndim - 1]);
+    return wrap(
+      binding().sdpa(
+        h(q, 'sdpa', 'q'),
+        h(k, 'sdpa', 'k'),
+        h(v, 'sdpa', 'v'),
+        hOpt(opts.bias, 'sdpa', 'bias'),
+        hOpt(opts.mask, 'sdpa', 'mask'),
+        scale,
+      ),
+    );
+  },
+
+  /** Layer norm over the last dim (biased variance, like torch), optional affine weight/bias [C]. */
+  layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+    return wrap(
+      binding().layerNorm(h(x, 'layerNorm', 'x'), hOpt(weight, 'layerNorm', 'weight'), hOpt(bias, 'layerNorm', 'bias'), eps),
+    );
+  },
+
+  /** x / sqrt(mean(x²) + eps) · weight over the last dim (T5's layer norm, Flux's QK-norm). */
+  rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
+    return wrap(binding().rmsNorm(h(x, 'rmsNorm', 'x'), hOpt(weight, 'rmsNorm', 'weight'), eps));
+  },
+
+  /** Group norm of x [B,C,...] over groups of C/groups channels, optional affine weight/bias [C]. */
+  groupNorm(x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+    return wrap(
+      binding().groupNorm(
+        h(x, 'groupNorm', 'x'),
+        groups,
+        hOpt(weight, 'groupNorm', 'weight'),
+        hOpt(bias, 'groupNorm', 'bias'),
+        eps,
+      ),
+    );
+  },
+
+  softmax(x: Tensor, dim = -1): Tensor {
+    return wrap(binding().softmax(h(x, 'softmax', 'x'), normDim(dim, x.ndim, 'softmax')));
+  },
+
+  /** GELU: exact (erf) or the tanh approximation. */
+  gelu(x: Tensor, approximate: GeluApproximation = 'none'): Tensor {
+    if (approximate !== 'none' && approximate !== 'tanh') {
+      throw new RangeError(`ops.gelu: approximate must be 'none' or 'tanh', got '${String(approximate)}'`);
+    }
+    return wrap(binding().unary(h(x, 'gelu', 'x'), approximate === 'tanh' ? 'gelu_tanh' : 'gelu', 0, 0));
+  },
+
+  /** x · sigmoid(1.702 x) (CLIP). */
+  quickGelu(x: Tensor): Tensor {
+    return wrap(binding().unary(h(x, 'quickGelu', 'x'), 'quick_gelu', 0, 0));
+  },
+
+  silu(x: Tensor): Tensor {
+    return wrap(binding().unary(h(x, 'silu', 'x'), 'silu', 0, 0));
+  },
+
+  tanh(x: Tensor): Tensor {
+    return wrap(binding().unary(h(x, 'tanh', 'x'), 'tanh', 0, 0));
+  },
+
+  sigmoid(x: Tensor): Tensor {
+    return wrap(binding().unary(h(x, 'sigmoid', 'x'), 'sigmoid', 0, 0));
+  },
+
+  exp(x: Tensor): Tensor {
+    return wrap(binding().unary(h(x, 'exp', 'x'), 'exp', 0, 0));
+  },
+
+  /** x · s. */
+  scale(x: Tensor, s: number): Tensor {
+    return wrap(binding().unary(h(x, 'scale', 'x'), 'scale', s, 0));
+  },
+
+  /** x · s + t (an affine map of every element, e.g. image post-processing x/2+0.5). */
+  affine(x: Tensor, s: number, t: number): Tensor {
+    return wrap(binding().unary(h(x, 'affine', 'x'), 'affine', s, t));
+  },
+
+  /** min(max(x, lo), hi). */
+  clamp(x: Tensor, lo: number, hi: number): Tensor {
+    return wrap(binding().unary(h(x, 'clamp', 'x'), 'clamp', lo, hi));
+  },
+
+  /** a + b with numpy broadcasting. */
+  add(a: Tensor, b: Tensor): Tensor {
+    return wrap(binding().binary(h(a, 'add', 'a'), h(b, 'add', 'b'), 'add'));
+  },
+
+  sub(a: Tensor, b: Tensor): Tensor {
+    return wrap(binding().binary(h(a, 'sub', 'a'), h(b, 'sub', 'b'), 'sub'));
+  },
+
+  mul(a: Tensor, b: Tensor): Tensor {
+    return wrap(binding().binary(h(a, 'mul', 'a'), h(b, 'mul', 'b'), 'mul'));
+  },
+
+  div(a: Tensor, b: Tensor): Tensor {
+    return wrap(binding().binary(h(a, 'div', 'a'), h(b, 'div', 'b'), 'div'));
+  },
+
+  /** Flux's modulation x·(1+scale)+shift; shift and scale broadcast against x (e.g. [B,1,D] vs [B,L,D]). */
+  modulate(x: Tensor, shift: Tensor, scale: Tensor): Tensor {
+    return wrap(binding().modulate(h(x, 'modulate', 'x'), h(shift, 'modulate', 'shift'), h(scale, 'modulate', 'scale')));
+  },
+
+  /** Concatenation along `dim`; all inputs share dtype, device and the other dims. */
+  concat(ts: Tensor[], dim: number): Tensor {
+    if (!Array.isArray(ts) || ts.length === 0) throw new RangeError('ops.concat: needs at least one tensor');
+    const handles = ts.map((t, i) => h(t, 'concat', `ts[${i}]`));
+    return wrap(binding().concat(handles, normDim(dim, ts[0].ndim, 'concat')));
+  },
+
+  /** Pieces along `dim`: of the given sizes, or of `size` each (the last may be smaller), like torch.split. */
+  split(x: Tensor, sizes: number[] | number, dim: number): Tensor[] {
+    const d = normDim(dim, x.ndim, 'split');
+    const total = x.shape[d];
+    let pieces: number[];
+    if (typeof sizes === 'number') {
+      if (!Number.isInteger(sizes) || sizes <= 0) throw new RangeError(`ops.split: invalid split size ${sizes}`);
+      pieces = [];
+      for (let s = 0; s < total; s += sizes) pieces.push(Math.min(sizes, total - s));
+    } else {
+      pieces = sizes;
+      if (pieces.reduce((a, b) => a + b, 0) !== total || pieces.some((p) => !Number.isInteger(p) || p < 0)) {
+        throw new RangeError(`ops.split: sizes [${sizes.join(',')}] do not add up to ${total} (dim ${dim} of ${x.describe()})`);
+      }
+    }
+    const out: Tensor[] = [];
+    let start = 0;
+    try {
+      for (const p of pieces) {
+        out.push(ops.slice(x, d, start, start + p));
+        start += p;
+      }
+    } catch (err) {
+      for (const t of out) t.dispose();
+      throw err;
+    }
+    return out;
+  },
+
+  /**
+   * Elements start ≤ i < end along `dim` (negative indices count from the end; clamped like Python slices).
+   * A view when the result is contiguous in x's storage, else a copy.
+   */
+  slice(x: Tensor, dim: number, start: number, end: number): Tensor {
+    const d = normDim(dim, x.ndim, 'slice');
+    const n = x.shape[d];
+    const clampIndex = (i: number): number => Math.min(Math.max(i < 0 ? i + n : i, 0), n);
+    const s = clampIndex(start);
+    const e = Math.max(clampIndex(end), s);
+    return wrap(binding().slice(h(x, 'slice', 'x'), d, s, e));
+  },
+
+  /** Reorders dims (a copy; dims is a permutation, negative allowed). */
+  permute(x: Tensor, dims: number[]): Tensor {
+    const nd = dims.map((d) => normDim(d, x.ndim, 'permute'));
+    if (nd.length !== x.ndim || new Set(nd).size !== nd.length) {
+      throw new RangeError(`ops.permute: [${dims.join(',')}] is not a permutation of ${x.ndim} dims`);
+    }
+    return wrap(binding().permute(h(x, 'permute', 'x'), nd));
+  },
+
+  /** Swaps two dims (a copy). */
+  transpose(x: Tensor, dim0: number, dim1: number): Tensor {
+    const dims = x.shape.map((_, i) => i);
+    const a = normDim(dim0, x.ndim, 'transpose');
+    const b = normDim(dim1, x.ndim, 'transpose');
+    [dims[a], dims[b]] = [dims[b], dims[a]];
+    return ops.permute(x, dims);
+  },
+
+  /** Storage is always contiguous: returns a new handle (a view) on the same data. */
+  contiguous(x: Tensor): Tensor {
+    return wrap(binding().view(h(x, 'contiguous', 'x'), [...x.shape]));
+  },
+
+  /** Rows of weight [V,D] at ids (int32/int64, any shape [...]) → [...,D]. Out-of-range ids throw (CPU) or read 0 (CUDA). */
+  embedding(weight: Tensor, ids: Tensor): Tensor {
+    return wrap(binding().embedding(h(weight, 'embedding', 'weight'), h(ids, 'embedding', 'ids')));
+  },
+
+  /**
+   * Flux's apply_rotary_emb (use_real, unbind_dim -1): x [B,H,L,D] with interleaved pairs (x[2i], x[2i+1]);
+   * out = x·cos + rotate(x)·sin with rotate(x)[2i] = −x[2i+1], rotate(x)[2i+1] = x[2i]; cos/sin [L,D]
+   * (each frequency repeated twice, as FluxPosEmbed returns them). Computed in float32.
+   */
+  rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+    return wrap(binding().rope(h(x, 'rope', 'x'), h(cos, 'rope', 'cos'), h(sin, 'rope', 'sin')));
+  },
+
+  /** 2-D convolution, NCHW: x [B,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout]; square stride and zero padding. */
+  conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: { stride?: number; padding?: number } = {}): Tensor {
+    return wrap(
+      binding().conv2d(h(x, 'conv2d', 'x'), h(w, 'conv2d', 'w'), hOpt(b, 'conv2d', 'bias'), opts.stride ?? 1, opts.padding ?? 0),
+    );
+  },
+
+  /** Nearest-neighbour 2× upsampling of [B,C,H,W] → [B,C,2H,2W]. */
+  upsampleNearest2x(x: Tensor): Tensor {
+    return wrap(binding().upsampleNearest2x(h(x, 'upsampleNearest2x', 'x')));
+  },
+
+  /** A copy in another dtype (float↔float, float↔int with truncation toward zero, like torch). */
+  cast(x: Tensor, dtype: DType): Tensor {
+    if (!isDType(dtype)) throw new TypeError(`ops.cast: unknown dtype '${String(dtype)}'`);
+    if (x instanceof NF4Tensor || dtype === 'nf4') {
+      if (x instanceof NF4Tensor && dtype !== 'nf4') return ops.nf4Dequantize(x, dtype);
+      throw new TypeError(`ops.cast: use ops.nf4Quantize to make nf4 tensors`);
+    }
+    return x.to({ dtype });
+  },
+
+  /**
+   * bitsandbytes NF4 quantization of w [N,K] (float32/bfloat16/float16, on its device), byte-identical to
+   * `bnb.functional.quantize_4bit(w, blocksize=64, quant_type='nf4', compress_statistics=doubleQuant)`.
+   */
+  nf4Quantize(w: Tensor, opts: { blocksize?: number; doubleQuant?: boolean } = {}): NF4Tensor {
+    const blocksize = opts.blocksize ?? 64;
+    if (w.ndim !== 2) throw new RangeError(`ops.nf4Quantize: expects a 2-D weight [N,K], got ${w.describe()}`);
+    const parts = binding().nf4Quantize(h(w, 'nf4Quantize', 'w'), blocksize, opts.doubleQuant ?? false, 256);
+    return NF4Tensor.fromNativeParts(
+      parts,
+      w.shape[0],
+      w.shape[1],
+      blocksize,
+      opts.doubleQuant ? 256 : 0,
+      w.dtype as DenseDType,
+    );
+  },
+
+  /** The dense weight of an nf4 tensor (as bitsandbytes' dequantize_4bit computes it), default float32. */
+  nf4Dequantize(q: Tensor, dtype: DType = 'float32'): Tensor {
+    if (!(q instanceof NF4Tensor)) throw new TypeError(`ops.nf4Dequantize: expects an nf4 tensor, got ${q.describe()}`);
+    if (!isDType(dtype) || dtype === 'nf4') throw new TypeError(`ops.nf4Dequantize: invalid dtype '${String(dtype)}'`);
+    return wrap(binding().nf4Dequantize(q.nf4Handle('ops.nf4Dequantize'), dtype));
+  },
+};
+
+/** The 16 NF4 code values (bitsandbytes' quant_map), ascending. */
+export function nf4CodeValues(): Float32Array {
+  return binding().nf4CodeValues();
+}
+
+/** bitsandbytes' create_dynamic_map (signed: the 256-entry map double quantization uses). */
+export function dynamicMap(signed = true): Float32Array {
+  return binding().dynamicMap(signed);
+}
+
+export { describeShape };
