@@ -1,0 +1,274 @@
+// Portable GEMMs for sm_80+ (mma.sync m16n8k16, cp.async multistage pipeline, ldmatrix):
+//   bf16:  C[M,N] = epilogue(A[M,K] · W[N,K]ᵀ)
+//   NF4:   the same with W dequantized from packed NF4 in the main loop (fragments are built from
+//          the packed bytes in shared memory; no bf16 weight tile is ever stored).
+// CTA tile 128x128, k-block 64, 3 stages, 8 warps in a 2 (M) x 4 (N) grid of 64x32 warp tiles.
+// Slower than the wgmma kernels on Hopper; this is the path for Ampere/Ada and a cross-check.
+#include "../sm90/epilogue.cuh"
+#include "../sm90/kernels.h"
+#include "../sm90/nf4.cuh"
+#include "mma.cuh"
+
+namespace fluxk {
+namespace sm80 {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3, kThreads = 256;
+constexpr int kATileBytes = kBM * kBK * 2;      // 16 KB, swizzled 128-byte rows
+constexpr int kBTileBytes = kBN * kBK * 2;      // 16 KB (bf16 weights)
+constexpr int kPackedTileBytes = kBN * kBK / 2;  // 4 KB (NF4 weights)
+
+template <bool kNf4>
+struct Sm80Config {
+  static constexpr int kWBytes = kNf4 ? kPackedTileBytes : kBTileBytes;
+  static constexpr int kStageBytes = kATileBytes + kWBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + (kNf4 ? 16 * 32 * 4 : 0);
+};
+
+struct Sm80Params {
+  const __nv_bfloat16* a;
+  int64_t lda;
+  const __nv_bfloat16* w;  // bf16 path
+  int64_t ldw;
+  Nf4Weight q;             // NF4 path
+  __nv_bfloat16* c;
+  int64_t ldc;
+  int m, n, k;
+  EpilogueArgs epi;
+};
+
+template <bool kNf4, int EPI>
+__global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p) {
+#if FLUXK_SM80_DEVICE
+  using Cfg = Sm80Config<kNf4>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t smem_base = smem_u32(smem);
+  float* lut = reinterpret_cast<float*>(smem + kStages * Cfg::kStageBytes);
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int g = lane / 4;
+  const int c = lane % 4;
+  const int warp_m = warp / 4;  // 0..1
+  const int warp_n = warp % 4;  // 0..3
+  const int m0 = blockIdx.y * kBM;
+  const int n0 = blockIdx.x * kBN;
+  const int k_blocks = (p.k + kBK - 1) / kBK;
+  if (kNf4) {
+    fill_lane_lut(lut, tid, kThreads);
+    __syncthreads();
+  }
+
+  auto load_stage = [&](int stage, int kb) {
+    const uint32_t a_dst = smem_base + stage * Cfg::kStageBytes;
+    const uint32_t w_dst = a_dst + kATileBytes;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int idx = tid + i * kThreads;
+      const int row = idx / 8, ch = idx % 8;
+      const int gr = m0 + row, gk = kb * kBK + ch * 8;
+      const bool ok = gr < p.m && gk < p.k;
+      cp_async_16(a_dst + swz128(row, ch), ok ? p.a + static_cast<int64_t>(gr) * p.lda + gk : p.a, ok ? 16 : 0);
+    }
+    if (!kNf4) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int idx = tid + i * kThreads;
+        const int row = idx / 8, ch = idx % 8;
+        const int gn = n0 + row, gk = kb * kBK + ch * 8;
+        const bool ok = gn < p.n && gk < p.k;
+        cp_async_16(w_dst + swz128(row, ch), ok ? p.w + static_cast<int64_t>(gn) * p.ldw + gk : p.w, ok ? 16 : 0);
+      }
+    } else {
+      // 128 rows x 32 packed bytes: one 16-byte piece per thread, row-major (32-byte rows).
+      const int row = tid / 2, half = tid % 2;
+      const int gn = n0 + row;
+      const bool ok = gn < p.n;
+      const uint8_t* src = p.q.packed + (static_cast<int64_t>(gn) * p.k + kb * kBK) / 2 + half * 16;
+      cp_async_16(w_dst + row * 32 + half * 16, ok ? src : p.q.packed, ok ? 16 : 0);
+    }
+  };
+
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int h = 0; h < 4; ++h) acc[i][j][h] = 0.f;
+
+  // NF4: this thread's B rows are n = warp_n*32 + 8*nt + g; their absmax per k-block.
+  float scale[4] = {0.f, 0.f, 0.f, 0.f};
+  auto load_scales = [&](int kb, float (&s)[4]) {
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int gn = n0 + warp_n * 32 + 8 * nt + g;
+      s[nt] = gn < p.n ? nf4_absmax(p.q, static_cast<int64_t>(gn) * (p.k / 64) + kb) : 0.f;
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_blocks) load_stage(s, s);
+    cp_async_commit();
+  }
+  if (kNf4 && k_blocks > 0) load_scales(0, scale);
+
+  for (int kb = 0; kb < k_blocks; ++kb) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    {
+      const int next = kb + kStages - 1;
+      if (next < k_blocks) load_stage(next % kStages, next);
+      cp_async_commit();
+    }
+    float scale_next[4] = {0.f, 0.f, 0.f, 0.f};
+    if (kNf4 && kb + 1 < k_blocks) load_scales(kb + 1, scale_next);
+
+    const int stage = kb % kStages;
+    const uint32_t a_tile = smem_base + stage * Cfg::kStageBytes;
+    const uint32_t w_tile = a_tile + kATileBytes;
+    const uint8_t* w_packed = smem + stage * Cfg::kStageBytes + kATileBytes;
+
+    // NF4: the 32 packed bytes of each of this thread's 4 B rows for the whole k-block.
+    uint32_t packed[4][8];
+    if (kNf4) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const int row = warp_n * 32 + 8 * nt + g;
+        const uint4 lo = *reinterpret_cast<const uint4*>(w_packed + row * 32);
+        const uint4 hi = *reinterpret_cast<const uint4*>(w_packed + row * 32 + 16);
+        packed[nt][0] = lo.x; packed[nt][1] = lo.y; packed[nt][2] = lo.z; packed[nt][3] = lo.w;
+        packed[nt][4] = hi.x; packed[nt][5] = hi.y; packed[nt][6] = hi.z; packed[nt][7] = hi.w;
+      }
+    }
+
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+      uint32_t af[4][4];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+        const int row = warp_m * 64 + mt * 16 + (lane % 16);
+        ldmatrix_x4(af[mt], a_tile + swz128(row, 2 * kk + lane / 16));
+      }
+      uint32_t bf[4][2];
+      if (!kNf4) {
+#pragma unroll
+        for (int np = 0; np < 2; ++np) {
+          uint32_t r[4];
+          const int row = warp_n * 32 + np * 16 + (lane % 8) + 8 * (lane / 16);
+          ldmatrix_x4(r, w_tile + swz128(row, 2 * kk + (lane / 8) % 2));
+          bf[2 * np][0] = r[0];
+          bf[2 * np][1] = r[1];
+          bf[2 * np + 1][0] = r[2];
+          bf[2 * np + 1][1] = r[3];
+        }
+      } else {
+        // b0 = k (2c, 2c+1) of slice kk = byte 8kk + c (byte c of word 2kk); b1 = k (2c+8, 2c+9)
+        // = byte c of word 2kk+1.
+        const float* lut_lane = lut + lane;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          bf[nt][0] = nf4_pair((packed[nt][2 * kk] >> (8 * c)) & 0xFF, scale[nt], lut_lane);
+          bf[nt][1] = nf4_pair((packed[nt][2 * kk + 1] >> (8 * c)) & 0xFF, scale[nt], lut_lane);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) mma_bf16_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+    }
+    if (kNf4) {
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) scale[nt] = scale_next[nt];
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt) {
+    const int row = m0 + warp_m * 64 + mt * 16 + g;
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int col = n0 + warp_n * 32 + nt * 8 + 2 * c;
+      if (col >= p.n) continue;
+      if (row < p.m)
+        *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
+            epilogue_pair<EPI>(p.epi, acc[mt][nt][0], acc[mt][nt][1], row, col);
+      if (row + 8 < p.m)
+        *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row + 8) * p.ldc + col) =
+            epilogue_pair<EPI>(p.epi, acc[mt][nt][2], acc[mt][nt][3], row + 8, col);
+    }
+  }
+#endif
+}
+
+template <bool kNf4, int EPI>
+cudaError_t launch(const Sm80Params& p, cudaStream_t stream) {
+  using Cfg = Sm80Config<kNf4>;
+  auto kernel = gemm_sm80_kernel<kNf4, EPI>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  const dim3 grid((p.n + kBN - 1) / kBN, (p.m + kBM - 1) / kBM);
+  if (grid.y > 65535) return cudaErrorInvalidValue;
+  kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <bool kNf4>
+cudaError_t launch_epi(const Sm80Params& p, cudaStream_t stream) {
+  switch (p.epi.kind) {
+    case Epilogue::kNone: return launch<kNf4, 0>(p, stream);
+    case Epilogue::kGeluTanh: return launch<kNf4, 1>(p, stream);
+    case Epilogue::kGateResidual: return launch<kNf4, 2>(p, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+}  // namespace sm80
+
+bool nf4_args_valid(const Nf4GemmArgs& a);  // gemv_nf4.cu
+
+cudaError_t gemm_bf16_sm80(const GemmArgs& a, cudaStream_t stream) {
+  if (a.m == 0 || a.n == 0) return cudaSuccess;
+  if (a.m < 0 || a.n < 0 || a.k <= 0 || !a.a || !a.w || !a.c) return cudaErrorInvalidValue;
+  if (a.k % 8 || a.n % 8 || a.lda % 8 || a.ldw % 8 || a.ldc % 8) return cudaErrorInvalidValue;
+  if (!sm80::aligned16(a.a) || !sm80::aligned16(a.w) || !sm80::aligned16(a.c)) return cudaErrorInvalidValue;
+  if (a.epi.kind == Epilogue::kGateResidual &&
+      (!a.epi.residual || !a.epi.gate || a.epi.gate_rows_per_batch <= 0 || a.epi.ldr % 2 || a.epi.ldg % 2))
+    return cudaErrorInvalidValue;
+  sm80::Sm80Params p{};
+  p.a = a.a;
+  p.lda = a.lda;
+  p.w = a.w;
+  p.ldw = a.ldw;
+  p.c = a.c;
+  p.ldc = a.ldc;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.epi = a.epi;
+  return sm80::launch_epi<false>(p, stream);
+}
+
+cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& a, cudaStream_t stream) {
+  if (a.m == 0) return cudaSuccess;
+  if (!nf4_args_valid(a)) return cudaErrorInvalidValue;
+  sm80::Sm80Params p{};
+  p.a = a.a;
+  p.lda = a.lda;
+  p.q = a.w;
+  p.c = a.c;
+  p.ldc = a.ldc;
+  p.m = a.m;
+  p.n = a.w.n;
+  p.k = a.w.k;
+  p.epi = a.epi;
+  return sm80::launch_epi<true>(p, stream);
+}
+
+}  // namespace fluxk

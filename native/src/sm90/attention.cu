@@ -1,0 +1,369 @@
+// Flash attention forward for Hopper (FlashAttention-3 style), head_dim 128, non-causal, bf16 in
+// and out, fp32 softmax statistics and accumulation.
+//
+// CTA = one (batch, head, 128-query tile), 384 threads:
+//   warpgroup 0: one thread loads the Q tile once and streams 128-key K and V tiles with TMA
+//                (4D tensor maps over [B, H, L, 128] with arbitrary strides; 128-byte swizzle; out
+//                of range rows read as zero) into a 2-stage ring (separate "full" barriers for K
+//                and V, one "empty" barrier per stage).
+//   warpgroups 1-2: 64 query rows each. S = Q·Kᵀ with wgmma (A = Q, B = K, both K-major in
+//                shared memory), online softmax in registers (exp2 with the scale folded in), then
+//                O += P·V with P taken from registers (the S accumulator layout is the wgmma A
+//                fragment layout) and V read MN-major (transposed B).
+// kPipelined additionally overlaps the softmax of block j with the P·V product of block j-1
+// inside each warpgroup (FA3's intra-warpgroup pipelining); the two consumer warpgroups also
+// overlap each other's softmax and matrix work naturally.
+#include "hopper.cuh"
+#include "kernels.h"
+#include "tensor_map.h"
+
+namespace fluxk {
+namespace sm90 {
+namespace {
+
+constexpr int kBM = 128;  // query rows per CTA
+constexpr int kBN = 128;  // keys per block
+constexpr int kD = 128;
+constexpr int kStages = 2;
+constexpr int kThreads = 384;
+constexpr int kTileBytes = kBN * kD * 2;  // 32 KB: two 128-row x 64-dim swizzled halves
+constexpr int kHalfBytes = kTileBytes / 2;
+constexpr int kSmemBytes = kTileBytes * (1 + 2 * kStages) + 8 * (1 + 3 * kStages) + 1024;
+static_assert(kSmemBytes <= 232448, "shared memory budget");
+
+struct AttnParams {
+  __nv_bfloat16* o;
+  int64_t o_stride[3];
+  int heads, seq_q, seq_kv, q_tiles, kv_blocks;
+  float scale_log2;
+};
+
+#if FLUXK_SM90_DEVICE
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// S = Q_rows · K_blockᵀ for this warpgroup's 64 rows (8 k16 steps over the head dim).
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint32_t q_base, uint32_t k_base) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    const uint32_t off = (kk / 4) * kHalfBytes + (kk % 4) * 32;
+    WgmmaSS<128, 0>::run(s, make_smem_desc(q_base + off, 16, 1024), make_smem_desc(k_base + off, 16, 1024),
+                         kk > 0 ? 1 : 0);
+  }
+  wgmma_commit();
+}
+
+// O += P · V_block: P from registers (8 k16 slices of keys), V MN-major (LBO = 64-dim half stride).
+__device__ __forceinline__ void issue_pv(float (&o)[64], const uint32_t (&p)[32], uint32_t v_base) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    WgmmaRS<128, 1>::run(o, &p[4 * kk], make_smem_desc(v_base + kk * 16 * 128, kHalfBytes, 1024), 1);
+  }
+  wgmma_commit();
+}
+
+// Online-softmax step on a fresh score block: masks keys >= valid, updates the running row max m
+// (log2 domain, scale folded in), turns s into unnormalised probabilities in place, returns the
+// factor by which earlier O and l must be rescaled for each of the thread's two rows.
+__device__ __forceinline__ void softmax_block(float (&s)[64], float (&m)[2], float (&alpha)[2], float scale_log2,
+                                              int valid, int c) {
+  if (valid < kBN) {
+#pragma unroll
+    for (int jn = 0; jn < 16; ++jn) {
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        if (8 * jn + 2 * c + (h & 1) >= valid) s[4 * jn + h] = -INFINITY;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int jn = 0; jn < 16; ++jn) mx = fmaxf(mx, fmaxf(s[4 * jn + 2 * r], s[4 * jn + 2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+    const float m_new = fmaxf(m[r], mx * scale_log2);
+    alpha[r] = ex2(m[r] - m_new);
+    m[r] = m_new;
+#pragma unroll
+    for (int jn = 0; jn < 16; ++jn) {
+      s[4 * jn + 2 * r] = ex2(fmaf(s[4 * jn + 2 * r], scale_log2, -m_new));
+      s[4 * jn + 2 * r + 1] = ex2(fmaf(s[4 * jn + 2 * r + 1], scale_log2, -m_new));
+    }
+  }
+}
+
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// Row sums of the probabilities (thread-partial; reduced across the quad at the end) and their
+// bf16 A fragments for P·V: slice kk covers keys 16kk..16kk+15 = accumulator n8 blocks 2kk, 2kk+1.
+__device__ __forceinline__ void probs_to_fragments(const float (&s)[64], float (&l)[2], const float (&alpha)[2],
+                                                   uint32_t (&p)[32]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float sum = 0.f;
+#pragma unroll
+    for (int jn = 0; jn < 16; ++jn) sum += s[4 * jn + 2 * r] + s[4 * jn + 2 * r + 1];
+    l[r] = l[r] * alpha[r] + sum;
+  }
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    p[4 * kk + 0] = pack2(s[8 * kk + 0], s[8 * kk + 1]);
+    p[4 * kk + 1] = pack2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[4 * kk + 2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[4 * kk + 3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+__device__ __forceinline__ void rescale_o(float (&o)[64], const float (&alpha)[2]) {
+#pragma unroll
+  for (int jn = 0; jn < 16; ++jn) {
+    o[4 * jn + 0] *= alpha[0];
+    o[4 * jn + 1] *= alpha[0];
+    o[4 * jn + 2] *= alpha[1];
+    o[4 * jn + 3] *= alpha[1];
+  }
+}
+#endif
+
+template <bool kPipelined>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_kernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_k,
+                     const __grid_constant__ CUtensorMap tma_v, const AttnParams p) {
+#if FLUXK_SM90_DEVICE
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* s_q = smem;
+  uint8_t* s_k = s_q + kTileBytes;
+  uint8_t* s_v = s_k + kStages * kTileBytes;
+  uint64_t* q_full = reinterpret_cast<uint64_t*>(s_v + kStages * kTileBytes);
+  uint64_t* k_full = q_full + 1;
+  uint64_t* v_full = k_full + kStages;
+  uint64_t* empty = v_full + kStages;
+
+  const int q_tile = blockIdx.x % p.q_tiles;
+  const int bh = blockIdx.x / p.q_tiles;
+  const int head = bh % p.heads;
+  const int batch = bh / p.heads;
+  const int wg = threadIdx.x / 128;
+  const int tid = threadIdx.x % 128;
+
+  if (threadIdx.x == 0) {
+    mbar_init(q_full, 1);
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&k_full[s], 1);
+      mbar_init(&v_full[s], 1);
+      mbar_init(&empty[s], 8);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    setmaxnreg_dec<24>();
+    if (tid == 0) {
+      prefetch_tensor_map(&tma_q);
+      prefetch_tensor_map(&tma_k);
+      prefetch_tensor_map(&tma_v);
+      mbar_arrive_expect_tx(q_full, kTileBytes);
+      tma_load_4d(s_q, &tma_q, q_full, 0, q_tile * kBM, head, batch);
+      tma_load_4d(s_q + kHalfBytes, &tma_q, q_full, 64, q_tile * kBM, head, batch);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int j = 0; j < p.kv_blocks; ++j) {
+        mbar_wait(&empty[stage], phase ^ 1);
+        mbar_arrive_expect_tx(&k_full[stage], kTileBytes);
+        tma_load_4d(s_k + stage * kTileBytes, &tma_k, &k_full[stage], 0, j * kBN, head, batch);
+        tma_load_4d(s_k + stage * kTileBytes + kHalfBytes, &tma_k, &k_full[stage], 64, j * kBN, head, batch);
+        mbar_arrive_expect_tx(&v_full[stage], kTileBytes);
+        tma_load_4d(s_v + stage * kTileBytes, &tma_v, &v_full[stage], 0, j * kBN, head, batch);
+        tma_load_4d(s_v + stage * kTileBytes + kHalfBytes, &tma_v, &v_full[stage], 64, j * kBN, head, batch);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+  } else {
+    setmaxnreg_inc<240>();
+    const int cw = wg - 1;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int c = lane % 4;
+    const uint32_t q_base = smem_addr(s_q) + cw * 64 * 128;
+    float o[64];
+    float s[64];
+    uint32_t pf[32];
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.f, 0.f};
+    float alpha[2];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) reg_fence(o[i]);
+
+    mbar_wait(q_full, 0);
+    int stage = 0;
+    uint32_t phase = 0;
+
+    if (!kPipelined) {
+      for (int j = 0; j < p.kv_blocks; ++j) {
+        mbar_wait(&k_full[stage], phase);
+        issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 64; ++i) reg_fence(s[i]);
+        softmax_block(s, m, alpha, p.scale_log2, p.seq_kv - j * kBN, c);
+        probs_to_fragments(s, l, alpha, pf);
+        rescale_o(o, alpha);
+        mbar_wait(&v_full[stage], phase);
+        issue_pv(o, pf, smem_addr(s_v + stage * kTileBytes));
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 64; ++i) reg_fence(o[i]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) reg_fence(pf[i]);
+        if (lane == 0) mbar_arrive(&empty[stage]);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    } else {
+      // Block 0: scores and probabilities only.
+      mbar_wait(&k_full[stage], phase);
+      issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < 64; ++i) reg_fence(s[i]);
+      softmax_block(s, m, alpha, p.scale_log2, p.seq_kv, c);
+      probs_to_fragments(s, l, alpha, pf);
+      int prev = stage;
+      uint32_t prev_phase = phase;
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+      for (int j = 1; j < p.kv_blocks; ++j) {
+        mbar_wait(&k_full[stage], phase);
+        issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
+        mbar_wait(&v_full[prev], prev_phase);
+        issue_pv(o, pf, smem_addr(s_v + prev * kTileBytes));
+        wgmma_wait<1>();  // scores of block j are ready; P·V of block j-1 may still run
+#pragma unroll
+        for (int i = 0; i < 64; ++i) reg_fence(s[i]);
+        softmax_block(s, m, alpha, p.scale_log2, p.seq_kv - j * kBN, c);
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 64; ++i) reg_fence(o[i]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) reg_fence(pf[i]);
+        if (lane == 0) mbar_arrive(&empty[prev]);
+        rescale_o(o, alpha);
+        probs_to_fragments(s, l, alpha, pf);
+        prev = stage;
+        prev_phase = phase;
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      mbar_wait(&v_full[prev], prev_phase);
+      issue_pv(o, pf, smem_addr(s_v + prev * kTileBytes));
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < 64; ++i) reg_fence(o[i]);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) reg_fence(pf[i]);
+      if (lane == 0) mbar_arrive(&empty[prev]);
+    }
+
+    // Normalise and store: o[4jn + h] is row (16*warp + lane/4 + 8*(h/2)), dim (8jn + 2c + h%2).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
+    }
+    const float inv0 = 1.f / l[0];
+    const float inv1 = 1.f / l[1];
+    const int row0 = q_tile * kBM + cw * 64 + warp * 16 + lane / 4;
+    __nv_bfloat16* o_base = p.o + static_cast<int64_t>(batch) * p.o_stride[0] + static_cast<int64_t>(head) * p.o_stride[1];
+#pragma unroll
+    for (int jn = 0; jn < 16; ++jn) {
+      const int col = 8 * jn + 2 * c;
+      if (row0 < p.seq_q)
+        *reinterpret_cast<uint32_t*>(o_base + static_cast<int64_t>(row0) * p.o_stride[2] + col) =
+            pack2(o[4 * jn + 0] * inv0, o[4 * jn + 1] * inv0);
+      if (row0 + 8 < p.seq_q)
+        *reinterpret_cast<uint32_t*>(o_base + static_cast<int64_t>(row0 + 8) * p.o_stride[2] + col) =
+            pack2(o[4 * jn + 2] * inv1, o[4 * jn + 3] * inv1);
+    }
+  }
+#endif
+}
+
+cudaError_t encode_bhld(CUtensorMap* map, const __nv_bfloat16* base, const int64_t (&stride)[3], int batch, int heads,
+                        int seq) {
+  const uint64_t dims[4] = {static_cast<uint64_t>(kD), static_cast<uint64_t>(seq), static_cast<uint64_t>(heads),
+                            static_cast<uint64_t>(batch)};
+  const uint64_t strides[3] = {static_cast<uint64_t>(stride[2]) * 2, static_cast<uint64_t>(stride[1]) * 2,
+                               static_cast<uint64_t>(stride[0]) * 2};
+  const uint32_t box[4] = {64, 128, 1, 1};
+  return encode_tensor_map(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, base, dims, strides, box,
+                           CU_TENSOR_MAP_SWIZZLE_128B);
+}
+
+}  // namespace
+
+cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stream, bool pipelined) {
+  if (a.batch == 0 || a.heads == 0 || a.seq_q == 0) return cudaSuccess;
+  if (!a.q || !a.k || !a.v || !a.o || a.head_dim != kD || a.seq_kv <= 0 || a.batch < 0 || a.heads < 0 ||
+      a.seq_q < 0)
+    return cudaErrorInvalidValue;
+  for (int i = 0; i < 3; ++i) {
+    if (a.q_stride[i] % 8 || a.k_stride[i] % 8 || a.v_stride[i] % 8 || a.o_stride[i] % 2) return cudaErrorInvalidValue;
+  }
+  if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.o)) return cudaErrorInvalidValue;
+  if (!device_is_sm90()) return cudaErrorNotSupported;
+  CUtensorMap tq, tk, tv;
+  cudaError_t e = encode_bhld(&tq, a.q, a.q_stride, a.batch, a.heads, a.seq_q);
+  if (e != cudaSuccess) return e;
+  e = encode_bhld(&tk, a.k, a.k_stride, a.batch, a.heads, a.seq_kv);
+  if (e != cudaSuccess) return e;
+  e = encode_bhld(&tv, a.v, a.v_stride, a.batch, a.heads, a.seq_kv);
+  if (e != cudaSuccess) return e;
+  AttnParams p;
+  p.o = a.o;
+  for (int i = 0; i < 3; ++i) p.o_stride[i] = a.o_stride[i];
+  p.heads = a.heads;
+  p.seq_q = a.seq_q;
+  p.seq_kv = a.seq_kv;
+  p.q_tiles = (a.seq_q + kBM - 1) / kBM;
+  p.kv_blocks = (a.seq_kv + kBN - 1) / kBN;
+  const float scale = a.scale != 0.f ? a.scale : 0.08838834764831845f;  // 1/sqrt(128)
+  p.scale_log2 = scale * 1.4426950408889634f;
+  const long long blocks = static_cast<long long>(p.q_tiles) * a.heads * a.batch;
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
+  auto kernel = pipelined ? attention_kernel<true> : attention_kernel<false>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if (e != cudaSuccess) return e;
+  kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(tq, tk, tv, p);
+  return cudaGetLastError();
+}
+
+}  // namespace sm90
+
+cudaError_t attention_fwd_sm90(const AttentionArgs& a, cudaStream_t stream) {
+  return sm90::attention_fwd_sm90_variant(a, stream, true);
+}
+
+}  // namespace fluxk

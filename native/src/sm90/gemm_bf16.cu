@@ -1,0 +1,251 @@
+// bf16 GEMM for Hopper: C[M,N] = epilogue(A[M,K] · W[N,K]ᵀ), fp32 accumulation.
+//
+// Structure (one persistent CTA per SM, 384 threads):
+//   warpgroup 0  producer: one thread streams 128x64 tiles of A and BNx64 tiles of W with TMA
+//                (128-byte swizzle) into a ring of shared-memory stages, each guarded by a
+//                "full" mbarrier (TMA transaction bytes) and an "empty" mbarrier (consumer release).
+//   warpgroups 1-2 consumers: each owns 64 rows of the 128-row tile and issues
+//                wgmma.m64nBNk16 from shared memory, keeping one k-block of wgmmas in flight
+//                while releasing the previous stage; then applies the fused epilogue from
+//                registers and stores bf16 to global memory.
+// Registers are rebalanced with setmaxnreg (producer 40, consumers 232). Tiles are walked in
+// groups of 8 row-blocks so that concurrently running CTAs share A and W tiles in L2.
+#include "epilogue.cuh"
+#include "hopper.cuh"
+#include "kernels.h"
+#include "tensor_map.h"
+
+namespace fluxk {
+namespace sm90 {
+namespace {
+
+constexpr int kBM = 128;
+constexpr int kBK = 64;
+constexpr int kThreads = 384;
+constexpr int kGroupM = 8;
+
+template <int BN>
+struct GemmConfig {
+  static constexpr int kStages = BN == 256 ? 4 : (BN == 192 ? 5 : 6);
+  static constexpr int kABytes = kBM * kBK * 2;
+  static constexpr int kBBytes = BN * kBK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 2 * kStages * 8 + 1024;
+  static_assert(kSmemBytes <= 232448, "shared memory budget");
+  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
+};
+
+struct GemmParams {
+  __nv_bfloat16* c;
+  int64_t ldc;
+  int m, n, k;
+  int tiles_m, tiles_n, num_tiles, k_blocks;
+  EpilogueArgs epi;
+};
+
+__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
+  const int per_group = kGroupM * tiles_n;
+  const int group = t / per_group;
+  const int first_m = group * kGroupM;
+  const int group_m = min(tiles_m - first_m, kGroupM);
+  const int r = t - group * per_group;
+  tm = first_m + r % group_m;
+  tn = r / group_m;
+}
+
+template <int BN, int EPI>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_bf16_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                     const GemmParams p) {
+#if FLUXK_SM90_DEVICE
+  using Cfg = GemmConfig<BN>;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* s_a = smem;
+  uint8_t* s_w = smem + Cfg::kStages * Cfg::kABytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_w + Cfg::kStages * Cfg::kBBytes);
+  uint64_t* empty = full + Cfg::kStages;
+
+  const int wg = threadIdx.x / 128;
+  const int tid = threadIdx.x % 128;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], 8);  // one arrival per consumer warp
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    setmaxnreg_dec<40>();
+    if (tid == 0) {
+      prefetch_tensor_map(&tma_a);
+      prefetch_tensor_map(&tma_w);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
+        int tm, tn;
+        tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+        for (int kb = 0; kb < p.k_blocks; ++kb) {
+          mbar_wait(&empty[stage], phase ^ 1);
+          mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
+          tma_load_2d(s_a + stage * Cfg::kABytes, &tma_a, &full[stage], kb * kBK, tm * kBM);
+          tma_load_2d(s_w + stage * Cfg::kBBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
+          if (++stage == Cfg::kStages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    setmaxnreg_inc<232>();
+    const int cw = wg - 1;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    int stage = 0;
+    uint32_t phase = 0;
+    float acc[BN / 2];
+
+    for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
+      int tm, tn;
+      tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) reg_fence(acc[i]);
+
+      int prev_stage = 0;
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbar_wait(&full[stage], phase);
+        const uint32_t a_base = smem_addr(s_a + stage * Cfg::kABytes + cw * 64 * 128);
+        const uint32_t w_base = smem_addr(s_w + stage * Cfg::kBBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk) {
+          WgmmaSS<BN, 0>::run(acc, make_smem_desc(a_base + kk * 32, 16, 1024),
+                              make_smem_desc(w_base + kk * 32, 16, 1024), 1);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+        if (kb > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+        prev_stage = stage;
+        if (++stage == Cfg::kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) reg_fence(acc[i]);
+      if (p.k_blocks > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+
+      // Accumulator layout of wgmma m64nNk16: acc[4j + h] holds row (16*warp + lane/4 + 8*(h/2)),
+      // column (8j + 2*(lane%4) + h%2) of this warpgroup's 64 x BN block.
+      const int row0 = tm * kBM + cw * 64 + warp * 16 + lane / 4;
+      const int col_base = tn * BN + 2 * (lane % 4);
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const int col = col_base + 8 * j;
+        if (col < p.n) {
+          if (row0 < p.m) {
+            *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0) * p.ldc + col) =
+                epilogue_pair<EPI>(p.epi, acc[4 * j + 0], acc[4 * j + 1], row0, col);
+          }
+          if (row0 + 8 < p.m) {
+            *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0 + 8) * p.ldc + col) =
+                epilogue_pair<EPI>(p.epi, acc[4 * j + 2], acc[4 * j + 3], row0 + 8, col);
+          }
+        }
+      }
+    }
+  }
+#endif
+}
+
+template <int BN, int EPI>
+cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
+  using Cfg = GemmConfig<BN>;
+  CUtensorMap tma_a, tma_w;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, a.k, a.lda, kBM);
+  if (e != cudaSuccess) return e;
+  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN);
+  if (e != cudaSuccess) return e;
+
+  GemmParams p;
+  p.c = a.c;
+  p.ldc = a.ldc;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.tiles_m = (a.m + kBM - 1) / kBM;
+  p.tiles_n = (a.n + BN - 1) / BN;
+  p.num_tiles = p.tiles_m * p.tiles_n;
+  p.k_blocks = (a.k + kBK - 1) / kBK;
+  p.epi = a.epi;
+
+  auto kernel = gemm_bf16_kernel<BN, EPI>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  const int grid = p.num_tiles < sms ? p.num_tiles : sms;
+  kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_w, p);
+  return cudaGetLastError();
+}
+
+template <int BN>
+cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
+  switch (a.epi.kind) {
+    case Epilogue::kNone: return launch<BN, 0>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch<BN, 1>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch<BN, 2>(a, stream, sms);
+  }
+  return cudaErrorInvalidValue;
+}
+
+// Picks the tile width that minimises (waves of tiles) x (cost of one tile), where narrower
+// tiles pay for their lower arithmetic intensity (rates relative to 256, to be tuned on the device).
+int pick_tile_n(int m, int n, int sms) {
+  const int widths[3] = {256, 192, 128};
+  const double rate[3] = {1.0, 0.96, 0.86};
+  int best = 256;
+  double best_cost = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    const long tiles = static_cast<long>((m + kBM - 1) / kBM) * ((n + widths[i] - 1) / widths[i]);
+    const long waves = (tiles + sms - 1) / sms;
+    const double cost = static_cast<double>(waves) * widths[i] / rate[i];
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = widths[i];
+    }
+  }
+  return best;
+}
+
+}  // namespace
+}  // namespace sm90
+
+cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
+  using namespace sm90;
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0) return a.m == 0 || a.n == 0 ? cudaSuccess : cudaErrorInvalidValue;
+  if (!a.a || !a.w || !a.c) return cudaErrorInvalidValue;
+  if (a.k % 8 || a.n % 8 || a.lda % 8 || a.ldw % 8 || a.ldc % 8) return cudaErrorInvalidValue;
+  if (!aligned16(a.a) || !aligned16(a.w) || !aligned16(a.c)) return cudaErrorInvalidValue;
+  if (a.epi.kind == Epilogue::kGateResidual &&
+      (!a.epi.residual || !a.epi.gate || a.epi.gate_rows_per_batch <= 0 || a.epi.ldr % 2 || a.epi.ldg % 2))
+    return cudaErrorInvalidValue;
+  if (!device_is_sm90()) return cudaErrorNotSupported;
+  int sms = 0;
+  cudaError_t e = device_sm_count(&sms);
+  if (e != cudaSuccess) return e;
+  const int tile_n = a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
+  switch (tile_n) {
+    case 256: return launch_epi<256>(a, stream, sms);
+    case 192: return launch_epi<192>(a, stream, sms);
+    case 128: return launch_epi<128>(a, stream, sms);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace fluxk

@@ -1,0 +1,384 @@
+// NF4-weight x bf16-activation GEMM for Hopper, large M: C[M,N] = epilogue(A[M,K] · dequant(W)ᵀ).
+//
+// The product is computed transposed, Cᵀ = W · Aᵀ, so that the dequantized weight is the wgmma
+// A operand, which may live in registers: consumers turn packed NF4 bytes straight into bf16
+// fragments (never through shared memory, never as a bf16 copy in global memory), while the
+// activations (the wgmma B operand) stream through TMA with 128-byte swizzle.
+//
+// CTA (persistent, 384 threads), tile = 128 weight rows x BT tokens, k-block 64:
+//   warpgroup 0: warp 0 lane 0 issues TMA for the activation tile [BT x 64] and the packed weight
+//                tile [128 rows x 32 bytes]; warps 1-3 compute the 128 per-row absmax values of the
+//                k-block (plain or double quant) into shared memory. Both feed the stage's "full"
+//                mbarrier (1 transaction arrival + 96 thread arrivals).
+//   warpgroups 1-2: each owns 64 weight rows. Per k-block a thread reads its two rows' packed bytes
+//                (2 x 32 B) and scales, builds the 16 bf16x2 A fragments of the next k-block while
+//                the 4 wgmma.m64nBTk16 of the current one run (fragments double-buffered), then
+//                releases the stage. The epilogue transposes through padded shared memory so the
+//                global stores are 16-byte rows of C.
+#include "epilogue.cuh"
+#include "hopper.cuh"
+#include "kernels.h"
+#include "nf4.cuh"
+#include "tensor_map.h"
+
+namespace fluxk {
+namespace sm90 {
+namespace {
+
+constexpr int kRows = 128;  // weight rows per tile (2 consumer warpgroups x 64)
+constexpr int kBK = 64;
+constexpr int kThreads = 384;
+constexpr int kGroupM = 8;
+constexpr int kStagePitch = 144;  // bytes per token row of the epilogue staging (64 bf16 + 16 pad)
+
+template <int BT>
+struct Nf4Config {
+  static constexpr int kStages = BT == 256 ? 4 : (BT == 192 ? 5 : 6);
+  static constexpr int kXBytes = BT * kBK * 2;
+  static constexpr int kWBytes = kRows * kBK / 2;
+  static constexpr int kScaleBytes = kRows * 4;
+  static constexpr int kStagingBytes = 2 * BT * kStagePitch;
+  static constexpr int kLutBytes = 16 * 32 * 4;
+  static constexpr int kSmemBytes =
+      kStages * (kXBytes + kWBytes + kScaleBytes) + kStagingBytes + kLutBytes + 2 * kStages * 8 + 1024;
+  static_assert(kSmemBytes <= 232448, "shared memory budget");
+  static_assert(kXBytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
+};
+
+struct Nf4Params {
+  __nv_bfloat16* c;
+  int64_t ldc;
+  int m, n, k;
+  int tiles_m, tiles_n, num_tiles, k_blocks;
+  Nf4Weight w;
+  EpilogueArgs epi;
+};
+
+__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
+  const int per_group = kGroupM * tiles_n;
+  const int group = t / per_group;
+  const int first_m = group * kGroupM;
+  const int group_m = min(tiles_m - first_m, kGroupM);
+  const int r = t - group * per_group;
+  tm = first_m + r % group_m;
+  tn = r / group_m;
+}
+
+#if FLUXK_SM90_DEVICE
+// Builds the A fragments of one k-block for this thread's rows g and g+8 (of its warp's 16):
+// fragment (kk, i) covers k = 16kk .. 16kk+15; registers 4kk+0/1 hold k pair (2c, 2c+1) of rows
+// g / g+8, registers 4kk+2/3 the pair (2c+8, 2c+9). Pair (2c, 2c+1) of k16 slice kk is byte
+// 8kk + c of the row's 32 packed bytes, i.e. byte c of 32-bit word 2kk; pair (2c+8, 2c+9) is byte
+// c of word 2kk+1.
+__device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t* w_stage, const float* scale_stage,
+                                                int row0, int shift, const float* lut_lane) {
+  const uint4 r0a = *reinterpret_cast<const uint4*>(w_stage + row0 * 32);
+  const uint4 r0b = *reinterpret_cast<const uint4*>(w_stage + row0 * 32 + 16);
+  const uint4 r1a = *reinterpret_cast<const uint4*>(w_stage + (row0 + 8) * 32);
+  const uint4 r1b = *reinterpret_cast<const uint4*>(w_stage + (row0 + 8) * 32 + 16);
+  const float s0 = scale_stage[row0];
+  const float s1 = scale_stage[row0 + 8];
+  const uint32_t w0[8] = {r0a.x, r0a.y, r0a.z, r0a.w, r0b.x, r0b.y, r0b.z, r0b.w};
+  const uint32_t w1[8] = {r1a.x, r1a.y, r1a.z, r1a.w, r1b.x, r1b.y, r1b.z, r1b.w};
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    f[4 * kk + 0] = nf4_pair((w0[2 * kk] >> shift) & 0xFF, s0, lut_lane);
+    f[4 * kk + 1] = nf4_pair((w1[2 * kk] >> shift) & 0xFF, s1, lut_lane);
+    f[4 * kk + 2] = nf4_pair((w0[2 * kk + 1] >> shift) & 0xFF, s0, lut_lane);
+    f[4 * kk + 3] = nf4_pair((w1[2 * kk + 1] >> shift) & 0xFF, s1, lut_lane);
+  }
+}
+#endif
+
+template <int BT, int EPI>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_w,
+                    const Nf4Params p) {
+#if FLUXK_SM90_DEVICE
+  using Cfg = Nf4Config<BT>;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* s_x = smem;
+  uint8_t* s_w = s_x + Cfg::kStages * Cfg::kXBytes;
+  float* s_scale = reinterpret_cast<float*>(s_w + Cfg::kStages * Cfg::kWBytes);
+  uint8_t* s_stage_out = reinterpret_cast<uint8_t*>(s_scale + Cfg::kStages * kRows);
+  float* s_lut = reinterpret_cast<float*>(s_stage_out + Cfg::kStagingBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_lut + 16 * 32);
+  uint64_t* empty = full + Cfg::kStages;
+
+  const int wg = threadIdx.x / 128;
+  const int tid = threadIdx.x % 128;
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+
+  fill_lane_lut(s_lut, threadIdx.x, kThreads);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      mbar_init(&full[s], 1 + 96);
+      mbar_init(&empty[s], 8);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int k_blocks_row = p.k / kBK;  // absmax blocks per weight row
+
+  if (wg == 0) {
+    setmaxnreg_dec<40>();
+    if (warp == 0) {
+      if (lane == 0) {
+        prefetch_tensor_map(&tma_x);
+        prefetch_tensor_map(&tma_w);
+        int stage = 0;
+        uint32_t phase = 0;
+        for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
+          int tm, tn;
+          tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+          for (int kb = 0; kb < p.k_blocks; ++kb) {
+            mbar_wait(&empty[stage], phase ^ 1);
+            mbar_arrive_expect_tx(&full[stage], Cfg::kXBytes + Cfg::kWBytes);
+            tma_load_2d(s_x + stage * Cfg::kXBytes, &tma_x, &full[stage], kb * kBK, tm * BT);
+            tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * (kBK / 2), tn * kRows);
+            if (++stage == Cfg::kStages) {
+              stage = 0;
+              phase ^= 1;
+            }
+          }
+        }
+      }
+    } else {
+      // Warps 1-3: the k-block's absmax of each of the tile's 128 rows.
+      const int st = tid - 32;
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
+        int tm, tn;
+        tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+        for (int kb = 0; kb < p.k_blocks; ++kb) {
+          const int n0 = tn * kRows + st;
+          const int n1 = n0 + 96;
+          const float v0 = n0 < p.n ? nf4_absmax(p.w, static_cast<int64_t>(n0) * k_blocks_row + kb) : 0.f;
+          const float v1 =
+              (st < 32 && n1 < p.n) ? nf4_absmax(p.w, static_cast<int64_t>(n1) * k_blocks_row + kb) : 0.f;
+          mbar_wait(&empty[stage], phase ^ 1);
+          s_scale[stage * kRows + st] = v0;
+          if (st < 32) s_scale[stage * kRows + st + 96] = v1;
+          mbar_arrive(&full[stage]);
+          if (++stage == Cfg::kStages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    setmaxnreg_inc<232>();
+    const int cw = wg - 1;
+    const int g = lane / 4;
+    const int c = lane % 4;
+    const int shift = 8 * c;
+    const int row0 = cw * 64 + warp * 16 + g;  // this thread's first weight row in the tile
+    const float* lut_lane = s_lut + lane;
+    uint8_t* staging = s_stage_out + cw * BT * kStagePitch;
+    int stage = 0;
+    uint32_t phase = 0;
+    float acc[BT / 2];
+    uint32_t fa[16], fb[16];
+
+    auto advance = [&]() {
+      if (++stage == Cfg::kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    };
+    auto issue = [&](const uint32_t(&f)[16], int st) {
+      const uint32_t x_base = smem_addr(s_x + st * Cfg::kXBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) WgmmaRS<BT, 0>::run(acc, &f[4 * kk], make_smem_desc(x_base + kk * 32, 16, 1024), 1);
+      wgmma_commit();
+    };
+
+    for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
+      int tm, tn;
+      tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+#pragma unroll
+      for (int i = 0; i < BT / 2; ++i) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < BT / 2; ++i) reg_fence(acc[i]);
+
+      mbar_wait(&full[stage], phase);
+      build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, shift, lut_lane);
+      int kb = 0;
+      while (true) {
+        issue(fa, stage);
+        int done = stage;
+        advance();
+        bool more = kb + 1 < p.k_blocks;
+        if (more) {
+          mbar_wait(&full[stage], phase);
+          build_fragments(fb, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, shift, lut_lane);
+        }
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 16; ++i) reg_fence(fa[i]);
+        if (lane == 0) mbar_arrive(&empty[done]);
+        ++kb;
+        if (!more) break;
+
+        issue(fb, stage);
+        done = stage;
+        advance();
+        more = kb + 1 < p.k_blocks;
+        if (more) {
+          mbar_wait(&full[stage], phase);
+          build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, shift, lut_lane);
+        }
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 16; ++i) reg_fence(fb[i]);
+        if (lane == 0) mbar_arrive(&empty[done]);
+        ++kb;
+        if (!more) break;
+      }
+#pragma unroll
+      for (int i = 0; i < BT / 2; ++i) reg_fence(acc[i]);
+
+      // acc[4j + h]: weight row (row0 - cw*64) + 8*(h/2) of this warpgroup's 64, token 8j + 2c + h%2.
+      // Stage as [token][64 weight rows] bf16 (pitch 144 B: conflict-free 2-byte writes, aligned
+      // 16-byte reads), then write 16-byte pieces of C rows.
+      const int local0 = warp * 16 + g;
+      const int n_first = tn * kRows + cw * 64;
+      const float b0 = (p.epi.bias && n_first + local0 < p.n) ? __bfloat162float(p.epi.bias[n_first + local0]) : 0.f;
+      const float b1 =
+          (p.epi.bias && n_first + local0 + 8 < p.n) ? __bfloat162float(p.epi.bias[n_first + local0 + 8]) : 0.f;
+      __nv_bfloat16* stg = reinterpret_cast<__nv_bfloat16*>(staging);
+#pragma unroll
+      for (int j = 0; j < BT / 8; ++j) {
+        const int tok = 8 * j + 2 * c;
+        stg[tok * (kStagePitch / 2) + local0] = __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 0], b0));
+        stg[(tok + 1) * (kStagePitch / 2) + local0] =
+            __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 1], b0));
+        stg[tok * (kStagePitch / 2) + local0 + 8] =
+            __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 2], b1));
+        stg[(tok + 1) * (kStagePitch / 2) + local0 + 8] =
+            __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 3], b1));
+      }
+      named_barrier_sync(1 + cw, 128);
+      for (int idx = tid; idx < BT * 8; idx += 128) {
+        const int tok = idx >> 3;
+        const int ch = idx & 7;
+        const int row = tm * BT + tok;
+        const int col = n_first + ch * 8;
+        if (row < p.m && col < p.n) {
+          uint4 v = *reinterpret_cast<const uint4*>(staging + tok * kStagePitch + ch * 16);
+          if (EPI == static_cast<int>(Epilogue::kGateResidual)) {
+            const uint4 r = *reinterpret_cast<const uint4*>(p.epi.residual + static_cast<int64_t>(row) * p.epi.ldr + col);
+            const uint4 gt = *reinterpret_cast<const uint4*>(
+                p.epi.gate + static_cast<int64_t>(row / p.epi.gate_rows_per_batch) * p.epi.ldg + col);
+            const __nv_bfloat162* vv = reinterpret_cast<const __nv_bfloat162*>(&v);
+            const __nv_bfloat162* rr = reinterpret_cast<const __nv_bfloat162*>(&r);
+            const __nv_bfloat162* gg = reinterpret_cast<const __nv_bfloat162*>(&gt);
+            uint32_t out[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              out[q] = pack_bf16x2(__low2float(rr[q]) + __low2float(gg[q]) * __low2float(vv[q]),
+                                   __high2float(rr[q]) + __high2float(gg[q]) * __high2float(vv[q]));
+            }
+            v = make_uint4(out[0], out[1], out[2], out[3]);
+          }
+          *reinterpret_cast<uint4*>(p.c + static_cast<int64_t>(row) * p.ldc + col) = v;
+        }
+      }
+      named_barrier_sync(1 + cw, 128);
+    }
+  }
+#endif
+}
+
+template <int BT, int EPI>
+cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
+  using Cfg = Nf4Config<BT>;
+  CUtensorMap tma_x, tma_w;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_x, a.a, a.m, a.w.k, a.lda, BT);
+  if (e != cudaSuccess) return e;
+  {
+    const uint64_t dims[2] = {static_cast<uint64_t>(a.w.k / 2), static_cast<uint64_t>(a.w.n)};
+    const uint64_t strides[1] = {static_cast<uint64_t>(a.w.k / 2)};
+    const uint32_t box[2] = {kBK / 2, kRows};
+    e = encode_tensor_map(&tma_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, a.w.packed, dims, strides, box,
+                          CU_TENSOR_MAP_SWIZZLE_NONE);
+    if (e != cudaSuccess) return e;
+  }
+  Nf4Params p;
+  p.c = a.c;
+  p.ldc = a.ldc;
+  p.m = a.m;
+  p.n = a.w.n;
+  p.k = a.w.k;
+  p.tiles_m = (a.m + BT - 1) / BT;
+  p.tiles_n = (a.w.n + kRows - 1) / kRows;
+  p.num_tiles = p.tiles_m * p.tiles_n;
+  p.k_blocks = a.w.k / kBK;
+  p.w = a.w;
+  p.epi = a.epi;
+  auto kernel = gemm_nf4_kernel<BT, EPI>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  const int grid = p.num_tiles < sms ? p.num_tiles : sms;
+  kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_w, p);
+  return cudaGetLastError();
+}
+
+template <int BT>
+cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
+  switch (a.epi.kind) {
+    case Epilogue::kNone: return launch<BT, 0>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch<BT, 1>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch<BT, 2>(a, stream, sms);
+  }
+  return cudaErrorInvalidValue;
+}
+
+int pick_tile_m(int m, int n, int sms) {
+  const int widths[3] = {256, 192, 128};
+  const double rate[3] = {1.0, 0.96, 0.86};
+  int best = 256;
+  double best_cost = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    const long tiles = static_cast<long>((m + widths[i] - 1) / widths[i]) * ((n + kRows - 1) / kRows);
+    const long waves = (tiles + sms - 1) / sms;
+    const double cost = static_cast<double>(waves) * widths[i] / rate[i];
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = widths[i];
+    }
+  }
+  return best;
+}
+
+}  // namespace
+}  // namespace sm90
+
+bool nf4_args_valid(const Nf4GemmArgs& a);  // defined in sm80/gemv_nf4.cu
+
+cudaError_t gemm_nf4_sm90(const Nf4GemmArgs& a, cudaStream_t stream) {
+  using namespace sm90;
+  if (a.m == 0 || a.w.n == 0) return cudaSuccess;
+  if (!nf4_args_valid(a)) return cudaErrorInvalidValue;
+  if (a.w.k % 32) return cudaErrorInvalidValue;
+  if (!aligned16(a.w.packed)) return cudaErrorInvalidValue;
+  if (!device_is_sm90()) return cudaErrorNotSupported;
+  int sms = 0;
+  cudaError_t e = device_sm_count(&sms);
+  if (e != cudaSuccess) return e;
+  const int tile_m = a.tile_m ? a.tile_m : pick_tile_m(a.m, a.w.n, sms);
+  switch (tile_m) {
+    case 256: return launch_epi<256>(a, stream, sms);
+    case 192: return launch_epi<192>(a, stream, sms);
+    case 128: return launch_epi<128>(a, stream, sms);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace fluxk
