@@ -1,0 +1,584 @@
+// diffusers' FluxPipeline: loads a diffusers directory (or a hub-cache snapshot), encodes prompts with CLIP
+// (pooled) and T5 (sequence), draws torch-identical starting noise, runs the flow-matching Euler loop with the
+// guidance embedding, decodes with the VAE and post-processes to 8-bit RGB — the same numbers diffusers computes.
+import { Generator, Scope, Tensor, memory, ops, tidy, type Device } from '@fluxlab/native';
+import { existsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { interruptSignal } from '../runtime/interrupt';
+import { CLIPTextModel } from './clip';
+import { readJson, readModelIndex } from './config';
+import { resolveModelDir } from './hub';
+import { FluxImage, imagesToUint8 } from './image';
+import { latentImageIds, latentSize, packLatents, textIds as makeTextIds, unpackLatents } from './latents';
+import { ComponentLoadOptions, FloatDType, isFloatDTypeName, roundToDType } from './nn';
+import { QuantizationOptions, onLoadPlan, prequantizedPlan, resolveQuantization } from './quantization';
+import { FlowMatchEulerDiscreteScheduler, fluxSchedule } from './scheduler';
+import { T5EncoderModel } from './t5';
+import { DeviceClock } from './timing';
+import { ClipTokenizer, T5Tokenizer, loadClipTokenizer, loadT5Tokenizer } from './tokenizers';
+import { FluxTransformer2DModel } from './transformer';
+import { AutoencoderKL } from './vae';
+
+const f32 = Math.fround;
+const mimeBundle = Symbol.for('fluxlab.mimeBundle');
+
+/** The pipeline shipped with fluxlab: tiny-flux (seeded RANDOM weights) in diffusers' FLUX.1 layout. */
+export const EMBEDDED_MODEL_DIR = resolve(__dirname, '..', '..', 'assets', 'tiny-flux');
+
+/** FluxPipeline.default_sample_size: the default image side is this times the VAE scale factor (1024 for FLUX.1). */
+const DEFAULT_SAMPLE_SIZE = 128;
+
+const COMPONENT_CLASSES: Record<string, readonly string[]> = {
+  scheduler: ['FlowMatchEulerDiscreteScheduler'],
+  text_encoder: ['CLIPTextModel'],
+  text_encoder_2: ['T5EncoderModel'],
+  tokenizer: ['CLIPTokenizer', 'CLIPTokenizerFast'],
+  tokenizer_2: ['T5Tokenizer', 'T5TokenizerFast'],
+  transformer: ['FluxTransformer2DModel'],
+  vae: ['AutoencoderKL'],
+};
+
+export interface FluxPipelineLoadOptions {
+  /** 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: Device;
+  /** Weights and activations: 'float32' (default, like diffusers), 'bfloat16' or 'float16'. */
+  dtype?: FloatDType;
+  /** Quantize on load (bitsandbytes NF4), mirroring diffusers' PipelineQuantizationConfig. */
+  quantization?: QuantizationOptions;
+  /** Hub revision (branch, tag or commit) when given a repo id. */
+  revision?: string;
+  /** Hub cache directory (default from HF_HUB_CACHE / HF_HOME). */
+  cacheDir?: string;
+  /** diffusers' weight variant, e.g. 'fp16'. */
+  variant?: string;
+  /** Called as each component finishes loading. */
+  onLoad?: (event: { component: string; ms: number }) => void;
+}
+
+export interface EncodePromptOptions {
+  prompt: string | string[];
+  /** Prompt(s) for T5 (default: `prompt`), as diffusers' prompt_2. */
+  prompt2?: string | string[];
+  /** T5 tokens (≤ 512, default 512). */
+  maxSequenceLength?: number;
+  numImagesPerPrompt?: number;
+}
+
+/** encodePrompt's result; the tensors belong to the caller (dispose()). */
+export interface EncodedPrompt {
+  /** T5 sequence embeddings [B·n, L, 4096]. */
+  promptEmbeds: Tensor;
+  /** CLIP pooled embeddings [B·n, 768]. */
+  pooledPromptEmbeds: Tensor;
+  /** Zeros [L, 3]. */
+  textIds: Float32Array;
+  /** Tokenizer outputs per prompt: [B, 77] and [B, L]. */
+  clipInputIds: Int32Array;
+  t5InputIds: Int32Array;
+  /** diffusers' truncation warnings, if any. */
+  warnings: string[];
+  dispose(): void;
+}
+
+export interface FluxProgress {
+  stage: 'encode' | 'denoise' | 'decode';
+  /** Steps done (denoise), of `steps`. */
+  step: number;
+  steps: number;
+  /** The scheduler timestep of the step just done (denoise). */
+  timestep?: number;
+  /** Wall-clock milliseconds since generate() started. */
+  elapsedMs: number;
+}
+
+export interface GenerateOptions extends EncodePromptOptions {
+  /** Image size in pixels (default 128 × VAE scale factor); rounded down to a multiple of 2 × scale factor, with diffusers' warning. */
+  height?: number;
+  width?: number;
+  /** Denoising steps (default 28). */
+  numInferenceSteps?: number;
+  /** Custom sigmas (diffusers' `sigmas`); default linspace(1, 1/steps, steps). */
+  sigmas?: number[];
+  /** Guidance embedding value (default 3.5). */
+  guidanceScale?: number;
+  /** Seed of a torch.Generator('cpu') for the starting noise (default: a random seed, reported in the result). */
+  seed?: number;
+  /** An existing generator (its state advances, as torch's does). */
+  generator?: Generator;
+  /** Packed starting latents [B·n, S, 4C] instead of random noise (diffusers' `latents`). */
+  latents?: Tensor;
+  /** Stops at the next step boundary when aborted (the kernel's interrupt does the same). */
+  signal?: AbortSignal;
+  onProgress?: (progress: FluxProgress) => void;
+  /**
+   * Receives intermediate tensors under the golden files' names (clip_input_ids, t5_input_ids, prompt_embeds,
+   * pooled_prompt_embeds, text_ids, img_ids, latents_init, sigmas, timesteps, step{i}.hidden_states,
+   * step{i}.timestep, step{i}.guidance, step{i}.noise_pred, latents_final, image_decoded, image_uint8). Copy what
+   * you keep: the tensors are freed after the call.
+   */
+  trace?: (name: string, value: Tensor) => void;
+}
+
+export interface GenerationTimings {
+  totalMs: number;
+  encodePromptMs: number;
+  prepareLatentsMs: number;
+  denoiseMs: number;
+  /** Per denoising step (device time on CUDA). */
+  stepMs: number[];
+  decodeMs: number;
+  postprocessMs: number;
+}
+
+export interface GenerationMemory {
+  device: Device;
+  /** Peak bytes held by tensors during the generation (device allocator on CUDA, host tensors on the CPU). */
+  peakAllocatedBytes: number;
+  /** Bytes held by tensors when it finished (the weights, mostly). */
+  allocatedBytes: number;
+  /** CUDA: bytes the caching allocator reserved from the driver. */
+  reservedBytes?: number;
+  /** Live bytes per component (allocation tag). */
+  byComponent: Record<string, number>;
+}
+
+/** What generate() returns: the images (displayed inline by the kernel) and how long and how much it took. */
+export class FluxGenerationResult {
+  constructor(
+    readonly images: FluxImage[],
+    readonly width: number,
+    readonly height: number,
+    readonly seed: number | undefined,
+    readonly timings: GenerationTimings,
+    readonly memory: GenerationMemory,
+    readonly randomWeights: boolean,
+    readonly warnings: string[],
+  ) {}
+
+  get summary(): string {
+    const t = this.timings;
+    const perStep = t.stepMs.length > 0 ? t.stepMs.reduce((a, b) => a + b, 0) / t.stepMs.length : 0;
+    const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    return (
+      `${this.images.length} image(s) ${this.width}x${this.height}` +
+      (this.seed !== undefined ? `, seed ${this.seed}` : '') +
+      `: total ${t.totalMs.toFixed(0)} ms (text ${t.encodePromptMs.toFixed(0)} ms, ${t.stepMs.length} steps × ${perStep.toFixed(1)} ms, ` +
+      `VAE ${t.decodeMs.toFixed(0)} ms); peak ${mib(this.memory.peakAllocatedBytes)} on ${this.memory.device}` +
+      (this.randomWeights ? ' — RANDOM WEIGHTS: the embedded test pipeline, images are noise by design' : '')
+    );
+  }
+
+  toString(): string {
+    return `FluxGenerationResult(${this.summary})`;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  [mimeBundle](): Record<string, unknown> {
+    const imgs = this.images
+      .map((im) => `<img src="data:image/png;base64,${Buffer.from(im.toPNG()).toString('base64')}" width="${im.width}" height="${im.height}" style="image-rendering:pixelated;margin:2px">`)
+      .join('');
+    const caption = this.summary.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+    const bundle: Record<string, unknown> = {
+      'text/html': `<div class="fluxlab-generation">${imgs}<div class="fluxlab-generation-caption"><small>${caption}</small></div></div>`,
+      'text/plain': this.toString(),
+    };
+    if (this.images.length > 0) bundle['image/png'] = this.images[0].toPNG();
+    return bundle;
+  }
+}
+
+function promptList(value: unknown, name: string): string[] {
+  if (value === undefined || value === null) throw new Error(`${name} is required: a non-empty string or an array of them`);
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list)) throw new Error(`${name} must be a string or an array of strings, got ${typeof value}`);
+  if (list.length === 0) throw new Error(`${name} is an empty array: give at least one prompt`);
+  list.forEach((p, i) => {
+    if (typeof p !== 'string') throw new Error(`${name}${list.length > 1 ? `[${i}]` : ''} is a ${typeof p}, not a string`);
+    if (p.trim() === '') throw new Error(`empty prompt${Array.isArray(value) ? ` (${name}[${i}])` : ''}: describe the image to generate`);
+  });
+  return list as string[];
+}
+
+function positiveInteger(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new Error(`${name} must be a positive integer, got ${String(value)}`);
+  return value;
+}
+
+/** [B, ...] → [B·n, ...], each row repeated n times in a row (diffusers' repeat + view). */
+function repeatRows(x: Tensor, n: number): Tensor {
+  if (n === 1) return ops.contiguous(x);
+  const [batch, ...rest] = x.shape;
+  const width = rest.reduce((a, b) => a * b, 1);
+  const rows = Int32Array.from({ length: batch * n }, (_, i) => Math.floor(i / n));
+  return tidy(() => ops.embedding(x.reshape([batch, width]), Tensor.fromArray(rows, [batch * n], { device: x.device })).reshape([batch * n, ...rest]));
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  const interrupt = interruptSignal();
+  if (interrupt.aborted) throw interrupt.reason;
+  if (signal?.aborted) throw signal.reason ?? new Error('generation aborted');
+}
+
+function componentDir(root: string, index: ReturnType<typeof readModelIndex>, name: string): string {
+  const entry = index.components[name];
+  const dir = join(root, name);
+  if (entry === undefined || entry === null) throw new Error(`missing component '${name}': ${join(root, 'model_index.json')} does not list it`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new Error(`missing component '${name}': ${dir} does not exist`);
+  const allowed = COMPONENT_CLASSES[name];
+  if (!allowed.includes(entry[1])) throw new Error(`component '${name}' is a ${entry[1]}; FluxPipeline needs ${allowed.join(' or ')}`);
+  return dir;
+}
+
+export class FluxPipeline {
+  private constructor(
+    /** The directory the pipeline was loaded from. */
+    readonly modelPath: string,
+    readonly device: Device,
+    readonly dtype: FloatDType,
+    readonly tokenizer: ClipTokenizer,
+    readonly tokenizer2: T5Tokenizer,
+    readonly textEncoder: CLIPTextModel,
+    readonly textEncoder2: T5EncoderModel,
+    readonly transformer: FluxTransformer2DModel,
+    readonly vae: AutoencoderKL,
+    readonly scheduler: FlowMatchEulerDiscreteScheduler,
+    /** True for the embedded test pipeline: its weights are seeded random numbers. */
+    readonly randomWeights: boolean,
+    /** Milliseconds each component took to load. */
+    readonly loadTimings: Record<string, number>,
+  ) {}
+
+  /**
+   * Loads a diffusers FluxPipeline directory, or the hub-cache snapshot of a repo id (e.g.
+   * 'black-forest-labs/FLUX.1-dev', resolved from HF_HUB_CACHE / HF_HOME, never downloaded). Without a model,
+   * loads the embedded tiny pipeline, whose weights are RANDOM (it exists so everything runs anywhere).
+   */
+  static async fromPretrained(pathOrRepoId?: string | null, options: FluxPipelineLoadOptions = {}): Promise<FluxPipeline> {
+    const device: Device = options.device ?? 'cpu';
+    const dtype = options.dtype ?? 'float32';
+    if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
+    const quantization = resolveQuantization(options.quantization, dtype);
+    const randomWeights = pathOrRepoId === undefined || pathOrRepoId === null || pathOrRepoId === '';
+    if (randomWeights) {
+      console.warn(
+        'fluxlab: no model given: using the embedded tiny-flux pipeline, whose weights are RANDOM (seeded) — it produces noise by design. ' +
+          "Pass a FLUX.1 directory or repo id (e.g. 'black-forest-labs/FLUX.1-dev') for real images.",
+      );
+    }
+    const root = randomWeights ? EMBEDDED_MODEL_DIR : resolveModelDir(pathOrRepoId as string, options);
+    const indexPath = join(root, 'model_index.json');
+    if (!existsSync(indexPath)) throw new Error(`${root} is not a diffusers pipeline directory: model_index.json is missing`);
+    const index = readModelIndex(root, indexPath);
+    if (index._class_name !== 'FluxPipeline') {
+      throw new Error(`${indexPath} describes a ${index._class_name}; fluxlab loads FluxPipeline directories`);
+    }
+    const dirs = Object.fromEntries(Object.keys(COMPONENT_CLASSES).map((name) => [name, componentDir(root, index, name)]));
+    const loadTimings: Record<string, number> = {};
+    const timed = async <T>(component: string, load: () => T): Promise<T> => {
+      const start = performance.now();
+      const value = memory.withTag(component, load);
+      loadTimings[component] = performance.now() - start;
+      options.onLoad?.({ component, ms: loadTimings[component] });
+      // Let the event loop run (interrupts, I/O) between components.
+      await new Promise((r) => setImmediate(r));
+      return value;
+    };
+    const componentOptions = (component: string): ComponentLoadOptions => {
+      const config = readJson(join(dirs[component], 'config.json'), component);
+      const prequantized = prequantizedPlan(component, config.quantization_config, join(dirs[component], 'config.json'));
+      const onLoad = onLoadPlan(component, quantization);
+      if (prequantized && onLoad) {
+        console.warn(`fluxlab: ${component} is already bitsandbytes-quantized; its own quantization_config applies`);
+      }
+      return { device, dtype, nf4: prequantized ?? onLoad };
+    };
+    const loaded: { dispose(): void }[] = [];
+    const keep = <T extends { dispose(): void }>(model: T): T => {
+      loaded.push(model);
+      return model;
+    };
+    try {
+      const scheduler = new FlowMatchEulerDiscreteScheduler(readJson(join(dirs.scheduler, 'scheduler_config.json'), 'scheduler'));
+      const tokenizer = await timed('tokenizer', () => loadClipTokenizer(dirs.tokenizer));
+      const tokenizer2 = await timed('tokenizer_2', () => loadT5Tokenizer(dirs.tokenizer_2));
+      const textEncoder = keep(await timed('text_encoder', () => CLIPTextModel.fromPretrained(dirs.text_encoder, componentOptions('text_encoder'))));
+      const textEncoder2 = keep(await timed('text_encoder_2', () => T5EncoderModel.fromPretrained(dirs.text_encoder_2, componentOptions('text_encoder_2'))));
+      const transformer = keep(await timed('transformer', () => FluxTransformer2DModel.fromPretrained(dirs.transformer, componentOptions('transformer'))));
+      const vae = keep(await timed('vae', () => AutoencoderKL.fromPretrained(dirs.vae, componentOptions('vae'))));
+      if (transformer.config.joint_attention_dim !== textEncoder2.config.d_model) {
+        throw new Error(`transformer joint_attention_dim ${transformer.config.joint_attention_dim} != text_encoder_2 d_model ${textEncoder2.config.d_model}`);
+      }
+      if (transformer.config.pooled_projection_dim !== textEncoder.config.hidden_size) {
+        throw new Error(`transformer pooled_projection_dim ${transformer.config.pooled_projection_dim} != text_encoder hidden_size ${textEncoder.config.hidden_size}`);
+      }
+      if (transformer.config.in_channels !== vae.config.latent_channels * 4) {
+        throw new Error(`transformer in_channels ${transformer.config.in_channels} != 4 × vae latent_channels ${vae.config.latent_channels}`);
+      }
+      return new FluxPipeline(root, device, dtype, tokenizer, tokenizer2, textEncoder, textEncoder2, transformer, vae, scheduler, randomWeights, loadTimings);
+    } catch (err) {
+      for (const model of loaded) model.dispose();
+      throw err;
+    }
+  }
+
+  /** 2^(VAE levels − 1): 8 for FLUX.1. */
+  get vaeScaleFactor(): number {
+    return this.vae.scaleFactor;
+  }
+
+  /** CLIP pooled and T5 sequence embeddings for the prompts, as FluxPipeline.encode_prompt. */
+  encodePrompt(options: EncodePromptOptions): EncodedPrompt {
+    const prompts = promptList(options.prompt, 'prompt');
+    const prompts2 = options.prompt2 === undefined || options.prompt2 === null ? prompts : promptList(options.prompt2, 'prompt2');
+    if (prompts2.length !== prompts.length) {
+      throw new Error(`prompt2 has ${prompts2.length} entries but prompt has ${prompts.length}: give one per prompt`);
+    }
+    const maxSequenceLength = positiveInteger(options.maxSequenceLength ?? 512, 'maxSequenceLength');
+    if (maxSequenceLength > 512) throw new Error(`\`max_sequence_length\` cannot be greater than 512 but is ${maxSequenceLength}`);
+    const n = positiveInteger(options.numImagesPerPrompt ?? 1, 'numImagesPerPrompt');
+    const clipTokens = this.tokenizer.tokenize(prompts);
+    const t5Tokens = this.tokenizer2.tokenize(prompts2, maxSequenceLength, this.tokenizer.modelMaxLength);
+    const warnings = [clipTokens.warning, t5Tokens.warning].filter((w): w is string => w !== null);
+    for (const w of warnings) console.warn(w);
+    const concat = (rows: Int32Array[]): Int32Array => {
+      const out = new Int32Array(rows.reduce((a, r) => a + r.length, 0));
+      let offset = 0;
+      for (const r of rows) {
+        out.set(r, offset);
+        offset += r.length;
+      }
+      return out;
+    };
+    const clipInputIds = concat(clipTokens.inputIds);
+    const t5InputIds = concat(t5Tokens.inputIds);
+    const batch = prompts.length;
+    const { promptEmbeds, pooledPromptEmbeds } = tidy(() => {
+      const clipIds = Tensor.fromArray(clipInputIds, [batch, clipInputIds.length / batch], { device: this.device });
+      const { pooledOutput } = this.textEncoder.forward(clipIds, clipInputIds);
+      const t5Ids = Tensor.fromArray(t5InputIds, [batch, maxSequenceLength], { device: this.device });
+      const sequence = this.textEncoder2.forward(t5Ids);
+      return { promptEmbeds: repeatRows(sequence, n), pooledPromptEmbeds: repeatRows(pooledOutput, n) };
+    });
+    return {
+      promptEmbeds,
+      pooledPromptEmbeds,
+      textIds: makeTextIds(maxSequenceLength),
+      clipInputIds,
+      t5InputIds,
+      warnings,
+      dispose(): void {
+        promptEmbeds.dispose();
+        pooledPromptEmbeds.dispose();
+      },
+    };
+  }
+
+  /** Runs the whole pipeline. Interrupts (kernel or `signal`) stop it at the next step and free what it allocated. */
+  async generate(options: GenerateOptions): Promise<FluxGenerationResult> {
+    const start = performance.now();
+    const scope = new Scope();
+    const clock = new DeviceClock(this.device);
+    const trace = options.trace;
+    const traceHost = (name: string, data: Float32Array | Int32Array | Uint8Array, shape: number[]): void => {
+      if (!trace) return;
+      const t = Tensor.fromArray(data, shape);
+      try {
+        trace(name, t);
+      } finally {
+        t.dispose();
+      }
+    };
+    const progress = (event: Omit<FluxProgress, 'elapsedMs'>): void => options.onProgress?.({ ...event, elapsedMs: performance.now() - start });
+    const warnings: string[] = [];
+    const onDevice = this.device !== 'cpu';
+    if (onDevice) memory.resetPeak(this.device);
+    else memory.resetHostPeak();
+
+    // Argument checks first: nothing is allocated before they pass.
+    const vsf = this.vaeScaleFactor;
+    const height = positiveInteger(options.height ?? DEFAULT_SAMPLE_SIZE * vsf, 'height');
+    const width = positiveInteger(options.width ?? DEFAULT_SAMPLE_SIZE * vsf, 'width');
+    if (height % (vsf * 2) !== 0 || width % (vsf * 2) !== 0) {
+      const message = `\`height\` and \`width\` have to be divisible by ${vsf * 2} but are ${height} and ${width}. Dimensions will be resized accordingly`;
+      console.warn(message);
+      warnings.push(message);
+    }
+    const latent = latentSize(height, width, vsf);
+    if (latent.height === 0 || latent.width === 0) throw new Error(`height and width must be at least ${vsf * 2}, got ${height}x${width}`);
+    const steps = options.sigmas !== undefined ? options.sigmas.length : positiveInteger(options.numInferenceSteps ?? 28, 'numInferenceSteps');
+    if (steps < 1) throw new Error('sigmas must not be empty');
+    const guidanceScale = options.guidanceScale ?? 3.5;
+    if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw new Error(`guidanceScale must be a finite number, got ${String(guidanceScale)}`);
+    const n = positiveInteger(options.numImagesPerPrompt ?? 1, 'numImagesPerPrompt');
+    if (options.seed !== undefined && (!Number.isSafeInteger(options.seed) || options.seed < 0)) {
+      throw new Error(`seed must be a non-negative integer, got ${String(options.seed)}`);
+    }
+    if ([options.seed, options.generator, options.latents].filter((v) => v !== undefined).length > 1) {
+      throw new Error('give at most one of seed, generator and latents');
+    }
+    throwIfAborted(options.signal);
+
+    try {
+      clock.mark();
+      progress({ stage: 'encode', step: 0, steps });
+      const encoded = this.encodePrompt(options);
+      scope.track(encoded.promptEmbeds);
+      scope.track(encoded.pooledPromptEmbeds);
+      warnings.push(...encoded.warnings);
+      const batch = encoded.promptEmbeds.shape[0];
+      const prompts = batch / n;
+      traceHost('clip_input_ids', encoded.clipInputIds, [prompts, encoded.clipInputIds.length / prompts]);
+      traceHost('t5_input_ids', encoded.t5InputIds, [prompts, encoded.t5InputIds.length / prompts]);
+      trace?.('prompt_embeds', encoded.promptEmbeds);
+      trace?.('pooled_prompt_embeds', encoded.pooledPromptEmbeds);
+      traceHost('text_ids', encoded.textIds, [encoded.textIds.length / 3, 3]);
+      const afterEncode = clock.mark();
+      throwIfAborted(options.signal);
+
+      // prepare_latents: randn [B, C, H, W] from a CPU generator in float32, packed, then to the model.
+      const channels = this.transformer.config.in_channels / 4;
+      const seqLen = (latent.height / 2) * (latent.width / 2);
+      let seed: number | undefined;
+      let latents: Tensor;
+      if (options.latents !== undefined) {
+        const given = options.latents;
+        if (!(given instanceof Tensor)) throw new Error('latents must be a Tensor');
+        if (given.ndim !== 3 || given.shape[0] !== batch || given.shape[1] !== seqLen || given.shape[2] !== channels * 4) {
+          throw new Error(`latents must be packed [${batch}, ${seqLen}, ${channels * 4}] for ${batch} image(s) of ${height}x${width}, got ${given.describe()}`);
+        }
+        latents = scope.track(given.to({ device: this.device, dtype: this.dtype }));
+      } else {
+        seed = options.generator === undefined ? (options.seed ?? Math.floor(Math.random() * 2 ** 32)) : undefined;
+        const generator = options.generator ?? new Generator(seed);
+        latents = scope.track(
+          tidy(() => {
+            const noise = Tensor.randn([batch, channels, latent.height, latent.width], { generator });
+            return packLatents(noise).to({ device: this.device, dtype: this.dtype });
+          }),
+        );
+      }
+      trace?.('latents_init', latents);
+      const imgIds = latentImageIds(latent.height / 2, latent.width / 2);
+      traceHost('img_ids', imgIds, [seqLen, 3]);
+
+      const scheduler = new FlowMatchEulerDiscreteScheduler(this.scheduler.config);
+      if (options.sigmas !== undefined) {
+        const { config } = scheduler;
+        const m = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len);
+        scheduler.setTimesteps(steps, { sigmas: options.sigmas, mu: seqLen * m + (config.base_shift - m * config.base_image_seq_len) });
+      } else {
+        fluxSchedule(scheduler, steps, seqLen);
+      }
+      traceHost('sigmas', scheduler.sigmas, [scheduler.sigmas.length]);
+      traceHost('timesteps', scheduler.timesteps, [scheduler.timesteps.length]);
+      const guidance = this.transformer.config.guidance_embeds ? new Array<number>(batch).fill(f32(guidanceScale)) : undefined;
+      const rotary = this.transformer.posEmbed(encoded.textIds, imgIds);
+      scope.track(rotary.cos);
+      scope.track(rotary.sin);
+      const afterLatents = clock.mark();
+
+      const stepMarks: number[] = [afterLatents];
+      for (let i = 0; i < scheduler.timesteps.length; i++) {
+        throwIfAborted(options.signal);
+        const t = scheduler.timesteps[i];
+        // timestep = t.expand(B).to(latents.dtype); the transformer gets timestep / 1000 in that dtype.
+        const modelT = roundToDType(f32(roundToDType(t, this.dtype) / 1000), this.dtype);
+        if (trace) {
+          trace(`step${i}.hidden_states`, latents);
+          traceHost(`step${i}.timestep`, new Float32Array(batch).fill(modelT), [batch]);
+          if (guidance) traceHost(`step${i}.guidance`, Float32Array.from(guidance), [batch]);
+        }
+        const next = tidy(() => {
+          const noise = this.transformer.forward({
+            hiddenStates: latents,
+            encoderHiddenStates: encoded.promptEmbeds,
+            pooledProjections: encoded.pooledPromptEmbeds,
+            timestep: new Array<number>(batch).fill(modelT),
+            guidance,
+            rotary,
+          });
+          trace?.(`step${i}.noise_pred`, noise);
+          // FlowMatchEulerDiscreteScheduler.step: float32 sample + (sigma_next − sigma)·v, cast back to v's dtype.
+          const sample = latents.dtype === 'float32' ? latents : latents.to({ dtype: 'float32' });
+          const updated = ops.add(sample, ops.scale(noise, scheduler.stepDelta(i)));
+          return updated.dtype === noise.dtype ? updated : updated.to({ dtype: noise.dtype });
+        });
+        latents.dispose();
+        latents = scope.track(next);
+        stepMarks.push(clock.mark());
+        // Keep the host at most one step ahead of the device, so progress follows the GPU.
+        clock.waitFor(stepMarks[stepMarks.length - 2]);
+        progress({ stage: 'denoise', step: i + 1, steps, timestep: t });
+        await new Promise((r) => setImmediate(r));
+      }
+      throwIfAborted(options.signal);
+      trace?.('latents_final', latents);
+
+      progress({ stage: 'decode', step: steps, steps });
+      const vaeConfig = this.vae.config;
+      const decoded = scope.track(
+        tidy(() => {
+          const unpacked = unpackLatents(latents, latent.height, latent.width);
+          // (latents / scaling_factor) + shift_factor, as float32 scalars like torch's wrapped numbers.
+          const scaled = ops.div(unpacked, Tensor.full([1], vaeConfig.scaling_factor, { device: this.device }));
+          const shifted = vaeConfig.shift_factor === null ? scaled : ops.add(scaled, Tensor.full([1], vaeConfig.shift_factor, { device: this.device }));
+          return this.vae.decode(shifted.dtype === this.dtype ? shifted : shifted.to({ dtype: this.dtype }));
+        }),
+      );
+      trace?.('image_decoded', decoded);
+      const afterDecode = clock.mark();
+      const pixels = imagesToUint8(decoded);
+      const imageHeight = decoded.shape[2];
+      const imageWidth = decoded.shape[3];
+      traceHost('image_uint8', pixels, [batch, imageHeight, imageWidth, 3]);
+      const afterPost = clock.mark();
+
+      const plane = imageHeight * imageWidth * 3;
+      const promptsList = promptList(options.prompt, 'prompt');
+      const images = Array.from({ length: batch }, (_, b) => {
+        const metadata: Record<string, string> = {
+          Software: 'fluxlab',
+          'fluxlab:prompt': promptsList[Math.floor(b / n)],
+          'fluxlab:model': this.randomWeights ? 'embedded tiny-flux (random weights)' : this.modelPath,
+          'fluxlab:steps': String(steps),
+          'fluxlab:guidance': String(guidanceScale),
+          'fluxlab:random-weights': String(this.randomWeights),
+        };
+        if (seed !== undefined) metadata['fluxlab:seed'] = String(seed);
+        return new FluxImage(imageWidth, imageHeight, pixels.slice(b * plane, (b + 1) * plane), metadata);
+      });
+
+      const stepMs = stepMarks.slice(1).map((mark, i) => clock.elapsedMs(stepMarks[i], mark));
+      const timings: GenerationTimings = {
+        totalMs: performance.now() - start,
+        encodePromptMs: clock.elapsedMs(0, afterEncode),
+        prepareLatentsMs: clock.elapsedMs(afterEncode, afterLatents),
+        denoiseMs: clock.elapsedMs(afterLatents, stepMarks[stepMarks.length - 1]),
+        stepMs,
+        decodeMs: clock.elapsedMs(stepMarks[stepMarks.length - 1], afterDecode),
+        postprocessMs: clock.elapsedMs(afterDecode, afterPost),
+      };
+      scope.dispose();
+      const stats = onDevice ? memory.stats(this.device) : undefined;
+      const host = onDevice ? undefined : memory.hostStats();
+      const usage: GenerationMemory = stats
+        ? { device: this.device, peakAllocatedBytes: stats.peakAllocated, allocatedBytes: stats.allocated, reservedBytes: stats.reserved, byComponent: { ...stats.byTag } }
+        : { device: this.device, peakAllocatedBytes: host!.peakAllocated, allocatedBytes: host!.allocated, byComponent: { ...host!.byTag } };
+      return new FluxGenerationResult(images, imageWidth, imageHeight, seed, timings, usage, this.randomWeights, warnings);
+    } finally {
+      scope.dispose();
+      clock.dispose();
+    }
+  }
+
+  /** Frees every component's weights. */
+  dispose(): void {
+    this.textEncoder.dispose();
+    this.textEncoder2.dispose();
+    this.transformer.dispose();
+    this.vae.dispose();
+  }
+}

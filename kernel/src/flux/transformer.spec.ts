@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { fluxRope, timestepEmbedding } from './transformer';
+
+describe('timestepEmbedding (diffusers get_timestep_embedding, flip_sin_to_cos)', () => {
+  it('puts cos first, sin second', () => {
+    const zero = timestepEmbedding([0], 256);
+    assert.deepEqual([...zero.subarray(0, 128)], new Array(128).fill(1));
+    assert.deepEqual([...zero.subarray(128)], new Array(128).fill(0));
+  });
+
+  it('matches numpy float32 at large timesteps', () => {
+    // numpy's float32 exp is not correctly rounded (ours and torch's Sleef exp are, to within an ulp); an ulp of a
+    // frequency times t ~ 1000 moves the argument by ~5e-5, hence the tolerance.
+    // numpy: f = exp(float32(-ln 1e4) * arange(128, float32) / 128); a = float32(t) * f; concat(cos(a), sin(a)).
+    const expected: Record<number, number[]> = {
+      500: [-0.8838492631912231, 0.9459457397460938, -0.9803577065467834, 0.43052127957344055, 0.9985568523406982,
+        -0.4677717983722687, 0.32432493567466736, -0.1972275972366333, 0.9025804400444031, 0.05370452627539635],
+      827.22864: [-0.5488823056221008, -0.9944255948066711, 0.7055436372756958, -0.7888628840446472, 0.9960514903068542,
+        -0.8358996510505676, -0.10544091463088989, -0.7086665034294128, -0.6145692467689514, 0.0887775793671608],
+    };
+    const columns = [0, 1, 5, 50, 127, 128, 129, 133, 178, 255];
+    for (const [t, values] of Object.entries(expected)) {
+      const emb = timestepEmbedding([Number(t)], 256);
+      columns.forEach((c, i) => assert.ok(Math.abs(emb[c] - values[i]) < 1e-4, `t=${t} column ${c}: ${emb[c]} vs ${values[i]}`));
+    }
+  });
+});
+
+describe('fluxRope (FluxPosEmbed)', () => {
+  it('concatenates the axes, each frequency repeated for its pair', () => {
+    const ids = Float32Array.from([0, 3, 5, 0, 0, 0]);
+    const { cos, sin } = fluxRope(ids, [4, 4, 8]);
+    assert.equal(cos.length, 2 * 16);
+    // Axis 1 (dim 4) of token 0 at position 3: freqs 1 and 1/100.
+    assert.equal(cos[4], Math.fround(Math.cos(3)));
+    assert.equal(cos[5], Math.fround(Math.cos(3)));
+    assert.equal(sin[6], Math.fround(Math.sin(3 / 100)));
+    // Axis 2 (dim 8) at position 5: freqs 10000^(-j/4).
+    assert.equal(sin[8 + 2 * 3 + 1], Math.fround(Math.sin(5 * 10000 ** (-6 / 8))));
+    // Token 1 sits at the origin.
+    assert.deepEqual([...cos.subarray(16)], new Array(16).fill(1));
+    assert.deepEqual([...sin.subarray(16)], new Array(16).fill(0));
+  });
+});
