@@ -12,7 +12,8 @@
 import { Tensor, dtypeFromSafetensors, type Device } from '@fluxlab/native';
 import { basename, dirname, extname, join } from 'node:path';
 import { FluxPipeline, GenerateOptions } from '../flux/pipeline';
-import { SafetensorsDType, SafetensorsFile, TensorToWrite, writeSafetensors } from '../flux/safetensors';
+import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../flux/safetensors';
+import { dumpTensor } from '../flux/dump';
 import { QuantizationOptions } from '../flux/quantization';
 import { FloatDType } from '../flux/nn';
 
@@ -205,17 +206,6 @@ export function outputPaths(output: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => join(dirname(output), `${stem}.${i}${ext}`));
 }
 
-function dumpEntry(tensor: Tensor, name: string): TensorToWrite {
-  if (name === 'image_uint8') return { dtype: 'U8', shape: [...tensor.shape], data: tensor.toArray() as Uint8Array };
-  if (tensor.dtype === 'int32' || tensor.dtype === 'int64') {
-    const values = tensor.toArray();
-    const data = values instanceof BigInt64Array ? Int32Array.from(values, (v) => Number(v)) : (values as Int32Array);
-    return { dtype: 'I32', shape: [...tensor.shape], data: Int32Array.from(data) };
-  }
-  const dtype: SafetensorsDType = 'F32';
-  return { dtype, shape: [...tensor.shape], data: Float32Array.from(tensor.toArray() as Float32Array) };
-}
-
 function readLatents(spec: { file: string; tensor: string }, device: Device): Tensor {
   const file = SafetensorsFile.open(spec.file);
   if (!file.has(spec.tensor)) {
@@ -272,7 +262,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO = proce
       onProgress: (p) => {
         if (p.stage === 'denoise') io.stderr.write(`step ${p.step}/${p.steps} (${(p.elapsedMs / 1000).toFixed(1)} s)\n`);
       },
-      trace: args.dump ? (name, tensor) => dump.set(name, dumpEntry(tensor, name)) : undefined,
+      trace: args.dump ? (name, tensor) => dump.set(name, dumpTensor(name, tensor)) : undefined,
     };
     const result = await pipe.generate(options);
     if (args.dump) writeSafetensors(args.dump, dump, { format: 'pt', generator: 'fluxlab generate' });

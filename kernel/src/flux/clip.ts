@@ -166,6 +166,11 @@ export class CLIPTextModel {
   }
 
   /** Checkpoint tensors this model does not use (e.g. a text projection). */
+  /** The Linear layers by checkpoint module name (dense or NF4). */
+  linearLayers(): ReadonlyMap<string, Linear> {
+    return this.weights.linears;
+  }
+
   unusedWeights(): string[] {
     return this.weights.unusedKeys();
   }

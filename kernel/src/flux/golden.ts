@@ -53,3 +53,66 @@ export function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number
   for (let i = 0; i < expected.length; i++) max = Math.max(max, Math.abs(actual[i] - expected[i]));
   return max;
 }
+
+/** A host copy of a traced tensor, as --dump writes it. */
+export interface Recorded {
+  shape: number[];
+  data: Float32Array | Int32Array | Uint8Array;
+}
+
+/** Reads every tensor of a dump (or golden) file into host arrays. */
+export function readRecorded(path: string): Map<string, Recorded> {
+  const file = SafetensorsFile.open(path);
+  const out = new Map<string, Recorded>();
+  for (const name of file.names()) {
+    const data = file.readArray(name);
+    if (!(data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint8Array)) {
+      throw new Error(`${path}: tensor '${name}' has dtype ${file.get(name).dtype}`);
+    }
+    out.set(name, { shape: [...file.get(name).shape], data });
+  }
+  return out;
+}
+
+export interface Comparison {
+  name: string;
+  /** 'ids': exact equality; 'image': max |a − b| over uint8 values; 'float': relative L2. */
+  kind: 'ids' | 'image' | 'float';
+  value: number;
+  limit: number;
+  ok: boolean;
+}
+
+/**
+ * Compares what a run recorded with a golden case per the fixtures' README: token ids exact, image_uint8 within
+ * `imageLimit` per value, every other recorded tensor within `floatLimit` relative L2.
+ */
+export function compareToGolden(c: GoldenCase, recorded: ReadonlyMap<string, Recorded>, floatLimit: number, imageLimit = 1): Comparison[] {
+  const golden = goldenFile(c);
+  const results: Comparison[] = [];
+  for (const name of Object.keys(c.tensors)) {
+    const expected = golden.readArray(name) as Float32Array | Int32Array | Uint8Array;
+    const got = recorded.get(name);
+    const kind: Comparison['kind'] = name.endsWith('_input_ids') ? 'ids' : name === 'image_uint8' ? 'image' : 'float';
+    const limit = kind === 'ids' ? 0 : kind === 'image' ? imageLimit : floatLimit;
+    const goldenShape = [...golden.get(name).shape];
+    if (got === undefined || got.shape.length !== goldenShape.length || got.shape.some((d, i) => d !== goldenShape[i])) {
+      results.push({ name, kind, value: Number.NaN, limit, ok: false });
+      continue;
+    }
+    const value = kind === 'float' ? relativeL2(got.data, expected) : maxAbsDiff(got.data, expected);
+    results.push({ name, kind, value, limit, ok: value <= limit });
+  }
+  return results;
+}
+
+/** One line per comparison, worst first, for test logs. */
+export function formatComparisons(label: string, results: readonly Comparison[]): string {
+  const worst = [...results].sort((a, b) => (b.ok ? 0 : 1) - (a.ok ? 0 : 1) || b.value / (b.limit || 1) - a.value / (a.limit || 1));
+  const floats = results.filter((r) => r.kind === 'float');
+  const maxFloat = floats.reduce((m, r) => Math.max(m, r.value), 0);
+  const lines = worst.filter((r) => !r.ok).map((r) => `  FAIL ${r.name}: ${r.kind} ${r.value} > ${r.limit}`);
+  return `${label}: ${results.length} tensors, max float rel L2 ${maxFloat.toExponential(2)}, ` +
+    `ids ${results.filter((r) => r.kind === 'ids').every((r) => r.ok) ? 'exact' : 'DIFFER'}, ` +
+    `image max |diff| ${results.find((r) => r.kind === 'image')?.value ?? 'n/a'}` + (lines.length ? `\n${lines.join('\n')}` : '');
+}

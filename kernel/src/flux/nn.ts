@@ -62,6 +62,8 @@ export interface ComponentLoadOptions {
 /** Loads one component's tensors by checkpoint key into its Scope. */
 export class WeightLoader {
   readonly scope = new Scope();
+  /** Every Linear loaded, by module name (checkpoint key without '.weight'). */
+  readonly linears = new Map<string, Linear>();
   private readonly used = new Set<string>();
 
   constructor(
@@ -119,6 +121,12 @@ export class WeightLoader {
 
   /** torch.nn.Linear(inFeatures, outFeatures) at `name`, dense or NF4 as the plan says. */
   linear(name: string, inFeatures: number, outFeatures: number, opts: { bias?: boolean; dtype?: FloatDType } = {}): Linear {
+    const layer = this.buildLinear(name, inFeatures, outFeatures, opts);
+    this.linears.set(name, layer);
+    return layer;
+  }
+
+  private buildLinear(name: string, inFeatures: number, outFeatures: number, opts: { bias?: boolean; dtype?: FloatDType }): Linear {
     const plan = this.options.nf4;
     const bias = opts.bias === false ? undefined : this.tensor(`${name}.bias`, [outFeatures], opts.dtype);
     const stateKey = `${this.prefix}${name}.weight.quant_state.bitsandbytes__nf4`;

@@ -220,6 +220,11 @@ export class T5EncoderModel {
     });
   }
 
+  /** The Linear layers by checkpoint module name (dense or NF4). */
+  linearLayers(): ReadonlyMap<string, Linear> {
+    return this.weights.linears;
+  }
+
   unusedWeights(): string[] {
     return this.weights.unusedKeys();
   }

@@ -402,6 +402,11 @@ export class FluxTransformer2DModel {
     });
   }
 
+  /** The Linear layers by checkpoint module name (dense or NF4). */
+  linearLayers(): ReadonlyMap<string, Linear> {
+    return this.weights.linears;
+  }
+
   unusedWeights(): string[] {
     return this.weights.unusedKeys();
   }

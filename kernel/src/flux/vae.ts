@@ -179,6 +179,11 @@ export class AutoencoderKL {
     });
   }
 
+  /** The Linear layers by checkpoint module name (dense or NF4). */
+  linearLayers(): ReadonlyMap<string, Linear> {
+    return this.weights.linears;
+  }
+
   unusedWeights(): string[] {
     return this.weights.unusedKeys().filter((k) => !k.startsWith('encoder.') && !k.startsWith('quant_conv.'));
   }

@@ -1,0 +1,29 @@
+// The Flux library's public surface (re-exported by the package entry, src/index.ts). docs/flux.md describes it.
+export { FluxPipeline, FluxGenerationResult, EMBEDDED_MODEL_DIR } from './pipeline';
+export type {
+  EncodePromptOptions,
+  EncodedPrompt,
+  FluxPipelineLoadOptions,
+  FluxProgress,
+  GenerateOptions,
+  GenerationMemory,
+  GenerationTimings,
+} from './pipeline';
+export { CLIPTextModel } from './clip';
+export type { CLIPTextOutput } from './clip';
+export { T5EncoderModel } from './t5';
+export { FluxTransformer2DModel } from './transformer';
+export type { FluxTransformerInputs, RotaryEmbedding } from './transformer';
+export { AutoencoderKL } from './vae';
+export { FlowMatchEulerDiscreteScheduler, calculateShift } from './scheduler';
+export { latentImageIds, latentSize, packLatents, unpackLatents } from './latents';
+export type { QuantizationOptions, QuantizationBackend } from './quantization';
+export type { FloatDType, ComponentLoadOptions } from './nn';
+export { Linear } from './nn';
+export { FluxImage, imagesToUint8 } from './image';
+export { encodePng, decodePng } from './png';
+export { SafetensorsFile, SafetensorsError, writeSafetensors } from './safetensors';
+export type { SafetensorsEntry, SafetensorsDType, TensorToWrite } from './safetensors';
+export { Checkpoint } from './checkpoint';
+export { resolveModelDir, huggingFaceCacheDir } from './hub';
+export { ClipTokenizer, T5Tokenizer, loadClipTokenizer, loadT5Tokenizer } from './tokenizers';

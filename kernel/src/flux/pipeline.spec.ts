@@ -1,0 +1,347 @@
+// FluxPipeline through the API: every golden case of test/fixtures (float32 CPU within 1e-4, NF4 pre-quantized
+// and quantized on load within 1e-3), then loading variants and bad input.
+import { NF4Tensor, memory } from '@fluxlab/native';
+import assert from 'node:assert/strict';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { dumpTensor, DumpedTensor } from './dump';
+import { GoldenCase, compareToGolden, fixturesDir, formatComparisons, goldenCases, relativeL2 } from './golden';
+import { decodePng } from './png';
+import { FluxPipeline, FluxPipelineLoadOptions, GenerateOptions } from './pipeline';
+import { SafetensorsFile, writeSafetensors } from './safetensors';
+
+const fixtures = fixturesDir();
+const scratch = mkdtempSync(join(tmpdir(), 'fluxlab-pipeline-'));
+const loaded = new Map<string, FluxPipeline>();
+after(() => {
+  for (const pipe of loaded.values()) pipe.dispose();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+async function pipeline(dir: string, options: FluxPipelineLoadOptions = {}): Promise<FluxPipeline> {
+  const key = `${dir} ${JSON.stringify(options)}`;
+  let pipe = loaded.get(key);
+  if (pipe === undefined) {
+    pipe = await FluxPipeline.fromPretrained(dir, options);
+    loaded.set(key, pipe);
+  }
+  return pipe;
+}
+
+function caseOptions(c: GoldenCase): GenerateOptions {
+  return {
+    prompt: c.prompt,
+    height: c.height,
+    width: c.width,
+    numInferenceSteps: c.steps,
+    guidanceScale: c.guidance,
+    seed: c.seed,
+    maxSequenceLength: c.max_sequence_length,
+  };
+}
+
+async function record(pipe: FluxPipeline, options: GenerateOptions): Promise<Map<string, DumpedTensor>> {
+  const recorded = new Map<string, DumpedTensor>();
+  await pipe.generate({ ...options, trace: (name, tensor) => recorded.set(name, dumpTensor(name, tensor)) });
+  return recorded;
+}
+
+async function checkCase(label: string, pipe: FluxPipeline, c: GoldenCase, limit: number): Promise<void> {
+  const recorded = await record(pipe, caseOptions(c));
+  const results = compareToGolden(c, recorded, limit);
+  const report = formatComparisons(label, results);
+  console.log(report);
+  assert.ok(results.every((r) => r.ok), report);
+  // The seed path reproduces torch.randn up to the ulps of its vectorised log/sin/cos.
+  const init = results.find((r) => r.name === 'latents_init');
+  assert.ok(init !== undefined && init.value < 1e-6, `latents_init rel L2 ${init?.value}`);
+}
+
+describe('FluxPipeline goldens: float32 CPU (manifest.json, rel L2 ≤ 1e-4)', () => {
+  for (const c of goldenCases('manifest.json')) {
+    it(`${c.pipeline}/${c.name}`, async () => {
+      await checkCase(`${c.pipeline}/${c.name}`, await pipeline(join(fixtures, c.pipeline)), c, 1e-4);
+    });
+  }
+});
+
+describe('FluxPipeline goldens: NF4 (manifest-nf4.json, rel L2 ≤ 1e-3)', () => {
+  for (const c of goldenCases('manifest-nf4.json')) {
+    const doubleQuant = c.pipeline.endsWith('nf4dq');
+    it(`pre-quantized checkpoint ${c.pipeline}/${c.name}`, async () => {
+      await checkCase(`pre-quantized ${c.pipeline}/${c.name}`, await pipeline(join(fixtures, c.pipeline)), c, 1e-3);
+    });
+    it(`quantized on load (tiny-flux, doubleQuant ${doubleQuant}) vs ${c.pipeline}/${c.name}`, async () => {
+      const pipe = await pipeline(join(fixtures, 'tiny-flux'), {
+        quantization: { backend: 'bitsandbytes_4bit', components: ['transformer', 'text_encoder_2'], computeDtype: 'float32', doubleQuant },
+      });
+      await checkCase(`quantized-on-load dq=${doubleQuant} ${c.pipeline}/${c.name}`, pipe, c, 1e-3);
+    });
+  }
+
+  for (const variant of ['tiny-flux-nf4', 'tiny-flux-nf4dq']) {
+    it(`quantizes exactly the layers bitsandbytes quantized, to the same bytes (${variant})`, async () => {
+      const doubleQuant = variant.endsWith('dq');
+      const onLoad = await pipeline(join(fixtures, 'tiny-flux'), {
+        quantization: { backend: 'bitsandbytes_4bit', components: ['transformer', 'text_encoder_2'], computeDtype: 'float32', doubleQuant },
+      });
+      const saved = await pipeline(join(fixtures, variant));
+      for (const component of ['transformer', 'textEncoder2', 'textEncoder', 'vae'] as const) {
+        const a = onLoad[component].linearLayers();
+        const b = saved[component].linearLayers();
+        assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+        for (const [name, layer] of a) {
+          const other = b.get(name)!;
+          assert.equal(layer.quantized, other.quantized, `${component}.${name} quantized`);
+          if (!(layer.weight instanceof NF4Tensor) || !(other.weight instanceof NF4Tensor)) continue;
+          const mine = layer.weight.toBitsandbytes();
+          const theirs = other.weight.toBitsandbytes();
+          try {
+            assert.deepEqual(Object.keys(mine).sort(), Object.keys(theirs).sort());
+            for (const key of Object.keys(mine)) {
+              assert.deepEqual(Buffer.from(mine[key].toBytes()), Buffer.from(theirs[key].toBytes()), `${component}.${name}.${key}`);
+            }
+          } finally {
+            for (const t of [...Object.values(mine), ...Object.values(theirs)]) t.dispose();
+          }
+        }
+      }
+      const quantized = (m: ReadonlyMap<string, { quantized: boolean }>) => [...m.values()].filter((l) => l.quantized).length;
+      assert.equal(quantized(onLoad.transformer.linearLayers()), 50);
+      assert.equal(quantized(onLoad.textEncoder2.linearLayers()), 12, 'T5: every Linear but wo');
+      assert.equal(onLoad.textEncoder2.linearLayers().get('encoder.block.0.layer.1.DenseReluDense.wo')!.weight.dtype, 'float32');
+    });
+  }
+});
+
+/** A writable copy of a fixture pipeline (the fixtures themselves are never modified). */
+function copyPipeline(name: string, from = 'tiny-flux'): string {
+  const dir = join(scratch, name);
+  cpSync(join(fixtures, from), dir, { recursive: true });
+  return dir;
+}
+
+const shortRun: GenerateOptions = { prompt: 'a cat', height: 16, width: 16, numInferenceSteps: 2, seed: 1, maxSequenceLength: 16 };
+
+describe('FluxPipeline loading', () => {
+  it('loads a Hugging Face hub cache snapshot (symlinks into blobs/) from a repo id', async () => {
+    const hub = join(scratch, 'hub');
+    const repo = join(hub, 'models--fluxlab--tiny-flux');
+    const commit = '0123456789abcdef0123456789abcdef01234567';
+    const source = join(fixtures, 'tiny-flux');
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) walk(path);
+        else files.push(relative(source, path));
+      }
+    };
+    walk(source);
+    mkdirSync(join(repo, 'blobs'), { recursive: true });
+    mkdirSync(join(repo, 'refs'), { recursive: true });
+    writeFileSync(join(repo, 'refs', 'main'), commit);
+    files.forEach((file, i) => {
+      const blob = join(repo, 'blobs', `blob${i}`);
+      cpSync(join(source, file), blob);
+      const link = join(repo, 'snapshots', commit, file);
+      mkdirSync(join(link, '..'), { recursive: true });
+      symlinkSync(relative(join(link, '..'), blob), link);
+    });
+    const previous = process.env.HF_HUB_CACHE;
+    process.env.HF_HUB_CACHE = hub;
+    try {
+      const pipe = await FluxPipeline.fromPretrained('fluxlab/tiny-flux');
+      try {
+        assert.equal(pipe.modelPath, join(repo, 'snapshots', commit));
+        const a = await record(pipe, shortRun);
+        const b = await record(await pipeline(join(fixtures, 'tiny-flux')), shortRun);
+        assert.deepEqual(a.get('image_uint8')!.data, b.get('image_uint8')!.data);
+      } finally {
+        pipe.dispose();
+      }
+    } finally {
+      if (previous === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = previous;
+    }
+  });
+
+  it('loads sharded checkpoints through their index.json, with the same results', async () => {
+    const dir = copyPipeline('sharded');
+    const file = SafetensorsFile.open(join(dir, 'transformer', 'diffusion_pytorch_model.safetensors'));
+    const names = file.names().sort();
+    const half = Math.floor(names.length / 2);
+    const shards = [names.slice(0, half), names.slice(half)];
+    const weightMap: Record<string, string> = {};
+    shards.forEach((shard, i) => {
+      const shardName = `diffusion_pytorch_model-0000${i + 1}-of-00002.safetensors`;
+      writeSafetensors(
+        join(dir, 'transformer', shardName),
+        shard.map((n) => [n, { dtype: file.get(n).dtype, shape: file.get(n).shape, data: file.readBytes(n) }] as const),
+      );
+      for (const n of shard) weightMap[n] = shardName;
+    });
+    rmSync(join(dir, 'transformer', 'diffusion_pytorch_model.safetensors'));
+    writeFileSync(join(dir, 'transformer', 'diffusion_pytorch_model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    const pipe = await FluxPipeline.fromPretrained(dir);
+    try {
+      const a = await record(pipe, shortRun);
+      const b = await record(await pipeline(join(fixtures, 'tiny-flux')), shortRun);
+      assert.deepEqual(a.get('step1.noise_pred')!.data, b.get('step1.noise_pred')!.data);
+    } finally {
+      pipe.dispose();
+    }
+  });
+
+  it('uses the embedded pipeline when no model is given, labelled as random weights', async () => {
+    const pipe = await FluxPipeline.fromPretrained();
+    try {
+      assert.equal(pipe.randomWeights, true);
+      const result = await pipe.generate(shortRun);
+      assert.equal(result.randomWeights, true);
+      assert.match(result.summary, /RANDOM WEIGHTS/);
+      const png = decodePng(result.images[0].toPNG());
+      assert.equal(png.text['fluxlab:random-weights'], 'true');
+      assert.equal(png.width, 16);
+      assert.deepEqual(png.rgb, result.images[0].data);
+      const bundle = (result as unknown as Record<symbol, () => Record<string, unknown>>)[Symbol.for('fluxlab.mimeBundle')]();
+      assert.ok(bundle['image/png'] instanceof Uint8Array);
+      assert.match(String(bundle['text/html']), /data:image\/png;base64,/);
+    } finally {
+      pipe.dispose();
+    }
+  });
+});
+
+describe('FluxPipeline usage', () => {
+  it('rounds sizes not divisible by 2 × vae_scale_factor down, with diffusers warning', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const result = await pipe.generate({ ...shortRun, height: 30, width: 21 });
+    assert.equal(result.height, 28);
+    assert.equal(result.width, 20);
+    assert.match(result.warnings.join('\n'), /`height` and `width` have to be divisible by 4 but are 30 and 21\. Dimensions will be resized accordingly/);
+  });
+
+  it('makes numImagesPerPrompt images per prompt from one noise draw, like diffusers', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const two = await record(pipe, { ...shortRun, prompt: ['a cat', 'a dog'], numImagesPerPrompt: 2 });
+    assert.deepEqual(two.get('prompt_embeds')!.shape, [4, 16, 32]);
+    const embeds = two.get('prompt_embeds')!.data as Float32Array;
+    const row = 16 * 32;
+    assert.deepEqual(embeds.subarray(0, row), embeds.subarray(row, 2 * row));
+    assert.notDeepEqual(embeds.subarray(row, 2 * row), embeds.subarray(2 * row, 3 * row));
+    assert.deepEqual(two.get('image_uint8')!.shape, [4, 16, 16, 3]);
+  });
+
+  it('encodePrompt and the component models work on their own', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const c = goldenCases('manifest.json').find((g) => g.pipeline === 'tiny-flux' && g.name === 'cat')!;
+    const golden = SafetensorsFile.open(join(fixtures, 'tiny-flux-golden', 'cat.safetensors'));
+    const encoded = pipe.encodePrompt({ prompt: c.prompt, maxSequenceLength: c.max_sequence_length });
+    try {
+      assert.deepEqual([...encoded.t5InputIds], [...(golden.readArray('t5_input_ids') as Int32Array)]);
+      assert.ok(relativeL2(encoded.pooledPromptEmbeds.toArray() as Float32Array, golden.readArray('pooled_prompt_embeds') as Float32Array) < 1e-4);
+      assert.ok(relativeL2(encoded.promptEmbeds.toArray() as Float32Array, golden.readArray('prompt_embeds') as Float32Array) < 1e-4);
+    } finally {
+      encoded.dispose();
+    }
+  });
+
+  it('stops at the next step when aborted and frees what the run allocated', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const before = memory.hostStats().allocated;
+    const controller = new AbortController();
+    let steps = 0;
+    await assert.rejects(
+      pipe.generate({
+        ...shortRun,
+        numInferenceSteps: 6,
+        signal: controller.signal,
+        onProgress: (p) => {
+          if (p.stage === 'denoise') {
+            steps = p.step;
+            if (p.step === 2) controller.abort(new Error('stop here'));
+          }
+        },
+      }),
+      /stop here/,
+    );
+    assert.equal(steps, 2);
+    assert.equal(memory.hostStats().allocated, before, 'host memory back to its level before the run');
+    const again = await pipe.generate(shortRun);
+    assert.equal(again.images.length, 1, 'the pipeline stays usable');
+  });
+
+  it('rejects empty prompts and bad arguments with clear errors, and stays usable', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const before = memory.hostStats().allocated;
+    await assert.rejects(pipe.generate({ ...shortRun, prompt: '' }), /empty prompt/);
+    await assert.rejects(pipe.generate({ ...shortRun, prompt: ['a cat', '  '] }), /empty prompt \(prompt\[1\]\)/);
+    await assert.rejects(pipe.generate({ ...shortRun, prompt: [] }), /prompt is an empty array/);
+    await assert.rejects(pipe.generate({ ...shortRun, maxSequenceLength: 513 }), /`max_sequence_length` cannot be greater than 512 but is 513/);
+    await assert.rejects(pipe.generate({ ...shortRun, height: 2 }), /height and width must be at least 4/);
+    await assert.rejects(pipe.generate({ ...shortRun, numInferenceSteps: 0 }), /numInferenceSteps must be a positive integer/);
+    await assert.rejects(pipe.generate({ ...shortRun, prompt2: ['x', 'y'] }), /prompt2 has 2 entries but prompt has 1/);
+    assert.equal(memory.hostStats().allocated, before);
+    assert.equal((await pipe.generate(shortRun)).images.length, 1);
+  });
+});
+
+describe('FluxPipeline bad checkpoints', () => {
+  it('names a missing component', async () => {
+    const dir = copyPipeline('no-vae');
+    rmSync(join(dir, 'vae'), { recursive: true });
+    await assert.rejects(FluxPipeline.fromPretrained(dir), /missing component 'vae': .*no-vae\/vae does not exist/);
+  });
+
+  it('names the file and tensor of a truncated safetensors file', async () => {
+    const dir = copyPipeline('truncated');
+    const path = join(dir, 'transformer', 'diffusion_pytorch_model.safetensors');
+    const file = SafetensorsFile.open(path);
+    const last = file.names().reduce((a, b) => (file.get(a).offset > file.get(b).offset ? a : b));
+    truncateSync(path, file.fileSize - 10);
+    await assert.rejects(FluxPipeline.fromPretrained(dir), (err: Error) => err.message.includes(path) && err.message.includes(`tensor '${last}'`) && /truncated/.test(err.message));
+  });
+
+  it('reports a corrupt header', async () => {
+    const dir = copyPipeline('corrupt');
+    const path = join(dir, 'vae', 'diffusion_pytorch_model.safetensors');
+    const bytes = readFileSync(path);
+    bytes.write('#', 9);
+    writeFileSync(path, bytes);
+    await assert.rejects(FluxPipeline.fromPretrained(dir), new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: corrupt header`));
+  });
+
+  it('reports tensor shape and dtype mismatches with the config', async () => {
+    const dir = copyPipeline('shape');
+    const config = JSON.parse(readFileSync(join(dir, 'transformer', 'config.json'), 'utf8'));
+    config.joint_attention_dim = 48;
+    writeFileSync(join(dir, 'transformer', 'config.json'), JSON.stringify(config));
+    await assert.rejects(FluxPipeline.fromPretrained(dir), /transformer: .*tensor 'context_embedder.weight' has shape \[32, 32\] but the config implies \[32, 48\]/);
+
+    const dtypeDir = copyPipeline('dtype');
+    const path = join(dtypeDir, 'text_encoder', 'model.safetensors');
+    const file = SafetensorsFile.open(path);
+    writeSafetensors(
+      path,
+      file.names().map((n) => {
+        const entry = file.get(n);
+        return [n, n === 'final_layer_norm.bias' ? { dtype: 'I32' as const, shape: entry.shape, data: new Int32Array(entry.shape[0]) } : { dtype: entry.dtype, shape: entry.shape, data: file.readBytes(n) }] as const;
+      }),
+    );
+    await assert.rejects(FluxPipeline.fromPretrained(dtypeDir), /text_encoder: .*tensor 'final_layer_norm.bias' is stored as I32, expected a float tensor/);
+  });
+
+  it('rejects an unknown quantization backend before loading anything', async () => {
+    await assert.rejects(
+      FluxPipeline.fromPretrained(join(fixtures, 'tiny-flux'), { quantization: { backend: 'gguf' as never } }),
+      /unknown quantization backend "gguf": supported are 'bitsandbytes_4bit' and 'nf4'/,
+    );
+    await assert.rejects(
+      FluxPipeline.fromPretrained(join(fixtures, 'tiny-flux'), { quantization: { backend: 'nf4', components: ['unet'] } }),
+      /quantization: unknown component 'unet'/,
+    );
+  });
+});
