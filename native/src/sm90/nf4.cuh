@@ -32,7 +32,8 @@ __device__ __constant__ static const float kNf4Code[16] = {
 __device__ __forceinline__ float nf4_absmax(const Nf4Weight& w, int64_t blk) {
   if (w.absmax) return __ldg(w.absmax + blk);
   const uint8_t q = __ldg(w.absmax_q + blk);
-  return __ldg(w.absmax_code + q) * __ldg(w.nested_absmax + blk / 256) + w.nested_offset;
+  // Two roundings (multiply, then add), as bitsandbytes' dequantize_blockwise followed by "+ offset".
+  return __fadd_rn(__fmul_rn(__ldg(w.absmax_code + q), __ldg(w.nested_absmax + blk / 256)), w.nested_offset);
 }
 
 // Shared-memory code book replicated once per lane: entry i of lane l at [i * 32 + l], so a warp's

@@ -1,0 +1,638 @@
+#!/usr/bin/env python3
+"""Correctness checks and microbenchmarks of the fluxk kernels against torch, on one GPU.
+
+    python3 bench/kernels/bench.py [--out DIR] [--only SUBSTR] [--quick]
+
+Loads bench/kernels/build/libfluxk.so (bench/kernels/build.sh) with ctypes and runs every kernel
+variant on torch tensors (data_ptr()s, a torch stream). Checks: fresh random inputs each time,
+outputs poisoned with NaN first (an unwritten element shows as NaN), normalised error
+||out - ref|| / ||ref|| against a float64 (small) or float32 (large) reference. Timings: CUDA events
+around each call after warm-up, median of many calls, inputs rotated through enough copies to
+exceed L2; torch (cuBLAS matmul, scaled_dot_product_attention) is timed in the same process on the
+same shape as the yardstick.
+
+Robustness: tests run in a worker subprocess; a test that raises is reported and the next one
+runs; a crash or a hang (per-test timeout) kills the worker, the test is recorded as failed and a
+fresh worker continues with the next test. The table always prints. Results go to DIR/results.json
+and DIR/bench.log (DIR defaults to $OUT, else bench/kernels/out).
+"""
+import argparse
+import ctypes
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIB = os.path.join(HERE, "build", "libfluxk.so")
+L2_ROTATE_BYTES = 160 << 20  # rotate inputs until one pass over the copies exceeds ~3x the 50 MB L2
+
+NF4_CODE = [
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+]
+EPI = {"none": 0, "nobias": 0, "gelu": 1, "gate": 2}
+FLUX_GEMM = [(3072, 3072), (3072, 9216), (3072, 12288), (12288, 3072), (15360, 3072)]  # (K, N), M = 4608
+
+
+# ----------------------------------------------------------------------------------------------
+# Test list: every entry is independent (own inputs, own reference); ids are stable for the JSON.
+# ----------------------------------------------------------------------------------------------
+def build_tests(quick):
+    """Ordered by what matters most, so that a run cut short still answers the main questions."""
+    first, checks, timings, portable = [], [], [], []
+
+    def gemm(lst, mode, backend, tile, m, n, k, epi):
+        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, m=m, n=n, k=k, epi=epi))
+
+    def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False):
+        lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, m=m, n=n, k=k, epi=epi, dq=dq))
+
+    def attn(lst, mode, backend, b, h, lq, lkv, layout="bhld"):
+        lst.append(dict(op="attn", mode=mode, backend=backend, b=b, h=h, lq=lq, lkv=lkv, layout=layout))
+
+    # 1. One check and the headline timing of each Hopper kernel.
+    gemm(first, "check", 1, 0, 4608, 3072, 3072, "none")
+    gemm(first, "time", 1, 0, 4608, 12288, 3072, "none")
+    nf4(first, "check", 1, 0, 4608, 12288, 3072, "none")
+    nf4(first, "time", 1, 0, 4608, 12288, 3072, "none")
+    attn(first, "check", 1, 1, 24, 4608, 4608)
+    attn(first, "time", 1, 1, 24, 4608, 4608)
+    nf4(first, "check", 3, 0, 1, 18432, 3072, "none")
+    nf4(first, "time", 3, 0, 1, 18432, 3072, "none")
+    first.append(dict(op="copy", mode="time"))
+
+    # 2. Correctness of every variant, odd shapes and epilogues included.
+    for tile in (256, 192, 128):
+        for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (333, 264, 200, "nobias"), (129, 136, 72, "gelu"),
+                               (1, 256, 64, "none"), (77, 3072, 3072, "gate"), (4608, 3072, 3072, "gelu")]:
+            gemm(checks, "check", 1, tile, m, n, k, epi)
+    gemm(checks, "check", 1, 0, 4608, 12288, 3072, "gate")
+    for tile in (256, 192, 128):
+        for (m, n, k, epi, dq) in [(4608, 12288, 3072, "none", False), (333, 264, 320, "nobias", False),
+                                   (200, 136, 64, "gelu", True), (4608, 3072, 12288, "gate", True)]:
+            nf4(checks, "check", 1, tile, m, n, k, epi, dq)
+    for (m, n, k, epi, dq) in [(2, 9216, 3072, "gelu", True), (7, 3072, 320, "nobias", False),
+                               (8, 136, 64, "gate", False), (9, 3072, 3072, "none", True),
+                               (16, 3072, 3072, "gate", False), (16, 264, 192, "none", False)]:
+        nf4(checks, "check", 3, 0, m, n, k, epi, dq)
+    for backend in (1, 3):
+        for (b, h, lq, lkv, layout) in [(2, 3, 200, 333, "bhld"), (1, 2, 1, 77, "bhld"), (1, 4, 640, 640, "blhd"),
+                                        (2, 2, 129, 128, "blhd")]:
+            attn(checks, "check", backend, b, h, lq, lkv, layout)
+    attn(checks, "check", 3, 1, 24, 4608, 4608)
+
+    # 3. Timings of the Flux shapes and of each tile width.
+    tiles = (0,) if quick else (0, 256, 192, 128)
+    for (k, n) in FLUX_GEMM:
+        for tile in tiles:
+            if not (tile == 0 and (k, n) == (3072, 12288)):
+                gemm(timings, "time", 1, tile, 4608, n, k, "none")
+    gemm(timings, "time", 1, 0, 4608, 12288, 3072, "gelu")
+    gemm(timings, "time", 1, 0, 4608, 3072, 12288, "gate")
+    for tile in tiles[1:]:
+        nf4(timings, "time", 1, tile, 4608, 12288, 3072, "none")
+    nf4(timings, "time", 1, 0, 4608, 12288, 3072, "none", True)
+    nf4(timings, "time", 1, 0, 4608, 3072, 3072, "none")
+    nf4(timings, "time", 1, 0, 4608, 3072, 12288, "none")
+    for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
+        nf4(timings, "time", 3, 0, m, n, k, "none")
+    attn(timings, "time", 3, 1, 24, 4608, 4608)
+    attn(timings, "time", 1, 1, 24, 4096, 4096)
+
+    # 4. The portable sm80 paths (correctness first, then one timing each).
+    for (m, n, k, epi) in [(333, 264, 200, "nobias"), (4608, 3072, 3072, "gelu"), (77, 3072, 3072, "gate")]:
+        gemm(portable, "check", 2, 0, m, n, k, epi)
+    for (m, n, k, epi, dq) in [(333, 264, 320, "nobias", False), (1024, 3072, 3072, "gelu", True)]:
+        nf4(portable, "check", 2, 0, m, n, k, epi, dq)
+    for (b, h, lq, lkv, layout) in [(1, 24, 4608, 4608, "bhld"), (2, 3, 200, 333, "bhld"), (1, 2, 1, 77, "bhld"),
+                                    (2, 2, 129, 128, "blhd")]:
+        attn(portable, "check", 2, b, h, lq, lkv, layout)
+    gemm(portable, "time", 2, 0, 4608, 3072, 3072, "none")
+    nf4(portable, "time", 2, 0, 4608, 12288, 3072, "none")
+    attn(portable, "time", 2, 1, 24, 4608, 4608)
+
+    t = first + checks + timings + portable
+    for i, x in enumerate(t):
+        x["id"] = i
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker side
+# ----------------------------------------------------------------------------------------------
+class Lib:
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        vp, ll, i, f = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
+        self.lib.fk_error_string.restype = ctypes.c_char_p
+        self.lib.fk_error_string.argtypes = [i]
+        self.lib.fk_gemm_bf16.restype = i
+        self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, vp]
+        self.lib.fk_gemm_nf4.restype = i
+        self.lib.fk_gemm_nf4.argtypes = [i, vp, ll, vp, i, i, vp, vp, vp, vp, f, vp, ll, i, i, vp, vp, ll, vp, ll, i,
+                                         i, vp]
+        self.lib.fk_attention.restype = i
+        self.lib.fk_attention.argtypes = [i, vp, vp, vp, vp, i, i, i, i, ctypes.POINTER(ll), f, vp]
+
+    def check(self, code, what):
+        if code != 0:
+            raise RuntimeError(f"{what}: {self.lib.fk_error_string(code).decode()} ({code})")
+
+
+def family(tc):
+    return f"{tc['op']}:{tc.get('backend', 0)}"
+
+
+def selftest_worker(tests, start, results_path, skip_families):
+    """Exercises the parent's recovery paths without a GPU: ok, failure, crash, hang by test id."""
+    out = open(results_path, "a")
+    out.write(json.dumps({"device": "selftest"}) + "\n")
+    out.flush()
+    for tc in tests[start:]:
+        if family(tc) in skip_families:
+            out.write(json.dumps({"id": tc["id"], "ok": False, "error": "skipped"}) + "\n")
+            out.flush()
+            continue
+        out.write(json.dumps({"begin": tc["id"]}) + "\n")
+        out.flush()
+        kind = tc["id"] % 7
+        if kind == 2:
+            os._exit(3)
+        if kind == 3 and tc["op"] == "gemm":
+            time.sleep(1000)
+        res = {"id": tc["id"], "ok": kind != 1, "err": 1e-3, "ms": 1.0, "tflops": 100.0}
+        if kind == 1:
+            res["error"] = "simulated failure"
+        out.write(json.dumps(res) + "\n")
+        out.flush()
+
+
+def worker(tests, start, results_path, lib_path, skip_families):
+    if os.environ.get("FLUXK_BENCH_SELFTEST"):
+        return selftest_worker(tests, start, results_path, skip_families)
+    import torch
+    import torch.nn.functional as F
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    lib = Lib(lib_path)
+    dev = torch.device("cuda")
+    stream = torch.cuda.Stream()
+    torch.cuda.set_stream(stream)
+    sp = ctypes.c_void_p(stream.cuda_stream)
+    out = open(results_path, "a")
+
+    def emit(obj):
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def ptr(x):
+        return ctypes.c_void_p(x.data_ptr()) if x is not None else ctypes.c_void_p(0)
+
+    def poison(x):
+        x.view(torch.int16).fill_(-1)  # 0xFFFF: a bf16 NaN
+
+    def nerr(out_t, ref):
+        o = out_t.double()
+        r = ref.double()
+        if torch.isnan(o).any():
+            return float("nan")
+        return (torch.linalg.vector_norm(o - r) / torch.linalg.vector_norm(r)).item()
+
+    def timeit(fn, n_rot, budget_s=0.25):
+        for i in range(3):
+            fn(i % n_rot)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(0)
+        torch.cuda.synchronize()
+        one = max(time.perf_counter() - t0, 1e-5)
+        iters = int(min(200, max(10, budget_s / one)))
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+        for i in range(iters):
+            ev[i][0].record(stream)
+            fn(i % n_rot)
+            ev[i][1].record(stream)
+        torch.cuda.synchronize()
+        ts = sorted(a.elapsed_time(b) for a, b in ev)
+        return {"ms": ts[len(ts) // 2], "ms_min": ts[0], "ms_p90": ts[int(len(ts) * 0.9)], "iters": iters}
+
+    def rotations(bytes_per_call):
+        return int(min(8, max(1, math.ceil(L2_ROTATE_BYTES / max(1, bytes_per_call)))))
+
+    # ---- epilogue reference ----
+    def epi_inputs(m, n, epi, rows_per_batch):
+        bias = None if epi == "nobias" else (torch.randn(n, device=dev) * 0.5).bfloat16()
+        res = gate = None
+        if epi == "gate":
+            res = torch.randn(m, n, device=dev).bfloat16()
+            gate = torch.randn((m + rows_per_batch - 1) // rows_per_batch, n, device=dev).bfloat16()
+        return bias, res, gate
+
+    def epi_ref(acc, bias, res, gate, epi, rows_per_batch):
+        v = acc + bias.double() if bias is not None else acc
+        if epi == "gelu":
+            v = 0.5 * v * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v ** 3)))
+        if epi == "gate":
+            rows = torch.arange(v.shape[0], device=dev) // rows_per_batch
+            v = res.double() + gate.double()[rows] * v
+        return v
+
+    def ref_matmul(a, w):
+        # float64 for small problems; float32 (no TF32) otherwise; both far below bf16 rounding.
+        if a.shape[0] * w.shape[0] * a.shape[1] <= (1 << 31):
+            return a.double() @ w.double().t()
+        return (a.float() @ w.float().t()).double()
+
+    # ---- NF4 helpers ----
+    code = torch.tensor(NF4_CODE, device=dev)
+    mids = (code[1:] + code[:-1]) / 2
+
+    def make_nf4(n, k, dq):
+        w = torch.randn(n, k, device=dev) * 0.05
+        blocks = w.reshape(-1, 64)
+        amax = blocks.abs().amax(1).clamp_min(1e-8)
+        q = {}
+        if dq:
+            nb = amax.numel()
+            q["absmax_q"] = torch.randint(0, 256, (nb,), device=dev, dtype=torch.uint8)
+            q["absmax_code"] = torch.sort(torch.rand(256, device=dev) * 0.9 + 0.1).values
+            q["nested_absmax"] = torch.rand((nb + 255) // 256, device=dev) * 0.04 + 0.01
+            q["nested_offset"] = 0.02
+            amax = (q["absmax_code"][q["absmax_q"].long()] * q["nested_absmax"][torch.arange(nb, device=dev) // 256]
+                    ) + q["nested_offset"]
+            q["absmax"] = None
+        else:
+            q["absmax"] = amax.contiguous()
+            q["absmax_q"] = q["absmax_code"] = q["nested_absmax"] = None
+            q["nested_offset"] = 0.0
+        idx = torch.bucketize((blocks / blocks.abs().amax(1, keepdim=True).clamp_min(1e-8)).reshape(-1), mids)
+        idx = idx.to(torch.uint8)
+        q["packed"] = ((idx[0::2] << 4) | idx[1::2]).contiguous()
+        w_deq = (code[idx.long()].reshape(-1, 64) * amax[:, None]).reshape(n, k).bfloat16()
+        return q, w_deq
+
+    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile):
+        lib.check(lib.lib.fk_gemm_nf4(backend, ptr(a), a.stride(0), ptr(q["packed"]), n, k, ptr(q["absmax"]),
+                                      ptr(q["absmax_q"]), ptr(q["absmax_code"]), ptr(q["nested_absmax"]),
+                                      ctypes.c_float(q["nested_offset"]), ptr(c), c.stride(0), m, EPI[epi],
+                                      ptr(bias), ptr(res), res.stride(0) if res is not None else 0, ptr(gate),
+                                      gate.stride(0) if gate is not None else 0, rpb, tile, sp), "fk_gemm_nf4")
+
+    def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile):
+        lib.check(lib.lib.fk_gemm_bf16(backend, ptr(a), a.stride(0), ptr(w), w.stride(0), ptr(c), c.stride(0), m, n, k,
+                                       EPI[epi], ptr(bias), ptr(res), res.stride(0) if res is not None else 0,
+                                       ptr(gate), gate.stride(0) if gate is not None else 0, rpb, tile, sp),
+                  "fk_gemm_bf16")
+
+    def attn_tensors(b, h, lq, lkv, layout):
+        def mk(l):
+            if layout == "bhld":
+                x = torch.randn(b, h, l, 128, device=dev).bfloat16()
+                return x, (x.stride(0), x.stride(1), x.stride(2))
+            x = torch.randn(b, l, h, 128, device=dev).bfloat16()  # [B, L, H, D] viewed as [B, H, L, D]
+            return x.transpose(1, 2), (x.stride(0), x.stride(2), x.stride(1))
+        q, qs = mk(lq)
+        k, ks = mk(lkv)
+        v, vs = mk(lkv)
+        o, os_ = mk(lq)
+        return q, k, v, o, list(qs) + list(ks) + list(vs) + list(os_)
+
+    def call_attn(backend, q, k, v, o, b, h, lq, lkv, strides):
+        arr = (ctypes.c_longlong * 12)(*strides)
+        lib.check(lib.lib.fk_attention(backend, ptr(q), ptr(k), ptr(v), ptr(o), b, h, lq, lkv, arr,
+                                       ctypes.c_float(0.0), sp), "fk_attention")
+
+    def attn_ref(q, k, v):
+        outs = []
+        scale = 1.0 / math.sqrt(128)
+        for i in range(q.shape[0]):
+            for j0 in range(0, q.shape[1], 4):
+                qq, kk, vv = (x[i, j0:j0 + 4].float() for x in (q, k, v))
+                p = torch.softmax((qq @ kk.transpose(-1, -2)) * scale, dim=-1)
+                outs.append((p @ vv).double())
+        return torch.cat(outs, 0).reshape(q.shape)
+
+    # ---- the tests ----
+    def run(tc):
+        r = {"id": tc["id"]}
+        torch.manual_seed(1000 + tc["id"])
+        op, mode = tc["op"], tc["mode"]
+        if op == "gemm":
+            m, n, k, epi, tile, backend = tc["m"], tc["n"], tc["k"], tc["epi"], tc["tile"], tc["backend"]
+            rpb = max(1, m // 2)
+            if mode == "check":
+                a = torch.randn(m, k, device=dev).bfloat16()
+                w = (torch.randn(n, k, device=dev) / math.sqrt(k)).bfloat16()
+                bias, res, gate = epi_inputs(m, n, epi, rpb)
+                c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
+                poison(c)
+                call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile)
+                torch.cuda.synchronize()
+                ref = epi_ref(ref_matmul(a, w), bias, res, gate, epi, rpb)
+                r["err"] = nerr(c, ref)
+                if epi == "none":
+                    r["torch_err"] = nerr(F.linear(a, w, bias), ref)
+                r["ok"] = bool(r["err"] <= 1e-2)
+            else:
+                n_rot = rotations(2 * (m * k + n * k + m * n))
+                sets = []
+                for _ in range(n_rot):
+                    a = torch.randn(m, k, device=dev).bfloat16()
+                    w = (torch.randn(n, k, device=dev) / math.sqrt(k)).bfloat16()
+                    bias, res, gate = epi_inputs(m, n, epi, rpb)
+                    sets.append((a, w, torch.empty(m, n, device=dev, dtype=torch.bfloat16), bias, res, gate))
+                flops = 2.0 * m * n * k
+                mine = timeit(lambda i: call_gemm(backend, sets[i][0], sets[i][1], sets[i][2], m, n, k, epi,
+                                                  sets[i][3], sets[i][4], sets[i][5], rpb, tile), n_rot)
+                ref = timeit(lambda i: torch.matmul(sets[i][0], sets[i][1].t(), out=sets[i][2]), n_rot)
+                r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
+                         torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
+                r["ok"] = True
+        elif op == "nf4":
+            m, n, k, epi, tile, backend, dq = (tc["m"], tc["n"], tc["k"], tc["epi"], tc["tile"], tc["backend"],
+                                               tc["dq"])
+            rpb = max(1, m // 2)
+            if mode == "check":
+                q, w_deq = make_nf4(n, k, dq)
+                a = torch.randn(m, k, device=dev).bfloat16()
+                bias, res, gate = epi_inputs(m, n, epi, rpb)
+                c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
+                poison(c)
+                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile)
+                torch.cuda.synchronize()
+                ref = epi_ref(ref_matmul(a, w_deq), bias, res, gate, epi, rpb)
+                r["err"] = nerr(c, ref)
+                if epi == "none":
+                    r["torch_err"] = nerr(F.linear(a, w_deq, bias), ref)
+                r["ok"] = bool(r["err"] <= 1e-2)
+            else:
+                q, w_deq = make_nf4(n, k, dq)
+                wbytes = n * k // 2 + (n * k // 64) * (1 if dq else 4)
+                n_rot = rotations(wbytes + 2 * m * (k + n))
+                sets = []
+                for _ in range(n_rot):
+                    qq, wd = make_nf4(n, k, dq)
+                    a = torch.randn(m, k, device=dev).bfloat16()
+                    sets.append((a, qq, wd, torch.empty(m, n, device=dev, dtype=torch.bfloat16)))
+                flops = 2.0 * m * n * k
+                mine = timeit(lambda i: call_nf4(backend, sets[i][0], sets[i][1], n, k, sets[i][3], m, "none", None,
+                                                 None, None, 1, tile), n_rot)
+                ref = timeit(lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]), n_rot)
+                r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
+                         torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"],
+                         gbps=(wbytes + 2 * m * (k + n)) / mine["ms"] / 1e6, detail=mine)
+                r["ok"] = True
+        elif op == "attn":
+            b, h, lq, lkv, layout, backend = tc["b"], tc["h"], tc["lq"], tc["lkv"], tc["layout"], tc["backend"]
+            if mode == "check":
+                q, k, v, o, strides = attn_tensors(b, h, lq, lkv, layout)
+                poison(o)
+                call_attn(backend, q, k, v, o, b, h, lq, lkv, strides)
+                torch.cuda.synchronize()
+                ref = attn_ref(q, k, v)
+                r["err"] = nerr(o, ref)
+                r["torch_err"] = nerr(F.scaled_dot_product_attention(q, k, v), ref)
+                r["ok"] = bool(r["err"] <= 1e-2)
+            else:
+                n_rot = rotations(2 * 128 * b * h * (2 * lq + 2 * lkv))
+                sets = [attn_tensors(b, h, lq, lkv, layout) for _ in range(n_rot)]
+                flops = 4.0 * b * h * lq * lkv * 128
+                mine = timeit(lambda i: call_attn(backend, *sets[i][:4], b, h, lq, lkv, sets[i][4]), n_rot)
+                ref = timeit(lambda i: F.scaled_dot_product_attention(*sets[i][:3]), n_rot)
+                r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
+                         torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
+                try:
+                    from torch.nn.attention import SDPBackend, sdpa_kernel
+                    for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                        try:
+                            with sdpa_kernel(be):
+                                t2 = timeit(lambda i: F.scaled_dot_product_attention(*sets[i][:3]), n_rot)
+                            r[f"torch_{name}_tflops"] = flops / t2["ms"] / 1e9
+                        except Exception as e:  # backend unavailable for this shape/build
+                            r[f"torch_{name}_tflops"] = None
+                            r[f"torch_{name}_error"] = str(e)[:200]
+                except ImportError:
+                    pass
+                r["ok"] = True
+        elif op == "copy":
+            x = torch.empty(1 << 28, device=dev, dtype=torch.uint8)
+            y = torch.empty_like(x)
+            t = timeit(lambda i: y.copy_(x), 1)
+            r.update(ms=t["ms"], gbps=2 * x.numel() / t["ms"] / 1e6, ok=True)
+        return r
+
+    emit({"device": torch.cuda.get_device_name(0), "torch": torch.__version__})
+    for tc in tests[start:]:
+        if family(tc) in skip_families:
+            emit({"id": tc["id"], "ok": False, "error": "skipped: this kernel family hung earlier in the run"})
+            continue
+        emit({"begin": tc["id"]})
+        try:
+            res = run(tc)
+        except Exception as e:
+            res = {"id": tc["id"], "ok": False, "error": f"{type(e).__name__}: {e}"[:500],
+                   "trace": traceback.format_exc()[-1500:]}
+            emit(res)
+            try:  # a sticky CUDA error poisons the context: let the parent start a fresh worker
+                torch.cuda.synchronize()
+                torch.ones(1, device=dev).add_(1).item()
+            except Exception:
+                emit({"sticky": tc["id"]})
+                out.close()
+                os._exit(3)
+            continue
+        emit(res)
+    out.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Parent side
+# ----------------------------------------------------------------------------------------------
+def describe(tc):
+    if tc["op"] == "gemm":
+        be = {0: "auto", 1: "sm90", 2: "sm80"}[tc["backend"]]
+        tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
+        return f"gemm_bf16[{be}{tile}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+    if tc["op"] == "nf4":
+        be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
+        tile = f" tile_m={tc['tile']}" if tc["tile"] else ""
+        dq = " dq" if tc["dq"] else ""
+        return f"gemm_nf4[{be}{tile}{dq}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+    if tc["op"] == "attn":
+        be = {1: "sm90 pipelined", 2: "sm80", 3: "sm90 simple"}[tc["backend"]]
+        return f"attention[{be}] {tc['layout']}", f"B{tc['b']} H{tc['h']} Lq{tc['lq']} Lkv{tc['lkv']}"
+    return "device copy (torch)", "256 MiB"
+
+
+def table(tests, results):
+    lines = []
+    hdr = f"{'kernel':<40} {'shape':<28} {'status':<6} {'err':>9} {'torch err':>9} {'ms':>8} {'TFLOP/s':>8} " \
+          f"{'torch':>8} {'ratio':>6} {'GB/s':>7}"
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for tc in tests:
+        r = results.get(tc["id"], {"ok": False, "error": "not run"})
+        name, shape = describe(tc)
+        status = "ok" if r.get("ok") else "FAIL"
+
+        def f(key, fmt):
+            v = r.get(key)
+            return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+        if r.get("err") is not None and r.get("err") != r.get("err"):
+            errs = "NaN"
+        else:
+            errs = f("err", ".2e")
+        lines.append(f"{name:<40} {shape:<28} {status:<6} {errs:>9} {f('torch_err', '.2e'):>9} {f('ms', '.4f'):>8} "
+                     f"{f('tflops', '.1f'):>8} {f('torch_tflops', '.1f'):>8} {f('ratio', '.3f'):>6} "
+                     f"{f('gbps', '.0f'):>7}")
+        if not r.get("ok") and r.get("error"):
+            lines.append(f"    -> {r['error'][:300]}")
+    return "\n".join(lines)
+
+
+def sass_stats(lib_path, out_dir):
+    """Per kernel: wgmma (HGMMA) and mma.sync (HMMA) counts, local-memory traffic, 16-byte loads."""
+    try:
+        sass = subprocess.run(["cuobjdump", "-sass", lib_path], capture_output=True, text=True, timeout=120).stdout
+    except Exception as e:
+        return f"cuobjdump unavailable: {e}"
+    rows, fn, counts = [], None, None
+    keys = ["HGMMA", "HMMA", "LDL", "STL", "LDG.E.128", "LDS.128", "UTMALDG", "SYNCS", "LDSM", "MUFU.EX2"]
+
+    def flush():
+        if fn is not None:
+            rows.append(f"{fn[:110]:<110} " + " ".join(f"{k}={counts[k]}" for k in keys))
+    for line in sass.splitlines():
+        s = line.strip()
+        if s.startswith("Function :"):
+            flush()
+            fn, counts = s.split(":", 1)[1].strip(), {k: 0 for k in keys}
+        elif fn is not None and "/*" in s:
+            for k in keys:
+                if k in s:
+                    counts[k] += 1
+    flush()
+    text = "\n".join(rows)
+    with open(os.path.join(out_dir, "sass.txt"), "w") as fh:
+        fh.write(text + "\n")
+    return text
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(HERE, "out"))
+    ap.add_argument("--lib", default=LIB)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--timeout", type=float, default=25.0, help="seconds per test before the worker is killed")
+    ap.add_argument("--budget", type=float, default=0.0, help="stop starting tests after this many seconds")
+    ap.add_argument("--skip-families", default="")
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--results", default="")
+    args = ap.parse_args()
+    tests = build_tests(args.quick)
+    if args.only:
+        tests = [t for t in tests if args.only in " ".join(describe(t)) + f" {t['mode']}"]
+    if args.worker:
+        worker(tests, args.start, args.results, args.lib, set(filter(None, args.skip_families.split(","))))
+        return
+
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "results.jsonl")
+    open(results_path, "w").close()
+    if not os.environ.get("FLUXK_BENCH_SELFTEST"):
+        print(sass_stats(args.lib, args.out), flush=True)
+    results = {}
+    info = {}
+    hangs = {}
+    pos = 0
+    t_start = time.time()
+    while pos < len(tests):
+        skip = ",".join(f for f, n in hangs.items() if n >= 2)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--start", str(pos), "--results", results_path,
+               "--lib", args.lib, "--skip-families", skip] + (["--quick"] if args.quick else []) + \
+              (["--only", args.only] if args.only else [])
+        proc = subprocess.Popen(cmd)
+        current, last_progress, seen, rc = None, time.time(), 0, None
+        out_of_time = False
+        while True:
+            time.sleep(0.2)
+            with open(results_path) as fh:
+                lines = [ln for ln in fh.readlines() if ln.endswith("\n")]
+            for ln in lines[seen:]:
+                obj = json.loads(ln)
+                if "device" in obj:
+                    info.update(obj)
+                elif "sticky" in obj:
+                    tc = next(t for t in tests if t["id"] == obj["sticky"])
+                    hangs[family(tc)] = hangs.get(family(tc), 0) + 1
+                elif "begin" in obj:
+                    current = obj["begin"]
+                    tc = next(t for t in tests if t["id"] == current)
+                    print(f"[{time.time() - t_start:6.1f}s] {' '.join(describe(tc))} {tc['mode']}", flush=True)
+                    if args.budget and time.time() - t_start > args.budget:
+                        out_of_time = True
+                else:
+                    results[obj["id"]] = obj
+                    if not obj.get("ok"):
+                        print(f"    FAIL: {obj.get('error', obj.get('err'))}", flush=True)
+                    current = None
+                last_progress = time.time()
+            seen = len(lines)
+            rc = proc.poll()
+            if rc is not None:
+                break
+            if out_of_time:
+                proc.kill()
+                proc.wait()
+                break
+            if current is not None and time.time() - last_progress > args.timeout:
+                proc.kill()
+                proc.wait()
+                rc = -9
+                break
+        if seen == 0:
+            print(f"worker failed to start (rc={rc}); giving up", flush=True)
+            break
+        if rc == 0 or out_of_time:
+            if out_of_time:
+                print(f"budget of {args.budget:.0f} s spent: remaining tests not run", flush=True)
+            break
+        # The worker died or hung: the test in progress (if any) failed; continue after it. A kernel
+        # family that killed the worker twice is skipped from then on (each restart costs seconds).
+        if current is not None and current not in results:
+            tc = next(t for t in tests if t["id"] == current)
+            hangs[family(tc)] = hangs.get(family(tc), 0) + 1
+            results[current] = {"id": current, "ok": False,
+                                "error": "worker killed (timeout/hang)" if rc == -9 else f"worker crashed (rc={rc})"}
+            with open(results_path, "a") as fh:
+                fh.write(json.dumps(results[current]) + "\n")
+        nxt = [i for i, t in enumerate(tests) if t["id"] not in results]
+        if not nxt:
+            break
+        pos = nxt[0]
+
+    summary = {"tests": tests, "results": [results.get(t["id"], {"id": t["id"], "ok": False, "error": "not run"})
+                                           for t in tests]}
+    summary.update(info)
+    summary["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(os.path.join(args.out, "results.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    text = table(tests, results)
+    with open(os.path.join(args.out, "table.txt"), "w") as fh:
+        fh.write(text + "\n")
+    n_ok = sum(1 for t in tests if results.get(t["id"], {}).get("ok"))
+    print("\n" + text)
+    print(f"\n{n_ok}/{len(tests)} ok, {time.time() - t_start:.0f} s, device: {summary.get('device', '?')}")
+
+
+if __name__ == "__main__":
+    main()
