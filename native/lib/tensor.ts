@@ -261,7 +261,9 @@ export class Tensor {
   /** @internal The addon handle; throws a use-after-dispose error naming `op`. */
   nativeHandle(op: string): NativeTensor {
     if (this.#native === undefined) {
-      throw new Error(`${op}: tensor ${this.describe()} was used after dispose()`);
+      throw Object.assign(new Error(`${op}: tensor ${this.describe()} was used after dispose()`), {
+        code: 'ERR_FLUXLAB_DISPOSED',
+      });
     }
     return this.#native;
   }

@@ -10,9 +10,11 @@
 //                shared memory), online softmax in registers (exp2 with the scale folded in), then
 //                O += P·V with P taken from registers (the S accumulator layout is the wgmma A
 //                fragment layout) and V read MN-major (transposed B).
-// kPipelined additionally overlaps the softmax of block j with the P·V product of block j-1
-// inside each warpgroup (FA3's intra-warpgroup pipelining); the two consumer warpgroups also
-// overlap each other's softmax and matrix work naturally.
+// Variants (AttentionVariant): kSimple runs S, softmax, P·V in order per block and lets the two
+// consumer warpgroups overlap each other freely; kPipelined overlaps the softmax of block j with
+// P·V of block j-1 inside each warpgroup (FA3's intra-warpgroup pipelining); kPingPong adds FA3's
+// warpgroup alternation on top: the warpgroups take turns issuing their matrix products (two
+// named barriers), so one's softmax runs while the other's products occupy the tensor cores.
 #include "hopper.cuh"
 #include "kernels.h"
 #include "tensor_map.h"
@@ -135,7 +137,7 @@ __device__ __forceinline__ void rescale_o(float (&o)[64], const float (&alpha)[2
 }
 #endif
 
-template <bool kPipelined>
+template <int kVariant>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_kernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_k,
                      const __grid_constant__ CUtensorMap tma_v, const AttnParams p) {
@@ -214,8 +216,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     mbar_wait(q_full, 0);
     int stage = 0;
     uint32_t phase = 0;
+    constexpr bool kPing = kVariant == static_cast<int>(AttentionVariant::kPingPong);
+    // Turn-taking for kPingPong: warpgroup cw waits on barrier 1+cw before issuing and then hands
+    // the turn to the other one; warpgroup 0 starts; the second warpgroup does not hand over after
+    // its last issue, so every barrier generation has exactly 128 + 128 participants.
+    auto turn_wait = [&]() {
+      if (kPing) named_barrier_sync(1 + cw, 256);
+    };
+    auto turn_pass = [&](bool last) {
+      if (kPing && !(cw == 1 && last)) named_barrier_arrive(1 + (cw ^ 1), 256);
+    };
+    if (kPing && cw == 1) named_barrier_arrive(1, 256);
 
-    if (!kPipelined) {
+    if (kVariant == static_cast<int>(AttentionVariant::kSimple)) {
       for (int j = 0; j < p.kv_blocks; ++j) {
         mbar_wait(&k_full[stage], phase);
         issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
@@ -241,7 +254,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       // Block 0: scores and probabilities only.
       mbar_wait(&k_full[stage], phase);
+      turn_wait();
       issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
+      turn_pass(false);
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) reg_fence(s[i]);
@@ -255,9 +270,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       for (int j = 1; j < p.kv_blocks; ++j) {
         mbar_wait(&k_full[stage], phase);
-        issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
         mbar_wait(&v_full[prev], prev_phase);
+        turn_wait();
+        issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
         issue_pv(o, pf, smem_addr(s_v + prev * kTileBytes));
+        turn_pass(false);
         wgmma_wait<1>();  // scores of block j are ready; P·V of block j-1 may still run
 #pragma unroll
         for (int i = 0; i < 64; ++i) reg_fence(s[i]);
@@ -278,7 +295,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
       mbar_wait(&v_full[prev], prev_phase);
+      turn_wait();
       issue_pv(o, pf, smem_addr(s_v + prev * kTileBytes));
+      turn_pass(true);
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) reg_fence(o[i]);
@@ -324,7 +343,7 @@ cudaError_t encode_bhld(CUtensorMap* map, const __nv_bfloat16* base, const int64
 
 }  // namespace
 
-cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stream, bool pipelined) {
+cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stream, AttentionVariant variant) {
   if (a.batch == 0 || a.heads == 0 || a.seq_q == 0) return cudaSuccess;
   if (!a.q || !a.k || !a.v || !a.o || a.head_dim != kD || a.seq_kv <= 0 || a.batch < 0 || a.heads < 0 ||
       a.seq_q < 0)
@@ -353,7 +372,9 @@ cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stre
   p.scale_log2 = scale * 1.4426950408889634f;
   const long long blocks = static_cast<long long>(p.q_tiles) * a.heads * a.batch;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
-  auto kernel = pipelined ? attention_kernel<true> : attention_kernel<false>;
+  auto kernel = variant == AttentionVariant::kSimple      ? attention_kernel<0>
+                : variant == AttentionVariant::kPipelined ? attention_kernel<1>
+                                                          : attention_kernel<2>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e != cudaSuccess) return e;
   kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(tq, tk, tv, p);
@@ -363,7 +384,7 @@ cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stre
 }  // namespace sm90
 
 cudaError_t attention_fwd_sm90(const AttentionArgs& a, cudaStream_t stream) {
-  return sm90::attention_fwd_sm90_variant(a, stream, true);
+  return sm90::attention_fwd_sm90_variant(a, stream, AttentionVariant::kSimple);
 }
 
 }  // namespace fluxk

@@ -10,6 +10,9 @@
 //                registers and stores bf16 to global memory.
 // Registers are rebalanced with setmaxnreg (producer 40, consumers 232). Tiles are walked in
 // groups of 8 row-blocks so that concurrently running CTAs share A and W tiles in L2.
+// With CL = 2 the CTAs run as clusters of two that take vertically adjacent tiles: each CTA loads
+// its own A tile and half of the shared W tile, multicast to both, so L2->SM traffic per tile
+// drops by a third; a stage is refilled only after the consumers of both CTAs released it.
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
@@ -39,7 +42,8 @@ struct GemmParams {
   __nv_bfloat16* c;
   int64_t ldc;
   int m, n, k;
-  int tiles_m, tiles_n, num_tiles, k_blocks;
+  int tiles_m, tiles_n, k_blocks;
+  int units_m, num_units;  // a unit is CL vertically adjacent tiles, one per CTA of a cluster
   EpilogueArgs epi;
 };
 
@@ -53,7 +57,7 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
   tn = r / group_m;
 }
 
-template <int BN, int EPI>
+template <int BN, int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_bf16_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
                      const GemmParams p) {
@@ -72,11 +76,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], 8);  // one arrival per consumer warp
+      mbar_init(&empty[s], 8 * CL);  // one arrival per consumer warp of every CTA sharing the stage
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  if (CL > 1)
+    cluster_sync();
+  else
+    __syncthreads();
+  const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
+  const int cluster_id = blockIdx.x / CL;
+  const int num_clusters = gridDim.x / CL;
 
   if (wg == 0) {
     setmaxnreg_dec<40>();
@@ -85,14 +95,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       prefetch_tensor_map(&tma_w);
       int stage = 0;
       uint32_t phase = 0;
-      for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
-        int tm, tn;
-        tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+      for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+        int tu, tn;
+        tile_coords(t, p.units_m, p.tiles_n, tu, tn);
+        const int tm = tu * CL + rank;
         for (int kb = 0; kb < p.k_blocks; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
           mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
           tma_load_2d(s_a + stage * Cfg::kABytes, &tma_a, &full[stage], kb * kBK, tm * kBM);
-          tma_load_2d(s_w + stage * Cfg::kBBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
+          if (CL == 1) {
+            tma_load_2d(s_w + stage * Cfg::kBBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
+          } else {
+            tma_load_2d_multicast(s_w + stage * Cfg::kBBytes + rank * (BN / 2) * 128, &tma_w, &full[stage], kb * kBK,
+                                  tn * BN + rank * (BN / 2), static_cast<uint16_t>(0x3));
+          }
           if (++stage == Cfg::kStages) {
             stage = 0;
             phase ^= 1;
@@ -109,9 +125,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint32_t phase = 0;
     float acc[BN / 2];
 
-    for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
-      int tm, tn;
-      tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+    auto release = [&](int s) {
+      if (lane == 0) {
+        mbar_arrive(&empty[s]);
+        if (CL > 1) mbar_arrive_cluster(&empty[s], rank ^ 1);
+      }
+    };
+    for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+      int tu, tn;
+      tile_coords(t, p.units_m, p.tiles_n, tu, tn);
+      const int tm = tu * CL + rank;
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
 #pragma unroll
@@ -130,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         wgmma_commit();
         wgmma_wait<1>();
-        if (kb > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+        if (kb > 0) release(prev_stage);
         prev_stage = stage;
         if (++stage == Cfg::kStages) {
           stage = 0;
@@ -140,7 +163,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) reg_fence(acc[i]);
-      if (p.k_blocks > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+      if (p.k_blocks > 0) release(prev_stage);
 
       // Accumulator layout of wgmma m64nNk16: acc[4j + h] holds row (16*warp + lane/4 + 8*(h/2)),
       // column (8j + 2*(lane%4) + h%2) of this warpgroup's 64 x BN block.
@@ -162,16 +185,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  if (CL > 1) {
+    __syncwarp();
+    cluster_sync();  // no CTA leaves while its peer may still multicast into it or arrive on it
+  }
 #endif
 }
 
-template <int BN, int EPI>
+template <int BN, int EPI, int CL>
 cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
   using Cfg = GemmConfig<BN>;
   CUtensorMap tma_a, tma_w;
   cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, a.k, a.lda, kBM);
   if (e != cudaSuccess) return e;
-  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN);
+  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN / CL);
   if (e != cudaSuccess) return e;
 
   GemmParams p;
@@ -182,25 +209,63 @@ cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.k = a.k;
   p.tiles_m = (a.m + kBM - 1) / kBM;
   p.tiles_n = (a.n + BN - 1) / BN;
-  p.num_tiles = p.tiles_m * p.tiles_n;
   p.k_blocks = (a.k + kBK - 1) / kBK;
+  p.units_m = (p.tiles_m + CL - 1) / CL;
+  p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
 
-  auto kernel = gemm_bf16_kernel<BN, EPI>;
+  auto kernel = gemm_bf16_kernel<BN, EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
-  const int grid = p.num_tiles < sms ? p.num_tiles : sms;
-  kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_w, p);
+  if (CL == 1) {
+    const int grid = p.num_units < sms ? p.num_units : sms;
+    kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_w, p);
+    return cudaGetLastError();
+  }
+  static int max_clusters = 0;  // co-resident clusters of this kernel (GPC layout permitting)
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = CL;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  if (max_clusters == 0) {
+    cfg.gridDim = dim3((sms / CL) * CL);
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess || n <= 0) {
+      cudaGetLastError();
+      n = sms / CL;
+    }
+    max_clusters = n;
+  }
+  const int clusters = p.num_units < max_clusters ? p.num_units : max_clusters;
+  cfg.gridDim = dim3(clusters * CL);
+  e = cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p);
+  if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
-template <int BN>
+template <int BN, int CL>
 cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
   switch (a.epi.kind) {
-    case Epilogue::kNone: return launch<BN, 0>(a, stream, sms);
-    case Epilogue::kGeluTanh: return launch<BN, 1>(a, stream, sms);
-    case Epilogue::kGateResidual: return launch<BN, 2>(a, stream, sms);
+    case Epilogue::kNone: return launch<BN, 0, CL>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch<BN, 1, CL>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch<BN, 2, CL>(a, stream, sms);
   }
+  return cudaErrorInvalidValue;
+}
+
+template <int BN>
+cudaError_t launch_cluster(const GemmArgs& a, cudaStream_t stream, int sms) {
+  const int tiles_m = (a.m + kBM - 1) / kBM;
+  const int cl = a.cluster ? a.cluster : (tiles_m >= 2 ? 2 : 1);
+  if (cl == 1) return launch_epi<BN, 1>(a, stream, sms);
+  if (cl == 2) return launch_epi<BN, 2>(a, stream, sms);
   return cudaErrorInvalidValue;
 }
 
@@ -241,9 +306,9 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   const int tile_n = a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
   switch (tile_n) {
-    case 256: return launch_epi<256>(a, stream, sms);
-    case 192: return launch_epi<192>(a, stream, sms);
-    case 128: return launch_epi<128>(a, stream, sms);
+    case 256: return launch_cluster<256>(a, stream, sms);
+    case 192: return launch_cluster<192>(a, stream, sms);
+    case 128: return launch_cluster<128>(a, stream, sms);
   }
   return cudaErrorInvalidValue;
 }

@@ -15,6 +15,8 @@
 //                the 4 wgmma.m64nBTk16 of the current one run (fragments double-buffered), then
 //                releases the stage. The epilogue transposes through padded shared memory so the
 //                global stores are 16-byte rows of C.
+// With CL = 2, clusters of two CTAs take adjacent weight blocks of the same token block: each
+// loads its own packed weight tile and half of the activation tile, multicast to both.
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
@@ -49,7 +51,8 @@ struct Nf4Params {
   __nv_bfloat16* c;
   int64_t ldc;
   int m, n, k;
-  int tiles_m, tiles_n, num_tiles, k_blocks;
+  int tiles_m, tiles_n, k_blocks;
+  int units_n, num_units;  // a unit is CL adjacent weight blocks, one per CTA of a cluster
   Nf4Weight w;
   EpilogueArgs epi;
 };
@@ -90,7 +93,7 @@ __device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t
 }
 #endif
 
-template <int BT, int EPI>
+template <int BT, int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_w,
                     const Nf4Params p) {
@@ -115,11 +118,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
       mbar_init(&full[s], 1 + 96);
-      mbar_init(&empty[s], 8);
+      mbar_init(&empty[s], 8 * CL);
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  if (CL > 1)
+    cluster_sync();
+  else
+    __syncthreads();
+  const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
+  const int cluster_id = blockIdx.x / CL;
+  const int num_clusters = gridDim.x / CL;
 
   const int k_blocks_row = p.k / kBK;  // absmax blocks per weight row
 
@@ -131,13 +140,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         prefetch_tensor_map(&tma_w);
         int stage = 0;
         uint32_t phase = 0;
-        for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
-          int tm, tn;
-          tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+        for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+          int tm, tu;
+          tile_coords(t, p.tiles_m, p.units_n, tm, tu);
+          const int tn = tu * CL + rank;
           for (int kb = 0; kb < p.k_blocks; ++kb) {
             mbar_wait(&empty[stage], phase ^ 1);
             mbar_arrive_expect_tx(&full[stage], Cfg::kXBytes + Cfg::kWBytes);
-            tma_load_2d(s_x + stage * Cfg::kXBytes, &tma_x, &full[stage], kb * kBK, tm * BT);
+            if (CL == 1) {
+              tma_load_2d(s_x + stage * Cfg::kXBytes, &tma_x, &full[stage], kb * kBK, tm * BT);
+            } else {
+              tma_load_2d_multicast(s_x + stage * Cfg::kXBytes + rank * (BT / 2) * 128, &tma_x, &full[stage],
+                                    kb * kBK, tm * BT + rank * (BT / 2), static_cast<uint16_t>(0x3));
+            }
             tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * (kBK / 2), tn * kRows);
             if (++stage == Cfg::kStages) {
               stage = 0;
@@ -151,9 +166,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int st = tid - 32;
       int stage = 0;
       uint32_t phase = 0;
-      for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
-        int tm, tn;
-        tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+      for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+        int tm, tu;
+        tile_coords(t, p.tiles_m, p.units_n, tm, tu);
+        const int tn = tu * CL + rank;
         for (int kb = 0; kb < p.k_blocks; ++kb) {
           const int n0 = tn * kRows + st;
           const int n1 = n0 + 96;
@@ -199,9 +215,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_commit();
     };
 
-    for (int t = blockIdx.x; t < p.num_tiles; t += gridDim.x) {
-      int tm, tn;
-      tile_coords(t, p.tiles_m, p.tiles_n, tm, tn);
+    auto release = [&](int s) {
+      if (lane == 0) {
+        mbar_arrive(&empty[s]);
+        if (CL > 1) mbar_arrive_cluster(&empty[s], rank ^ 1);
+      }
+    };
+    for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+      int tm, tu;
+      tile_coords(t, p.tiles_m, p.units_n, tm, tu);
+      const int tn = tu * CL + rank;
 #pragma unroll
       for (int i = 0; i < BT / 2; ++i) acc[i] = 0.f;
 #pragma unroll
@@ -222,7 +245,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < 16; ++i) reg_fence(fa[i]);
-        if (lane == 0) mbar_arrive(&empty[done]);
+        release(done);
         ++kb;
         if (!more) break;
 
@@ -237,7 +260,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < 16; ++i) reg_fence(fb[i]);
-        if (lane == 0) mbar_arrive(&empty[done]);
+        release(done);
         ++kb;
         if (!more) break;
       }
@@ -293,14 +316,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       named_barrier_sync(1 + cw, 128);
     }
   }
+  if (CL > 1) {
+    __syncwarp();
+    cluster_sync();  // no CTA leaves while its peer may still multicast into it or arrive on it
+  }
 #endif
 }
 
-template <int BT, int EPI>
+template <int BT, int EPI, int CL>
 cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   using Cfg = Nf4Config<BT>;
   CUtensorMap tma_x, tma_w;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_x, a.a, a.m, a.w.k, a.lda, BT);
+  cudaError_t e = encode_bf16_2d_sw128(&tma_x, a.a, a.m, a.w.k, a.lda, BT / CL);
   if (e != cudaSuccess) return e;
   {
     const uint64_t dims[2] = {static_cast<uint64_t>(a.w.k / 2), static_cast<uint64_t>(a.w.n)};
@@ -318,25 +345,63 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   p.k = a.w.k;
   p.tiles_m = (a.m + BT - 1) / BT;
   p.tiles_n = (a.w.n + kRows - 1) / kRows;
-  p.num_tiles = p.tiles_m * p.tiles_n;
   p.k_blocks = a.w.k / kBK;
+  p.units_n = (p.tiles_n + CL - 1) / CL;
+  p.num_units = p.tiles_m * p.units_n;
   p.w = a.w;
   p.epi = a.epi;
-  auto kernel = gemm_nf4_kernel<BT, EPI>;
+  auto kernel = gemm_nf4_kernel<BT, EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
-  const int grid = p.num_tiles < sms ? p.num_tiles : sms;
-  kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_w, p);
+  if (CL == 1) {
+    const int grid = p.num_units < sms ? p.num_units : sms;
+    kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_w, p);
+    return cudaGetLastError();
+  }
+  static int max_clusters = 0;  // co-resident clusters of this kernel (GPC layout permitting)
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = CL;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  if (max_clusters == 0) {
+    cfg.gridDim = dim3((sms / CL) * CL);
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess || n <= 0) {
+      cudaGetLastError();
+      n = sms / CL;
+    }
+    max_clusters = n;
+  }
+  const int clusters = p.num_units < max_clusters ? p.num_units : max_clusters;
+  cfg.gridDim = dim3(clusters * CL);
+  e = cudaLaunchKernelEx(&cfg, kernel, tma_x, tma_w, p);
+  if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
-template <int BT>
+template <int BT, int CL>
 cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   switch (a.epi.kind) {
-    case Epilogue::kNone: return launch<BT, 0>(a, stream, sms);
-    case Epilogue::kGeluTanh: return launch<BT, 1>(a, stream, sms);
-    case Epilogue::kGateResidual: return launch<BT, 2>(a, stream, sms);
+    case Epilogue::kNone: return launch<BT, 0, CL>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch<BT, 1, CL>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch<BT, 2, CL>(a, stream, sms);
   }
+  return cudaErrorInvalidValue;
+}
+
+template <int BT>
+cudaError_t launch_cluster(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
+  const int tiles_n = (a.w.n + kRows - 1) / kRows;
+  const int cl = a.cluster ? a.cluster : (tiles_n >= 2 ? 2 : 1);
+  if (cl == 1) return launch_epi<BT, 1>(a, stream, sms);
+  if (cl == 2) return launch_epi<BT, 2>(a, stream, sms);
   return cudaErrorInvalidValue;
 }
 
@@ -374,9 +439,9 @@ cudaError_t gemm_nf4_sm90(const Nf4GemmArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   const int tile_m = a.tile_m ? a.tile_m : pick_tile_m(a.m, a.w.n, sms);
   switch (tile_m) {
-    case 256: return launch_epi<256>(a, stream, sms);
-    case 192: return launch_epi<192>(a, stream, sms);
-    case 128: return launch_epi<128>(a, stream, sms);
+    case 256: return launch_cluster<256>(a, stream, sms);
+    case 192: return launch_cluster<192>(a, stream, sms);
+    case 128: return launch_cluster<128>(a, stream, sms);
   }
   return cudaErrorInvalidValue;
 }

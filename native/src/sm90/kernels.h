@@ -43,7 +43,8 @@ struct GemmArgs {
   int64_t ldc = 0;
   int m = 0, n = 0, k = 0;
   EpilogueArgs epi;
-  int tile_n = 0;  // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
+  int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
+  int cluster = 0;  // sm90: 0 picks; 1 = no cluster, 2 = CTA pairs sharing W tiles by TMA multicast
 };
 
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
@@ -73,7 +74,8 @@ struct Nf4GemmArgs {
   int64_t ldc = 0;
   int m = 0;
   EpilogueArgs epi;
-  int tile_m = 0;  // sm90: 0 picks; 128, 192 or 256 force the token tile (benchmarks)
+  int tile_m = 0;   // sm90: 0 picks; 128, 192 or 256 force the token tile (benchmarks)
+  int cluster = 0;  // sm90: 0 picks; 1 = no cluster, 2 = CTA pairs sharing activation tiles (multicast)
 };
 
 cudaError_t gemm_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16: gemv_nf4
@@ -99,7 +101,13 @@ struct AttentionArgs {
 };
 
 cudaError_t attention_fwd(const AttentionArgs& args, cudaStream_t stream);
-cudaError_t attention_fwd_sm90(const AttentionArgs& args, cudaStream_t stream);
+cudaError_t attention_fwd_sm90(const AttentionArgs& args, cudaStream_t stream);  // the fastest variant measured
+
+// The sm90 schedules (docs/kernels.md), selectable for benchmarks.
+enum class AttentionVariant : int { kSimple = 0, kPipelined = 1, kPingPong = 2 };
+namespace sm90 {
+cudaError_t attention_fwd_sm90_variant(const AttentionArgs& args, cudaStream_t stream, AttentionVariant variant);
+}
 cudaError_t attention_fwd_sm80(const AttentionArgs& args, cudaStream_t stream);
 
 }  // namespace fluxk

@@ -1,0 +1,162 @@
+#include "../cpu/kernels.h"
+#include "util.h"
+
+namespace fl::js {
+
+namespace {
+
+Napi::Value W(const Napi::CallbackInfo& info, Tensor t) { return NativeTensor::wrap(info.Env(), std::move(t)); }
+
+Napi::Value linear_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::linear(tensor_arg(info, 0, "ops.linear"), tensor_arg(info, 1, "ops.linear"),
+                             opt_tensor_arg(info, 2, "ops.linear")));
+}
+
+Napi::Value linear_nf4_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::linear_nf4(tensor_arg(info, 0, "ops.linear"), nf4_arg(info[1], "ops.linear"),
+                                 opt_tensor_arg(info, 2, "ops.linear")));
+}
+
+Napi::Value matmul_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::matmul(tensor_arg(info, 0, "ops.matmul"), tensor_arg(info, 1, "ops.matmul")));
+}
+
+Napi::Value sdpa_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.sdpa";
+  return W(info, ops::sdpa(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w),
+                           opt_tensor_arg(info, 3, w), opt_tensor_arg(info, 4, w), float(number_arg(info[5], w))));
+}
+
+Napi::Value layer_norm_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.layerNorm";
+  return W(info, ops::layer_norm(tensor_arg(info, 0, w), opt_tensor_arg(info, 1, w), opt_tensor_arg(info, 2, w),
+                                 float(number_arg(info[3], w))));
+}
+
+Napi::Value rms_norm_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.rmsNorm";
+  return W(info, ops::rms_norm(tensor_arg(info, 0, w), opt_tensor_arg(info, 1, w), float(number_arg(info[2], w))));
+}
+
+Napi::Value group_norm_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.groupNorm";
+  return W(info, ops::group_norm(tensor_arg(info, 0, w), int_arg(info[1], w), opt_tensor_arg(info, 2, w),
+                                 opt_tensor_arg(info, 3, w), float(number_arg(info[4], w))));
+}
+
+Napi::Value softmax_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::softmax(tensor_arg(info, 0, "ops.softmax"), int_arg(info[1], "ops.softmax")));
+}
+
+Napi::Value unary_js(const Napi::CallbackInfo& info) {
+  static const std::pair<const char*, UnaryOp> names[] = {
+      {"gelu", UnaryOp::Gelu},       {"gelu_tanh", UnaryOp::GeluTanh}, {"quick_gelu", UnaryOp::QuickGelu},
+      {"silu", UnaryOp::Silu},       {"tanh", UnaryOp::Tanh},          {"sigmoid", UnaryOp::Sigmoid},
+      {"exp", UnaryOp::Exp},         {"scale", UnaryOp::Affine},       {"affine", UnaryOp::Affine},
+      {"clamp", UnaryOp::Clamp},
+  };
+  std::string name = string_arg(info[1], "ops.unary");
+  float a = float(number_arg(info[2], "ops.unary")), b = float(number_arg(info[3], "ops.unary"));
+  for (const auto& [n, op] : names) {
+    if (name == n) {
+      if (name == "scale") b = 0.f;
+      return W(info, ops::unary(tensor_arg(info, 0, n), op, a, b));
+    }
+  }
+  fail(cat("ops.unary: unknown op '", name, "'"));
+}
+
+Napi::Value binary_js(const Napi::CallbackInfo& info) {
+  std::string name = string_arg(info[2], "ops.binary");
+  BinaryOp op = name == "add"   ? BinaryOp::Add
+                : name == "sub" ? BinaryOp::Sub
+                : name == "mul" ? BinaryOp::Mul
+                : name == "div" ? BinaryOp::Div
+                                : (fail(cat("ops.binary: unknown op '", name, "'")), BinaryOp::Add);
+  return W(info, ops::binary(tensor_arg(info, 0, "ops.binary"), tensor_arg(info, 1, "ops.binary"), op));
+}
+
+Napi::Value modulate_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.modulate";
+  return W(info, ops::modulate(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w)));
+}
+
+Napi::Value embedding_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::embedding(tensor_arg(info, 0, "ops.embedding"), tensor_arg(info, 1, "ops.embedding")));
+}
+
+Napi::Value rope_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.rope";
+  return W(info, ops::rope(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w)));
+}
+
+Napi::Value conv2d_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.conv2d";
+  return W(info, ops::conv2d(tensor_arg(info, 0, w), tensor_arg(info, 1, w), opt_tensor_arg(info, 2, w),
+                             int_arg(info[3], w), int_arg(info[4], w)));
+}
+
+Napi::Value upsample_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::upsample_nearest2x(tensor_arg(info, 0, "ops.upsampleNearest2x")));
+}
+
+Napi::Value nf4_quantize_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.nf4Quantize";
+  ops::NF4 q = ops::nf4_quantize(tensor_arg(info, 0, w), int_arg(info[1], w), bool_arg(info[2], w),
+                                 int_arg(info[3], w));
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  auto put = [&](const char* key, const Tensor& t) {
+    o.Set(key, t.defined() ? NativeTensor::wrap(env, t) : env.Null());
+  };
+  put("packed", q.packed);
+  put("quantMap", q.quant_map);
+  put("absmax", q.absmax);
+  put("absmaxCodes", q.absmax_codes);
+  put("nestedAbsmax", q.nested_absmax);
+  put("nestedQuantMap", q.nested_map);
+  o.Set("offset", Napi::Number::New(env, double(q.offset)));
+  return o;
+}
+
+Napi::Value nf4_dequantize_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::nf4_dequantize(nf4_arg(info[0], "ops.nf4Dequantize"), dtype_arg(info[1], "ops.nf4Dequantize")));
+}
+
+Napi::Value nf4_codes_js(const Napi::CallbackInfo& info) {
+  auto a = Napi::Float32Array::New(info.Env(), 16);
+  for (int i = 0; i < 16; i++) a[size_t(i)] = cpu::kNF4Codes[i];
+  return a;
+}
+
+Napi::Value dynamic_map_js(const Napi::CallbackInfo& info) {
+  auto a = Napi::Float32Array::New(info.Env(), 256);
+  cpu::dynamic_map(a.Data());
+  return a;
+}
+
+}  // namespace
+
+void register_op_functions(Napi::Env env, Napi::Object exports) {
+  exports.Set("linear", Napi::Function::New<guarded<linear_js>>(env, "linear"));
+  exports.Set("linearNF4", Napi::Function::New<guarded<linear_nf4_js>>(env, "linearNF4"));
+  exports.Set("matmul", Napi::Function::New<guarded<matmul_js>>(env, "matmul"));
+  exports.Set("sdpa", Napi::Function::New<guarded<sdpa_js>>(env, "sdpa"));
+  exports.Set("layerNorm", Napi::Function::New<guarded<layer_norm_js>>(env, "layerNorm"));
+  exports.Set("rmsNorm", Napi::Function::New<guarded<rms_norm_js>>(env, "rmsNorm"));
+  exports.Set("groupNorm", Napi::Function::New<guarded<group_norm_js>>(env, "groupNorm"));
+  exports.Set("softmax", Napi::Function::New<guarded<softmax_js>>(env, "softmax"));
+  exports.Set("unary", Napi::Function::New<guarded<unary_js>>(env, "unary"));
+  exports.Set("binary", Napi::Function::New<guarded<binary_js>>(env, "binary"));
+  exports.Set("modulate", Napi::Function::New<guarded<modulate_js>>(env, "modulate"));
+  exports.Set("embedding", Napi::Function::New<guarded<embedding_js>>(env, "embedding"));
+  exports.Set("rope", Napi::Function::New<guarded<rope_js>>(env, "rope"));
+  exports.Set("conv2d", Napi::Function::New<guarded<conv2d_js>>(env, "conv2d"));
+  exports.Set("upsampleNearest2x", Napi::Function::New<guarded<upsample_js>>(env, "upsampleNearest2x"));
+  exports.Set("nf4Quantize", Napi::Function::New<guarded<nf4_quantize_js>>(env, "nf4Quantize"));
+  exports.Set("nf4Dequantize", Napi::Function::New<guarded<nf4_dequantize_js>>(env, "nf4Dequantize"));
+  exports.Set("nf4CodeValues", Napi::Function::New<guarded<nf4_codes_js>>(env, "nf4CodeValues"));
+  exports.Set("dynamicMap", Napi::Function::New<guarded<dynamic_map_js>>(env, "dynamicMap"));
+}
+
+}  // namespace fl::js

@@ -1,0 +1,68 @@
+// The CUDA runtime as the rest of the addon sees it, free of CUDA headers so that the core and the CPU-only
+// build compile without a toolkit. Implemented by cuda/runtime.cpp, or by core/gpu_absent.cpp in CPU-only builds.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "tensor.h"
+
+namespace fl::gpu {
+
+bool compiled();              // built with the CUDA backend
+bool available();             // compiled, driver present, at least one device
+std::string unavailable_reason();
+void require(const char* what);  // throws ERR_FLUXLAB_NO_CUDA naming `what` when unavailable
+int device_count();
+int current_device();
+void set_device(int device);
+void synchronize(int device);
+int runtime_version();
+std::string archs();
+
+struct DeviceProps {
+  std::string name;
+  int major = 0, minor = 0, multi_processor_count = 0, l2_cache_size = 0, shared_mem_per_block_optin = 0;
+  int64_t total_memory = 0;
+};
+DeviceProps device_props(int device);
+
+// Streams are cudaStream_t passed as void*; nullptr is the device's legacy default stream.
+void* current_stream(int device);
+void set_current_stream(int device, void* stream);
+
+void* stream_create(int device, int priority);
+void stream_destroy(int device, void* stream) noexcept;
+void stream_synchronize(int device, void* stream);
+bool stream_query(int device, void* stream);
+void stream_wait_event(int device, void* stream, void* event);
+void* event_create(int device, bool timing);
+void event_destroy(int device, void* event) noexcept;
+void event_record(int device, void* event, void* stream);
+void event_synchronize(void* event);
+bool event_query(void* event);
+float event_elapsed_ms(void* start, void* end);
+
+void* host_alloc_pinned(size_t bytes);  // nullptr when unavailable or out of pinned memory
+void host_free_pinned(void* p) noexcept;
+
+// Caching allocator (stream-ordered on the device's current stream).
+void* device_alloc(int device, size_t bytes, int tag, void** block);
+void device_free(void* block) noexcept;
+void record_stream(void* block, void* stream);
+
+struct DeviceStats {
+  int64_t allocated = 0, reserved = 0, peak_allocated = 0, peak_reserved = 0;
+  int64_t num_allocs = 0, num_frees = 0, num_cuda_mallocs = 0, num_cuda_frees = 0;
+  int64_t free = 0, total = 0;
+  std::map<int, int64_t> by_tag;
+};
+DeviceStats device_stats(int device);
+void reset_peak(int device);
+void empty_cache(int device);
+
+// Byte copies on the current stream of the CUDA side. Host memory is pageable unless stated; a copy to
+// pageable host memory, or any copy with non_blocking false, waits for completion.
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, bool non_blocking);
+
+}  // namespace fl::gpu

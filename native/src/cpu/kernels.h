@@ -1,0 +1,74 @@
+// CPU reference kernels: float32 math whatever the storage type, multi-threaded where the work is large.
+// The op layer (ops/*.cpp) has checked shapes and dtypes and allocated outputs; these only compute.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../core/tensor.h"
+#include "../ops/types.h"
+
+namespace fl::cpu {
+
+// ---- GEMM ----------------------------------------------------------------------------------------------
+// An operand read as a matrix: element (i, j) at ptr + (i*rs + j*cs) elements of dtype; or an NF4 weight W[N,K]
+// read transposed (element (k, n) = W[n, k]).
+struct Operand {
+  const void* ptr = nullptr;
+  DType dtype = DType::F32;
+  int64_t rs = 0, cs = 0;
+  const NF4View* nf4 = nullptr;
+};
+
+// C[i*ldc + j] (+)= sum_k A(i,k) B(k,j) for i < M, j < N (float32 accumulation).
+void gemm(int64_t M, int64_t N, int64_t K, const Operand& A, const Operand& B, float* C, int64_t ldc, bool accumulate,
+          bool parallel);
+const char* gemm_kernel_name();
+
+// ---- elementwise and layout -----------------------------------------------------------------------------
+void convert(const void* src, DType sd, void* dst, DType dd, int64_t n);
+void fill(void* dst, DType dt, int64_t n, double value);
+void unary(const Tensor& x, Tensor& y, UnaryOp op, float a, float b);
+void binary(const Tensor& a, const Tensor& b, Tensor& out, BinaryOp op);
+void modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, Tensor& out);
+// dst(i...) = src(i...) over `shape`, both with arbitrary element strides; same dtype.
+void strided_copy(void* dst, const std::vector<int64_t>& dst_strides, const void* src,
+                  const std::vector<int64_t>& src_strides, const Shape& shape, DType dtype);
+void embedding(const Tensor& weight, const Tensor& ids, Tensor& out);
+void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& out);
+void upsample_nearest2x(const Tensor& x, Tensor& out);
+
+// ---- reductions -----------------------------------------------------------------------------------------
+void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& out);
+void rms_norm(const Tensor& x, const Tensor* w, float eps, Tensor& out);
+void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, Tensor& out);
+void softmax(const Tensor& x, int64_t dim, Tensor& out);
+
+// ---- composite ------------------------------------------------------------------------------------------
+void linear(const Tensor& x, const Operand& w, int64_t N, int64_t K, const Tensor* bias, Tensor& out);
+void matmul(const Tensor& a, const Tensor& b, Tensor& out);
+void sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,
+          Tensor& out);
+void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t padding, Tensor& out);
+
+// ---- NF4 and random -------------------------------------------------------------------------------------
+void nf4_quantize(const Tensor& w, int64_t blocksize, uint8_t* packed, float* absmax);
+void nf4_dequantize(const NF4View& v, Tensor& out);
+// absmax of each block as float (double quant decoded: code * nested absmax + offset).
+void nf4_absmax(const NF4View& v, float* out);
+void double_quant(const float* absmax, int64_t blocks, int64_t nested_blocksize, const float* dyn_map,
+                  uint8_t* codes, float* nested_absmax, float* offset);
+void dynamic_map(float* out256);  // the signed map double quantization uses
+extern const float kNF4Codes[16];
+
+struct Mt19937 {
+  uint32_t state[624];
+  int index = 624;
+  uint64_t seed = 0;
+  bool has_cached_normal = false;
+  double cached_normal = 0;
+  void seed_with(uint64_t s);
+  uint32_t next();
+};
+void randn_float(Mt19937& gen, float* out, int64_t n);
+
+}  // namespace fl::cpu

@@ -1,0 +1,86 @@
+// Kernel launchers (host functions defined in the .cu files). They enqueue work on `stream` and return; no host
+// synchronisation, no allocation except through the caching allocator (workspaces), so a sequence of them can be
+// captured in a CUDA graph. Pointers are device pointers; shapes have been checked by the op layer.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "../core/dtype.h"
+#include "../ops/types.h"
+
+namespace fl::cuda {
+
+constexpr int kMaxDims = 8;
+
+// Up to 4 operands iterated over one shape, each with its own element strides (0 = broadcast).
+struct Strided {
+  int nd = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t stride[4][kMaxDims] = {};
+};
+
+// ---- elementwise (elementwise.cu) -------------------------------------------------------------------------
+void convert(const void* src, DType sd, void* dst, DType dd, int64_t n, cudaStream_t s);
+void fill(void* dst, DType dt, int64_t n, double value, cudaStream_t s);
+void unary(const void* x, void* y, DType dt, int64_t n, UnaryOp op, float a, float b, cudaStream_t s);
+// operands: 0 = out (contiguous), 1 = a, 2 = b
+void binary(void* out, const void* a, const void* b, DType dt, const Strided& it, BinaryOp op, cudaStream_t s);
+// operands: 0 = out, 1 = x, 2 = shift, 3 = scale
+void modulate(void* out, const void* x, const void* shift, const void* scale, DType dt, const Strided& it,
+              cudaStream_t s);
+
+// ---- layout (layout.cu) -----------------------------------------------------------------------------------
+// operands: 0 = dst, 1 = src
+void strided_copy(void* dst, const void* src, DType dt, const Strided& it, cudaStream_t s);
+void embedding(const void* weight, DType wdt, int64_t V, int64_t D, const void* ids, DType idt, int64_t n, void* out,
+               cudaStream_t s);
+void rope(const void* x, void* out, DType dt, int64_t rows, int64_t L, int64_t D, const void* cos, const void* sin,
+          DType cdt, cudaStream_t s);
+void upsample_nearest2x(const void* x, void* out, DType dt, int64_t planes, int64_t H, int64_t W, cudaStream_t s);
+
+// ---- normalisation (norm.cu) ------------------------------------------------------------------------------
+void layer_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* w, const void* b, DType pdt,
+                float eps, cudaStream_t s);
+void rms_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* w, DType pdt, float eps,
+              cudaStream_t s);
+// `workspace` holds 2*B*groups*chunks floats (chunks from group_norm_chunks).
+int64_t group_norm_chunks(int64_t group_elems);
+void group_norm(const void* x, void* out, DType dt, int64_t B, int64_t C, int64_t spatial, int64_t groups,
+                const void* w, const void* b, DType pdt, float eps, float* workspace, cudaStream_t s);
+void softmax(const void* x, void* out, DType dt, int64_t outer, int64_t L, int64_t inner, cudaStream_t s);
+
+// ---- matrix products (gemm_*.cu) -------------------------------------------------------------------------
+// out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]); out and bias in x's dtype.
+void linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M, int64_t N,
+            int64_t K, cudaStream_t s);
+void linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
+                int64_t K, cudaStream_t s);
+// Batched out[b] = a[b] · b[b]; batch offsets (in matrices) of a and b follow `batch` (operand 1 = a, 2 = b).
+void matmul(const void* a, const void* b, void* out, DType dt, int64_t M, int64_t N, int64_t K, const Strided& batch,
+            cudaStream_t s);
+// out [B,Cout,OH,OW] = conv(x [B,Cin,H,W], w [Cout,Cin,KH,KW]) + bias
+struct ConvShape {
+  int64_t B, Cin, H, W, Cout, KH, KW, OH, OW, stride, padding;
+};
+void conv2d(const void* x, const void* w, const void* bias, void* out, DType dt, const ConvShape& c, cudaStream_t s);
+
+// ---- attention (attention.cu) -----------------------------------------------------------------------------
+struct AttnShape {
+  int64_t B, H, Lq, Lk, D;
+  int64_t bias_stride[4];  // [b, h, q, k] element strides of the bias (0 = broadcast)
+  int64_t mask_stride[4];
+};
+void sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, const void* bias,
+          DType bias_dt, const void* mask, DType mask_dt, float scale, cudaStream_t s);
+
+// ---- NF4 (nf4.cu) -----------------------------------------------------------------------------------------
+void nf4_quantize(const void* w, DType dt, int64_t n, int64_t blocksize, uint8_t* packed, float* absmax,
+                  cudaStream_t s);
+// The absmax per block as float (double quant decoded).
+void nf4_absmax(const NF4View& v, float* out, cudaStream_t s);
+void nf4_dequantize(const NF4View& v, const float* absmax, void* out, DType dt, cudaStream_t s);
+void double_quant(const float* absmax, int64_t blocks, int64_t nested_blocksize, const float* dyn_map, uint8_t* codes,
+                  float* nested_absmax, float* offset, float* centered_workspace, cudaStream_t s);
+
+}  // namespace fl::cuda

@@ -1,0 +1,53 @@
+// The op layer: argument checks at the boundary, output allocation, dispatch to cpu:: or cuda:: kernels.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "../core/tensor.h"
+#include "types.h"
+
+namespace fl::ops {
+
+// NF4 weight as tensors on one device (see NF4View for the meaning of the parts).
+struct NF4 {
+  Tensor packed, quant_map, absmax, absmax_codes, nested_absmax, nested_map;
+  int64_t rows = 0, cols = 0, blocksize = 64, nested_blocksize = 256;
+  float offset = 0.f;
+  bool double_quant() const { return absmax_codes.defined(); }
+  Device device() const { return packed.device(); }
+  NF4View view() const;
+  void check(const char* op) const;
+};
+
+Tensor full(const Shape& shape, DType dtype, Device device, double value);
+Tensor from_host(const void* data, size_t bytes, DType stored, const Shape& shape, DType dtype, Device device);
+Tensor from_file(const std::string& path, uint64_t offset, const Shape& shape, DType stored, DType dtype, Device device);
+Tensor to(const Tensor& t, Device device, DType dtype, bool non_blocking, bool pinned);
+void copy_into(const Tensor& dst, const Tensor& src, bool non_blocking);
+// Host copy of the raw storage (waits for the device).
+void read_bytes(const Tensor& t, void* dst);
+
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor concat(const std::vector<Tensor>& ts, int64_t dim);
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias);
+Tensor matmul(const Tensor& a, const Tensor& b);
+Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale);
+Tensor layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps);
+Tensor rms_norm(const Tensor& x, const Tensor* w, float eps);
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps);
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor unary(const Tensor& x, UnaryOp op, float a, float b);
+Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);
+Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t padding);
+Tensor upsample_nearest2x(const Tensor& x);
+
+NF4 nf4_quantize(const Tensor& w, int64_t blocksize, bool double_quant, int64_t nested_blocksize);
+Tensor nf4_dequantize(const NF4& w, DType dtype);
+
+}  // namespace fl::ops
