@@ -47,11 +47,11 @@ def build_tests(quick):
     """Ordered by what matters most, so that a run cut short still answers the main questions."""
     first, checks, timings, portable = [], [], [], []
 
-    def gemm(lst, mode, backend, tile, m, n, k, epi):
-        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, m=m, n=n, k=k, epi=epi))
+    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0):
+        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi))
 
-    def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False):
-        lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, m=m, n=n, k=k, epi=epi, dq=dq))
+    def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False, cl=0):
+        lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, dq=dq))
 
     def attn(lst, mode, backend, b, h, lq, lkv, layout="bhld"):
         lst.append(dict(op="attn", mode=mode, backend=backend, b=b, h=h, lq=lq, lkv=lkv, layout=layout))
@@ -61,49 +61,55 @@ def build_tests(quick):
     gemm(first, "time", 1, 0, 4608, 12288, 3072, "none")
     nf4(first, "check", 1, 0, 4608, 12288, 3072, "none")
     nf4(first, "time", 1, 0, 4608, 12288, 3072, "none")
-    attn(first, "check", 1, 1, 24, 4608, 4608)
-    attn(first, "time", 1, 1, 24, 4608, 4608)
+    attn(first, "check", 4, 1, 24, 4608, 4608)
+    attn(first, "time", 4, 1, 24, 4608, 4608)
+    attn(first, "time", 3, 1, 24, 4608, 4608)
     nf4(first, "check", 3, 0, 1, 18432, 3072, "none")
     nf4(first, "time", 3, 0, 1, 18432, 3072, "none")
     first.append(dict(op="copy", mode="time"))
 
-    # 2. Correctness of every variant, odd shapes and epilogues included.
+    # 2. Correctness of every variant (tile width x cluster), odd shapes and epilogues included.
     for tile in (256, 192, 128):
-        for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (333, 264, 200, "nobias"), (129, 136, 72, "gelu"),
-                               (1, 256, 64, "none"), (77, 3072, 3072, "gate"), (4608, 3072, 3072, "gelu")]:
-            gemm(checks, "check", 1, tile, m, n, k, epi)
+        for cl in (1, 2):
+            for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (333, 264, 200, "nobias"), (129, 136, 72, "gelu"),
+                                   (1, 256, 64, "none"), (77, 3072, 3072, "gate")]:
+                gemm(checks, "check", 1, tile, m, n, k, epi, cl)
+    gemm(checks, "check", 1, 0, 4608, 3072, 3072, "gelu")
     gemm(checks, "check", 1, 0, 4608, 12288, 3072, "gate")
     for tile in (256, 192, 128):
-        for (m, n, k, epi, dq) in [(4608, 12288, 3072, "none", False), (333, 264, 320, "nobias", False),
-                                   (200, 136, 64, "gelu", True), (4608, 3072, 12288, "gate", True)]:
-            nf4(checks, "check", 1, tile, m, n, k, epi, dq)
+        for cl in (1, 2):
+            for (m, n, k, epi, dq) in [(4608, 12288, 3072, "none", False), (333, 264, 320, "nobias", False),
+                                       (200, 136, 64, "gelu", True), (4608, 3072, 12288, "gate", True)]:
+                nf4(checks, "check", 1, tile, m, n, k, epi, dq, cl)
     for (m, n, k, epi, dq) in [(2, 9216, 3072, "gelu", True), (7, 3072, 320, "nobias", False),
                                (8, 136, 64, "gate", False), (9, 3072, 3072, "none", True),
                                (16, 3072, 3072, "gate", False), (16, 264, 192, "none", False)]:
         nf4(checks, "check", 3, 0, m, n, k, epi, dq)
-    for backend in (1, 3):
+    for backend in (4, 1, 3):
         for (b, h, lq, lkv, layout) in [(2, 3, 200, 333, "bhld"), (1, 2, 1, 77, "bhld"), (1, 4, 640, 640, "blhd"),
                                         (2, 2, 129, 128, "blhd")]:
             attn(checks, "check", backend, b, h, lq, lkv, layout)
+    attn(checks, "check", 1, 1, 24, 4608, 4608)
     attn(checks, "check", 3, 1, 24, 4608, 4608)
 
-    # 3. Timings of the Flux shapes and of each tile width.
-    tiles = (0,) if quick else (0, 256, 192, 128)
+    # 3. Timings of the Flux shapes for each tile width and cluster setting.
+    variants = [(0, 0)] if quick else [(0, 0), (256, 1), (256, 2), (192, 1), (192, 2), (128, 1), (128, 2)]
     for (k, n) in FLUX_GEMM:
-        for tile in tiles:
+        for tile, cl in variants:
             if not (tile == 0 and (k, n) == (3072, 12288)):
-                gemm(timings, "time", 1, tile, 4608, n, k, "none")
+                gemm(timings, "time", 1, tile, 4608, n, k, "none", cl)
     gemm(timings, "time", 1, 0, 4608, 12288, 3072, "gelu")
     gemm(timings, "time", 1, 0, 4608, 3072, 12288, "gate")
-    for tile in tiles[1:]:
-        nf4(timings, "time", 1, tile, 4608, 12288, 3072, "none")
+    for tile, cl in variants[1:]:
+        nf4(timings, "time", 1, tile, 4608, 12288, 3072, "none", False, cl)
     nf4(timings, "time", 1, 0, 4608, 12288, 3072, "none", True)
-    nf4(timings, "time", 1, 0, 4608, 3072, 3072, "none")
-    nf4(timings, "time", 1, 0, 4608, 3072, 12288, "none")
+    for (k, n) in [(3072, 3072), (12288, 3072), (3072, 9216), (15360, 3072)]:
+        nf4(timings, "time", 1, 0, 4608, n, k, "none")
     for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
         nf4(timings, "time", 3, 0, m, n, k, "none")
-    attn(timings, "time", 3, 1, 24, 4608, 4608)
-    attn(timings, "time", 1, 1, 24, 4096, 4096)
+    attn(timings, "time", 1, 1, 24, 4608, 4608)
+    attn(timings, "time", 4, 1, 24, 4096, 4096)
+    attn(timings, "time", 3, 1, 24, 4096, 4096)
 
     # 4. The portable sm80 paths (correctness first, then one timing each).
     for (m, n, k, epi) in [(333, 264, 200, "nobias"), (4608, 3072, 3072, "gelu"), (77, 3072, 3072, "gate")]:
@@ -133,10 +139,10 @@ class Lib:
         self.lib.fk_error_string.restype = ctypes.c_char_p
         self.lib.fk_error_string.argtypes = [i]
         self.lib.fk_gemm_bf16.restype = i
-        self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, vp]
+        self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, i, vp]
         self.lib.fk_gemm_nf4.restype = i
         self.lib.fk_gemm_nf4.argtypes = [i, vp, ll, vp, i, i, vp, vp, vp, vp, f, vp, ll, i, i, vp, vp, ll, vp, ll, i,
-                                         i, vp]
+                                         i, i, vp]
         self.lib.fk_attention.restype = i
         self.lib.fk_attention.argtypes = [i, vp, vp, vp, vp, i, i, i, i, ctypes.POINTER(ll), f, vp]
 
@@ -173,7 +179,7 @@ def selftest_worker(tests, start, results_path, skip_families):
         out.flush()
 
 
-def worker(tests, start, results_path, lib_path, skip_families):
+def worker(tests, start, results_path, lib_path, skip_families, profile=False):
     if os.environ.get("FLUXK_BENCH_SELFTEST"):
         return selftest_worker(tests, start, results_path, skip_families)
     import torch
@@ -222,6 +228,19 @@ def worker(tests, start, results_path, lib_path, skip_families):
         torch.cuda.synchronize()
         ts = sorted(a.elapsed_time(b) for a, b in ev)
         return {"ms": ts[len(ts) // 2], "ms_min": ts[0], "ms_p90": ts[int(len(ts) * 0.9)], "iters": iters}
+
+    def timepair(mine_fn, ref_fn, n_rot, rounds=3):
+        """Alternates the two sides over several rounds so clock drift hits both alike."""
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(timeit(mine_fn, n_rot, 0.1))
+            b.append(timeit(ref_fn, n_rot, 0.1))
+
+        def merge(ts):
+            ms = sorted(t["ms"] for t in ts)
+            return {"ms": ms[len(ms) // 2], "ms_min": min(t["ms_min"] for t in ts), "rounds": [t["ms"] for t in ts],
+                    "iters": sum(t["iters"] for t in ts)}
+        return merge(a), merge(b)
 
     def rotations(bytes_per_call):
         return int(min(8, max(1, math.ceil(L2_ROTATE_BYTES / max(1, bytes_per_call)))))
@@ -278,17 +297,18 @@ def worker(tests, start, results_path, lib_path, skip_families):
         w_deq = (code[idx.long()].reshape(-1, 64) * amax[:, None]).reshape(n, k).bfloat16()
         return q, w_deq
 
-    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile):
+    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, cluster=0):
         lib.check(lib.lib.fk_gemm_nf4(backend, ptr(a), a.stride(0), ptr(q["packed"]), n, k, ptr(q["absmax"]),
                                       ptr(q["absmax_q"]), ptr(q["absmax_code"]), ptr(q["nested_absmax"]),
                                       ctypes.c_float(q["nested_offset"]), ptr(c), c.stride(0), m, EPI[epi],
                                       ptr(bias), ptr(res), res.stride(0) if res is not None else 0, ptr(gate),
-                                      gate.stride(0) if gate is not None else 0, rpb, tile, sp), "fk_gemm_nf4")
+                                      gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
+                  "fk_gemm_nf4")
 
-    def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile):
+    def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, cluster=0):
         lib.check(lib.lib.fk_gemm_bf16(backend, ptr(a), a.stride(0), ptr(w), w.stride(0), ptr(c), c.stride(0), m, n, k,
                                        EPI[epi], ptr(bias), ptr(res), res.stride(0) if res is not None else 0,
-                                       ptr(gate), gate.stride(0) if gate is not None else 0, rpb, tile, sp),
+                                       ptr(gate), gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
                   "fk_gemm_bf16")
 
     def attn_tensors(b, h, lq, lkv, layout):
@@ -333,7 +353,7 @@ def worker(tests, start, results_path, lib_path, skip_families):
                 bias, res, gate = epi_inputs(m, n, epi, rpb)
                 c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
                 poison(c)
-                call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile)
+                call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, tc.get("cl", 0))
                 torch.cuda.synchronize()
                 ref = epi_ref(ref_matmul(a, w), bias, res, gate, epi, rpb)
                 r["err"] = nerr(c, ref)
@@ -349,9 +369,9 @@ def worker(tests, start, results_path, lib_path, skip_families):
                     bias, res, gate = epi_inputs(m, n, epi, rpb)
                     sets.append((a, w, torch.empty(m, n, device=dev, dtype=torch.bfloat16), bias, res, gate))
                 flops = 2.0 * m * n * k
-                mine = timeit(lambda i: call_gemm(backend, sets[i][0], sets[i][1], sets[i][2], m, n, k, epi,
-                                                  sets[i][3], sets[i][4], sets[i][5], rpb, tile), n_rot)
-                ref = timeit(lambda i: torch.matmul(sets[i][0], sets[i][1].t(), out=sets[i][2]), n_rot)
+                mine, ref = timepair(lambda i: call_gemm(backend, sets[i][0], sets[i][1], sets[i][2], m, n, k, epi,
+                                                         sets[i][3], sets[i][4], sets[i][5], rpb, tile, tc.get("cl", 0)),
+                                     lambda i: torch.matmul(sets[i][0], sets[i][1].t(), out=sets[i][2]), n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
                 r["ok"] = True
@@ -365,7 +385,7 @@ def worker(tests, start, results_path, lib_path, skip_families):
                 bias, res, gate = epi_inputs(m, n, epi, rpb)
                 c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
                 poison(c)
-                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile)
+                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, tc.get("cl", 0))
                 torch.cuda.synchronize()
                 ref = epi_ref(ref_matmul(a, w_deq), bias, res, gate, epi, rpb)
                 r["err"] = nerr(c, ref)
@@ -382,9 +402,9 @@ def worker(tests, start, results_path, lib_path, skip_families):
                     a = torch.randn(m, k, device=dev).bfloat16()
                     sets.append((a, qq, wd, torch.empty(m, n, device=dev, dtype=torch.bfloat16)))
                 flops = 2.0 * m * n * k
-                mine = timeit(lambda i: call_nf4(backend, sets[i][0], sets[i][1], n, k, sets[i][3], m, "none", None,
-                                                 None, None, 1, tile), n_rot)
-                ref = timeit(lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]), n_rot)
+                mine, ref = timepair(lambda i: call_nf4(backend, sets[i][0], sets[i][1], n, k, sets[i][3], m, "none",
+                                                        None, None, None, 1, tile, tc.get("cl", 0)),
+                                     lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]), n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"],
                          gbps=(wbytes + 2 * m * (k + n)) / mine["ms"] / 1e6, detail=mine)
@@ -404,8 +424,8 @@ def worker(tests, start, results_path, lib_path, skip_families):
                 n_rot = rotations(2 * 128 * b * h * (2 * lq + 2 * lkv))
                 sets = [attn_tensors(b, h, lq, lkv, layout) for _ in range(n_rot)]
                 flops = 4.0 * b * h * lq * lkv * 128
-                mine = timeit(lambda i: call_attn(backend, *sets[i][:4], b, h, lq, lkv, sets[i][4]), n_rot)
-                ref = timeit(lambda i: F.scaled_dot_product_attention(*sets[i][:3]), n_rot)
+                mine, ref = timepair(lambda i: call_attn(backend, *sets[i][:4], b, h, lq, lkv, sets[i][4]),
+                                     lambda i: F.scaled_dot_product_attention(*sets[i][:3]), n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
                 try:
@@ -429,6 +449,21 @@ def worker(tests, start, results_path, lib_path, skip_families):
         return r
 
     emit({"device": torch.cuda.get_device_name(0), "torch": torch.__version__})
+    if profile:
+        # One launch of each headline kernel, for `ncu` (no timing loops, no torch baselines).
+        m, n, k = 4608, 12288, 3072
+        a = torch.randn(m, k, device=dev).bfloat16()
+        w = (torch.randn(n, k, device=dev) / math.sqrt(k)).bfloat16()
+        c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
+        call_gemm(1, a, w, c, m, n, k, "none", None, None, None, 1, 0)
+        q, _ = make_nf4(n, k, False)
+        call_nf4(1, a, q, n, k, c, m, "none", None, None, None, 1, 0)
+        for backend in (3, 4):
+            qq, kk, vv, oo, strides = attn_tensors(1, 24, 4608, 4608, "bhld")
+            call_attn(backend, qq, kk, vv, oo, 1, 24, 4608, 4608, strides)
+        torch.cuda.synchronize()
+        out.close()
+        return
     for tc in tests[start:]:
         if family(tc) in skip_families:
             emit({"id": tc["id"], "ok": False, "error": "skipped: this kernel family hung earlier in the run"})
@@ -459,14 +494,16 @@ def describe(tc):
     if tc["op"] == "gemm":
         be = {0: "auto", 1: "sm90", 2: "sm80"}[tc["backend"]]
         tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
-        return f"gemm_bf16[{be}{tile}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+        cl = f" cl={tc['cl']}" if tc.get("cl") else ""
+        return f"gemm_bf16[{be}{tile}{cl}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "nf4":
         be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
         tile = f" tile_m={tc['tile']}" if tc["tile"] else ""
         dq = " dq" if tc["dq"] else ""
-        return f"gemm_nf4[{be}{tile}{dq}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+        cl = f" cl={tc['cl']}" if tc.get("cl") else ""
+        return f"gemm_nf4[{be}{tile}{cl}{dq}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "attn":
-        be = {1: "sm90 pipelined", 2: "sm80", 3: "sm90 simple"}[tc["backend"]]
+        be = {1: "sm90 pipelined", 2: "sm80", 3: "sm90 simple", 4: "sm90 pingpong"}[tc["backend"]]
         return f"attention[{be}] {tc['layout']}", f"B{tc['b']} H{tc['h']} Lq{tc['lq']} Lkv{tc['lkv']}"
     return "device copy (torch)", "256 MiB"
 
@@ -535,14 +572,16 @@ def main():
     ap.add_argument("--budget", type=float, default=0.0, help="stop starting tests after this many seconds")
     ap.add_argument("--skip-families", default="")
     ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="launch each headline kernel once (run under ncu)")
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--results", default="")
     args = ap.parse_args()
     tests = build_tests(args.quick)
     if args.only:
         tests = [t for t in tests if args.only in " ".join(describe(t)) + f" {t['mode']}"]
-    if args.worker:
-        worker(tests, args.start, args.results, args.lib, set(filter(None, args.skip_families.split(","))))
+    if args.worker or args.profile:
+        worker(tests, args.start, args.results or os.devnull, args.lib,
+               set(filter(None, args.skip_families.split(","))), args.profile)
         return
 
     os.makedirs(args.out, exist_ok=True)

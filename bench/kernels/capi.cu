@@ -4,12 +4,6 @@
 
 #include "../../native/src/sm90/kernels.h"
 
-namespace fluxk {
-namespace sm90 {
-cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stream, bool pipelined);
-}
-}  // namespace fluxk
-
 using namespace fluxk;
 
 namespace {
@@ -34,7 +28,7 @@ const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cu
 // backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync)
 int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc,
                  int m, int n, int k, int epi, const void* bias, const void* residual, long long ldr,
-                 const void* gate, long long ldg, int rows_per_batch, int tile_n, void* stream) {
+                 const void* gate, long long ldg, int rows_per_batch, int tile_n, int cluster, void* stream) {
   GemmArgs g;
   g.a = static_cast<const __nv_bfloat16*>(a);
   g.lda = lda;
@@ -47,6 +41,7 @@ int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long 
   g.k = k;
   g.epi = make_epi(epi, bias, residual, ldr, gate, ldg, rows_per_batch);
   g.tile_n = tile_n;
+  g.cluster = cluster;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (backend) {
     case 0: return gemm_bf16(g, s);
@@ -60,7 +55,7 @@ int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long 
 int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, int n, int k, const void* absmax,
                 const void* absmax_q, const void* absmax_code, const void* nested_absmax, float nested_offset,
                 void* c, long long ldc, int m, int epi, const void* bias, const void* residual, long long ldr,
-                const void* gate, long long ldg, int rows_per_batch, int tile_m, void* stream) {
+                const void* gate, long long ldg, int rows_per_batch, int tile_m, int cluster, void* stream) {
   Nf4GemmArgs g;
   g.a = static_cast<const __nv_bfloat16*>(a);
   g.lda = lda;
@@ -77,6 +72,7 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
   g.m = m;
   g.epi = make_epi(epi, bias, residual, ldr, gate, ldg, rows_per_batch);
   g.tile_m = tile_m;
+  g.cluster = cluster;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (backend) {
     case 0: return gemm_nf4(g, s);
@@ -87,7 +83,7 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
   return cudaErrorInvalidValue;
 }
 
-// backend: 0 = dispatch, 1 = sm90 pipelined, 2 = sm80, 3 = sm90 without intra-warpgroup pipelining.
+// backend: 0 = dispatch, 1 = sm90 pipelined, 2 = sm80, 3 = sm90 simple, 4 = sm90 pipelined + ping-pong.
 // strides: q(b,h,l), k(b,h,l), v(b,h,l), o(b,h,l) in elements.
 int fk_attention(int backend, const void* q, const void* k, const void* v, void* o, int batch, int heads, int seq_q,
                  int seq_kv, const long long* strides, float scale, void* stream) {
@@ -110,9 +106,10 @@ int fk_attention(int backend, const void* q, const void* k, const void* v, void*
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (backend) {
     case 0: return attention_fwd(a, s);
-    case 1: return sm90::attention_fwd_sm90_variant(a, s, true);
+    case 1: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kPipelined);
     case 2: return attention_fwd_sm80(a, s);
-    case 3: return sm90::attention_fwd_sm90_variant(a, s, false);
+    case 3: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kSimple);
+    case 4: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kPingPong);
   }
   return cudaErrorInvalidValue;
 }
