@@ -13,7 +13,7 @@ export interface BpeOptions {
   readonly ignoreMerges: boolean;
 }
 
-/** Ids stay below 2^22 in every real vocabulary; pairs and (rank, id) values pack into one safe integer. */
+/** Ids stay below 2^22 in every real vocabulary. */
 const ID_LIMIT = 1 << 22;
 
 class MinHeap {
@@ -70,8 +70,9 @@ class MinHeap {
 
 export class BpeModel {
   private readonly idToTokenTable: string[] = [];
-  /** (left id, right id) → rank * ID_LIMIT + merged id. */
-  private readonly merges = new Map<number, number>();
+  /** Merge rank by left id, then right id (small-integer keys keep V8's maps fast); the merged id by rank. */
+  private readonly rankByPair: (Map<number, number> | undefined)[] = [];
+  private readonly mergedIdByRank: Int32Array;
   private readonly cache = new Map<string, number[]>();
 
   constructor(
@@ -84,6 +85,7 @@ export class BpeModel {
       this.idToTokenTable[id] = token;
     }
     const prefixLength = options.continuingSubwordPrefix?.length ?? 0;
+    this.mergedIdByRank = new Int32Array(mergeList.length);
     mergeList.forEach(([a, b], rank) => {
       const aId = vocab.get(a);
       const bId = vocab.get(b);
@@ -93,7 +95,9 @@ export class BpeModel {
       const merged = prefixLength > 0 && b.startsWith(options.continuingSubwordPrefix!) ? a + b.slice(prefixLength) : a + b;
       const newId = vocab.get(merged);
       if (newId === undefined) throw new Error(`BPE merge ${rank} makes ${JSON.stringify(merged)}, which is not in the vocabulary`);
-      this.merges.set(aId * ID_LIMIT + bId, rank * ID_LIMIT + newId);
+      // A repeated pair keeps its last rank, as collecting tokenizers' merge map into a HashMap does.
+      (this.rankByPair[aId] ??= new Map()).set(bId, rank);
+      this.mergedIdByRank[rank] = newId;
     });
     if (options.unkToken !== null && !vocab.has(options.unkToken)) {
       throw new Error(`BPE unk token ${JSON.stringify(options.unkToken)} is not in the vocabulary`);
@@ -104,7 +108,7 @@ export class BpeModel {
   static fromJson(spec: ComponentJson): BpeModel {
     const vocabObject = fieldOf(spec, 'vocab', isObject);
     const vocab = new Map<string, number>();
-    for (const [token, id] of Object.entries(vocabObject)) vocab.set(token, id as number);
+    for (const token in vocabObject) vocab.set(token, vocabObject[token] as number);
     const rawMerges = spec.merges ?? [];
     if (!Array.isArray(rawMerges)) throw new Error('tokenizer BPE: "merges" must be an array');
     const merges = rawMerges.map((m: unknown, i): [string, string] => {
@@ -216,16 +220,16 @@ export class BpeModel {
     }
     const heap = new MinHeap();
     const pushPair = (pos: number, right: number): void => {
-      const m = this.merges.get(c[pos] * ID_LIMIT + c[right]);
-      if (m !== undefined) heap.push(Math.floor(m / ID_LIMIT), pos, m % ID_LIMIT);
+      const rank = this.rankByPair[c[pos]]?.get(c[right]);
+      if (rank !== undefined) heap.push(rank, pos, this.mergedIdByRank[rank]);
     };
     for (let i = 0; i + 1 < n; i++) pushPair(i, i + 1);
     while (heap.size > 0) {
       const top = heap.pop();
       if (!alive[top.position] || next[top.position] === -1) continue;
       const right = next[top.position];
-      const current = this.merges.get(c[top.position] * ID_LIMIT + c[right]);
-      if (current === undefined || current % ID_LIMIT !== top.newId) continue;
+      const current = this.rankByPair[c[top.position]]?.get(c[right]);
+      if (current === undefined || this.mergedIdByRank[current] !== top.newId) continue;
       c[top.position] = top.newId;
       alive[right] = 0;
       next[top.position] = next[right];
