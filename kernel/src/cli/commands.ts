@@ -10,5 +10,6 @@ export interface CommandEntry {
 export const commands: Record<string, CommandEntry> = {
   install: { summary: 'install the Jupyter kernelspec (and the JupyterLab extension when built)', load: () => require('./install.js') as CommandModule },
   kernel: { summary: 'run the kernel on a connection file (what kernel.json starts)', load: () => require('./kernel.js') as CommandModule },
+  generate: { summary: 'generate images with a FLUX.1 pipeline (diffusers FluxPipeline numerics)', load: () => require('./generate.js') as CommandModule },
   run: { summary: 'execute a notebook headless and save its outputs', load: () => require('./run.js') as CommandModule },
 };

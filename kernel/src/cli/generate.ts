@@ -16,8 +16,9 @@ import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../flux/safete
 import { dumpTensor } from '../flux/dump';
 import { QuantizationOptions } from '../flux/quantization';
 import { FloatDType } from '../flux/nn';
+import { UsageError } from './command.js';
 
-export const GENERATE_USAGE = `usage: fluxlab generate [MODEL] --prompt TEXT [--prompt TEXT ...] [--prompt2 TEXT ...]
+export const usage = `usage: fluxlab generate [MODEL] --prompt TEXT [--prompt TEXT ...] [--prompt2 TEXT ...]
        [--height H] [--width W] [--steps N] [--guidance G] [--max-sequence-length L]
        [--seed S | --latents FILE.safetensors:TENSOR] [--num-images-per-prompt N]
        [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16|float16]
@@ -28,10 +29,6 @@ MODEL: a diffusers FLUX.1 directory or a Hugging Face repo id in the local cache
 (HF_HUB_CACHE / HF_HOME); omitted: the embedded tiny pipeline with RANDOM weights.
 Defaults as diffusers: 1024x1024 (128 x VAE scale factor), 28 steps, guidance 3.5, 512 T5 tokens.
 --output with several images writes OUT.0.png, OUT.1.png, ...`;
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 export interface GenerateArgs {
   model?: string;
@@ -219,23 +216,14 @@ function readLatents(spec: { file: string; tensor: string }, device: Device): Te
   return Tensor.fromFile(spec.file, entry.offset, [...entry.shape], stored, { device, dtype: 'float32' });
 }
 
-export interface CommandIO {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
-
-/** Runs `fluxlab generate` with `argv` (the arguments after `generate`); resolves to the exit code. */
-export async function runGenerate(argv: readonly string[], io: CommandIO = process): Promise<number> {
-  let args: GenerateArgs;
-  try {
-    args = parseGenerateArgs(argv);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    io.stderr.write(`fluxlab generate: ${err.message}\n${GENERATE_USAGE}\n`);
-    return 2;
-  }
+/**
+ * Runs `fluxlab generate` with the arguments after `generate`; resolves to the exit status. Usage errors throw
+ * UsageError and other failures throw, for the dispatcher to print (exit 2 / 1); SIGINT stops at the next step (130).
+ */
+export async function run(argv: string[]): Promise<number> {
+  const args = parseGenerateArgs(argv);
   if (args.help) {
-    io.stdout.write(`${GENERATE_USAGE}\n`);
+    process.stdout.write(`${usage}\n`);
     return 0;
   }
   const abort = new AbortController();
@@ -260,7 +248,7 @@ export async function runGenerate(argv: readonly string[], io: CommandIO = proce
       latents,
       signal: abort.signal,
       onProgress: (p) => {
-        if (p.stage === 'denoise') io.stderr.write(`step ${p.step}/${p.steps} (${(p.elapsedMs / 1000).toFixed(1)} s)\n`);
+        if (p.stage === 'denoise') process.stderr.write(`step ${p.step}/${p.steps} (${(p.elapsedMs / 1000).toFixed(1)} s)\n`);
       },
       trace: args.dump ? (name, tensor) => dump.set(name, dumpTensor(name, tensor)) : undefined,
     };
@@ -269,13 +257,14 @@ export async function runGenerate(argv: readonly string[], io: CommandIO = proce
     if (args.output) {
       const paths = outputPaths(args.output, result.images.length);
       result.images.forEach((image, i) => image.save(paths[i]));
-      io.stdout.write(`wrote ${paths.join(', ')}\n`);
+      process.stdout.write(`wrote ${paths.join(', ')}\n`);
     }
-    io.stdout.write(`${result.summary}\n`);
+    process.stdout.write(`${result.summary}\n`);
     return 0;
   } catch (err) {
-    io.stderr.write(`fluxlab generate: ${(err as Error).message}\n`);
-    return abort.signal.aborted ? 130 : 1;
+    if (!abort.signal.aborted) throw err;
+    process.stderr.write(`fluxlab generate: ${(err as Error).message}\n`);
+    return 130;
   } finally {
     process.off('SIGINT', onSigint);
     latents?.dispose();

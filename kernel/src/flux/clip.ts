@@ -22,7 +22,7 @@ class CLIPAttention {
     this.out_proj = w.linear(`${prefix}.out_proj`, d, d);
   }
 
-  /** x [B, L, D], causal [L, L] (1 = attend) → [B, L, D]. */
+  /** x [B, L, D], causal [1, 1, L, L] (1 = attend) → [B, L, D]. */
   forward(x: Tensor, causal: Tensor): Tensor {
     return tidy(() => {
       const heads = this.config.num_attention_heads;
@@ -156,7 +156,7 @@ export class CLIPTextModel {
       let h = ops.add(ops.embedding(this.embeddings.token_embedding, deviceIds), positions); // [B, L, D]
       const causalHost = new Uint8Array(length * length);
       for (let q = 0; q < length; q++) causalHost.fill(1, q * length, q * length + q + 1);
-      const causal = Tensor.fromArray(causalHost, [length, length], { device });
+      const causal = Tensor.fromArray(causalHost, [1, 1, length, length], { device });
       for (const layer of this.encoder.layers) h = layer.forward(h, causal);
       const lastHiddenState = this.final_layer_norm.forward(h);
       const flat = lastHiddenState.reshape([batch * length, this.config.hidden_size]);
