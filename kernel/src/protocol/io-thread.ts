@@ -4,7 +4,7 @@
 // drops what is malformed, forwards requests to the main thread in order, and signs and sends what the main
 // thread asks it to, coalescing consecutive stream output.
 import { isMainThread, parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Dealer, Publisher, Reply, Router, type Socket } from 'zeromq';
+import { Publisher, Router, type Socket } from 'zeromq';
 import { endpoint, type Channel } from './connection.js';
 import type { IoThreadData, ReplyChannel, ToIo, ToMain } from './io-messages.js';
 import { createLogger, type Logger } from './log.js';
@@ -69,7 +69,10 @@ export class IoThread {
   private readonly control = new Router({ linger: 1000 });
   private readonly stdin = new Router({ linger: 1000 });
   private readonly iopub = new Publisher({ linger: 1000 });
-  private readonly hb = new Reply({ linger: 0 });
+  // The spec's heartbeat is a REP socket; a ROUTER that echoes the routing envelope is the same on the wire
+  // (REQ and DEALER peers cannot tell) but has no send/receive state machine for a misbehaving peer to
+  // wedge, and drops rather than blocks when a peer stops reading.
+  private readonly hb = new Router({ linger: 0 });
   private readonly outboxes: Record<'shell' | 'control' | 'stdin' | 'iopub', Outbox>;
   private readonly usage = new UsageReporter();
   private lastGpuMemory: GpuMemoryUsage[] = [];
@@ -118,7 +121,13 @@ export class IoThread {
 
   private async heartbeat(): Promise<void> {
     try {
-      for await (const frames of this.hb) await this.hb.send(frames);
+      for await (const frames of this.hb) {
+        try {
+          await this.hb.send(frames);
+        } catch (error) {
+          this.log.limited('heartbeat', 'warn', `heartbeat echo failed: ${String(error)}`);
+        }
+      }
     } catch (error) {
       if (!this.hb.closed) this.log.error(`heartbeat stopped: ${String(error)}`);
     }

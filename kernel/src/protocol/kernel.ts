@@ -287,6 +287,8 @@ export class Kernel {
     if (!silent) this.publish('execute_input', { code, execution_count: count });
     if (storeHistory) this.history.add(count, code);
 
+    if (/\?\s*$/.test(code) && this.pageHelp(request, code, count, started)) return;
+
     let outcome: ExecutionOutcome = await this.executor.execute(code, storeHistory ? `In[${count}]` : 'In[ ]');
     if (!(outcome.status === 'error' && outcome.compileError === true)) this.codeIntelInstance?.recordExecution(code);
     if (outcome.status === 'ok' && outcome.hasValue && outcome.value !== undefined && !silent) {
@@ -316,6 +318,18 @@ export class Kernel {
       { status: 'error', started },
     );
     if (stopOnError) this.abortReceivedUpTo = Date.now();
+  }
+
+  /** `expression?`: the inspection of the expression as a pager payload, as IPython does. */
+  private pageHelp(request: Request, code: string, count: number, started: string): boolean {
+    const { helpRequest } = require('./code-intel.js') as typeof import('./code-intel.js');
+    const help = helpRequest(code);
+    if (help === undefined) return false;
+    const inspection = this.codeIntel.inspect(help.expression, [...help.expression].length, help.detailLevel);
+    const payload = inspection.found ? [{ source: 'page', data: inspection.data, start: 0 }] : [];
+    if (!inspection.found) this.publish('stream', { name: 'stdout', text: `Object \`${help.expression}\` not found.\n` });
+    this.reply(request, 'execute_reply', { status: 'ok', execution_count: count, payload, user_expressions: {} }, { status: 'ok', started });
+    return true;
   }
 
   private async userExpressions(expressions: unknown): Promise<JsonObject> {

@@ -112,8 +112,9 @@ export async function runNotebook(options: RunNotebookOptions): Promise<RunNoteb
     process.off('SIGINT', onSigint);
     writeNotebook(out, notebook);
     if (kernel.process.exitCode === null && kernel.process.signalCode === null) {
-      await Promise.race([client.shutdown().catch(() => undefined), new Promise((r) => setTimeout(r, INTERRUPT_GRACE_MS))]);
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      // Unref'd: these bounds must not keep the process alive once the kernel is gone.
+      await Promise.race([client.shutdown().catch(() => undefined), new Promise((r) => setTimeout(r, INTERRUPT_GRACE_MS).unref())]);
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000).unref())]);
     }
     client.close();
     kernel.dispose();
