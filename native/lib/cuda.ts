@@ -1,7 +1,13 @@
 import { binding, type NativeDeviceProperties, type NativeEvent, type NativeStream } from './binding';
 
 function deviceIndex(device: number | undefined, what: string): number {
-  if (device === undefined) return binding().currentDevice();
+  const b = binding();
+  if (!b.cudaAvailable()) {
+    throw Object.assign(new Error(`${what}: CUDA is unavailable: ${b.cudaUnavailableReason()}`), {
+      code: 'ERR_FLUXLAB_NO_CUDA',
+    });
+  }
+  if (device === undefined) return b.currentDevice();
   if (!Number.isInteger(device) || device < 0) throw new RangeError(`${what}: invalid device index ${device}`);
   return device;
 }

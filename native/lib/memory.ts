@@ -38,7 +38,17 @@ export interface HostMemoryStats {
   byTag: Record<string, number>;
 }
 
+function requireCuda(what: string): void {
+  const b = binding();
+  if (!b.cudaAvailable()) {
+    throw Object.assign(new Error(`${what}: CUDA is unavailable: ${b.cudaUnavailableReason()}`), {
+      code: 'ERR_FLUXLAB_NO_CUDA',
+    });
+  }
+}
+
 function deviceIndex(device: Device | number | undefined, what: string): number {
+  requireCuda(what);
   if (device === undefined || device === 'cuda') return binding().currentDevice();
   if (typeof device === 'number') return device;
   const m = /^cuda:(\d+)$/.exec(device);
