@@ -262,18 +262,20 @@ cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
 
 template <int BN>
 cudaError_t launch_cluster(const GemmArgs& a, cudaStream_t stream, int sms) {
-  const int tiles_m = (a.m + kBM - 1) / kBM;
-  const int cl = a.cluster ? a.cluster : (tiles_m >= 2 ? 2 : 1);
+  // Clusters are opt-in: on the H200 (2026-11-25, bench/kernels/results) they measured 1.3-1.9x
+  // slower than independent CTAs on every Flux shape; see docs/kernels.md.
+  const int cl = a.cluster ? a.cluster : 1;
   if (cl == 1) return launch_epi<BN, 1>(a, stream, sms);
   if (cl == 2) return launch_epi<BN, 2>(a, stream, sms);
   return cudaErrorInvalidValue;
 }
 
 // Picks the tile width that minimises (waves of tiles) x (cost of one tile), where narrower
-// tiles pay for their lower arithmetic intensity (rates relative to 256, to be tuned on the device).
+// tiles pay for their lower arithmetic intensity. Rates relative to 256 from the H200 sweep of
+// 2026-11-25 (bench/kernels/results): at equal waves 192 and 128 ran within ~3-5% of 256.
 int pick_tile_n(int m, int n, int sms) {
   const int widths[3] = {256, 192, 128};
-  const double rate[3] = {1.0, 0.96, 0.86};
+  const double rate[3] = {1.0, 0.97, 0.95};
   int best = 256;
   double best_cost = 1e30;
   for (int i = 0; i < 3; ++i) {

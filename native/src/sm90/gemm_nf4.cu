@@ -398,16 +398,18 @@ cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
 
 template <int BT>
 cudaError_t launch_cluster(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
-  const int tiles_n = (a.w.n + kRows - 1) / kRows;
-  const int cl = a.cluster ? a.cluster : (tiles_n >= 2 ? 2 : 1);
+  // Clusters are opt-in: measured 1.6-1.8x slower than independent CTAs (H200, 2026-11-25).
+  const int cl = a.cluster ? a.cluster : 1;
   if (cl == 1) return launch_epi<BT, 1>(a, stream, sms);
   if (cl == 2) return launch_epi<BT, 2>(a, stream, sms);
   return cudaErrorInvalidValue;
 }
 
+// Token-tile rates relative to 256 from the H200 sweep of 2026-11-25 (M=4608, K=3072, N=12288:
+// 516 / 458 / 354 TFLOP/s): a wider tile re-dequantizes each weight value fewer times.
 int pick_tile_m(int m, int n, int sms) {
   const int widths[3] = {256, 192, 128};
-  const double rate[3] = {1.0, 0.96, 0.86};
+  const double rate[3] = {1.0, 0.88, 0.68};
   int best = 256;
   double best_cost = 1e30;
   for (int i = 0; i < 3; ++i) {

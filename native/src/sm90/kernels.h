@@ -44,7 +44,8 @@ struct GemmArgs {
   int m = 0, n = 0, k = 0;
   EpilogueArgs epi;
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
-  int cluster = 0;  // sm90: 0 picks; 1 = no cluster, 2 = CTA pairs sharing W tiles by TMA multicast
+  int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing W tiles by TMA multicast
+                    // (correct, but measured slower: docs/kernels.md)
 };
 
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
@@ -75,7 +76,8 @@ struct Nf4GemmArgs {
   int m = 0;
   EpilogueArgs epi;
   int tile_m = 0;   // sm90: 0 picks; 128, 192 or 256 force the token tile (benchmarks)
-  int cluster = 0;  // sm90: 0 picks; 1 = no cluster, 2 = CTA pairs sharing activation tiles (multicast)
+  int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing activation tiles by TMA
+                    // multicast (correct, but measured slower: docs/kernels.md)
 };
 
 cudaError_t gemm_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16: gemv_nf4
