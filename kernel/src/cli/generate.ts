@@ -247,6 +247,7 @@ export async function run(argv: string[]): Promise<number> {
       seed: args.seed,
       latents,
       signal: abort.signal,
+      progress: false,
       onProgress: (p) => {
         if (p.stage === 'denoise') process.stderr.write(`step ${p.step}/${p.steps} (${(p.elapsedMs / 1000).toFixed(1)} s)\n`);
       },

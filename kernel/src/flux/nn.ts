@@ -10,33 +10,6 @@ export function isFloatDTypeName(value: unknown): value is FloatDType {
   return value === 'float32' || value === 'bfloat16' || value === 'float16';
 }
 
-const roundBuffer = new Float32Array(1);
-const roundBits = new Uint32Array(roundBuffer.buffer);
-
-/** The value a float32 `x` takes after torch's `.to(dtype)` (round to nearest even). */
-export function roundToDType(x: number, dtype: FloatDType): number {
-  roundBuffer[0] = x;
-  if (dtype === 'float32') return roundBuffer[0];
-  if (dtype === 'bfloat16') {
-    const bits = roundBits[0];
-    if ((bits & 0x7f800000) === 0x7f800000) return roundBuffer[0];
-    roundBits[0] = (bits + 0x7fff + ((bits >>> 16) & 1)) & 0xffff0000;
-    return roundBuffer[0];
-  }
-  // float16: 11 significant bits, subnormals below 2^-14, overflow to infinity above 65504.
-  const v = roundBuffer[0];
-  if (!Number.isFinite(v) || v === 0) return v;
-  const a = Math.abs(v);
-  const exponent = Math.max(Math.floor(Math.log2(a)), -14);
-  const quantum = 2 ** (exponent - 10);
-  let q = a / quantum;
-  const floor = Math.floor(q);
-  const rest = q - floor;
-  q = rest > 0.5 || (rest === 0.5 && floor % 2 === 1) ? floor + 1 : floor;
-  const r = q * quantum;
-  return Math.sign(v) * (r > 65504 ? Infinity : r);
-}
-
 /** How the Linear layers of a component are stored: dense in the model dtype, or bitsandbytes NF4. */
 export interface Nf4Plan {
   /** Quantize dense checkpoint weights while loading (false: the checkpoint is pre-quantized). */

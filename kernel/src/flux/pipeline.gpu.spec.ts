@@ -36,6 +36,7 @@ async function run(c: GoldenCase, dir: string, options: FluxPipelineLoadOptions)
   }
   const recorded = new Map<string, DumpedTensor>();
   const result = await pipe.generate({
+    progress: false,
     prompt: c.prompt,
     height: c.height,
     width: c.width,

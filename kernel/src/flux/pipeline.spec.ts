@@ -6,6 +6,8 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, syml
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { installDisplayHost, type MimeBundle } from '../runtime/display';
+import { KeyboardInterrupt, beginInterruptScope, requestInterrupt } from '../runtime/interrupt';
 import { dumpTensor, DumpedTensor } from './dump';
 import { GoldenCase, compareToGolden, fixturesDir, formatComparisons, goldenCases, relativeL2 } from './golden';
 import { decodePng } from './png';
@@ -32,6 +34,7 @@ async function pipeline(dir: string, options: FluxPipelineLoadOptions = {}): Pro
 
 function caseOptions(c: GoldenCase): GenerateOptions {
   return {
+    progress: false,
     prompt: c.prompt,
     height: c.height,
     width: c.width,
@@ -64,6 +67,21 @@ describe('FluxPipeline goldens: float32 CPU (manifest.json, rel L2 ≤ 1e-4)', (
     it(`${c.pipeline}/${c.name}`, async () => {
       await checkCase(`${c.pipeline}/${c.name}`, await pipeline(join(fixtures, c.pipeline)), c, 1e-4);
     });
+  }
+});
+
+describe('FluxPipeline goldens in reduced precision on the CPU (bf16 ≤ 2e-2, fp16 ≤ 1e-2 of the float32 goldens)', () => {
+  // The GPU runs the same code paths with its own kernels (pipeline.gpu.spec.ts); here the dtype handling is checked.
+  for (const [dtype, limit] of [['bfloat16', 2e-2], ['float16', 1e-2]] as const) {
+    for (const c of goldenCases('manifest.json')) {
+      it(`${dtype} ${c.pipeline}/${c.name}`, async () => {
+        const pipe = await pipeline(join(fixtures, c.pipeline), { dtype });
+        const results = compareToGolden(c, await record(pipe, caseOptions(c)), limit, 255);
+        const report = formatComparisons(`cpu ${dtype} ${c.pipeline}/${c.name}`, results);
+        console.log(report);
+        assert.ok(results.every((r) => r.ok), report);
+      });
+    }
   }
 });
 
@@ -123,7 +141,7 @@ function copyPipeline(name: string, from = 'tiny-flux'): string {
   return dir;
 }
 
-const shortRun: GenerateOptions = { prompt: 'a cat', height: 16, width: 16, numInferenceSteps: 2, seed: 1, maxSequenceLength: 16 };
+const shortRun: GenerateOptions = { progress: false, prompt: 'a cat', height: 16, width: 16, numInferenceSteps: 2, seed: 1, maxSequenceLength: 16 };
 
 describe('FluxPipeline loading', () => {
   it('loads a Hugging Face hub cache snapshot (symlinks into blobs/) from a repo id', async () => {
@@ -272,6 +290,37 @@ describe('FluxPipeline usage', () => {
     assert.equal(memory.hostStats().allocated, before, 'host memory back to its level before the run');
     const again = await pipe.generate(shortRun);
     assert.equal(again.images.length, 1, 'the pipeline stays usable');
+  });
+
+  it('stops on the kernel interrupt (runtime interrupt scope) with KeyboardInterrupt', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const before = memory.hostStats().allocated;
+    beginInterruptScope();
+    try {
+      await assert.rejects(
+        pipe.generate({ ...shortRun, numInferenceSteps: 5, onProgress: (p) => p.step === 1 && p.stage === 'denoise' && requestInterrupt() }),
+        (err: unknown) => err instanceof KeyboardInterrupt,
+      );
+    } finally {
+      beginInterruptScope();
+    }
+    assert.equal(memory.hostStats().allocated, before);
+  });
+
+  it('shows progress as one display updated in place', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const published: { data: MimeBundle; id: string; update: boolean }[] = [];
+    installDisplayHost({ publish: (data, _metadata, id, update) => published.push({ data, id, update }), clearOutput: () => undefined });
+    try {
+      await pipe.generate({ ...shortRun, progress: true, numInferenceSteps: 3 });
+    } finally {
+      installDisplayHost(undefined);
+    }
+    assert.ok(published.length >= 5);
+    assert.equal(new Set(published.map((p) => p.id)).size, 1);
+    assert.deepEqual(published.map((p) => p.update), [false, ...new Array(published.length - 1).fill(true)]);
+    assert.deepEqual(published.map((p) => String(p.data['text/plain']).replace(/ · .*/, '')), ['encoding prompt', 'step 1/3', 'step 2/3', 'step 3/3', 'decoding']);
+    assert.match(String(published[2].data['text/html']), /<progress class="fluxlab-progress-bar" max="3" value="2">/);
   });
 
   it('rejects empty prompts and bad arguments with clear errors, and stays usable', async () => {

@@ -10,10 +10,11 @@ import { readJson, readModelIndex } from './config';
 import { resolveModelDir } from './hub';
 import { FluxImage, imagesToUint8 } from './image';
 import { latentImageIds, latentSize, packLatents, textIds as makeTextIds, unpackLatents } from './latents';
-import { ComponentLoadOptions, FloatDType, isFloatDTypeName, roundToDType } from './nn';
+import { ComponentLoadOptions, FloatDType, isFloatDTypeName } from './nn';
 import { QuantizationOptions, onLoadPlan, prequantizedPlan, resolveQuantization } from './quantization';
 import { FlowMatchEulerDiscreteScheduler, fluxSchedule } from './scheduler';
 import { T5EncoderModel } from './t5';
+import { displayProgress } from './progress';
 import { DeviceClock } from './timing';
 import { ClipTokenizer, T5Tokenizer, loadClipTokenizer, loadT5Tokenizer } from './tokenizers';
 import { FluxTransformer2DModel } from './transformer';
@@ -109,6 +110,9 @@ export interface GenerateOptions extends EncodePromptOptions {
   latents?: Tensor;
   /** Stops at the next step boundary when aborted (the kernel's interrupt does the same). */
   signal?: AbortSignal;
+  /** Show progress (default true): a display updated in place in the kernel, a text line per update elsewhere. */
+  progress?: boolean;
+  /** Also called with each progress event. */
   onProgress?: (progress: FluxProgress) => void;
   /**
    * Receives intermediate tensors under the golden files' names (clip_input_ids, t5_input_ids, prompt_embeds,
@@ -391,7 +395,12 @@ export class FluxPipeline {
         t.dispose();
       }
     };
-    const progress = (event: Omit<FluxProgress, 'elapsedMs'>): void => options.onProgress?.({ ...event, elapsedMs: performance.now() - start });
+    const shown = options.progress === false ? undefined : displayProgress();
+    const progress = (event: Omit<FluxProgress, 'elapsedMs'>): void => {
+      const full = { ...event, elapsedMs: performance.now() - start };
+      shown?.(full);
+      options.onProgress?.(full);
+    };
     const warnings: string[] = [];
     const onDevice = this.device !== 'cpu';
     if (onDevice) memory.resetPeak(this.device);
@@ -484,8 +493,8 @@ export class FluxPipeline {
       for (let i = 0; i < scheduler.timesteps.length; i++) {
         throwIfAborted(options.signal);
         const t = scheduler.timesteps[i];
-        // timestep = t.expand(B).to(latents.dtype); the transformer gets timestep / 1000 in that dtype.
-        const modelT = roundToDType(f32(roundToDType(t, this.dtype) / 1000), this.dtype);
+        // The transformer gets t / 1000 (float32; see FluxTransformer2DModel.conditioning on bfloat16).
+        const modelT = f32(t / 1000);
         if (trace) {
           trace(`step${i}.hidden_states`, latents);
           traceHost(`step${i}.timestep`, new Float32Array(batch).fill(modelT), [batch]);

@@ -7,7 +7,7 @@ import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
-import { ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, mergeHeads, roundToDType } from './nn';
+import { ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, mergeHeads } from './nn';
 
 const f32 = Math.fround;
 
@@ -336,10 +336,11 @@ export class FluxTransformer2DModel {
   /** The conditioning vector temb [B, D]: timestep (+ guidance) embeddings + pooled text projection. */
   private conditioning(inputs: FluxTransformerInputs, batch: number): Tensor {
     const dtype = this.dtype;
-    // forward(): timestep.to(hidden dtype) * 1000 (and guidance alike), in that dtype.
+    // forward() multiplies by 1000 again. diffusers does it in the latents' dtype, which in bfloat16 rounds the
+    // timestep to 3 digits (827.2 → 828) and moves bf16 results ~3% off the float32 reference; we keep float32.
     const scaled = (values: ArrayLike<number>, what: string): number[] => {
       if (values.length !== batch) throw new Error(`FluxTransformer2DModel: ${values.length} ${what} values for a batch of ${batch}`);
-      return Array.from(values, (v) => roundToDType(f32(roundToDType(v, dtype) * 1000), dtype));
+      return Array.from(values, (v) => f32(v * 1000));
     };
     const embed = (values: number[], embedder: MLPEmbedder): Tensor => {
       const proj = Tensor.fromArray(timestepEmbedding(values, 256), [batch, 256], { device: this.device, dtype });
