@@ -49,6 +49,15 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
   return out;
 }
 
+bool broadcasts_to(const Shape& s, const Shape& target) {
+  if (s.size() > target.size()) return false;
+  size_t off = target.size() - s.size();
+  for (size_t d = 0; d < s.size(); d++) {
+    if (s[d] != 1 && s[d] != target[d + off]) return false;
+  }
+  return true;
+}
+
 std::vector<int64_t> broadcast_strides(const Shape& t, const Shape& out) {
   std::vector<int64_t> s(out.size(), 0);
   auto cs = contiguous_strides(t);

@@ -24,6 +24,8 @@ void check_same_device(const char* op, std::initializer_list<std::pair<const cha
 int64_t norm_dim(const char* op, int64_t dim, int64_t ndim);
 // Numpy broadcast of two shapes; throws naming the op when incompatible.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+// True when `s` broadcasts (numpy rules) to exactly `target`.
+bool broadcasts_to(const Shape& s, const Shape& target);
 // Returns t itself when it already has dtype `d`, else a converted copy on the same device.
 Tensor as_dtype(const Tensor& t, DType d);
 // Right-aligned broadcast strides (elements; 0 where broadcast) of `t` against `out`.

@@ -128,8 +128,7 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
   const Shape frame{B, H, Lq, Lk};
   if (bias) {
     check_float("sdpa", "bias", *bias);
-    FL_CHECK(bias->ndim() <= 4, "ops.sdpa: bias ", bias->desc(), " has more than 4 dims");
-    FL_CHECK(broadcast_shapes("sdpa", bias->shape, frame) == frame, "ops.sdpa: bias ", bias->desc(),
+    FL_CHECK(broadcasts_to(bias->shape, frame), "ops.sdpa: bias ", bias->desc(),
              " does not broadcast to [B,H,Lq,Lk] = ", shape_str(frame));
   }
   if (mask) {
@@ -137,7 +136,7 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
       FL_CHECK((mask->shape[0] == B || mask->shape[0] == 1) && (mask->shape[1] == Lk || mask->shape[1] == 1),
                "ops.sdpa: a 2-d mask is key padding [B,Lk] = [", B, ",", Lk, "], got ", mask->desc());
     } else {
-      FL_CHECK(mask->ndim() <= 4 && broadcast_shapes("sdpa", mask->shape, frame) == frame, "ops.sdpa: mask ",
+      FL_CHECK(broadcasts_to(mask->shape, frame), "ops.sdpa: mask ",
                mask->desc(), " does not broadcast to [B,H,Lq,Lk] = ", shape_str(frame));
     }
   }
