@@ -213,6 +213,20 @@ describe('FluxPipeline loading', () => {
     }
   });
 
+  it('stops loading on the kernel interrupt and frees the components already loaded', async () => {
+    const before = memory.hostStats().allocated;
+    beginInterruptScope();
+    try {
+      await assert.rejects(
+        FluxPipeline.fromPretrained(join(fixtures, 'tiny-flux'), { onLoad: ({ component }) => component === 'text_encoder_2' && requestInterrupt() }),
+        (err: unknown) => err instanceof KeyboardInterrupt,
+      );
+    } finally {
+      beginInterruptScope();
+    }
+    assert.equal(memory.hostStats().allocated, before);
+  });
+
   it('uses the embedded pipeline when no model is given, labelled as random weights', async () => {
     const pipe = await FluxPipeline.fromPretrained();
     try {

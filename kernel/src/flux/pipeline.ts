@@ -1,7 +1,7 @@
 // diffusers' FluxPipeline: loads a diffusers directory (or a hub-cache snapshot), encodes prompts with CLIP
 // (pooled) and T5 (sequence), draws torch-identical starting noise, runs the flow-matching Euler loop with the
 // guidance embedding, decodes with the VAE and post-processes to 8-bit RGB — the same numbers diffusers computes.
-import { Generator, Scope, Tensor, memory, ops, tidy, type Device } from '@fluxlab/native';
+import { Generator, Scope, Tensor, cuda, memory, ops, tidy, type Device } from '@fluxlab/native';
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { interruptSignal } from '../runtime/interrupt';
@@ -264,6 +264,7 @@ export class FluxPipeline {
     const device: Device = options.device ?? 'cpu';
     const dtype = options.dtype ?? 'float32';
     if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
+    if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${device}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
     const quantization = resolveQuantization(options.quantization, dtype);
     const randomWeights = pathOrRepoId === undefined || pathOrRepoId === null || pathOrRepoId === '';
     if (randomWeights) {
@@ -281,13 +282,17 @@ export class FluxPipeline {
     }
     const dirs = Object.fromEntries(Object.keys(COMPONENT_CLASSES).map((name) => [name, componentDir(root, index, name)]));
     const loadTimings: Record<string, number> = {};
+    const loaded: { dispose(): void }[] = [];
     const timed = async <T>(component: string, load: () => T): Promise<T> => {
       const start = performance.now();
       const value = memory.withTag(component, load);
+      const disposable = value as Partial<{ dispose(): void }>;
+      if (typeof disposable.dispose === 'function') loaded.push(value as { dispose(): void });
       loadTimings[component] = performance.now() - start;
       options.onLoad?.({ component, ms: loadTimings[component] });
-      // Let the event loop run (interrupts, I/O) between components.
+      // Let the event loop run (interrupts, I/O) between components; an interrupt frees what was loaded.
       await new Promise((r) => setImmediate(r));
+      throwIfAborted(undefined);
       return value;
     };
     const componentOptions = (component: string): ComponentLoadOptions => {
@@ -299,19 +304,14 @@ export class FluxPipeline {
       }
       return { device, dtype, nf4: prequantized ?? onLoad };
     };
-    const loaded: { dispose(): void }[] = [];
-    const keep = <T extends { dispose(): void }>(model: T): T => {
-      loaded.push(model);
-      return model;
-    };
     try {
       const scheduler = new FlowMatchEulerDiscreteScheduler(readJson(join(dirs.scheduler, 'scheduler_config.json'), 'scheduler'));
       const tokenizer = await timed('tokenizer', () => loadClipTokenizer(dirs.tokenizer));
       const tokenizer2 = await timed('tokenizer_2', () => loadT5Tokenizer(dirs.tokenizer_2));
-      const textEncoder = keep(await timed('text_encoder', () => CLIPTextModel.fromPretrained(dirs.text_encoder, componentOptions('text_encoder'))));
-      const textEncoder2 = keep(await timed('text_encoder_2', () => T5EncoderModel.fromPretrained(dirs.text_encoder_2, componentOptions('text_encoder_2'))));
-      const transformer = keep(await timed('transformer', () => FluxTransformer2DModel.fromPretrained(dirs.transformer, componentOptions('transformer'))));
-      const vae = keep(await timed('vae', () => AutoencoderKL.fromPretrained(dirs.vae, componentOptions('vae'))));
+      const textEncoder = await timed('text_encoder', () => CLIPTextModel.fromPretrained(dirs.text_encoder, componentOptions('text_encoder')));
+      const textEncoder2 = await timed('text_encoder_2', () => T5EncoderModel.fromPretrained(dirs.text_encoder_2, componentOptions('text_encoder_2')));
+      const transformer = await timed('transformer', () => FluxTransformer2DModel.fromPretrained(dirs.transformer, componentOptions('transformer')));
+      const vae = await timed('vae', () => AutoencoderKL.fromPretrained(dirs.vae, componentOptions('vae')));
       if (transformer.config.joint_attention_dim !== textEncoder2.config.d_model) {
         throw new Error(`transformer joint_attention_dim ${transformer.config.joint_attention_dim} != text_encoder_2 d_model ${textEncoder2.config.d_model}`);
       }
