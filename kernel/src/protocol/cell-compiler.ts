@@ -213,14 +213,20 @@ function objectLiteralCell(code: string): string | undefined {
 
 function loopInterruptChecks(context: ts.TransformationContext): ts.Transformer<ts.SourceFile> {
   const factory = context.factory;
+  let loop: ts.Node = context.factory.createEmptyStatement();
+  // Mapped to the loop statement, so an interrupt's traceback points at the loop.
   const check = (): ts.Statement =>
-    factory.createExpressionStatement(
-      factory.createCallExpression(factory.createPropertyAccessExpression(factory.createIdentifier(HELPERS), 'tick'), undefined, []),
+    ts.setSourceMapRange(
+      factory.createExpressionStatement(
+        factory.createCallExpression(factory.createPropertyAccessExpression(factory.createIdentifier(HELPERS), 'tick'), undefined, []),
+      ),
+      ts.getSourceMapRange(ts.getOriginalNode(loop)),
     );
   const withCheck = (body: ts.Statement): ts.Statement =>
     ts.isBlock(body) ? factory.updateBlock(body, [check(), ...body.statements]) : factory.createBlock([check(), body], true);
   const visit = (node: ts.Node): ts.Node => {
     const visited = ts.visitEachChild(node, visit, context);
+    loop = node;
     if (ts.isWhileStatement(visited)) return factory.updateWhileStatement(visited, visited.expression, withCheck(visited.statement));
     if (ts.isDoStatement(visited)) return factory.updateDoStatement(visited, withCheck(visited.statement), visited.expression);
     if (ts.isForStatement(visited)) {

@@ -5,7 +5,7 @@
 // checks in libraries) with breakOnSigint, so SIGINT stops even synchronous library code called from the
 // cell. Async cells are awaited in a race with the interrupt signal, so an interrupt ends an awaited promise
 // at once; the shared flag stops compiled loops wherever they run.
-import { dirname } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { inspect } from 'node:util';
 import vm = require('node:vm');
 import {
@@ -14,7 +14,6 @@ import {
   interruptSignal,
   KeyboardInterrupt,
   requestInterrupt,
-  throwIfInterrupted,
 } from '../runtime/interrupt.js';
 import { CELL_ARGUMENTS_KEY, compileCell, type CompileDiagnostic, type CompiledCell } from './cell-compiler.js';
 import { createCellRequire, importDefault, importStar, type CellRequire } from './cell-modules.js';
@@ -50,6 +49,7 @@ interface CellHelpers {
 const CELL_FILE = /fluxlab-cell-(\d+)\.ts:(\d+):(\d+)/g;
 const CELL_FILE_LINE = /fluxlab-cell-(\d+)\.ts:(\d+)/;
 const KERNEL_DIR = dirname(__dirname);
+const KERNEL_INTERNALS = [join(KERNEL_DIR, 'protocol') + sep, join(KERNEL_DIR, 'runtime') + sep];
 const MAPPINGS_KEPT = 1000;
 const WRAPPER_FRAME = '\u0000wrapper';
 
@@ -61,8 +61,12 @@ function isInterruptedByVm(error: unknown): boolean {
   return isErrorLike(error) && (error as { code?: unknown }).code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
 }
 
+/** The loop check compiled into cells: a fresh error, so its stack starts at the interrupted line. */
 function tick(): void {
-  if (interruptFlagSet()) throwIfInterrupted();
+  if (interruptFlagSet()) {
+    interruptSignal(); // aborts the execution's signal, running library handlers
+    throw new KeyboardInterrupt();
+  }
 }
 
 export class CellExecutor {
@@ -220,12 +224,20 @@ export class CellExecutor {
       const body = stack.slice(stack.indexOf(`${ename}:`));
       stack = `${body.split('\n', 1)[0]}\n    at ${this.mapStack(`${header[0]}:1`)}`;
     }
-    return this.mapStack(stack)
-      .split('\n')
-      .filter(
-        (line) =>
-          !/^\s+at /.test(line) ||
-          !(line.includes(WRAPPER_FRAME) || line.includes('node:internal') || line.includes('node:vm') || line.includes(KERNEL_DIR + '/protocol/')),
-      );
+    // Frames outside the outermost cell frame are the kernel calling the cell; frames inside it are what the
+    // cell called (libraries, builtins) and stay, except Node's and the kernel's own internals.
+    const lines = stack.split('\n');
+    let outermostCell = -1;
+    lines.forEach((line, index) => {
+      CELL_FILE.lastIndex = 0;
+      if (CELL_FILE.test(line)) outermostCell = index;
+    });
+    return lines
+      .map((line) => this.mapStack(line))
+      .filter((line, index) => {
+        if (!/^\s+at /.test(line)) return true;
+        if (outermostCell >= 0 && index > outermostCell) return false;
+        return !(line.includes(WRAPPER_FRAME) || line.includes('node:internal') || KERNEL_INTERNALS.some((dir) => line.includes(dir)));
+      });
   }
 }

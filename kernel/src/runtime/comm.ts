@@ -24,13 +24,13 @@ export interface Comm {
   /** Sends comm_close (once) and runs the close handlers. */
   close(data?: unknown, options?: SendOptions): void;
   /** Handles comm_msg from the frontend; returns an unsubscribe function. */
-  onMsg(handler: (message: CommMessage) => void | Promise<void>): () => void;
+  onMsg(handler: (message: CommMessage) => unknown): () => void;
   /** Runs when either side closes the comm; returns an unsubscribe function. */
-  onClose(handler: (message: CommMessage) => void | Promise<void>): () => void;
+  onClose(handler: (message: CommMessage) => unknown): () => void;
 }
 
 /** Called when a frontend opens a comm for this target; `message` is the comm_open payload. */
-export type CommTarget = (comm: Comm, message: CommMessage) => void | Promise<void>;
+export type CommTarget = (comm: Comm, message: CommMessage) => unknown;
 
 export type CommMsgType = 'comm_open' | 'comm_msg' | 'comm_close';
 
@@ -40,7 +40,7 @@ export interface CommTransport {
   reportError(error: unknown): void;
 }
 
-type Handler = (message: CommMessage) => void | Promise<void>;
+type Handler = (message: CommMessage) => unknown;
 
 class KernelComm implements Comm {
   closed = false;
@@ -162,7 +162,7 @@ export class CommRegistry {
     this.open.delete(commId);
   }
 
-  guard(run: () => void | Promise<void>): void {
+  guard(run: () => unknown): void {
     try {
       const result = run();
       if (result instanceof Promise) result.catch((error: unknown) => this.transport?.reportError(error));

@@ -2,7 +2,7 @@
 // registers a hook; the kernel runs them on shutdown_request (restart too) before the process exits, so the
 // next kernel starts with the GPU free. Hooks run newest first, like destructors.
 
-type Hook = () => void | Promise<void>;
+type Hook = () => unknown;
 
 const hooks: Hook[] = [];
 
