@@ -31,12 +31,12 @@ export function relativePositionBucket(relativePosition: number, bidirectional: 
   return bucket + Math.min(maxExact + Math.trunc(scaled), buckets - 1);
 }
 
-/** Buckets [L, L] for query i (row) and key j (column). */
+/** Buckets [L, L] for query i (row) and key j (column); each diagonal shares one relative position. */
 export function relativePositionBuckets(length: number, numBuckets: number, maxDistance: number): Int32Array {
+  const byOffset = new Int32Array(2 * length - 1);
+  for (let r = 1 - length; r < length; r++) byOffset[r + length - 1] = relativePositionBucket(r, true, numBuckets, maxDistance);
   const out = new Int32Array(length * length);
-  for (let q = 0; q < length; q++) {
-    for (let k = 0; k < length; k++) out[q * length + k] = relativePositionBucket(k - q, true, numBuckets, maxDistance);
-  }
+  for (let q = 0; q < length; q++) out.set(byOffset.subarray(length - 1 - q, 2 * length - 1 - q), q * length);
   return out;
 }
 

@@ -52,17 +52,24 @@ export function fluxRope(ids: Float32Array, axesDims: readonly number[], theta =
     const dim = axesDims[a];
     const freqs = new Float64Array(dim / 2);
     for (let j = 0; j < dim / 2; j++) freqs[j] = 1.0 / theta ** ((2 * j) / dim);
+    // Positions repeat (text ids are all 0, image rows/columns recur), so each distinct one is evaluated once.
+    const cache = new Map<number, { c: Float32Array; s: Float32Array }>();
     for (let s = 0; s < seq; s++) {
       const pos = ids[s * axes + a];
+      let entry = cache.get(pos);
+      if (entry === undefined) {
+        entry = { c: new Float32Array(dim), s: new Float32Array(dim) };
+        for (let j = 0; j < dim / 2; j++) {
+          const angle = pos * freqs[j];
+          entry.c[2 * j] = entry.c[2 * j + 1] = Math.cos(angle);
+          entry.s[2 * j] = entry.s[2 * j + 1] = Math.sin(angle);
+        }
+        cache.set(pos, entry);
+      }
       const base = s * width + column;
-      for (let j = 0; j < dim / 2; j++) {
-        const angle = pos * freqs[j];
-        const c = Math.cos(angle);
-        const sn = Math.sin(angle);
-        cos[base + 2 * j] = c;
-        cos[base + 2 * j + 1] = c;
-        sin[base + 2 * j] = sn;
-        sin[base + 2 * j + 1] = sn;
+      for (let j = 0; j < dim; j++) {
+        cos[base + j] = entry.c[j];
+        sin[base + j] = entry.s[j];
       }
     }
     column += dim;
