@@ -213,6 +213,28 @@ describe('FluxPipeline loading', () => {
     }
   });
 
+  it('loads transformers-4 checkpoints as FLUX.1-dev ships them (text_model. prefix, tied encoder.embed_tokens)', async () => {
+    const dir = copyPipeline('transformers4');
+    const rewrite = (path: string, rename: (name: string) => string[]): void => {
+      const file = SafetensorsFile.open(path);
+      writeSafetensors(
+        path,
+        file.names().flatMap((n) => rename(n).map((m) => [m, { dtype: file.get(n).dtype, shape: file.get(n).shape, data: file.readBytes(n) }] as const)),
+      );
+    };
+    rewrite(join(dir, 'text_encoder', 'model.safetensors'), (n) => [`text_model.${n}`]);
+    rewrite(join(dir, 'text_encoder_2', 'model.safetensors'), (n) => (n === 'shared.weight' ? [n, 'encoder.embed_tokens.weight'] : [n]));
+    const pipe = await FluxPipeline.fromPretrained(dir);
+    try {
+      const a = await record(pipe, shortRun);
+      const b = await record(await pipeline(join(fixtures, 'tiny-flux')), shortRun);
+      assert.deepEqual(a.get('prompt_embeds')!.data, b.get('prompt_embeds')!.data);
+      assert.deepEqual(a.get('pooled_prompt_embeds')!.data, b.get('pooled_prompt_embeds')!.data);
+    } finally {
+      pipe.dispose();
+    }
+  });
+
   it('stops loading on the kernel interrupt and frees the components already loaded', async () => {
     const before = memory.hostStats().allocated;
     beginInterruptScope();

@@ -306,7 +306,7 @@ export interface TensorToWrite {
 /** Writes a safetensors file (header padded with spaces to 8 bytes, as the reference writer does). */
 export function writeSafetensors(
   path: string,
-  tensors: Iterable<[string, TensorToWrite]>,
+  tensors: Iterable<readonly [string, TensorToWrite]>,
   metadata?: Record<string, string>,
 ): void {
   const header: Record<string, unknown> = {};
