@@ -1,7 +1,8 @@
-// torch's CPU generator: mt19937 seeded by manual_seed, and torch.randn's float32 path (normal_fill: uniforms
-// from 24 random bits, Box-Muller on pairs (i, i+8) of each 16-value chunk, the last chunk redrawn when the
-// size is not a multiple of 16). Used so `--seed` reproduces diffusers' latents.
+// torch's CPU generator: mt19937 seeded by manual_seed, and torch.randn's float32 path on x86 (normal_fill_AVX2:
+// uniforms from 24 random bits, Box-Muller on pairs (i, i+8) of each 16-value chunk, the last chunk redrawn when
+// the size is not a multiple of 16), so that `--seed` reproduces diffusers' latents bit for bit.
 #include <cmath>
+#include <cstring>
 
 #include "kernels.h"
 
@@ -43,14 +44,83 @@ inline double uniform53(Mt19937& g) {
   return double(v & ((uint64_t(1) << 53) - 1)) * (1.0 / 9007199254740992.0);
 }
 
+inline float as_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint32_t as_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// torch's AVX2 normal_fill takes log and sin/cos from avx_mathfun (Cephes single-precision polynomials), not
+// from libm, and its compiler fuses multiply-adds inside them. These are those functions, one lane at a time,
+// with the same fused operations (std::fmaf) and the same plain ones: checked bit for bit against the
+// latents_init of every golden case (5120 values).
+float cephes_logf(float x) {
+  int32_t e_bits = int32_t(as_bits(x) >> 23) - 0x7f;
+  x = as_float((as_bits(x) & ~0x7f800000u) | as_bits(0.5f));  // mantissa in [0.5, 1)
+  float e = float(e_bits) + 1.0f;
+  const bool below = x < 0.707106781186547524f;  // sqrt(1/2)
+  const float tmp = below ? x : 0.f;
+  x = x - 1.0f;
+  e = e - (below ? 1.0f : 0.f);
+  x = x + tmp;
+  const float z = x * x;
+  static const float p[9] = {7.0376836292E-2f, -1.1514610310E-1f, 1.1676998740E-1f,  -1.2420140846E-1f, 1.4249322787E-1f,
+                             -1.6668057665E-1f, 2.0000714765E-1f,  -2.4999993993E-1f, 3.3333331174E-1f};
+  float y = p[0];
+  for (int k = 1; k < 9; k++) y = std::fmaf(y, x, p[k]);
+  y = y * x;
+  y = std::fmaf(y, z, e * -2.12194440e-4f);
+  y = std::fmaf(-z, 0.5f, y);
+  return std::fmaf(e, 0.693359375f, x + y);
+}
+
+void cephes_sincosf(float x, float* sin_out, float* cos_out) {
+  uint32_t sign_sin = as_bits(x) & 0x80000000u;
+  x = std::fabs(x);
+  float y = x * 1.27323954473516f;  // 4/pi
+  int32_t j = int32_t(y);
+  j = (j + 1) & ~1;
+  y = float(j);
+  const uint32_t swap_sin = uint32_t(j & 4) << 29;
+  const bool sin_poly_for_sin = (j & 2) == 0;
+  // extended-precision reduction x - y*pi/4 in three parts
+  x = std::fmaf(y, -0.78515625f, x);
+  x = std::fmaf(y, -2.4187564849853515625e-4f, x);
+  x = std::fmaf(y, -3.77489497744594108e-8f, x);
+  const uint32_t sign_cos = uint32_t((~(j - 2)) & 4) << 29;
+  sign_sin ^= swap_sin;
+  const float z = x * x;
+  float yc = 2.443315711809948E-005f;
+  yc = std::fmaf(yc, z, -1.388731625493765E-003f);
+  yc = std::fmaf(yc, z, 4.166664568298827E-002f);
+  yc = yc * z;
+  yc = std::fmaf(yc, z, -(z * 0.5f));
+  yc = yc + 1.0f;
+  float ys = -1.9515295891E-4f;
+  ys = std::fmaf(ys, z, 8.3321608736E-3f);
+  ys = std::fmaf(ys, z, -1.6666654611E-1f);
+  ys = ys * z;
+  ys = std::fmaf(ys, x, x);
+  const float s = sin_poly_for_sin ? ys : yc, c = sin_poly_for_sin ? yc : ys;
+  *sin_out = as_float(as_bits(s) ^ sign_sin);
+  *cos_out = as_float(as_bits(c) ^ sign_cos);
+}
+
 void normal_fill_16(float* d) {
+  const float two_pi = float(2.0 * M_PI);
   for (int j = 0; j < 8; j++) {
     const float u1 = 1.0f - d[j];
     const float u2 = d[j + 8];
-    const float radius = std::sqrt(-2.0f * std::log(u1));
-    const float theta = float(2.0 * M_PI * double(u2));
-    d[j] = radius * std::cos(theta);
-    d[j + 8] = radius * std::sin(theta);
+    const float radius = std::sqrt(-2.0f * cephes_logf(u1));
+    float s, c;
+    cephes_sincosf(two_pi * u2, &s, &c);
+    d[j] = radius * c;
+    d[j + 8] = radius * s;
   }
 }
 
