@@ -289,6 +289,14 @@ describe('FluxPipeline usage', () => {
     assert.deepEqual(two.get('image_uint8')!.shape, [4, 16, 16, 3]);
   });
 
+  it('takes custom sigmas like diffusers (the default schedule given explicitly changes nothing)', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const a = await record(pipe, { ...shortRun, numInferenceSteps: 3 });
+    const b = await record(pipe, { ...shortRun, sigmas: [1, 2 / 3, 1 / 3] });
+    assert.deepEqual(b.get('sigmas')!.data, a.get('sigmas')!.data);
+    assert.deepEqual(b.get('image_uint8')!.data, a.get('image_uint8')!.data);
+  });
+
   it('encodePrompt and the component models work on their own', async () => {
     const pipe = await pipeline(join(fixtures, 'tiny-flux'));
     const c = goldenCases('manifest.json').find((g) => g.pipeline === 'tiny-flux' && g.name === 'cat')!;

@@ -474,13 +474,7 @@ export class FluxPipeline {
       traceHost('img_ids', imgIds, [seqLen, 3]);
 
       const scheduler = new FlowMatchEulerDiscreteScheduler(this.scheduler.config);
-      if (options.sigmas !== undefined) {
-        const { config } = scheduler;
-        const m = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len);
-        scheduler.setTimesteps(steps, { sigmas: options.sigmas, mu: seqLen * m + (config.base_shift - m * config.base_image_seq_len) });
-      } else {
-        fluxSchedule(scheduler, steps, seqLen);
-      }
+      fluxSchedule(scheduler, steps, seqLen, options.sigmas);
       traceHost('sigmas', scheduler.sigmas, [scheduler.sigmas.length]);
       traceHost('timesteps', scheduler.timesteps, [scheduler.timesteps.length]);
       const guidance = this.transformer.config.guidance_embeds ? new Array<number>(batch).fill(f32(guidanceScale)) : undefined;

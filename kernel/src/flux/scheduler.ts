@@ -122,18 +122,22 @@ export class FlowMatchEulerDiscreteScheduler {
   }
 }
 
-/** FluxPipeline's schedule for an image of `imageSeqLen` packed tokens: its sigmas and the dynamic shift mu. */
+/**
+ * FluxPipeline's schedule for an image of `imageSeqLen` packed tokens: the dynamic shift mu and its sigmas
+ * (default linspace(1, 1/steps, steps); custom `sigmas` as diffusers' `sigmas` argument).
+ */
 export function fluxSchedule(
   scheduler: FlowMatchEulerDiscreteScheduler,
   numInferenceSteps: number,
   imageSeqLen: number,
-): { mu: number; sigmas: Float64Array } {
+  customSigmas?: ArrayLike<number>,
+): { mu: number; sigmas: ArrayLike<number> } {
   if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1) {
     throw new Error(`numInferenceSteps must be a positive integer, got ${numInferenceSteps}`);
   }
   const { config } = scheduler;
   const mu = calculateShift(imageSeqLen, config.base_image_seq_len, config.max_image_seq_len, config.base_shift, config.max_shift);
-  const sigmas = linspace(1.0, 1 / numInferenceSteps, numInferenceSteps);
+  const sigmas = customSigmas ?? linspace(1.0, 1 / numInferenceSteps, numInferenceSteps);
   scheduler.setTimesteps(numInferenceSteps, { sigmas, mu });
   return { mu, sigmas };
 }
