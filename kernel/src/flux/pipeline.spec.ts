@@ -360,10 +360,10 @@ describe('FluxPipeline usage', () => {
     } finally {
       installDisplayHost(undefined);
     }
-    assert.ok(published.length >= 5);
+    assert.equal(published.length, 6);
     assert.equal(new Set(published.map((p) => p.id)).size, 1);
     assert.deepEqual(published.map((p) => p.update), [false, ...new Array(published.length - 1).fill(true)]);
-    assert.deepEqual(published.map((p) => String(p.data['text/plain']).replace(/ · .*/, '')), ['encoding prompt', 'step 1/3', 'step 2/3', 'step 3/3', 'decoding']);
+    assert.deepEqual(published.map((p) => String(p.data['text/plain']).replace(/ · .*/, '')), ['encoding prompt', 'step 1/3', 'step 2/3', 'step 3/3', 'decoding', 'done: 3 steps']);
     assert.match(String(published[2].data['text/html']), /<progress class="fluxlab-progress-bar" max="3" value="2">/);
   });
 

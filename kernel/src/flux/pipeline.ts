@@ -82,7 +82,7 @@ export interface EncodedPrompt {
 }
 
 export interface FluxProgress {
-  stage: 'encode' | 'denoise' | 'decode';
+  stage: 'encode' | 'denoise' | 'decode' | 'done';
   /** Steps done (denoise), of `steps`. */
   step: number;
   steps: number;
@@ -565,6 +565,7 @@ export class FluxPipeline {
         postprocessMs: clock.elapsedMs(afterDecode, afterPost),
       };
       scope.dispose();
+      progress({ stage: 'done', step: steps, steps });
       const stats = onDevice ? memory.stats(this.device) : undefined;
       const host = onDevice ? undefined : memory.hostStats();
       const usage: GenerationMemory = stats

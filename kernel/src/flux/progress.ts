@@ -11,6 +11,7 @@ class ProgressView {
     const seconds = `${(p.elapsedMs / 1000).toFixed(1)} s`;
     if (p.stage === 'encode') return `encoding prompt · ${seconds}`;
     if (p.stage === 'decode') return `decoding · ${seconds}`;
+    if (p.stage === 'done') return `done: ${p.steps} steps · ${seconds}`;
     return `step ${p.step}/${p.steps} · ${seconds}`;
   }
 
