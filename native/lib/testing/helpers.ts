@@ -206,3 +206,22 @@ export function erf(x: number): number {
   const erfc = Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + f);
   return Math.sign(x) * (1 - erfc);
 }
+
+/**
+ * GPU specs call this first: true when CUDA is usable. Otherwise the test is skipped with the reason printed,
+ * or fails when FLUXLAB_REQUIRE_GPU=1 (set on the GPU machine so that a broken driver cannot pass as a skip).
+ */
+let gpuSkipReported = false;
+
+export function gpuOrSkip(t: { skip(msg: string): void }): boolean {
+  // imported lazily so that helpers stay usable without the addon's CUDA parts
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { cuda } = require('../cuda') as typeof import('../cuda');
+  if (cuda.isAvailable()) return true;
+  const reason = `no usable GPU: ${cuda.unavailableReason()}`;
+  if (process.env.FLUXLAB_REQUIRE_GPU === '1') assert.fail(`FLUXLAB_REQUIRE_GPU=1 but ${reason}`);
+  if (!gpuSkipReported) console.log(`GPU tests skipped: ${reason}`);
+  gpuSkipReported = true;
+  t.skip(reason);
+  return false;
+}
