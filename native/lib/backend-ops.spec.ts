@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
+import { cuda } from './cuda';
 import { ops } from './ops';
 import { tidy } from './scope';
 import { Generator, NF4Tensor, Tensor } from './tensor';
@@ -137,6 +138,7 @@ describe('backend-ops: elementwise', () => {
       const src = pair([1000], 9, 'bfloat16');
       const host = src[1].to({ device: 'cpu', pinned: true, nonBlocking: true });
       assert.equal(host.pinned, true);
+      cuda.synchronize(); // the asynchronous copy must land before the host reads it
       const dst = Tensor.zeros([1000], { device: 'cuda', dtype: 'float32' });
       dst.copyFrom(host.to({ pinned: true }), { nonBlocking: true });
       check('copyFrom pinned host -> cuda (bf16->f32)', 'float32', src[0].to({ dtype: 'float32' }), dst, 0);
