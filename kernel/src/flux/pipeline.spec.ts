@@ -1,6 +1,6 @@
 // FluxPipeline through the API: every golden case of test/fixtures (float32 CPU within 1e-4, NF4 pre-quantized
 // and quantized on load within 1e-3), then loading variants and bad input.
-import { NF4Tensor, memory } from '@fluxlab/native';
+import { NF4Tensor, Tensor, memory, ops, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +10,7 @@ import { installDisplayHost, type MimeBundle } from '../runtime/display';
 import { KeyboardInterrupt, beginInterruptScope, requestInterrupt } from '../runtime/interrupt';
 import { dumpTensor, DumpedTensor } from './dump';
 import { GoldenCase, compareToGolden, fixturesDir, formatComparisons, goldenCases, relativeL2 } from './golden';
+import { unpackLatents } from './latents';
 import { decodePng } from './png';
 import { FluxPipeline, FluxPipelineLoadOptions, GenerateOptions } from './pipeline';
 import { SafetensorsFile, writeSafetensors } from './safetensors';
@@ -309,6 +310,27 @@ describe('FluxPipeline usage', () => {
     } finally {
       encoded.dispose();
     }
+  });
+
+  it('the transformer and the VAE reproduce the golden step and decode on their own', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const golden = SafetensorsFile.open(join(fixtures, 'tiny-flux-golden', 'cat.safetensors'));
+    const tensor = (name: string): Tensor => Tensor.fromArray(golden.readArray(name) as Float32Array, [...golden.get(name).shape]);
+    tidy(() => {
+      const rotary = pipe.transformer.posEmbed(golden.readArray('text_ids') as Float32Array, golden.readArray('img_ids') as Float32Array);
+      const noise = pipe.transformer.forward({
+        hiddenStates: tensor('step1.hidden_states'),
+        encoderHiddenStates: tensor('prompt_embeds'),
+        pooledProjections: tensor('pooled_prompt_embeds'),
+        timestep: golden.readArray('step1.timestep') as Float32Array,
+        guidance: golden.readArray('step1.guidance') as Float32Array,
+        rotary,
+      });
+      assert.ok(relativeL2(noise.toArray() as Float32Array, golden.readArray('step1.noise_pred') as Float32Array) < 1e-4);
+      const { scaling_factor: scale, shift_factor: shift } = pipe.vae.config;
+      const z = ops.affine(unpackLatents(tensor('latents_final'), 16, 16), 1 / scale, shift ?? 0);
+      assert.ok(relativeL2(pipe.vae.decode(z).toArray() as Float32Array, golden.readArray('image_decoded') as Float32Array) < 1e-4);
+    });
   });
 
   it('stops at the next step when aborted and frees what the run allocated', async () => {
