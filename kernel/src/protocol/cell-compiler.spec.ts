@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compileCell, SCOPE_SPECIFIER, type CompiledCell } from './cell-compiler.js';
+import vm = require('node:vm');
+import { CELL_ARGUMENTS_KEY, compileCell, SCOPE_SPECIFIER, type CompiledCell } from './cell-compiler.js';
 
 function compile(code: string, scope: string[] = []): CompiledCell {
   const result = compileCell(code, scope);
@@ -85,5 +86,82 @@ describe('compileCell', () => {
     assert.deepEqual(cell.cellPosition(line, column), { line: 3, column: 10 });
     const zLine = lines.findIndex((l) => l.includes('exports.z = 1'));
     assert.deepEqual(cell.cellPosition(zLine, lines[zLine].indexOf('exports.z') + 1), { line: 1, column: 30 }); // the `z` of `const z = 1`
+  });
+});
+
+describe('the direct path for plain JavaScript cells', () => {
+  function scope(): Record<string, unknown> {
+    return {
+      x: 2,
+      xs: [1, 2, 3],
+      obj: { a: { b: 5 } },
+      f(this: unknown) {
+        return this === undefined ? 'no this' : 'this';
+      },
+      tag: (strings: TemplateStringsArray, ...values: unknown[]) => `${strings.raw.join('|')}:${values.join(',')}`,
+    };
+  }
+
+  async function run(cell: CompiledCell, names: Record<string, unknown>): Promise<unknown> {
+    let result: unknown;
+    const helpers = { result: (v: unknown) => (result = v), tick: () => undefined, importDefault: (m: unknown) => m, importStar: (m: unknown) => m };
+    const cellRequire = (specifier: string): unknown => (specifier === SCOPE_SPECIFIER ? names : require(specifier));
+    (globalThis as Record<symbol, unknown>)[Symbol.for(CELL_ARGUMENTS_KEY)] = [names, cellRequire, { exports: names }, helpers];
+    await vm.runInThisContext(cell.script);
+    return result;
+  }
+
+  const cells = [
+    'x + 1',
+    'xs.length * x',
+    'f()',
+    'obj.a.b * x',
+    '({ x, y: x })',
+    '[x, ...xs]',
+    'x = 5; x',
+    'x++; x',
+    'x **= 3; x',
+    'typeof nothingHere',
+    'tag`a${x}b`',
+    'await Promise.resolve(x)',
+    '`${x}px`',
+    "x > 1 ? 'big' : 'small'",
+    'for (x of xs) {} x',
+    'while (x > 0) x--; x',
+    'outer: for (;;) { break outer }',
+    "switch (x) { case 2: xs.push('two'); break; default: xs.push('other') } xs",
+    "try { throw 1 } catch { xs.push('caught') } finally { xs.push('finally') } xs",
+    'if (x) { xs.push(x) } xs.length',
+    'delete obj.a; obj',
+    'x ?? 3',
+    'obj?.a?.b',
+    '{ a: x, [x]: xs }',
+    '[x, xs] = [xs, x]; x',
+  ];
+
+  for (const code of cells) {
+    it(`runs ${JSON.stringify(code)} as TypeScript's emit does`, async () => {
+      const names = Object.keys(scope());
+      const direct = compile(code, names);
+      assert.equal(direct.path, 'javascript');
+      const viaTypeScript = compileCell(code, names, { direct: false });
+      assert.ok(viaTypeScript.ok && viaTypeScript.cell.path === 'typescript');
+      const directScope = scope();
+      const typescriptScope = scope();
+      assert.deepEqual(await run(direct, directScope), await run(viaTypeScript.cell, typescriptScope));
+      assert.deepEqual(JSON.stringify(directScope), JSON.stringify(typescriptScope));
+    });
+  }
+
+  it('leaves declarations, functions, classes, TypeScript syntax and imports to TypeScript', () => {
+    for (const code of ['const y = 1', 'xs.map((v) => v)', 'x as number', 'f<number>()', "import('node:fs')", 'this', 'try {} catch (e) {}', 'for (const v of xs) {}', 'class A {}', "import 'x'"]) {
+      assert.equal(compile(code, ['x', 'xs', 'f']).path, 'typescript', code);
+    }
+  });
+
+  it('maps positions through its edits', () => {
+    const cell = compile('x +\n  missing.y', ['x']);
+    const lines = cell.script.split('\n');
+    assert.deepEqual(cell.cellPosition(2, lines[2].indexOf('missing') + 1), { line: 2, column: 3 });
   });
 });

@@ -11,6 +11,11 @@
 // - every loop body starts with an interrupt check (compiled cells stop at once when interrupted, even after
 //   an await, where vm's breakOnSigint no longer applies).
 // Source positions survive through the text edits (EditedText) and TypeScript's source map.
+//
+// TypeScript's emit builds a type checker for every cell (about a millisecond, and much garbage). Cells that
+// are plain JavaScript statements and expressions, declaring nothing (inspecting a value, calling a function,
+// awaiting a generation), take a direct path with the same output semantics: names from the scope become
+// `exports.name`, exactly the rewrite TypeScript would make, by text edits on the cell.
 import ts = require('typescript');
 import { LineIndex, SourceMapLookup } from './source-map.js';
 import { EditedText, type TextEdit } from './text-edits.js';
@@ -36,6 +41,8 @@ export interface CompiledCell {
   javascript: string;
   isAsync: boolean;
   hasResult: boolean;
+  /** 'javascript': compiled without TypeScript's emit (see above). */
+  path: 'typescript' | 'javascript';
   /** Value names the cell declares at top level; they join the notebook scope. */
   declaredNames: string[];
   /** Maps a 1-based (line, column) in `script` as V8 reports it (lineOffset -1) to the cell, 1-based. */
@@ -241,6 +248,126 @@ function loopInterruptChecks(context: ts.TransformationContext): ts.Transformer<
   return (sourceFile) => visit(sourceFile) as ts.SourceFile;
 }
 
+/** Node kinds of the direct path (besides tokens and identifiers): JavaScript that declares no binding. */
+const PLAIN_KINDS = new Set<ts.SyntaxKind>([
+  ts.SyntaxKind.SourceFile,
+  ts.SyntaxKind.ExpressionStatement,
+  ts.SyntaxKind.EmptyStatement,
+  ts.SyntaxKind.Block,
+  ts.SyntaxKind.IfStatement,
+  ts.SyntaxKind.WhileStatement,
+  ts.SyntaxKind.DoStatement,
+  ts.SyntaxKind.ForStatement,
+  ts.SyntaxKind.ForInStatement,
+  ts.SyntaxKind.ForOfStatement,
+  ts.SyntaxKind.BreakStatement,
+  ts.SyntaxKind.ContinueStatement,
+  ts.SyntaxKind.LabeledStatement,
+  ts.SyntaxKind.ThrowStatement,
+  ts.SyntaxKind.TryStatement,
+  ts.SyntaxKind.CatchClause,
+  ts.SyntaxKind.SwitchStatement,
+  ts.SyntaxKind.CaseBlock,
+  ts.SyntaxKind.CaseClause,
+  ts.SyntaxKind.DefaultClause,
+  ts.SyntaxKind.NumericLiteral,
+  ts.SyntaxKind.BigIntLiteral,
+  ts.SyntaxKind.StringLiteral,
+  ts.SyntaxKind.RegularExpressionLiteral,
+  ts.SyntaxKind.NoSubstitutionTemplateLiteral,
+  ts.SyntaxKind.TemplateExpression,
+  ts.SyntaxKind.TemplateHead,
+  ts.SyntaxKind.TemplateMiddle,
+  ts.SyntaxKind.TemplateTail,
+  ts.SyntaxKind.TemplateSpan,
+  ts.SyntaxKind.TaggedTemplateExpression,
+  ts.SyntaxKind.ArrayLiteralExpression,
+  ts.SyntaxKind.ObjectLiteralExpression,
+  ts.SyntaxKind.PropertyAssignment,
+  ts.SyntaxKind.ShorthandPropertyAssignment,
+  ts.SyntaxKind.SpreadAssignment,
+  ts.SyntaxKind.ComputedPropertyName,
+  ts.SyntaxKind.PropertyAccessExpression,
+  ts.SyntaxKind.ElementAccessExpression,
+  ts.SyntaxKind.CallExpression,
+  ts.SyntaxKind.NewExpression,
+  ts.SyntaxKind.ParenthesizedExpression,
+  ts.SyntaxKind.PrefixUnaryExpression,
+  ts.SyntaxKind.PostfixUnaryExpression,
+  ts.SyntaxKind.BinaryExpression,
+  ts.SyntaxKind.ConditionalExpression,
+  ts.SyntaxKind.SpreadElement,
+  ts.SyntaxKind.OmittedExpression,
+  ts.SyntaxKind.AwaitExpression,
+  ts.SyntaxKind.TypeOfExpression,
+  ts.SyntaxKind.VoidExpression,
+  ts.SyntaxKind.DeleteExpression,
+]);
+
+/**
+ * The text edits of the direct path, or undefined when the cell needs TypeScript's emit: it declares
+ * something, imports or exports, uses TypeScript syntax, functions, classes, `this` or dynamic import().
+ */
+function plainJavaScriptEdits(sourceFile: ts.SourceFile, scopeNames: ReadonlySet<string>): TextEdit[] | undefined {
+  const edits: TextEdit[] = [];
+  const isPlain = (node: ts.Node): boolean => {
+    if (ts.isIdentifier(node)) return true;
+    if (node.kind === ts.SyntaxKind.ThisKeyword || node.kind === ts.SyntaxKind.PrivateIdentifier) return false;
+    if (node.kind <= ts.SyntaxKind.LastToken) return true;
+    if (!PLAIN_KINDS.has(node.kind)) return false;
+    if ((ts.isCallExpression(node) || ts.isNewExpression(node) || ts.isTaggedTemplateExpression(node)) && node.typeArguments !== undefined) return false;
+    if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) return false;
+    if (ts.isCatchClause(node) && node.variableDeclaration !== undefined) return false;
+    if (ts.isShorthandPropertyAssignment(node) && node.objectAssignmentInitializer !== undefined) return false;
+    if ((ts.isForStatement(node) && node.initializer !== undefined && ts.isVariableDeclarationList(node.initializer)) ||
+      ((ts.isForInStatement(node) || ts.isForOfStatement(node)) && ts.isVariableDeclarationList(node.initializer))) {
+      return false;
+    }
+    return ts.forEachChild(node, (child) => (isPlain(child) ? undefined : true)) !== true;
+  };
+  if (!isPlain(sourceFile)) return undefined;
+
+  const reference = (name: ts.Identifier, form: 'value' | 'shorthand' | 'callee'): void => {
+    if (!scopeNames.has(name.text)) return;
+    const start = name.getStart(sourceFile);
+    // A callee keeps `this` undefined, as TypeScript's `(0, scope.f)(…)` does.
+    const text = { value: `exports.${name.text}`, shorthand: `${name.text}: exports.${name.text}`, callee: `(0, exports.${name.text})` }[form];
+    edits.push({ start, end: name.end, text });
+  };
+  const tick = `${HELPERS}.tick();`;
+  const visit = (node: ts.Node): void => {
+    if (ts.isIdentifier(node)) return reference(node, 'value');
+    if (ts.isShorthandPropertyAssignment(node)) return reference(node.name, 'shorthand');
+    if ((ts.isCallExpression(node) || ts.isTaggedTemplateExpression(node)) && ts.isIdentifier(ts.isCallExpression(node) ? node.expression : node.tag)) {
+      reference((ts.isCallExpression(node) ? node.expression : node.tag) as ts.Identifier, 'callee');
+      if (ts.isCallExpression(node)) node.arguments.forEach(visit);
+      else visit(node.template);
+      return;
+    }
+    if (ts.isPropertyAccessExpression(node)) return visit(node.expression);
+    if (ts.isPropertyAssignment(node)) {
+      if (ts.isComputedPropertyName(node.name)) visit(node.name);
+      return visit(node.initializer);
+    }
+    if (ts.isLabeledStatement(node)) return visit(node.statement);
+    if (ts.isBreakOrContinueStatement(node)) return;
+    if (ts.isIterationStatement(node, false)) {
+      // The check maps to the loop statement, as on the TypeScript path.
+      const origin = node.getStart(sourceFile);
+      const body = node.statement;
+      const at = body.getStart(sourceFile);
+      if (ts.isBlock(body)) edits.push({ start: at + 1, end: at + 1, text: ` ${tick}`, origin });
+      else {
+        edits.push({ start: at, end: at, text: `{ ${tick} `, origin });
+        edits.push({ start: body.end, end: body.end, text: ' }' });
+      }
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sourceFile);
+  return edits;
+}
+
 function toDiagnostics(diagnostics: readonly ts.Diagnostic[], toOriginal: (offset: number) => number, original: string): CompileDiagnostic[] {
   const index = new LineIndex(original);
   return diagnostics.map((diagnostic) => {
@@ -253,11 +380,19 @@ function toDiagnostics(diagnostics: readonly ts.Diagnostic[], toOriginal: (offse
   });
 }
 
+/** The function the kernel runs; V8 numbers its lines from the wrapper's (lineOffset -1), so lines match. */
+function wrapScript(javascript: string, isAsync: boolean): string {
+  return (
+    `(${isAsync ? 'async ' : ''}function (exports, require, module, ${HELPERS}) {\n` +
+    `${javascript}\n}).apply(globalThis, globalThis[Symbol.for('${CELL_ARGUMENTS_KEY}')]);`
+  );
+}
+
 /**
  * Compiles one cell. `scopeNames` are the names earlier cells declared; those this cell does not redeclare
- * are imported from the scope.
+ * are imported from the scope. `direct: false` forces TypeScript's emit (the specs compare both paths).
  */
-export function compileCell(code: string, scopeNames: Iterable<string>): CompileResult {
+export function compileCell(code: string, scopeNames: Iterable<string>, options: { direct?: boolean } = {}): CompileResult {
   const objectLiteral = objectLiteralCell(code);
   const source = objectLiteral ?? code;
   const sourceToCell = (offset: number): number => (objectLiteral === undefined ? offset : Math.min(Math.max(offset - 1, 0), code.length));
@@ -267,6 +402,31 @@ export function compileCell(code: string, scopeNames: Iterable<string>): Compile
   if (syntaxErrors.length > 0) return { ok: false, diagnostics: toDiagnostics(syntaxErrors, sourceToCell, code) };
 
   const analysis = analyse(sourceFile);
+  const isAsync = hasTopLevelAwait(sourceFile);
+  const plain = options.direct !== false && analysis.declaredNames.length === 0 ? plainJavaScriptEdits(sourceFile, new Set(scopeNames)) : undefined;
+  if (plain !== undefined) {
+    // The result capture edits of analyse() apply too; "use strict" as TypeScript's alwaysStrict emits it.
+    const edited = new EditedText(source, [{ start: 0, end: 0, text: '"use strict"; ' }, ...plain, ...analysis.edits]);
+    const editedIndex = new LineIndex(edited.text);
+    const lineCount = edited.text.split('\n').length;
+    const cellIndex = new LineIndex(code);
+    return {
+      ok: true,
+      cell: {
+        script: wrapScript(edited.text, isAsync),
+        javascript: edited.text,
+        isAsync,
+        hasResult: analysis.hasResult,
+        path: 'javascript',
+        declaredNames: [],
+        cellPosition(line, column) {
+          if (line < 1 || line > lineCount) return undefined; // the wrapper's lines
+          const position = cellIndex.position(sourceToCell(edited.toOriginal(editedIndex.offset(line - 1, column - 1))));
+          return { line: position.line + 1, column: position.column + 1 };
+        },
+      },
+    };
+  }
   const declared = new Set(analysis.declaredNames);
   const imported = [...scopeNames].filter((name) => !declared.has(name));
   // First, on line 1 (imports are hoisted), so no line moves; only columns on line 1 shift, and the edit map
@@ -288,10 +448,7 @@ export function compileCell(code: string, scopeNames: Iterable<string>): Compile
   }
 
   const javascript = output.outputText.replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
-  const isAsync = hasTopLevelAwait(sourceFile);
-  const script =
-    `(${isAsync ? 'async ' : ''}function (exports, require, module, ${HELPERS}) {\n` +
-    `${javascript}\n}).apply(globalThis, globalThis[Symbol.for('${CELL_ARGUMENTS_KEY}')]);`;
+  const script = wrapScript(javascript, isAsync);
 
   const sourceMap = new SourceMapLookup((JSON.parse(output.sourceMapText ?? '{"mappings":""}') as { mappings: string }).mappings);
   const editedIndex = new LineIndex(edited.text);
@@ -303,6 +460,7 @@ export function compileCell(code: string, scopeNames: Iterable<string>): Compile
       javascript,
       isAsync,
       hasResult: analysis.hasResult,
+      path: 'typescript',
       declaredNames: analysis.declaredNames,
       cellPosition(line, column) {
         const mapped = sourceMap.original(line - 1, column - 1);

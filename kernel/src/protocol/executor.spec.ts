@@ -76,6 +76,14 @@ describe('CellExecutor', () => {
     assert.equal((globalThis as Record<string, unknown>).ranSyntax, undefined);
   });
 
+  it('re-runs a remembered compilation only while the names it uses mean the same', async () => {
+    (globalThis as Record<string, unknown>).shadowed = () => 'global';
+    assert.equal(await value('shadowed()'), 'global');
+    await value("function shadowed() { return 'notebook' }");
+    assert.equal(await value('shadowed()'), 'notebook');
+    delete (globalThis as Record<string, unknown>).shadowed;
+  });
+
   it('evaluates user expressions without persisting anything', async () => {
     await value('const base = 20');
     const outcome = await executor.evaluate('base + 1');

@@ -15,7 +15,7 @@ import {
   KeyboardInterrupt,
   requestInterrupt,
 } from '../runtime/interrupt.js';
-import { CELL_ARGUMENTS_KEY, compileCell, type CompileDiagnostic, type CompiledCell } from './cell-compiler.js';
+import { CELL_ARGUMENTS_KEY, compileCell, type CompileDiagnostic, type CompiledCell, type CompileResult } from './cell-compiler.js';
 import { createCellRequire, importDefault, importStar, type CellRequire } from './cell-modules.js';
 import { PHASE_IDLE, PHASE_SYNC_RUN, SLOT_PHASE, SLOT_RUN } from './shared-state.js';
 
@@ -51,6 +51,8 @@ const CELL_FILE_LINE = /fluxlab-cell-(\d+)\.ts:(\d+)/;
 const KERNEL_DIR = dirname(__dirname);
 const KERNEL_INTERNALS = [join(KERNEL_DIR, 'protocol') + sep, join(KERNEL_DIR, 'runtime') + sep];
 const MAPPINGS_KEPT = 1000;
+const COMPILED_KEPT = 500;
+const IDENTIFIER_TOKENS = /[\p{ID_Start}$_][\p{ID_Continue}$\u200c\u200d]*/gu;
 const WRAPPER_FRAME = '\u0000wrapper';
 
 function isErrorLike(value: unknown): value is { name?: unknown; message?: unknown; stack?: unknown; cause?: unknown } {
@@ -75,6 +77,7 @@ export class CellExecutor {
   readonly require: CellRequire;
   private readonly scopeNames = new Set<string>();
   private readonly mappings = new Map<number, { cell: CompiledCell; label: string }>();
+  private readonly compiled = new Map<string, CompileResult>();
   private nextCellId = 1;
 
   constructor(private readonly options: ExecutorOptions) {
@@ -100,8 +103,25 @@ export class CellExecutor {
     return this.run(`(${expression}\n)`, 'expression', false);
   }
 
+  /**
+   * compileCell, remembered for re-runs (the usual notebook workflow): TypeScript's emit builds a type checker
+   * per cell, a millisecond or more. The output depends on the code and on which names it uses are in scope,
+   * so those are the key.
+   */
+  private compile(code: string): CompileResult {
+    const used = new Set(code.match(IDENTIFIER_TOKENS) ?? []);
+    const key = `${code}\u0000${[...this.scopeNames].filter((name) => used.has(name)).sort().join(',')}`;
+    let compiled = this.compiled.get(key);
+    if (compiled === undefined) {
+      compiled = compileCell(code, this.scopeNames);
+      if (this.compiled.size >= COMPILED_KEPT) this.compiled.delete(this.compiled.keys().next().value as string);
+    } else this.compiled.delete(key); // re-inserted below: least recently used goes first
+    this.compiled.set(key, compiled);
+    return compiled;
+  }
+
   private async run(code: string, label: string, persist: boolean): Promise<ExecutionOutcome> {
-    const compiled = compileCell(code, this.scopeNames);
+    const compiled = this.compile(code);
     if (!compiled.ok) return this.syntaxError(compiled.diagnostics, code, label);
     const cell = compiled.cell;
     if (!persist && (cell.isAsync || cell.declaredNames.length > 0)) {

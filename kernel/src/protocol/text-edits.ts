@@ -6,6 +6,8 @@ export interface TextEdit {
   start: number;
   end: number;
   text: string;
+  /** Where the new text maps to in the original (default: `start`). */
+  origin?: number;
 }
 
 interface Piece {
@@ -45,7 +47,7 @@ export class EditedText {
       }
       copy(edit.start);
       chunks.push(edit.text);
-      this.pieces.push({ editedStart: editedAt, originalStart: edit.start, length: edit.text.length, copied: false });
+      this.pieces.push({ editedStart: editedAt, originalStart: edit.origin ?? edit.start, length: edit.text.length, copied: false });
       editedAt += edit.text.length;
       originalAt = edit.end;
     }
