@@ -1,7 +1,8 @@
 // nbformat 4 notebooks: reading, and turning a cell's iopub messages into its saved outputs the way Jupyter
 // frontends do (consecutive stream text merged, clear_output with and without wait, update_display_data
 // replacing every output with that display id, in any cell).
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { JsonObject, RoutedMessage } from './wire.js';
 
 export interface NotebookCell {
@@ -34,6 +35,7 @@ export function readNotebook(path: string): Notebook {
 
 /** As Jupyter writes notebooks: one-space indent, trailing newline. */
 export function writeNotebook(path: string, notebook: Notebook): void {
+  mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, `${JSON.stringify(notebook, null, 1)}\n`);
 }
 
