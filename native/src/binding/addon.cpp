@@ -6,6 +6,7 @@
 namespace fl::js {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData);
   register_tensor_functions(env, exports);
   register_op_functions(env, exports);
   register_cuda_functions(env, exports);

@@ -31,7 +31,6 @@ int64_t g_next_stream_id = 1;
 
 class NativeStream : public Napi::ObjectWrap<NativeStream> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Function define(Napi::Env env) {
     Napi::Function cls = DefineClass(env, "NativeStream",
                                      {
@@ -43,11 +42,11 @@ class NativeStream : public Napi::ObjectWrap<NativeStream> {
                                          InstanceMethod<&NativeStream::wait_event>("waitEvent"),
                                          InstanceMethod<&NativeStream::dispose>("dispose"),
                                      });
-    ctor = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).stream = Napi::Persistent(cls);
     return cls;
   }
-  static Napi::Object make(int device, void* stream, bool owned) {
-    Napi::Object o = ctor->New({});
+  static Napi::Object make(Napi::Env env, int device, void* stream, bool owned) {
+    Napi::Object o = addon_data(env).stream.New({});
     NativeStream* s = Unwrap(o);
     s->device_ = device;
     s->stream_ = stream;
@@ -55,7 +54,9 @@ class NativeStream : public Napi::ObjectWrap<NativeStream> {
     return o;
   }
   static NativeStream* from(const Napi::Value& v, const char* what) {
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor->Value())) fail(cat(what, ": expected a stream"));
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(v.Env()).stream.Value())) {
+      fail(cat(what, ": expected a stream"));
+    }
     NativeStream* s = Unwrap(v.As<Napi::Object>());
     if (s->disposed_) fail(cat(what, ": the stream was disposed"), kErrDisposed);
     return s;
@@ -103,11 +104,9 @@ class NativeStream : public Napi::ObjectWrap<NativeStream> {
     return info.Env().Undefined();
   }
 };
-Napi::FunctionReference* NativeStream::ctor = nullptr;
 
 class NativeEvent : public Napi::ObjectWrap<NativeEvent> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Function define(Napi::Env env) {
     Napi::Function cls = DefineClass(env, "NativeEvent",
                                      {
@@ -119,11 +118,13 @@ class NativeEvent : public Napi::ObjectWrap<NativeEvent> {
                                          InstanceMethod<&NativeEvent::elapsed>("elapsedMs"),
                                          InstanceMethod<&NativeEvent::dispose>("dispose"),
                                      });
-    ctor = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).event = Napi::Persistent(cls);
     return cls;
   }
   static NativeEvent* from(const Napi::Value& v, const char* what) {
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor->Value())) fail(cat(what, ": expected an event"));
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(addon_data(v.Env()).event.Value())) {
+      fail(cat(what, ": expected an event"));
+    }
     NativeEvent* e = Unwrap(v.As<Napi::Object>());
     if (!e->event_) fail(cat(what, ": the event was disposed"), kErrDisposed);
     return e;
@@ -175,7 +176,6 @@ class NativeEvent : public Napi::ObjectWrap<NativeEvent> {
     return info.Env().Undefined();
   }
 };
-Napi::FunctionReference* NativeEvent::ctor = nullptr;
 
 Napi::Value NativeStream::wait_event(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
@@ -190,16 +190,16 @@ Napi::Value stream_create_js(const Napi::CallbackInfo& info) {
   int dev = device_index(info[0], "new Stream");
   void* s = gpu::stream_create(dev, int(int_arg(info[1], "new Stream")));
   stream_ids()[s] = g_next_stream_id++;
-  return NativeStream::make(dev, s, true);
+  return NativeStream::make(info.Env(), dev, s, true);
 }
 
 Napi::Value default_stream_js(const Napi::CallbackInfo& info) {
-  return NativeStream::make(device_index(info[0], "cuda.defaultStream"), nullptr, false);
+  return NativeStream::make(info.Env(), device_index(info[0], "cuda.defaultStream"), nullptr, false);
 }
 
 Napi::Value current_stream_js(const Napi::CallbackInfo& info) {
   int dev = device_index(info[0], "cuda.currentStream");
-  return NativeStream::make(dev, gpu::current_stream(dev), false);
+  return NativeStream::make(info.Env(), dev, gpu::current_stream(dev), false);
 }
 
 Napi::Value set_current_stream_js(const Napi::CallbackInfo& info) {
@@ -213,7 +213,7 @@ Napi::Value set_current_stream_js(const Napi::CallbackInfo& info) {
 Napi::Value event_create_js(const Napi::CallbackInfo& info) {
   int dev = device_index(info[0], "new Event");
   void* e = gpu::event_create(dev, bool_arg(info[1], "new Event"));
-  Napi::Object o = NativeEvent::ctor->New({});
+  Napi::Object o = addon_data(info.Env()).event.New({});
   NativeEvent* ev = NativeEvent::Unwrap(o);
   ev->device_ = dev;
   ev->event_ = e;
@@ -343,7 +343,6 @@ void free_block(PinnedBlock* b) {
 
 class NativePinned : public Napi::ObjectWrap<NativePinned> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Function define(Napi::Env env) {
     Napi::Function cls = DefineClass(env, "NativePinned",
                                      {
@@ -353,7 +352,7 @@ class NativePinned : public Napi::ObjectWrap<NativePinned> {
                                          InstanceAccessor<&NativePinned::disposed>("disposed"),
                                          InstanceMethod<&NativePinned::dispose>("dispose"),
                                      });
-    ctor = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).pinned = Napi::Persistent(cls);
     return cls;
   }
   explicit NativePinned(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativePinned>(info) {}
@@ -403,12 +402,11 @@ class NativePinned : public Napi::ObjectWrap<NativePinned> {
   Napi::Reference<Napi::ArrayBuffer> buffer_;
   bool disposed_ = false;
 };
-Napi::FunctionReference* NativePinned::ctor = nullptr;
 
 Napi::Value pinned_alloc_js(const Napi::CallbackInfo& info) {
   double bytes = number_arg(info[0], "pinned");
   FL_CHECK(bytes >= 0 && bytes == double(int64_t(bytes)), "pinned: invalid size ", bytes);
-  Napi::Object o = NativePinned::ctor->New({});
+  Napi::Object o = addon_data(info.Env()).pinned.New({});
   NativePinned::Unwrap(o)->init(info.Env(), size_t(bytes));
   return o;
 }
@@ -417,14 +415,13 @@ Napi::Value pinned_alloc_js(const Napi::CallbackInfo& info) {
 
 class NativeGenerator : public Napi::ObjectWrap<NativeGenerator> {
  public:
-  static Napi::FunctionReference* ctor;
   static Napi::Function define(Napi::Env env) {
     Napi::Function cls = DefineClass(env, "NativeGenerator",
                                      {
                                          InstanceMethod<&NativeGenerator::manual_seed>("manualSeed"),
                                          InstanceAccessor<&NativeGenerator::seed>("seed"),
                                      });
-    ctor = new Napi::FunctionReference(Napi::Persistent(cls));
+    addon_data(env).generator = Napi::Persistent(cls);
     return cls;
   }
   explicit NativeGenerator(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeGenerator>(info) {}
@@ -450,16 +447,15 @@ class NativeGenerator : public Napi::ObjectWrap<NativeGenerator> {
   }
   Napi::Value seed(const Napi::CallbackInfo& info) { return Napi::BigInt::New(info.Env(), mt.seed); }
 };
-Napi::FunctionReference* NativeGenerator::ctor = nullptr;
 
 Napi::Value generator_create_js(const Napi::CallbackInfo& info) {
-  Napi::Object o = NativeGenerator::ctor->New({});
+  Napi::Object o = addon_data(info.Env()).generator.New({});
   NativeGenerator::Unwrap(o)->mt.seed_with(NativeGenerator::seed_arg(info[0]));
   return o;
 }
 
 Napi::Value randn_js(const Napi::CallbackInfo& info) {
-  if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(NativeGenerator::ctor->Value())) {
+  if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(addon_data(info.Env()).generator.Value())) {
     fail("Tensor.randn: expected a Generator");
   }
   NativeGenerator* g = NativeGenerator::Unwrap(info[0].As<Napi::Object>());

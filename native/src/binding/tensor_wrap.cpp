@@ -9,7 +9,6 @@ namespace fl::js {
 
 namespace {
 
-Napi::FunctionReference* g_ctor = nullptr;
 thread_local std::optional<Tensor> g_pending;
 
 }  // namespace
@@ -26,18 +25,20 @@ Napi::Function NativeTensor::define(Napi::Env env) {
                                        InstanceAccessor<&NativeTensor::storage_id>("storageId"),
                                        InstanceMethod<&NativeTensor::dispose>("dispose"),
                                    });
-  g_ctor = new Napi::FunctionReference(Napi::Persistent(cls));
+  addon_data(env).tensor = Napi::Persistent(cls);
   return cls;
 }
 
-Napi::Object NativeTensor::wrap(Napi::Env, Tensor t) {
+Napi::Object NativeTensor::wrap(Napi::Env env, Tensor t) {
   g_pending = std::move(t);
-  Napi::Object obj = g_ctor->New({});
+  Napi::Object obj = addon_data(env).tensor.New({});
   g_pending.reset();
   return obj;
 }
 
-bool NativeTensor::is(const Napi::Value& v) { return v.IsObject() && v.As<Napi::Object>().InstanceOf(g_ctor->Value()); }
+bool NativeTensor::is(const Napi::Value& v) {
+  return v.IsObject() && v.As<Napi::Object>().InstanceOf(addon_data(v.Env()).tensor.Value());
+}
 
 NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {
   if (!g_pending) {

@@ -37,6 +37,12 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&] { return F(info); });
 }
 
+// Constructors of the addon's classes, per Node environment (the main thread and each worker get their own).
+struct AddonData {
+  Napi::FunctionReference tensor, stream, event, pinned, generator;
+};
+inline AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
 class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
  public:
   static Napi::Function define(Napi::Env env);
