@@ -222,7 +222,6 @@ export function binding(): Binding {
   if (!existsSync(path)) {
     throw new Error(`fluxlab native addon not found at ${path}: run \`npm run build -w native\` (or npm run build)`);
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   loaded = require(path) as Binding;
   return loaded;
 }

@@ -77,7 +77,7 @@ function hostData(data: ArrayLike<number> | TypedArray, target: DenseDType): { v
   if (data instanceof Uint32Array) {
     return target === 'int64'
       ? { view: BigInt64Array.from(data, (v) => BigInt(v)), stored: 'int64' }
-      : { view: Float64ToFloat32(data), stored: 'float32' };
+      : { view: toFloat32Array(data), stored: 'float32' };
   }
   // Float64Array and plain arrays
   if (target === 'int32') return { view: Int32Array.from(data as ArrayLike<number>), stored: 'int32' };
@@ -85,10 +85,10 @@ function hostData(data: ArrayLike<number> | TypedArray, target: DenseDType): { v
     return { view: BigInt64Array.from(data as ArrayLike<number>, (v) => BigInt(Math.trunc(v))), stored: 'int64' };
   }
   if (target === 'uint8') return { view: Uint8Array.from(data as ArrayLike<number>), stored: 'uint8' };
-  return { view: Float64ToFloat32(data as ArrayLike<number>), stored: 'float32' };
+  return { view: toFloat32Array(data as ArrayLike<number>), stored: 'float32' };
 }
 
-function Float64ToFloat32(data: ArrayLike<number>): Float32Array {
+function toFloat32Array(data: ArrayLike<number>): Float32Array {
   return Float32Array.from(data);
 }
 

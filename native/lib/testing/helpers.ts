@@ -215,7 +215,6 @@ let gpuSkipReported = false;
 
 export function gpuOrSkip(t: { skip(msg: string): void }): boolean {
   // imported lazily so that helpers stay usable without the addon's CUDA parts
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { cuda } = require('../cuda') as typeof import('../cuda');
   if (cuda.isAvailable()) return true;
   const reason = `no usable GPU: ${cuda.unavailableReason()}`;

@@ -33,11 +33,6 @@ Micro micro() {
   return m;
 }
 
-// Row `i`, columns [j0, j0+n) of a dense operand, as floats.
-inline float load_elem(const Operand& op, int64_t i, int64_t j) {
-  return load_float(op.ptr, op.dtype, i * op.rs + j * op.cs);
-}
-
 // NF4 weight W[n][k] decoded; absmax per block precomputed into `absmax`.
 inline float nf4_elem(const NF4View& v, const float* absmax, int64_t n, int64_t k) {
   int64_t e = n * v.cols + k;
@@ -47,19 +42,14 @@ inline float nf4_elem(const NF4View& v, const float* absmax, int64_t n, int64_t 
 }
 
 // Packs A rows [i0, i0+mc) x cols [k0, k0+kc) into panels of MR rows: dst[(p*kc + k)*MR + r].
-void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
+template <class T>
+void pack_a_typed(const Operand& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
   for (int64_t p = 0; p < mc; p += MR) {
     float* panel = dst + p * kc;
-    int64_t rows = std::min(MR, mc - p);
-    if (A.dtype == DType::F32 && A.cs == 1) {
-      for (int64_t r = 0; r < rows; r++) {
-        const float* src = static_cast<const float*>(A.ptr) + (i0 + p + r) * A.rs + k0;
-        for (int64_t k = 0; k < kc; k++) panel[k * MR + r] = src[k];
-      }
-    } else {
-      for (int64_t r = 0; r < rows; r++) {
-        for (int64_t k = 0; k < kc; k++) panel[k * MR + r] = load_elem(A, i0 + p + r, k0 + k);
-      }
+    const int64_t rows = std::min(MR, mc - p);
+    for (int64_t r = 0; r < rows; r++) {
+      const int64_t base = (i0 + p + r) * A.rs + k0 * A.cs;
+      for (int64_t k = 0; k < kc; k++) panel[k * MR + r] = to_f(static_cast<const T*>(A.ptr)[base + k * A.cs]);
     }
     for (int64_t r = rows; r < MR; r++) {
       for (int64_t k = 0; k < kc; k++) panel[k * MR + r] = 0.f;
@@ -67,30 +57,55 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, fl
   }
 }
 
-// Packs B rows [k0, k0+kc) x cols [j0, j0+nc) into panels of NR columns: dst[(q*kc + k)*NR + c].
-void pack_b(const Operand& B, const float* nf4_absmax, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* dst) {
+  FL_FLOAT_SWITCH(A.dtype, "gemm", T, pack_a_typed<T>(A, i0, mc, k0, kc, dst));
+}
+
+template <class T>
+inline float elem(const void* p, int64_t i) {
+  return to_f(static_cast<const T*>(p)[i]);
+}
+
+// Packs B rows [k0, k0+kc) x cols [j0, j0+nc) into panels of NR columns: dst[(q*kc + k)*NR + c]. The dtype is
+// resolved once per call so the copy loops stay tight.
+template <class T>
+void pack_b_typed(const Operand& B, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
   for (int64_t q = 0; q < nc; q += NR) {
     float* panel = dst + q * kc;
-    int64_t cols = std::min(NR, nc - q);
-    if (B.nf4) {
-      for (int64_t c = 0; c < cols; c++) {
-        for (int64_t k = 0; k < kc; k++) panel[k * NR + c] = nf4_elem(*B.nf4, nf4_absmax, j0 + q + c, k0 + k);
-      }
-    } else if (B.cs == 1) {
+    const int64_t cols = std::min(NR, nc - q);
+    if (B.cs == 1) {  // rows of B contiguous (matmul's [K,N], im2col columns)
       for (int64_t k = 0; k < kc; k++) {
-        for (int64_t c = 0; c < cols; c++) panel[k * NR + c] = load_elem(B, k0 + k, j0 + q + c);
+        const int64_t base = (k0 + k) * B.rs + j0 + q;
+        for (int64_t c = 0; c < cols; c++) panel[k * NR + c] = elem<T>(B.ptr, base + c);
+        for (int64_t c = cols; c < NR; c++) panel[k * NR + c] = 0.f;
       }
-    } else {
+    } else {  // columns contiguous (linear's weight [N,K] read transposed)
       for (int64_t c = 0; c < cols; c++) {
-        for (int64_t k = 0; k < kc; k++) panel[k * NR + c] = load_elem(B, k0 + k, j0 + q + c);
+        const int64_t base = k0 * B.rs + (j0 + q + c) * B.cs;
+        for (int64_t k = 0; k < kc; k++) panel[k * NR + c] = elem<T>(B.ptr, base + k * B.rs);
       }
-    }
-    if (cols < NR) {
-      for (int64_t k = 0; k < kc; k++) {
+      for (int64_t k = 0; k < kc && cols < NR; k++) {
         for (int64_t c = cols; c < NR; c++) panel[k * NR + c] = 0.f;
       }
     }
   }
+}
+
+void pack_b(const Operand& B, const float* nf4_absmax, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  if (B.nf4) {
+    for (int64_t q = 0; q < nc; q += NR) {
+      float* panel = dst + q * kc;
+      const int64_t cols = std::min(NR, nc - q);
+      for (int64_t c = 0; c < cols; c++) {
+        for (int64_t k = 0; k < kc; k++) panel[k * NR + c] = nf4_elem(*B.nf4, nf4_absmax, j0 + q + c, k0 + k);
+      }
+      for (int64_t k = 0; k < kc && cols < NR; k++) {
+        for (int64_t c = cols; c < NR; c++) panel[k * NR + c] = 0.f;
+      }
+    }
+    return;
+  }
+  FL_FLOAT_SWITCH(B.dtype, "gemm", T, pack_b_typed<T>(B, k0, kc, j0, nc, dst));
 }
 
 void gemm_tile(int64_t i0, int64_t mc, int64_t j0, int64_t nc, int64_t K, const Operand& A, const Operand& B,

@@ -62,6 +62,36 @@ bool mask_keeps(const Tensor& m, int64_t i) {
   }
 }
 
+// Columns [p0, p0+pc) of the im2col matrix of one image: row k = (ci, ky, kx), column p = output pixel.
+template <class T>
+void im2col(const T* x, int64_t Cin, int64_t H, int64_t W, int64_t KH, int64_t KW, int64_t OW, int64_t stride,
+            int64_t padding, int64_t p0, int64_t pc, float* col) {
+  const int64_t K = Cin * KH * KW;
+  parallel_for(0, K, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t kk = k0; kk < k1; kk++) {
+      const int64_t ci = kk / (KH * KW), ky = (kk / KW) % KH, kx = kk % KW;
+      const T* plane = x + ci * H * W;
+      float* dst = col + kk * pc;
+      int64_t p = 0;
+      while (p < pc) {
+        const int64_t oy = (p0 + p) / OW, ox0 = (p0 + p) % OW;
+        const int64_t run = std::min(pc - p, OW - ox0);  // the rest of this output row
+        const int64_t iy = oy * stride - padding + ky;
+        if (iy < 0 || iy >= H) {
+          for (int64_t i = 0; i < run; i++) dst[p + i] = 0.f;
+        } else {
+          const T* row = plane + iy * W;
+          for (int64_t i = 0; i < run; i++) {
+            const int64_t ix = (ox0 + i) * stride - padding + kx;
+            dst[p + i] = (ix >= 0 && ix < W) ? to_f(row[ix]) : 0.f;
+          }
+        }
+        p += run;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void linear(const Tensor& x, const Operand& w, int64_t N, int64_t K, const Tensor* bias, Tensor& out) {
@@ -175,8 +205,8 @@ void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, i
   Operand A{w.data(), w.dtype, K, 1, nullptr};
   const size_t ex = dtype_size(x.dtype);
   const bool pointwise = KH == 1 && KW == 1 && stride == 1 && padding == 0;
-  // im2col in chunks of output pixels so the column buffer stays near 64 MiB
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(P, (int64_t(16) << 20) / std::max<int64_t>(K, 1)));
+  // im2col in chunks of output pixels so the column buffer (≤ 8 MiB) stays in cache for the GEMM that reads it
+  const int64_t chunk = std::max<int64_t>(16, std::min<int64_t>(P, (int64_t(2) << 20) / std::max<int64_t>(K, 1)));
   std::vector<float> col;
   for (int64_t bi = 0; bi < B; bi++) {
     const char* xb = static_cast<const char*>(x.data()) + size_t(bi * Cin * H * W) * ex;
@@ -188,17 +218,8 @@ void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, i
     for (int64_t p0 = 0; p0 < P; p0 += chunk) {
       int64_t pc = std::min(chunk, P - p0);
       col.resize(size_t(K * pc));
-      parallel_for(0, K, std::max<int64_t>(1, 4096 / pc), [&](int64_t k0, int64_t k1) {
-        for (int64_t kk = k0; kk < k1; kk++) {
-          int64_t ci = kk / (KH * KW), ky = (kk / KW) % KH, kx = kk % KW;
-          float* dst = col.data() + kk * pc;
-          for (int64_t p = 0; p < pc; p++) {
-            int64_t oy = (p0 + p) / OW, ox = (p0 + p) % OW;
-            int64_t iy = oy * stride - padding + ky, ix = ox * stride - padding + kx;
-            dst[p] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? load_float(xb, x.dtype, (ci * H + iy) * W + ix) : 0.f;
-          }
-        }
-      });
+      FL_FLOAT_SWITCH(x.dtype, "conv2d", T, im2col<T>(static_cast<const T*>(static_cast<const void*>(xb)), Cin, H, W,
+                                                        KH, KW, OW, stride, padding, p0, pc, col.data()));
       // out[co, p0 + p] with row stride P
       gemm(Cout, pc, K, A, Operand{col.data(), DType::F32, pc, 1, nullptr}, ob + p0, P, false, true);
     }
