@@ -121,7 +121,7 @@ export class Kernel {
       Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
     }
     process.on('SIGINT', () => this.interrupt());
-    process.on('uncaughtException', (error) => this.printError(error, 'Uncaught exception (outside a running cell):'));
+    process.on('uncaughtException', (error) => this.printError(error, 'Uncaught exception:'));
     process.on('unhandledRejection', (reason) => this.printError(reason, 'Unhandled promise rejection:'));
     this.io.on('message', (message: ToMain) => this.received(message));
     // Warm up the compiler while the frontend is still connecting.
