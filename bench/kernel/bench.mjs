@@ -45,6 +45,8 @@ async function withKernel(fn) {
   }
 }
 
+const loadAtStart = loadavg().map((x) => Math.round(x * 100) / 100);
+
 // 1. Start: spawn (with connection file) until kernel_info_reply and its iopub status have arrived.
 const startups = [];
 for (let i = 0; i < Number(values.starts); i++) startups.push(await withKernel(async (_, elapsed) => elapsed));
@@ -96,7 +98,7 @@ const result = {
     memory_gib: Math.round(totalmem() / 2 ** 30),
     os: `${platform()} ${release()}`,
     node: process.version,
-    load_average_at_start: loadavg().map((x) => Math.round(x * 100) / 100),
+    load_average_at_start: loadAtStart,
     note: 'shared 2-core development machine; other jobs were running',
   },
   results: {
