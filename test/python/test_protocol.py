@@ -348,3 +348,30 @@ def test_shutdown_and_restart():
         kc.stop_channels()
         km.shutdown_kernel(now=False)
     assert second.wait(timeout=10) == 0
+
+
+def test_output_streams_while_the_main_thread_is_busy(kernel):
+    """Output reaches the frontend during a long synchronous computation, not only when it ends."""
+    _, kc = kernel
+    msg_id = kc.execute("console.log('started');\nconst until = Date.now() + 1500;\nwhile (Date.now() < until) {}\n'done'")
+    started = time.monotonic()
+    while True:
+        message = kc.get_iopub_msg(timeout=TIMEOUT)
+        if message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "stream":
+            break
+    assert message["content"]["text"] == "started\n"
+    assert time.monotonic() - started < 1.0, "the stream arrived only after the busy loop"
+    assert shell_reply(kc, msg_id)["content"]["status"] == "ok"
+    collect(kc, msg_id)
+
+
+def test_interrupt_while_waiting_for_input(kernel):
+    km, kc = kernel
+    msg_id = kc.execute("await input('never answered')", allow_stdin=True)
+    assert kc.get_stdin_msg(timeout=TIMEOUT)["content"]["prompt"] == "never answered"
+    km.interrupt_kernel()
+    reply = shell_reply(kc, msg_id, timeout=10)["content"]
+    assert reply["ename"] == "KeyboardInterrupt"
+    collect(kc, msg_id)
+    _, outputs = execute(kc, "'usable'")
+    assert result_text(outputs) == "'usable'"
