@@ -73,6 +73,21 @@ export function parseCell(code: string): ts.SourceFile {
   return ts.createSourceFile('cell.ts', code, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
 }
 
+/**
+ * IPython's help syntax: a cell that is just `expression?` (or `expression??` for more detail) asks for the
+ * inspection of the expression in the pager. Never valid TypeScript, so no program is taken for one.
+ */
+export function helpRequest(code: string): { expression: string; detailLevel: number } | undefined {
+  const match = /^([\s\S]*?)(\?{1,2})\s*$/.exec(code);
+  if (match === null) return undefined;
+  const expression = match[1].trim();
+  if (expression === '' || /[?:]$/.test(expression)) return undefined;
+  const sourceFile = parseCell(expression);
+  const statement = sourceFile.statements.length === 1 ? sourceFile.statements[0] : undefined;
+  if (statement === undefined || !ts.isExpressionStatement(statement) || parseDiagnostics(sourceFile).length > 0) return undefined;
+  return { expression, detailLevel: match[2].length - 1 };
+}
+
 function hasModifier(node: ts.Node, kind: ts.SyntaxKind): boolean {
   return ts.canHaveModifiers(node) && (ts.getModifiers(node)?.some((m) => m.kind === kind) ?? false);
 }

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CodeIntel, helpRequest } from './code-intel.js';
+import { helpRequest } from './cell-compiler.js';
+import { CodeIntel } from './code-intel.js';
 
 // One service for the file: creating it loads lib.d.ts and @types/node (about a second).
 const intel = new CodeIntel({ cwd: tmpdir(), packageTypes: join(__dirname, '..', 'runtime', 'index.d.ts') });

@@ -5,7 +5,7 @@
 // re-check the edited file.
 import { dirname, join } from 'node:path';
 import ts = require('typescript');
-import { parseCell, parseDiagnostics } from './cell-compiler.js';
+import { parseCell } from './cell-compiler.js';
 import { codePointsToUtf16, utf16ToCodePoints } from './unicode.js';
 
 export interface CompleteReply {
@@ -107,21 +107,6 @@ function typesNodeRoot(): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * IPython's help syntax: a cell that is just `expression?` (or `expression??` for more detail) asks for the
- * inspection of the expression in the pager. Never valid TypeScript, so no program is taken for one.
- */
-export function helpRequest(code: string): { expression: string; detailLevel: number } | undefined {
-  const match = /^([\s\S]*?)(\?{1,2})\s*$/.exec(code);
-  if (match === null) return undefined;
-  const expression = match[1].trim();
-  if (expression === '' || /[?:]$/.test(expression)) return undefined;
-  const sourceFile = parseCell(expression);
-  const statement = sourceFile.statements.length === 1 ? sourceFile.statements[0] : undefined;
-  if (statement === undefined || !ts.isExpressionStatement(statement) || parseDiagnostics(sourceFile).length > 0) return undefined;
-  return { expression, detailLevel: match[2].length - 1 };
 }
 
 export class CodeIntel {

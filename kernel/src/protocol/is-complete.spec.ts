@@ -4,7 +4,7 @@ import { isComplete } from './is-complete.js';
 
 describe('isComplete', () => {
   it('says complete for valid code', () => {
-    for (const code of ['', '1 + 1', 'const x = 5', 'function f() { return 1 }', 'for (const i of [1]) {}\n']) {
+    for (const code of ['', '1 + 1', 'const x = 5', 'function f() { return 1 }', 'for (const i of [1]) {}\n', 'Math.floor?']) {
       assert.deepEqual(isComplete(code), { status: 'complete' }, code);
     }
   });

@@ -2,7 +2,7 @@
 // completed by typing more (an open brace, a dangling operator, an open template or comment): "incomplete",
 // with an indent of two spaces per open bracket; an error before the end: "invalid"; no error: "complete".
 import ts = require('typescript');
-import { parseCell, parseDiagnostics } from './cell-compiler.js';
+import { helpRequest, parseCell, parseDiagnostics } from './cell-compiler.js';
 
 export type IsCompleteReply = { status: 'complete' } | { status: 'incomplete'; indent: string } | { status: 'invalid' };
 
@@ -26,7 +26,7 @@ function openBrackets(code: string): number {
 }
 
 export function isComplete(code: string): IsCompleteReply {
-  if (code.trim() === '') return { status: 'complete' };
+  if (code.trim() === '' || helpRequest(code) !== undefined) return { status: 'complete' };
   const diagnostics = parseDiagnostics(parseCell(code));
   if (diagnostics.length === 0) return { status: 'complete' };
   const end = code.trimEnd().length;

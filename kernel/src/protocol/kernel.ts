@@ -322,7 +322,7 @@ export class Kernel {
 
   /** `expression?`: the inspection of the expression as a pager payload, as IPython does. */
   private pageHelp(request: Request, code: string, count: number, started: string): boolean {
-    const { helpRequest } = require('./code-intel.js') as typeof import('./code-intel.js');
+    const { helpRequest } = require('./cell-compiler.js') as typeof import('./cell-compiler.js');
     const help = helpRequest(code);
     if (help === undefined) return false;
     const inspection = this.codeIntel.inspect(help.expression, [...help.expression].length, help.detailLevel);
