@@ -8,6 +8,7 @@ nbclient = require_module("nbclient")
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook  # noqa: E402
 
 TOUR = ROOT / "notebooks" / "01-kernel-tour.ipynb"
+GENERATE = ROOT / "notebooks" / "02-generate.ipynb"
 
 
 def small_notebook():
@@ -47,6 +48,17 @@ def test_nbclient_executes_the_tour_notebook(tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o["output_type"] == "error"]
     assert errors == []
     assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_nbclient_executes_the_generate_notebook_on_the_embedded_model(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLUXLAB_MODEL", raising=False)
+    nb = nbformat.read(GENERATE, as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="fluxlab", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o for o in outputs if o["output_type"] == "error"] == []
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("RANDOM" in o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert (tmp_path / "out" / "astronaut.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def fluxlab_run(*args):
