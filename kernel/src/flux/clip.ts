@@ -4,7 +4,7 @@
 import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { Checkpoint } from './checkpoint';
 import { ClipTextConfig, clipTextConfig, readJson } from './config';
-import { ComponentLoadOptions, LayerNorm, Linear, WeightLoader, mergeHeads, splitHeads } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, LayerNorm, Linear, WeightLoader, WeightSource, mergeHeads, splitHeads } from './nn';
 import { join } from 'node:path';
 
 class CLIPAttention {
@@ -95,8 +95,9 @@ export class CLIPTextModel {
     const w = weights;
     const d = config.hidden_size;
     this.embeddings = {
-      token_embedding: w.embedding('embeddings.token_embedding', config.vocab_size, d),
-      position_embedding: w.embedding('embeddings.position_embedding', config.max_position_embeddings, d),
+      // transformers' CLIP init: normal(0, 0.02) for both tables.
+      token_embedding: w.embedding('embeddings.token_embedding', config.vocab_size, d, 0.02),
+      position_embedding: w.embedding('embeddings.position_embedding', config.max_position_embeddings, d, 0.02),
     };
     this.encoder = { layers: [] };
     for (let i = 0; i < config.num_hidden_layers; i++) this.encoder.layers.push(new CLIPEncoderLayer(w, `encoder.layers.${i}`, config));
@@ -105,10 +106,15 @@ export class CLIPTextModel {
 
   /** Loads `dir` (config.json + model.safetensors or shards). */
   static fromPretrained(dir: string, options: ComponentLoadOptions, component = 'text_encoder'): CLIPTextModel {
-    const config = clipTextConfig(readJson(join(dir, 'config.json'), component), component);
-    const checkpoint = Checkpoint.open(dir, 'model');
-    const prefix = checkpoint.has('text_model.embeddings.token_embedding.weight') ? 'text_model.' : '';
-    const weights = new WeightLoader(component, checkpoint, options, prefix);
+    const config = readJson(join(dir, 'config.json'), component);
+    return CLIPTextModel.fromWeights(config, new CheckpointWeights(Checkpoint.open(dir, 'model')), options, component);
+  }
+
+  /** Builds the model of `rawConfig` (config.json's contents) from `source` (a checkpoint, or random weights). */
+  static fromWeights(rawConfig: Record<string, unknown>, source: WeightSource, options: ComponentLoadOptions, component = 'text_encoder'): CLIPTextModel {
+    const config = clipTextConfig(rawConfig, component);
+    const legacy = source.has('text_model.embeddings.token_embedding.weight') && !source.has('embeddings.token_embedding.weight');
+    const weights = new WeightLoader(component, source, options, legacy ? 'text_model.' : '');
     try {
       return new CLIPTextModel(config, weights);
     } catch (err) {

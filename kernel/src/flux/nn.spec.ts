@@ -1,6 +1,8 @@
+import { Generator, NF4Tensor, Tensor, ops, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isSkippedModule } from './nn';
+import { WeightLoader, isSkippedModule } from './nn';
+import { RandomWeights, parameterSeed } from './random-weights';
 
 describe('isSkippedModule (bitsandbytes replace_with_bnb_linear)', () => {
   it('skips a listed name, a listed path and everything under a listed parent', () => {
@@ -9,5 +11,97 @@ describe('isSkippedModule (bitsandbytes replace_with_bnb_linear)', () => {
     assert.ok(isSkippedModule('proj_out', ['proj_out']));
     assert.ok(isSkippedModule('transformer_blocks.0.attn.to_q', ['transformer_blocks.0']));
     assert.ok(!isSkippedModule('transformer_blocks.10.attn.to_q', ['transformer_blocks.1']));
+  });
+});
+
+describe('WeightLoader.splitInputs (column blocks of a Linear, exact)', () => {
+  const relative = (a: Float32Array, b: Float32Array): number => {
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < a.length; i++) {
+      num += (a[i] - b[i]) ** 2;
+      den += b[i] ** 2;
+    }
+    return Math.sqrt(num / den);
+  };
+
+  for (const [label, nf4] of [
+    ['dense float32', undefined],
+    ['plain NF4', { quantizeOnLoad: true, doubleQuant: false, computeDtype: 'float32', skipModules: [] }],
+  ] as const) {
+    it(`${label}: the pieces hold the weight's columns and sum to the whole layer`, () => {
+      const loader = new WeightLoader('test', new RandomWeights({ seed: 3 }), { device: 'cpu', dtype: 'float32', nf4 });
+      try {
+        const whole = loader.linear('proj_out', 320, 64);
+        const dense = tidy(() => (whole.weight instanceof NF4Tensor ? ops.nf4Dequantize(whole.weight) : ops.contiguous(whole.weight)));
+        const x = Tensor.randn([2, 5, 320], { generator: new Generator(1) });
+        const expected = whole.forward(x);
+        const pieces = loader.splitInputs('proj_out', [64, 256])!;
+        assert.ok(pieces, 'split');
+        assert.ok(whole.weight.isDisposed, 'the whole weight is freed');
+        assert.deepEqual([...loader.linears.keys()], ['proj_out[0:64]', 'proj_out[64:320]']);
+        assert.deepEqual(pieces.map((p) => [...p.weight.shape]), [[64, 64], [64, 256]]);
+        assert.equal(pieces[0].bias, whole.bias);
+        assert.equal(pieces[1].bias, undefined);
+        for (const [i, [start, end]] of [[0, 64], [64, 320]].entries()) {
+          const columns = tidy(() => ops.slice(dense, 1, start, end).toArray() as Float32Array);
+          const piece = pieces[i].weight instanceof NF4Tensor ? (pieces[i].weight as NF4Tensor).toArray() : (pieces[i].weight.toArray() as Float32Array);
+          assert.deepEqual(piece, columns, `piece ${i} holds exactly columns [${start}, ${end})`);
+        }
+        const [a, b] = ops.split(x, [64, 256], 2);
+        const summed = pieces[1].forward(b, { residual: pieces[0].forward(a) });
+        assert.ok(relative(summed.toArray() as Float32Array, expected.toArray() as Float32Array) < 1e-6);
+        for (const t of [dense, x, expected, a, b, summed]) t.dispose();
+      } finally {
+        loader.dispose();
+      }
+    });
+  }
+
+  it('leaves double-quant NF4 whole (nested absmax blocks span rows)', () => {
+    const nf4 = { quantizeOnLoad: true, doubleQuant: true, computeDtype: 'float32', skipModules: [] } as const;
+    const loader = new WeightLoader('test', new RandomWeights(), { device: 'cpu', dtype: 'float32', nf4 });
+    try {
+      const whole = loader.linear('proj_out', 320, 64);
+      assert.equal(loader.splitInputs('proj_out', [64, 256]), undefined);
+      assert.ok(!whole.weight.isDisposed);
+      assert.deepEqual([...loader.linears.keys()], ['proj_out']);
+    } finally {
+      loader.dispose();
+    }
+  });
+});
+
+describe('RandomWeights', () => {
+  it('draws each parameter from its own seed, scaled by its init, whatever the order', () => {
+    const a = new RandomWeights({ seed: 7 });
+    const b = new RandomWeights({ seed: 7 });
+    const x1 = a.float('transformer', 'x.weight', [64, 256], 'float32', 'cpu', { normal: 0.5 });
+    const y2 = b.float('transformer', 'y.weight', [8], 'float32', 'cpu', { normal: 1 });
+    const x2 = b.float('transformer', 'x.weight', [64, 256], 'float32', 'cpu', { normal: 0.5 });
+    assert.deepEqual(x1.toArray(), x2.toArray());
+    const values = x1.toArray() as Float32Array;
+    const std = Math.sqrt(values.reduce((s, v) => s + v * v, 0) / values.length);
+    assert.ok(Math.abs(std - 0.5) < 0.02, `std ${std}`);
+    const other = new RandomWeights({ seed: 8 }).float('transformer', 'x.weight', [64, 256], 'float32', 'cpu', { normal: 0.5 });
+    assert.notDeepEqual(other.toArray(), values);
+    assert.deepEqual([...(a.float('vae', 'n.weight', [3], 'bfloat16', 'cpu', 'ones').toArray() as Float32Array)], [1, 1, 1]);
+    assert.deepEqual(a.names(), ['x.weight', 'n.weight']);
+    for (const t of [x1, y2, x2, other]) t.dispose();
+  });
+
+  it('has every parameter and no checkpoint-only entry', () => {
+    const source = new RandomWeights();
+    assert.ok(source.has('transformer_blocks.0.attn.to_q.weight'));
+    assert.ok(source.has('proj_out.bias'));
+    assert.ok(!source.has('proj_out.weight.quant_state.bitsandbytes__nf4'));
+    assert.ok(!source.has('proj_out.weight.absmax'));
+    assert.match(source.description, /RANDOM WEIGHTS \(seed 0\)/);
+  });
+
+  it('derives stable 53-bit parameter seeds', () => {
+    assert.equal(parameterSeed(0, 'a'), parameterSeed(0, 'a'));
+    assert.notEqual(parameterSeed(0, 'a'), parameterSeed(1, 'a'));
+    assert.ok(Number.isSafeInteger(parameterSeed(123456789, 'single_transformer_blocks.37.proj_out.weight')));
   });
 });

@@ -1,8 +1,10 @@
 // Building blocks shared by the networks: weight loading by checkpoint key (shape- and dtype-checked against the
 // config, read by range straight onto the target device), and the torch.nn layers they use, named and laid out as
 // the checkpoints store them. Every loaded tensor belongs to the component's Scope, so dispose() frees a model.
-import { NF4Tensor, Scope, Tensor, dtypeFromSafetensors, memory, ops, type Device } from '@fluxlab/native';
+import { NF4Tensor, Scope, Tensor, dtypeFromSafetensors, memory, ops, tidy, type Device } from '@fluxlab/native';
 import { Checkpoint } from './checkpoint';
+import * as fused from './fused';
+import type { LinearEpilogue } from './fused';
 
 export type FloatDType = 'float32' | 'bfloat16' | 'float16';
 
@@ -32,6 +34,82 @@ export interface ComponentLoadOptions {
   nf4?: Nf4Plan;
 }
 
+/** How a random weight source draws a parameter (a checkpoint ignores it). */
+export type ParameterInit = { normal: number } | 'ones' | 'zeros';
+
+/**
+ * Where a component's tensors come from: a checkpoint on disk, or random numbers at the config's shapes (for
+ * benchmarks without weights). Keys are checkpoint keys (prefix included).
+ */
+export interface WeightSource {
+  /** The checkpoint directory, or a description of the random weights (for messages). */
+  readonly description: string;
+  /** True for random weights: nothing on disk. */
+  readonly random: boolean;
+  has(key: string): boolean;
+  /** Every key the source holds (for a random source: the keys drawn so far). */
+  names(): string[];
+  /** The float tensor `key`, of exactly `shape`, as `dtype` on `device`; `init` says how a random source draws it. */
+  float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor;
+  /** A tensor in its stored dtype (the parts of a pre-quantized NF4 weight). */
+  raw(component: string, key: string, device: Device): Tensor;
+  /** The bytes of a uint8 tensor (bitsandbytes' quant_state JSON). */
+  bytes(component: string, key: string): Buffer;
+}
+
+/** A component's safetensors checkpoint as a weight source: read by range straight onto the device. */
+export class CheckpointWeights implements WeightSource {
+  readonly random = false;
+
+  constructor(readonly checkpoint: Checkpoint) {}
+
+  get description(): string {
+    return this.checkpoint.dir;
+  }
+
+  has(key: string): boolean {
+    return this.checkpoint.has(key);
+  }
+
+  names(): string[] {
+    return this.checkpoint.names();
+  }
+
+  float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device): Tensor {
+    if (!this.checkpoint.has(key)) {
+      throw new Error(`${component}: checkpoint ${this.checkpoint.dir} has no tensor '${key}' (the config implies it)`);
+    }
+    const { file, entry } = this.checkpoint.get(key);
+    const stored = dtypeFromSafetensors(entry.dtype);
+    if (stored !== 'float32' && stored !== 'bfloat16' && stored !== 'float16') {
+      throw new Error(`${component}: ${file.path}: tensor '${key}' is stored as ${entry.dtype}, expected a float tensor`);
+    }
+    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+      throw new Error(
+        `${component}: ${file.path}: tensor '${key}' has shape [${entry.shape.join(', ')}] but the config implies [${shape.join(', ')}]`,
+      );
+    }
+    return Tensor.fromFile(file.path, entry.offset, [...shape], stored, { device, dtype });
+  }
+
+  raw(component: string, key: string, device: Device): Tensor {
+    const { file, entry } = this.checkpoint.get(key);
+    const stored = dtypeFromSafetensors(entry.dtype);
+    if (stored === undefined) throw new Error(`${component}: ${file.path}: tensor '${key}' has unsupported dtype ${entry.dtype}`);
+    return Tensor.fromFile(file.path, entry.offset, [...entry.shape], stored, { device });
+  }
+
+  bytes(component: string, key: string): Buffer {
+    const { file, entry } = this.checkpoint.get(key);
+    return file.readBytes(entry.name);
+  }
+
+  /** Where `key` is stored, for messages. */
+  where(key: string): string {
+    return this.checkpoint.has(key) ? this.checkpoint.get(key).file.path : this.checkpoint.dir;
+  }
+}
+
 /** Loads one component's tensors by checkpoint key into its Scope. */
 export class WeightLoader {
   readonly scope = new Scope();
@@ -41,7 +119,7 @@ export class WeightLoader {
 
   constructor(
     readonly component: string,
-    readonly checkpoint: Checkpoint,
+    readonly source: WeightSource,
     readonly options: ComponentLoadOptions,
     /** Prefix of every key (e.g. 'text_model.' for CLIP checkpoints saved by transformers 4). */
     readonly prefix = '',
@@ -56,54 +134,47 @@ export class WeightLoader {
   }
 
   has(name: string): boolean {
-    return this.checkpoint.has(this.prefix + name);
+    return this.source.has(this.prefix + name);
   }
 
-  /** A float parameter of exactly `shape`, converted to `dtype` (default the model dtype) on the model device. */
-  tensor(name: string, shape: readonly number[], dtype: FloatDType = this.options.dtype): Tensor {
+  /**
+   * A float parameter of exactly `shape`, converted to `dtype` (default the model dtype) on the model device.
+   * `init` is how random weights draw it (default: normal with std 1/sqrt(last dim), a fan-in init).
+   */
+  tensor(name: string, shape: readonly number[], dtype: FloatDType = this.options.dtype, init?: ParameterInit): Tensor {
     const key = this.prefix + name;
-    if (!this.checkpoint.has(key)) {
-      throw new Error(`${this.component}: checkpoint ${this.checkpoint.dir} has no tensor '${key}' (the config implies it)`);
-    }
-    const { file, entry } = this.checkpoint.get(key);
-    const stored = dtypeFromSafetensors(entry.dtype);
-    if (stored !== 'float32' && stored !== 'bfloat16' && stored !== 'float16') {
-      throw new Error(`${this.component}: ${file.path}: tensor '${key}' is stored as ${entry.dtype}, expected a float tensor`);
-    }
-    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
-      throw new Error(
-        `${this.component}: ${file.path}: tensor '${key}' has shape [${entry.shape.join(', ')}] but the config implies [${shape.join(', ')}]`,
-      );
-    }
     this.used.add(key);
-    return this.track(() => Tensor.fromFile(file.path, entry.offset, [...shape], stored, { device: this.device, dtype }));
+    const how = init ?? { normal: 1 / Math.sqrt(shape[shape.length - 1]) };
+    return this.track(() => this.source.float(this.component, key, shape, dtype, this.device, how));
   }
 
   /** A raw tensor of any stored dtype (quant-state parts), kept in its stored dtype. */
   private raw(key: string): Tensor {
-    const { file, entry } = this.checkpoint.get(key);
-    const stored = dtypeFromSafetensors(entry.dtype);
-    if (stored === undefined) throw new Error(`${this.component}: ${file.path}: tensor '${key}' has unsupported dtype ${entry.dtype}`);
     this.used.add(key);
-    return this.track(() => Tensor.fromFile(file.path, entry.offset, [...entry.shape], stored, { device: this.device }));
+    return this.track(() => this.source.raw(this.component, key, this.device));
   }
 
   private track<T extends Tensor>(make: () => T): T {
     return this.scope.track(memory.withTag(this.component, make));
   }
 
-  /** torch.nn.Linear(inFeatures, outFeatures) at `name`, dense or NF4 as the plan says. */
-  linear(name: string, inFeatures: number, outFeatures: number, opts: { bias?: boolean; dtype?: FloatDType } = {}): Linear {
+  /**
+   * torch.nn.Linear(inFeatures, outFeatures) at `name`, dense or NF4 as the plan says. `initStd` is the standard
+   * deviation random weights draw it with (default 1/sqrt(inFeatures)).
+   */
+  linear(name: string, inFeatures: number, outFeatures: number, opts: { bias?: boolean; dtype?: FloatDType; initStd?: number } = {}): Linear {
     const layer = this.buildLinear(name, inFeatures, outFeatures, opts);
     this.linears.set(name, layer);
     return layer;
   }
 
-  private buildLinear(name: string, inFeatures: number, outFeatures: number, opts: { bias?: boolean; dtype?: FloatDType }): Linear {
+  private buildLinear(name: string, inFeatures: number, outFeatures: number, opts: { bias?: boolean; dtype?: FloatDType; initStd?: number }): Linear {
     const plan = this.options.nf4;
-    const bias = opts.bias === false ? undefined : this.tensor(`${name}.bias`, [outFeatures], opts.dtype);
+    const weightInit: ParameterInit = { normal: opts.initStd ?? 1 / Math.sqrt(inFeatures) };
+    // Trained biases are small next to the activations; random ones are drawn so, nonzero, to exercise bias paths.
+    const bias = opts.bias === false ? undefined : this.tensor(`${name}.bias`, [outFeatures], opts.dtype, { normal: 0.02 });
     const stateKey = `${this.prefix}${name}.weight.quant_state.bitsandbytes__nf4`;
-    if (this.checkpoint.has(stateKey)) {
+    if (this.source.has(stateKey)) {
       if (plan === undefined || plan.quantizeOnLoad) {
         throw new Error(`${this.component}: ${name}.weight is stored in NF4 but the config has no bitsandbytes quantization_config`);
       }
@@ -113,32 +184,34 @@ export class WeightLoader {
       if (!plan.quantizeOnLoad) {
         throw new Error(`${this.component}: ${name}.weight is dense but the checkpoint is bitsandbytes-quantized (no quant_state)`);
       }
-      const dense = this.tensor(`${name}.weight`, [outFeatures, inFeatures]);
+      const dense = this.tensor(`${name}.weight`, [outFeatures, inFeatures], this.dtype, weightInit);
       const quantized = this.track(() => ops.nf4Quantize(dense, { doubleQuant: plan.doubleQuant }));
       dense.dispose();
       return new Linear(quantized, bias, plan.computeDtype);
     }
-    return new Linear(this.tensor(`${name}.weight`, [outFeatures, inFeatures], opts.dtype), bias);
+    return new Linear(this.tensor(`${name}.weight`, [outFeatures, inFeatures], opts.dtype, weightInit), bias);
   }
 
   private nf4Weight(name: string, inFeatures: number, outFeatures: number): NF4Tensor {
     const key = `${this.prefix}${name}.weight`;
-    const stateEntry = this.checkpoint.get(`${key}.quant_state.bitsandbytes__nf4`);
+    const stateKey = `${key}.quant_state.bitsandbytes__nf4`;
+    const where = this.source.description;
+    const stateBytes = this.source.bytes(this.component, stateKey);
     let state: { shape?: number[]; quant_type?: string };
     try {
-      state = JSON.parse(stateEntry.file.readBytes(stateEntry.entry.name).toString('utf8'));
+      state = JSON.parse(stateBytes.toString('utf8'));
     } catch (err) {
-      throw new Error(`${this.component}: ${stateEntry.file.path}: tensor '${stateEntry.entry.name}' is not valid quant_state JSON (${(err as Error).message})`);
+      throw new Error(`${this.component}: ${where}: tensor '${stateKey}' is not valid quant_state JSON (${(err as Error).message})`);
     }
     if (state.quant_type !== 'nf4') {
-      throw new Error(`${this.component}: ${stateEntry.file.path}: '${key}' is quantized as ${String(state.quant_type)}, only nf4 is supported`);
+      throw new Error(`${this.component}: ${where}: '${key}' is quantized as ${String(state.quant_type)}, only nf4 is supported`);
     }
     if (!Array.isArray(state.shape) || state.shape.length !== 2 || state.shape[0] !== outFeatures || state.shape[1] !== inFeatures) {
       throw new Error(
-        `${this.component}: ${stateEntry.file.path}: '${key}' quant_state shape ${JSON.stringify(state.shape)} but the config implies [${outFeatures}, ${inFeatures}]`,
+        `${this.component}: ${where}: '${key}' quant_state shape ${JSON.stringify(state.shape)} but the config implies [${outFeatures}, ${inFeatures}]`,
       );
     }
-    const part = (suffix: string): Tensor | undefined => (this.checkpoint.has(`${key}${suffix}`) ? this.raw(`${key}${suffix}`) : undefined);
+    const part = (suffix: string): Tensor | undefined => (this.source.has(`${key}${suffix}`) ? this.raw(`${key}${suffix}`) : undefined);
     const parts = {
       weight: this.raw(key),
       absmax: part('.absmax'),
@@ -146,7 +219,7 @@ export class WeightLoader {
       nestedAbsmax: part('.nested_absmax'),
       nestedQuantMap: part('.nested_quant_map'),
     };
-    this.used.add(stateEntry.entry.name);
+    this.used.add(stateKey);
     try {
       return this.track(() =>
         NF4Tensor.fromBitsandbytes({
@@ -155,50 +228,98 @@ export class WeightLoader {
           quantMap: parts.quantMap as Tensor,
           nestedAbsmax: parts.nestedAbsmax,
           nestedQuantMap: parts.nestedQuantMap,
-          quantState: stateEntry.file.readBytes(stateEntry.entry.name),
+          quantState: stateBytes,
         }),
       );
     } catch (err) {
-      throw new Error(`${this.component}: ${stateEntry.file.path}: '${key}': ${(err as Error).message}`);
+      throw new Error(`${this.component}: ${where}: '${key}': ${(err as Error).message}`);
     } finally {
       for (const t of Object.values(parts)) t?.dispose();
     }
   }
 
   layerNorm(name: string, dim: number, eps: number): LayerNorm {
-    return new LayerNorm(this.tensor(`${name}.weight`, [dim]), this.tensor(`${name}.bias`, [dim]), eps);
+    return new LayerNorm(this.tensor(`${name}.weight`, [dim], this.dtype, 'ones'), this.tensor(`${name}.bias`, [dim], this.dtype, 'zeros'), eps);
   }
 
   /** RMS norm weights stay in the model dtype, as diffusers' RMSNorm and T5LayerNorm keep them. */
   rmsNorm(name: string, dim: number, eps: number): RMSNorm {
-    return new RMSNorm(this.tensor(`${name}.weight`, [dim]), eps);
+    return new RMSNorm(this.tensor(`${name}.weight`, [dim], this.dtype, 'ones'), eps);
   }
 
   groupNorm(name: string, groups: number, channels: number, eps: number): GroupNorm {
-    return new GroupNorm(this.tensor(`${name}.weight`, [channels]), this.tensor(`${name}.bias`, [channels]), groups, eps);
+    return new GroupNorm(this.tensor(`${name}.weight`, [channels], this.dtype, 'ones'), this.tensor(`${name}.bias`, [channels], this.dtype, 'zeros'), groups, eps);
   }
 
   conv2d(name: string, inChannels: number, outChannels: number, kernel: number, padding: number): Conv2d {
     return new Conv2d(
-      this.tensor(`${name}.weight`, [outChannels, inChannels, kernel, kernel]),
-      this.tensor(`${name}.bias`, [outChannels]),
+      this.tensor(`${name}.weight`, [outChannels, inChannels, kernel, kernel], this.dtype, { normal: 1 / Math.sqrt(inChannels * kernel * kernel) }),
+      this.tensor(`${name}.bias`, [outChannels], this.dtype, { normal: 0.02 }),
       padding,
     );
   }
 
-  embedding(name: string, count: number, dim: number): Tensor {
-    return this.tensor(`${name}.weight`, [count, dim]);
+  /** An embedding table [count, dim]; random weights draw it with `initStd` (transformers' per-model init). */
+  embedding(name: string, count: number, dim: number, initStd: number): Tensor {
+    return this.tensor(`${name}.weight`, [count, dim], this.dtype, { normal: initStd });
+  }
+
+  /**
+   * Replaces the loaded Linear `name` by column blocks of its weight (the input features cut into `widths`), so
+   * that x·Wᵀ + b = Σᵢ xᵢ·Wᵢᵀ (+ b, on the first piece) runs without concatenating the xᵢ. Exact: the pieces hold
+   * the same values (NF4: the same codes and absmax, which needs K and every width to be multiples of the
+   * blocksize). Returns undefined, and leaves the layer whole, where no exact split exists: double-quant NF4,
+   * whose nested absmax blocks span rows. linearLayers() then lists the pieces as `name[start:end]`.
+   */
+  splitInputs(name: string, widths: readonly number[]): Linear[] | undefined {
+    const layer = this.linears.get(name);
+    if (layer === undefined) throw new Error(`${this.component}: splitInputs: no Linear '${name}' was loaded`);
+    const weight = layer.weight;
+    const [rows, cols] = weight.shape;
+    if (widths.reduce((a, b) => a + b, 0) !== cols) throw new Error(`${this.component}: splitInputs: widths [${widths.join(', ')}] do not add up to ${cols}`);
+    if (weight instanceof NF4Tensor && (weight.doubleQuant || cols % weight.blocksize !== 0 || widths.some((wd) => wd % weight.blocksize !== 0))) {
+      return undefined;
+    }
+    const ranges = widths.map((width, i) => {
+      const start = widths.slice(0, i).reduce((a, b) => a + b, 0);
+      return [start, start + width] as const;
+    });
+    const pieces = ranges.map(([start, end]) =>
+      this.track(() => (weight instanceof NF4Tensor ? nf4Columns(weight, start, end) : ops.slice(weight, 1, start, end))),
+    );
+    const layers = pieces.map((piece, i) => new Linear(piece, i === 0 ? layer.bias : undefined, layer.computeDtype));
+    weight.dispose();
+    this.linears.delete(name);
+    ranges.forEach(([start, end], i) => this.linears.set(`${name}[${start}:${end}]`, layers[i]));
+    return layers;
   }
 
   /** Checkpoint keys under `prefix` that no layer loaded (e.g. the VAE encoder when only decoding). */
   unusedKeys(): string[] {
-    return this.checkpoint.names().filter((n) => n.startsWith(this.prefix) && !this.used.has(n));
+    return this.source.names().filter((n) => n.startsWith(this.prefix) && !this.used.has(n));
   }
 
   /** Frees everything loaded so far (after a failed load). */
   dispose(): void {
     this.scope.dispose();
   }
+}
+
+/** Columns [start, end) of a plain NF4 weight [N, K] whose rows are whole blocks: the same codes and absmax. */
+function nf4Columns(weight: NF4Tensor, start: number, end: number): NF4Tensor {
+  const [rows, cols] = weight.shape;
+  const blocksize = weight.blocksize;
+  return tidy(() => {
+    const parts = weight.parts();
+    const packed = ops.slice(parts.packed.reshape([rows, cols / 2]), 1, start / 2, end / 2);
+    const absmax = ops.slice(parts.absmax!.reshape([rows, cols / blocksize]), 1, start / blocksize, end / blocksize);
+    return NF4Tensor.fromBitsandbytes({
+      weight: packed.reshape([(rows * (end - start)) / 2]),
+      absmax: absmax.reshape([(rows * (end - start)) / blocksize]),
+      quantMap: parts.quantMap,
+      quantState: { quant_type: 'nf4', blocksize, dtype: weight.originalDtype, shape: [rows, end - start] },
+    });
+  });
 }
 
 /** torch.nn.Linear: y = x·Wᵀ + b; NF4 weights compute in their compute dtype as bitsandbytes' Linear4bit does. */
@@ -221,23 +342,27 @@ export class Linear {
     return this.weight instanceof NF4Tensor;
   }
 
-  forward(x: Tensor): Tensor {
+  /** y = x·Wᵀ + b, with an optional fused epilogue (activation, gate, residual: see fused.ts). */
+  forward(x: Tensor, epilogue?: LinearEpilogue): Tensor {
     if (this.computeDtype !== undefined && x.dtype !== this.computeDtype) {
-      const input = x.to({ dtype: this.computeDtype });
-      try {
-        const y = ops.linear(input, this.weight, this.bias);
-        if (y.dtype === x.dtype) return y;
-        try {
-          return y.to({ dtype: x.dtype });
-        } finally {
-          y.dispose();
-        }
-      } finally {
-        input.dispose();
-      }
+      // bitsandbytes computes in its compute dtype and casts back; the epilogue then runs in x's dtype.
+      return tidy(() => {
+        const y = fused.linear(x.to({ dtype: this.computeDtype }), this.weight, this.bias);
+        return epilogueOf(y.dtype === x.dtype ? y : y.to({ dtype: x.dtype }), epilogue);
+      });
     }
-    return ops.linear(x, this.weight, this.bias);
+    return fused.linear(x, this.weight, this.bias, epilogue);
   }
+}
+
+/** The epilogue applied to an existing GEMM result (used when the GEMM ran in another dtype). */
+function epilogueOf(y: Tensor, epilogue: LinearEpilogue | undefined): Tensor {
+  if (epilogue === undefined) return y;
+  let out = y;
+  if (epilogue.activation === 'gelu_tanh') out = ops.gelu(out, 'tanh');
+  if (epilogue.gate) out = ops.mul(epilogue.gate, out);
+  if (epilogue.residual) out = ops.add(epilogue.residual, out);
+  return out;
 }
 
 export class LayerNorm {

@@ -10,8 +10,11 @@ import { readJson, readModelIndex } from './config';
 import { resolveModelDir } from './hub';
 import { FluxImage, imagesToUint8 } from './image';
 import { latentImageIds, latentSize, packLatents, textIds as makeTextIds, unpackLatents } from './latents';
-import { ComponentLoadOptions, FloatDType, isFloatDTypeName } from './nn';
+import { Checkpoint } from './checkpoint';
+import { CheckpointWeights, ComponentLoadOptions, FloatDType, Nf4Plan, WeightSource, isFloatDTypeName } from './nn';
+import { PipelineConfigs, RandomPreset, presetConfigs } from './presets';
 import { QuantizationOptions, onLoadPlan, prequantizedPlan, resolveQuantization } from './quantization';
+import { RandomWeights } from './random-weights';
 import { FlowMatchEulerDiscreteScheduler, fluxSchedule } from './scheduler';
 import { T5EncoderModel } from './t5';
 import { displayProgress } from './progress';
@@ -53,6 +56,23 @@ export interface FluxPipelineLoadOptions {
   /** diffusers' weight variant, e.g. 'fp16'. */
   variant?: string;
   /** Called as each component finishes loading. */
+  onLoad?: (event: { component: string; ms: number }) => void;
+}
+
+/** The components that hold weights. */
+type ModelComponent = 'text_encoder' | 'text_encoder_2' | 'transformer' | 'vae';
+
+export interface FluxPipelineRandomOptions {
+  device?: Device;
+  dtype?: FloatDType;
+  /** Quantize on the device as fromPretrained would (bitsandbytes NF4). */
+  quantization?: QuantizationOptions;
+  /** Seed of the weights (default 0). */
+  seed?: number;
+  /** Where to draw the numbers: on the target device (default) or on the CPU, then copied (identical CPU/CUDA weights). */
+  drawOn?: 'device' | 'cpu';
+  /** Config fields to replace, per component, e.g. { transformer: { num_layers: 1, num_single_layers: 1 } }. */
+  overrides?: Partial<Record<keyof PipelineConfigs, Record<string, unknown>>>;
   onLoad?: (event: { component: string; ms: number }) => void;
 }
 
@@ -125,6 +145,8 @@ export interface GenerateOptions extends EncodePromptOptions {
 
 export interface GenerationTimings {
   totalMs: number;
+  /** Host milliseconds spent capturing CUDA graphs during this run (compiled pipelines, at a new size). */
+  captureMs: number;
   encodePromptMs: number;
   prepareLatentsMs: number;
   denoiseMs: number;
@@ -144,6 +166,8 @@ export interface GenerationMemory {
   reservedBytes?: number;
   /** Live bytes per component (allocation tag). */
   byComponent: Record<string, number>;
+  /** Bytes held by the transformer's captured CUDA graphs (their memory pools and static inputs; 0 when eager). */
+  graphBytes: number;
 }
 
 /** What generate() returns: the images (displayed inline by the kernel) and how long and how much it took. */
@@ -157,6 +181,8 @@ export class FluxGenerationResult {
     readonly memory: GenerationMemory,
     readonly randomWeights: boolean,
     readonly warnings: string[],
+    /** What the weights were (a directory, or which random weights). */
+    readonly weights: string,
   ) {}
 
   get summary(): string {
@@ -168,7 +194,7 @@ export class FluxGenerationResult {
       (this.seed !== undefined ? `, seed ${this.seed}` : '') +
       `: total ${t.totalMs.toFixed(0)} ms (text ${t.encodePromptMs.toFixed(0)} ms, ${t.stepMs.length} steps × ${perStep.toFixed(1)} ms, ` +
       `VAE ${t.decodeMs.toFixed(0)} ms); peak ${mib(this.memory.peakAllocatedBytes)} on ${this.memory.device}` +
-      (this.randomWeights ? ' — RANDOM WEIGHTS: the embedded test pipeline, images are noise by design' : '')
+      (this.randomWeights ? ` — ${this.weights.includes('RANDOM') ? this.weights : `RANDOM WEIGHTS: ${this.weights}`}, images are noise by design` : '')
     );
   }
 
@@ -249,10 +275,12 @@ export class FluxPipeline {
     readonly transformer: FluxTransformer2DModel,
     readonly vae: AutoencoderKL,
     readonly scheduler: FlowMatchEulerDiscreteScheduler,
-    /** True for the embedded test pipeline: its weights are seeded random numbers. */
+    /** True when the weights are seeded random numbers (the embedded test pipeline, or fromRandom). */
     readonly randomWeights: boolean,
     /** Milliseconds each component took to load. */
     readonly loadTimings: Record<string, number>,
+    /** What the weights are, for captions and PNG metadata (the directory, or which random weights). */
+    readonly weightsDescription: string,
   ) {}
 
   /**
@@ -281,6 +309,87 @@ export class FluxPipeline {
       throw new Error(`${indexPath} describes a ${index._class_name}; fluxlab loads FluxPipeline directories`);
     }
     const dirs = Object.fromEntries(Object.keys(COMPONENT_CLASSES).map((name) => [name, componentDir(root, index, name)]));
+    const configs: PipelineConfigs = {
+      scheduler: readJson(join(dirs.scheduler, 'scheduler_config.json'), 'scheduler'),
+      text_encoder: readJson(join(dirs.text_encoder, 'config.json'), 'text_encoder'),
+      text_encoder_2: readJson(join(dirs.text_encoder_2, 'config.json'), 'text_encoder_2'),
+      transformer: readJson(join(dirs.transformer, 'config.json'), 'transformer'),
+      vae: readJson(join(dirs.vae, 'config.json'), 'vae'),
+    };
+    const nf4 = (component: ModelComponent): Nf4Plan | undefined => {
+      const prequantized = prequantizedPlan(component, configs[component].quantization_config, join(dirs[component], 'config.json'));
+      const onLoad = onLoadPlan(component, quantization);
+      if (prequantized && onLoad) {
+        console.warn(`fluxlab: ${component} is already bitsandbytes-quantized; its own quantization_config applies`);
+      }
+      return prequantized ?? onLoad;
+    };
+    const checkpoint = (component: ModelComponent): WeightSource =>
+      new CheckpointWeights(Checkpoint.open(dirs[component], component === 'text_encoder' || component === 'text_encoder_2' ? 'model' : 'diffusion_pytorch_model'));
+    return FluxPipeline.assemble({
+      modelPath: root,
+      device,
+      dtype,
+      configs,
+      source: checkpoint,
+      nf4,
+      tokenizerDirs: [dirs.tokenizer, dirs.tokenizer_2],
+      randomWeights,
+      weightsDescription: randomWeights ? 'embedded tiny-flux (random weights)' : root,
+      onLoad: options.onLoad,
+    });
+  }
+
+  /**
+   * A pipeline with RANDOM WEIGHTS at a model's real shapes, for benchmarks and tests where no checkpoint is at hand:
+   * 'flux1-dev' builds FLUX.1-dev's exact configs (19 + 38 blocks of width 3072, T5-XXL, CLIP-L, the 16-channel
+   * VAE; presets.ts), 'tiny-flux' the embedded tiny pipeline's. Weights are drawn on the target device (random-
+   * weights.ts), NF4-quantized there when `quantization` asks, exactly as loaded weights would be. Tokenizers are
+   * the embedded pipeline's (same algorithms, smaller vocabularies: the shapes are FLUX.1's). Images are noise.
+   * `overrides` replaces config fields per component (e.g. `{ transformer: { num_layers: 1 } }`).
+   */
+  static async fromRandom(preset: RandomPreset = 'flux1-dev', options: FluxPipelineRandomOptions = {}): Promise<FluxPipeline> {
+    const device: Device = options.device ?? 'cpu';
+    const dtype = options.dtype ?? 'float32';
+    if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
+    if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${device}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
+    const quantization = resolveQuantization(options.quantization, dtype);
+    const configs = presetConfigs(preset, EMBEDDED_MODEL_DIR);
+    for (const [component, fields] of Object.entries(options.overrides ?? {})) {
+      if (!(component in configs)) throw new Error(`fromRandom: overrides names '${component}', not one of ${Object.keys(configs).join(', ')}`);
+      Object.assign(configs[component as keyof PipelineConfigs], fields);
+    }
+    const source = new RandomWeights({ seed: options.seed ?? 0, drawOn: options.drawOn });
+    const description = `RANDOM WEIGHTS at ${preset} shapes (seed ${source.seed})`;
+    console.warn(`fluxlab: ${description}: for benchmarks and tests only; the images are noise by design.`);
+    return FluxPipeline.assemble({
+      modelPath: `random:${preset}`,
+      device,
+      dtype,
+      configs,
+      source: () => source,
+      nf4: (component) => onLoadPlan(component, quantization),
+      tokenizerDirs: [join(EMBEDDED_MODEL_DIR, 'tokenizer'), join(EMBEDDED_MODEL_DIR, 'tokenizer_2')],
+      randomWeights: true,
+      weightsDescription: description,
+      onLoad: options.onLoad,
+    });
+  }
+
+  /** Builds the components from their configs and weight sources (fromPretrained and fromRandom). */
+  private static async assemble(spec: {
+    modelPath: string;
+    device: Device;
+    dtype: FloatDType;
+    configs: PipelineConfigs;
+    source: (component: ModelComponent) => WeightSource;
+    nf4: (component: ModelComponent) => Nf4Plan | undefined;
+    tokenizerDirs: [string, string];
+    randomWeights: boolean;
+    weightsDescription: string;
+    onLoad?: FluxPipelineLoadOptions['onLoad'];
+  }): Promise<FluxPipeline> {
+    const { device, dtype, configs } = spec;
     const loadTimings: Record<string, number> = {};
     const loaded: { dispose(): void }[] = [];
     const timed = async <T>(component: string, load: () => T): Promise<T> => {
@@ -289,29 +398,27 @@ export class FluxPipeline {
       const disposable = value as Partial<{ dispose(): void }>;
       if (typeof disposable.dispose === 'function') loaded.push(value as { dispose(): void });
       loadTimings[component] = performance.now() - start;
-      options.onLoad?.({ component, ms: loadTimings[component] });
+      spec.onLoad?.({ component, ms: loadTimings[component] });
       // Let the event loop run (interrupts, I/O) between components; an interrupt frees what was loaded.
       await new Promise((r) => setImmediate(r));
       throwIfAborted(undefined);
       return value;
     };
-    const componentOptions = (component: string): ComponentLoadOptions => {
-      const config = readJson(join(dirs[component], 'config.json'), component);
-      const prequantized = prequantizedPlan(component, config.quantization_config, join(dirs[component], 'config.json'));
-      const onLoad = onLoadPlan(component, quantization);
-      if (prequantized && onLoad) {
-        console.warn(`fluxlab: ${component} is already bitsandbytes-quantized; its own quantization_config applies`);
-      }
-      return { device, dtype, nf4: prequantized ?? onLoad };
-    };
+    const options = (component: ModelComponent): ComponentLoadOptions => ({ device, dtype, nf4: spec.nf4(component) });
     try {
-      const scheduler = new FlowMatchEulerDiscreteScheduler(readJson(join(dirs.scheduler, 'scheduler_config.json'), 'scheduler'));
-      const tokenizer = await timed('tokenizer', () => loadClipTokenizer(dirs.tokenizer));
-      const tokenizer2 = await timed('tokenizer_2', () => loadT5Tokenizer(dirs.tokenizer_2));
-      const textEncoder = await timed('text_encoder', () => CLIPTextModel.fromPretrained(dirs.text_encoder, componentOptions('text_encoder')));
-      const textEncoder2 = await timed('text_encoder_2', () => T5EncoderModel.fromPretrained(dirs.text_encoder_2, componentOptions('text_encoder_2')));
-      const transformer = await timed('transformer', () => FluxTransformer2DModel.fromPretrained(dirs.transformer, componentOptions('transformer')));
-      const vae = await timed('vae', () => AutoencoderKL.fromPretrained(dirs.vae, componentOptions('vae')));
+      const scheduler = new FlowMatchEulerDiscreteScheduler(configs.scheduler);
+      const tokenizer = await timed('tokenizer', () => loadClipTokenizer(spec.tokenizerDirs[0]));
+      const tokenizer2 = await timed('tokenizer_2', () => loadT5Tokenizer(spec.tokenizerDirs[1]));
+      const textEncoder = await timed('text_encoder', () =>
+        CLIPTextModel.fromWeights(configs.text_encoder, spec.source('text_encoder'), options('text_encoder')),
+      );
+      const textEncoder2 = await timed('text_encoder_2', () =>
+        T5EncoderModel.fromWeights(configs.text_encoder_2, spec.source('text_encoder_2'), options('text_encoder_2')),
+      );
+      const transformer = await timed('transformer', () =>
+        FluxTransformer2DModel.fromWeights(configs.transformer, spec.source('transformer'), options('transformer')),
+      );
+      const vae = await timed('vae', () => AutoencoderKL.fromWeights(configs.vae, spec.source('vae'), options('vae')));
       if (transformer.config.joint_attention_dim !== textEncoder2.config.d_model) {
         throw new Error(`transformer joint_attention_dim ${transformer.config.joint_attention_dim} != text_encoder_2 d_model ${textEncoder2.config.d_model}`);
       }
@@ -321,11 +428,35 @@ export class FluxPipeline {
       if (transformer.config.in_channels !== vae.config.latent_channels * 4) {
         throw new Error(`transformer in_channels ${transformer.config.in_channels} != 4 × vae latent_channels ${vae.config.latent_channels}`);
       }
-      return new FluxPipeline(root, device, dtype, tokenizer, tokenizer2, textEncoder, textEncoder2, transformer, vae, scheduler, randomWeights, loadTimings);
+      return new FluxPipeline(
+        spec.modelPath,
+        device,
+        dtype,
+        tokenizer,
+        tokenizer2,
+        textEncoder,
+        textEncoder2,
+        transformer,
+        vae,
+        scheduler,
+        spec.randomWeights,
+        loadTimings,
+        spec.weightsDescription,
+      );
     } catch (err) {
       for (const model of loaded) model.dispose();
       throw err;
     }
+  }
+
+  /**
+   * Captures the transformer's denoising step as CUDA graphs (FluxTransformer2DModel.compile): the first
+   * generation at a new size or batch captures, later ones replay. The text encoders and the VAE run once per
+   * generation and are bound by their kernels, not by launches: they stay eager. On the CPU a no-op, with a message.
+   */
+  compile(): this {
+    this.transformer.compile();
+    return this;
   }
 
   /** 2^(VAE levels − 1): 8 for FLUX.1. */
@@ -478,20 +609,26 @@ export class FluxPipeline {
       traceHost('sigmas', scheduler.sigmas, [scheduler.sigmas.length]);
       traceHost('timesteps', scheduler.timesteps, [scheduler.timesteps.length]);
       const guidance = this.transformer.config.guidance_embeds ? new Array<number>(batch).fill(f32(guidanceScale)) : undefined;
+      // Every step's inputs go to the device once, so that a step needs no host work (and can be a CUDA graph).
+      // The transformer gets t / 1000 (float32; see FluxTransformer2DModel.conditioning on bfloat16).
+      const modelTimesteps = Float32Array.from(scheduler.timesteps, (t) => f32(t / 1000));
+      const stepTimesteps = scope.track(
+        Tensor.fromArray(Float32Array.from({ length: steps * batch }, (_, j) => modelTimesteps[Math.floor(j / batch)]), [steps, batch], { device: this.device }),
+      );
+      const guidanceTensor = guidance ? scope.track(Tensor.fromArray(Float32Array.from(guidance), [batch], { device: this.device })) : undefined;
       const rotary = this.transformer.posEmbed(encoded.textIds, imgIds);
       scope.track(rotary.cos);
       scope.track(rotary.sin);
+      const capturedBefore = this.transformer.graphInfo().reduce((sum, g) => sum + g.captureMs, 0);
       const afterLatents = clock.mark();
 
       const stepMarks: number[] = [afterLatents];
       for (let i = 0; i < scheduler.timesteps.length; i++) {
         throwIfAborted(options.signal);
         const t = scheduler.timesteps[i];
-        // The transformer gets t / 1000 (float32; see FluxTransformer2DModel.conditioning on bfloat16).
-        const modelT = f32(t / 1000);
         if (trace) {
           trace(`step${i}.hidden_states`, latents);
-          traceHost(`step${i}.timestep`, new Float32Array(batch).fill(modelT), [batch]);
+          traceHost(`step${i}.timestep`, new Float32Array(batch).fill(modelTimesteps[i]), [batch]);
           if (guidance) traceHost(`step${i}.guidance`, Float32Array.from(guidance), [batch]);
         }
         const next = tidy(() => {
@@ -499,8 +636,8 @@ export class FluxPipeline {
             hiddenStates: latents,
             encoderHiddenStates: encoded.promptEmbeds,
             pooledProjections: encoded.pooledPromptEmbeds,
-            timestep: new Array<number>(batch).fill(modelT),
-            guidance,
+            timestep: ops.slice(stepTimesteps, 0, i, i + 1),
+            guidance: guidanceTensor,
             rotary,
           });
           trace?.(`step${i}.noise_pred`, noise);
@@ -545,7 +682,7 @@ export class FluxPipeline {
         const metadata: Record<string, string> = {
           Software: 'fluxlab',
           'fluxlab:prompt': promptsList[Math.floor(b / n)],
-          'fluxlab:model': this.randomWeights ? 'embedded tiny-flux (random weights)' : this.modelPath,
+          'fluxlab:model': this.weightsDescription,
           'fluxlab:steps': String(steps),
           'fluxlab:guidance': String(guidanceScale),
           'fluxlab:random-weights': String(this.randomWeights),
@@ -557,6 +694,7 @@ export class FluxPipeline {
       const stepMs = stepMarks.slice(1).map((mark, i) => clock.elapsedMs(stepMarks[i], mark));
       const timings: GenerationTimings = {
         totalMs: performance.now() - start,
+        captureMs: this.transformer.graphInfo().reduce((sum, g) => sum + g.captureMs, 0) - capturedBefore,
         encodePromptMs: clock.elapsedMs(0, afterEncode),
         prepareLatentsMs: clock.elapsedMs(afterEncode, afterLatents),
         denoiseMs: clock.elapsedMs(afterLatents, stepMarks[stepMarks.length - 1]),
@@ -568,10 +706,11 @@ export class FluxPipeline {
       progress({ stage: 'done', step: steps, steps });
       const stats = onDevice ? memory.stats(this.device) : undefined;
       const host = onDevice ? undefined : memory.hostStats();
+      const graphBytes = this.transformer.graphBytes;
       const usage: GenerationMemory = stats
-        ? { device: this.device, peakAllocatedBytes: stats.peakAllocated, allocatedBytes: stats.allocated, reservedBytes: stats.reserved, byComponent: { ...stats.byTag } }
-        : { device: this.device, peakAllocatedBytes: host!.peakAllocated, allocatedBytes: host!.allocated, byComponent: { ...host!.byTag } };
-      return new FluxGenerationResult(images, imageWidth, imageHeight, seed, timings, usage, this.randomWeights, warnings);
+        ? { device: this.device, peakAllocatedBytes: stats.peakAllocated, allocatedBytes: stats.allocated, reservedBytes: stats.reserved, byComponent: { ...stats.byTag }, graphBytes }
+        : { device: this.device, peakAllocatedBytes: host!.peakAllocated, allocatedBytes: host!.allocated, byComponent: { ...host!.byTag }, graphBytes };
+      return new FluxGenerationResult(images, imageWidth, imageHeight, seed, timings, usage, this.randomWeights, warnings, this.weightsDescription);
     } finally {
       scope.dispose();
       clock.dispose();

@@ -6,7 +6,7 @@ import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { T5Config, readJson, t5Config } from './config';
-import { ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, mergeHeads, splitHeads } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource, mergeHeads, splitHeads } from './nn';
 
 const f32 = Math.fround;
 
@@ -79,12 +79,15 @@ class T5Attention {
 
   constructor(w: WeightLoader, prefix: string, readonly config: T5Config, hasBias: boolean) {
     const inner = config.num_heads * config.d_kv;
-    this.q = w.linear(`${prefix}.q`, config.d_model, inner, { bias: false });
+    // transformers' _init_weights folds the 1/sqrt(d_kv) attention scale into q (random weights follow it).
+    this.q = w.linear(`${prefix}.q`, config.d_model, inner, { bias: false, initStd: (config.d_model * config.d_kv) ** -0.5 });
     this.k = w.linear(`${prefix}.k`, config.d_model, inner, { bias: false });
     this.v = w.linear(`${prefix}.v`, config.d_model, inner, { bias: false });
     this.o = w.linear(`${prefix}.o`, inner, config.d_model, { bias: false });
     if (hasBias) {
-      this.relative_attention_bias = w.tensor(`${prefix}.relative_attention_bias.weight`, [config.relative_attention_num_buckets, config.num_heads]);
+      this.relative_attention_bias = w.tensor(`${prefix}.relative_attention_bias.weight`, [config.relative_attention_num_buckets, config.num_heads], w.dtype, {
+        normal: config.d_model ** -0.5,
+      });
     }
   }
 
@@ -179,7 +182,7 @@ export class T5EncoderModel {
   ) {
     const w = weights;
     const embedKey = w.has('encoder.embed_tokens.weight') ? 'encoder.embed_tokens' : 'shared';
-    this.shared = w.embedding(embedKey, config.vocab_size, config.d_model);
+    this.shared = w.embedding(embedKey, config.vocab_size, config.d_model, 1);
     // bitsandbytes keeps `wo` in float32 (transformers' T5 _keep_in_fp32_modules), as does float16 loading.
     const woDtype: FloatDType = w.options.nf4 !== undefined || w.dtype === 'float16' ? 'float32' : w.dtype;
     const block: T5Block[] = [];
@@ -188,8 +191,14 @@ export class T5EncoderModel {
   }
 
   static fromPretrained(dir: string, options: ComponentLoadOptions, component = 'text_encoder_2'): T5EncoderModel {
-    const config = t5Config(readJson(join(dir, 'config.json'), component), component);
-    const weights = new WeightLoader(component, Checkpoint.open(dir, 'model'), options);
+    const config = readJson(join(dir, 'config.json'), component);
+    return T5EncoderModel.fromWeights(config, new CheckpointWeights(Checkpoint.open(dir, 'model')), options, component);
+  }
+
+  /** Builds the model of `rawConfig` (config.json's contents) from `source` (a checkpoint, or random weights). */
+  static fromWeights(rawConfig: Record<string, unknown>, source: WeightSource, options: ComponentLoadOptions, component = 'text_encoder_2'): T5EncoderModel {
+    const config = t5Config(rawConfig, component);
+    const weights = new WeightLoader(component, source, options);
     try {
       return new T5EncoderModel(config, weights);
     } catch (err) {

@@ -1,39 +1,19 @@
 // diffusers' FluxTransformer2DModel (FLUX.1's MMDiT): x/context embedders, timestep + guidance + pooled-text
 // conditioning, 3-axis RoPE, double-stream blocks (joint attention, text tokens first), single-stream blocks
 // (attention and MLP in parallel), AdaLayerNormContinuous and the output projection. Module names are the
-// checkpoint keys. Small host-side tensors (sinusoidal embeddings, RoPE tables) are computed in JS with the
-// roundings torch applies, then uploaded.
+// checkpoint keys. Activations stay [B, L, H·D] ([B, L, H, D] views around attention: no head permutes); norms,
+// modulation, GELU, gates and residuals run fused into their neighbours (fused.ts). The step computes everything
+// on the device (the timestep embedding too), so compile() can capture it as a CUDA graph. The RoPE table is
+// computed once per image size on the host with torch's roundings.
 import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
-import { ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, mergeHeads } from './nn';
+import { attention, layerNormModulate, qkNormRope, timestepEmbedding } from './fused';
+import { GraphCache, GraphInfo, graphCaptureUnavailableReason } from './graphs';
+import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource } from './nn';
 
-const f32 = Math.fround;
-
-/**
- * diffusers' get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0, max_period=10000) in
- * float32: frequencies exp(-ln(10000)·i/half), arguments t·freq, [cos | sin]. → [B, dim].
- */
-export function timestepEmbedding(timesteps: ArrayLike<number>, dim: number, flipSinToCos = true, downscaleFreqShift = 0, maxPeriod = 10000): Float32Array {
-  const half = Math.floor(dim / 2);
-  const negLog = f32(-Math.log(maxPeriod));
-  const freqs = new Float32Array(half);
-  for (let i = 0; i < half; i++) freqs[i] = f32(Math.exp(f32(f32(negLog * i) / (half - downscaleFreqShift))));
-  const out = new Float32Array(timesteps.length * dim);
-  for (let b = 0; b < timesteps.length; b++) {
-    const t = f32(timesteps[b]);
-    const row = out.subarray(b * dim, (b + 1) * dim);
-    for (let i = 0; i < half; i++) {
-      const arg = f32(t * freqs[i]);
-      const sin = f32(Math.sin(arg));
-      const cos = f32(Math.cos(arg));
-      row[flipSinToCos ? half + i : i] = sin;
-      row[flipSinToCos ? i : half + i] = cos;
-    }
-  }
-  return out;
-}
+export { timestepEmbeddingHost as timestepEmbedding } from './fused';
 
 /**
  * FluxPosEmbed(theta=10000, axes_dim): for each axis, get_1d_rotary_pos_embed with float64 frequencies
@@ -84,6 +64,7 @@ export interface RotaryEmbedding {
   dispose(): void;
 }
 
+/** The modulation vector [B, count·D] as `count` [B, 1, D] pieces. */
 function modulationChunks(emb: Tensor, count: number): Tensor[] {
   const [batch, width] = emb.shape;
   return ops.split(emb, width / count, 1).map((chunk) => chunk.reshape([batch, 1, width / count]));
@@ -102,6 +83,11 @@ class MLPEmbedder {
   forward(x: Tensor): Tensor {
     return tidy(() => this.linear_2.forward(ops.silu(this.linear_1.forward(x))));
   }
+}
+
+/** Rows [start, end) of the rotary table (views: the table is contiguous). */
+function ropeRows(rope: RotaryEmbedding, start: number, end: number): { cos: Tensor; sin: Tensor } {
+  return { cos: ops.slice(rope.cos, 0, start, end), sin: ops.slice(rope.sin, 0, start, end) };
 }
 
 /** FluxAttention: per-head RMS QK-norm, RoPE on the joint sequence, optional context projections (double blocks). */
@@ -143,29 +129,40 @@ class FluxAttention {
     }
   }
 
-  /** [B, L, H·D] → [B, H, L, D], normed per head when a norm is given. */
-  private project(linear: Linear, x: Tensor, norm?: RMSNorm): Tensor {
-    const [b, l] = x.shape;
-    const y = linear.forward(x).reshape([b, l, this.heads, this.headDim]);
-    return ops.permute(norm ? norm.forward(y) : y, [0, 2, 1, 3]);
+  /** [B, L, H·D] → [B, L, H, D] (a view). */
+  private heads4(t: Tensor): Tensor {
+    const [b, l] = t.shape;
+    return t.reshape([b, l, this.heads, this.headDim]);
   }
 
-  /** Attention over the joint sequence [context; x] → outputs for x (and for the context, when joint). */
+  /** q, k (normed, rotated) and v of one stream, [B, L, H, D], with rope rows for its tokens. */
+  private qkv(x: Tensor, q: Linear, k: Linear, v: Linear, normQ: RMSNorm, normK: RMSNorm, rope: { cos: Tensor; sin: Tensor }): Tensor[] {
+    return [
+      qkNormRope(this.heads4(q.forward(x)), normQ.weight, rope.cos, rope.sin, normQ.eps),
+      qkNormRope(this.heads4(k.forward(x)), normK.weight, rope.cos, rope.sin, normK.eps),
+      this.heads4(v.forward(x)),
+    ];
+  }
+
+  /**
+   * Attention over the joint sequence [context; x], before the output projections (the blocks fuse those with
+   * their gates and residuals): [B, L+S, H·D], or for joint blocks its context rows [B, L, H·D] and x rows [B, S, H·D].
+   */
   forward(x: Tensor, context: Tensor | undefined, rope: RotaryEmbedding): { x: Tensor; context?: Tensor } {
     return tidy(() => {
-      let q = this.project(this.to_q, x, this.norm_q); // [B, H, S, D]
-      let k = this.project(this.to_k, x, this.norm_k);
-      let v = this.project(this.to_v, x);
-      const textLength = context ? context.shape[1] : 0;
+      const [b, s] = x.shape;
+      const l = context ? context.shape[1] : 0;
+      let [q, k, v] = this.qkv(x, this.to_q, this.to_k, this.to_v, this.norm_q, this.norm_k, ropeRows(rope, l, l + s));
       if (context) {
-        q = ops.concat([this.project(this.add_q_proj!, context, this.norm_added_q), q], 2); // [B, H, L+S, D]
-        k = ops.concat([this.project(this.add_k_proj!, context, this.norm_added_k), k], 2);
-        v = ops.concat([this.project(this.add_v_proj!, context), v], 2);
+        const [cq, ck, cv] = this.qkv(context, this.add_q_proj!, this.add_k_proj!, this.add_v_proj!, this.norm_added_q!, this.norm_added_k!, ropeRows(rope, 0, l));
+        q = ops.concat([cq, q], 1); // [B, L+S, H, D]
+        k = ops.concat([ck, k], 1);
+        v = ops.concat([cv, v], 1);
       }
-      const attended = mergeHeads(ops.sdpa(ops.rope(q, rope.cos, rope.sin), ops.rope(k, rope.cos, rope.sin), v)); // [B, L+S, H·D]
+      const attended = attention(q, k, v).reshape([b, l + s, this.heads * this.headDim]);
       if (!context) return { x: attended };
-      const [contextOut, xOut] = ops.split(attended, [textLength, attended.shape[1] - textLength], 1);
-      return { x: this.to_out![0].forward(xOut), context: this.to_add_out!.forward(contextOut) };
+      const [contextOut, xOut] = ops.split(attended, [l, s], 1);
+      return { x: xOut, context: contextOut };
     });
   }
 }
@@ -178,8 +175,9 @@ class FeedForward {
     this.net = [{ proj: w.linear(`${prefix}.net.0.proj`, dim, hidden) }, null, w.linear(`${prefix}.net.2`, hidden, dim)];
   }
 
-  forward(x: Tensor): Tensor {
-    return tidy(() => this.net[2].forward(ops.gelu(this.net[0].proj.forward(x), 'tanh')));
+  /** residual + gate ⊙ FF(x). */
+  forward(x: Tensor, gate: Tensor, residual: Tensor): Tensor {
+    return tidy(() => this.net[2].forward(this.net[0].proj.forward(x, { activation: 'gelu_tanh' }), { gate, residual }));
   }
 }
 
@@ -207,46 +205,56 @@ class FluxTransformerBlock {
       // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp; LayerNorm without affine, eps 1e-6.
       const [shift, scale, gate, shiftMlp, scaleMlp, gateMlp] = modulationChunks(this.norm1.linear.forward(siluTemb), 6);
       const [cShift, cScale, cGate, cShiftMlp, cScaleMlp, cGateMlp] = modulationChunks(this.norm1_context.linear.forward(siluTemb), 6);
-      const normX = ops.modulate(ops.layerNorm(x, null, null, 1e-6), shift, scale);
-      const normContext = ops.modulate(ops.layerNorm(context, null, null, 1e-6), cShift, cScale);
-      const attention = this.attn.forward(normX, normContext, rope);
+      const attended = this.attn.forward(layerNormModulate(x, shift, scale, 1e-6), layerNormModulate(context, cShift, cScale, 1e-6), rope);
 
-      const h = ops.add(x, ops.mul(gate, attention.x));
-      const ffOut = this.ff.forward(ops.modulate(ops.layerNorm(h, null, null, 1e-6), shiftMlp, scaleMlp));
-      const newX = ops.add(h, ops.mul(gateMlp, ffOut));
+      const h = this.attn.to_out![0].forward(attended.x, { gate, residual: x });
+      const newX = this.ff.forward(layerNormModulate(h, shiftMlp, scaleMlp, 1e-6), gateMlp, h);
 
-      const c = ops.add(context, ops.mul(cGate, attention.context!));
-      const ffContext = this.ff_context.forward(ops.modulate(ops.layerNorm(c, null, null, 1e-6), cShiftMlp, cScaleMlp));
-      const newContext = ops.add(c, ops.mul(cGateMlp, ffContext));
+      const c = this.attn.to_add_out!.forward(attended.context!, { gate: cGate, residual: context });
+      const newContext = this.ff_context.forward(layerNormModulate(c, cShiftMlp, cScaleMlp, 1e-6), cGateMlp, c);
       return { x: newX, context: newContext };
     });
   }
 }
 
-/** FluxSingleTransformerBlock: AdaLayerNormZeroSingle, attention ∥ MLP, concatenated into proj_out. */
+/** FluxSingleTransformerBlock: AdaLayerNormZeroSingle, attention ∥ MLP, both into proj_out. */
 class FluxSingleTransformerBlock {
   // norm.linear [3D, D]; proj_mlp [4D, D]; proj_out [D, 5D]
   readonly norm: { linear: Linear };
   readonly proj_mlp: Linear;
   readonly attn: FluxAttention;
-  readonly proj_out: Linear;
+  /**
+   * proj_out as its attention and MLP column blocks [D, D] and [D, 4D] (exact copies of the checkpoint's values),
+   * so x + gate·proj_out([attn, mlp]) = (x + gate·(attn·W₁ᵀ + b)) + gate·(mlp·W₂ᵀ): two GEMMs with fused
+   * epilogues and no [B, L+S, 5D] concatenation. Undefined for double-quant NF4 (no exact column split): proj_out
+   * then runs on the concatenation, as diffusers does.
+   */
+  readonly proj_out_split?: [Linear, Linear];
+  readonly proj_out?: Linear;
 
   constructor(w: WeightLoader, prefix: string, heads: number, headDim: number) {
     const dim = heads * headDim;
     this.norm = { linear: w.linear(`${prefix}.norm.linear`, dim, 3 * dim) };
     this.proj_mlp = w.linear(`${prefix}.proj_mlp`, dim, 4 * dim);
     this.attn = new FluxAttention(w, `${prefix}.attn`, heads, headDim, false);
-    this.proj_out = w.linear(`${prefix}.proj_out`, 5 * dim, dim);
+    const projOut = w.linear(`${prefix}.proj_out`, 5 * dim, dim);
+    const split = w.splitInputs(`${prefix}.proj_out`, [dim, 4 * dim]);
+    if (split) this.proj_out_split = [split[0], split[1]];
+    else this.proj_out = projOut;
   }
 
   /** x [B, L+S, D] (text tokens first) → [B, L+S, D]. */
   forward(x: Tensor, siluTemb: Tensor, rope: RotaryEmbedding): Tensor {
     return tidy(() => {
       const [shift, scale, gate] = modulationChunks(this.norm.linear.forward(siluTemb), 3);
-      const normed = ops.modulate(ops.layerNorm(x, null, null, 1e-6), shift, scale);
-      const mlp = ops.gelu(this.proj_mlp.forward(normed), 'tanh');
-      const attention = this.attn.forward(normed, undefined, rope).x;
-      return ops.add(x, ops.mul(gate, this.proj_out.forward(ops.concat([attention, mlp], 2))));
+      const normed = layerNormModulate(x, shift, scale, 1e-6);
+      const mlp = this.proj_mlp.forward(normed, { activation: 'gelu_tanh' });
+      const attended = this.attn.forward(normed, undefined, rope).x;
+      if (this.proj_out_split) {
+        const [attnOut, mlpOut] = this.proj_out_split;
+        return mlpOut.forward(mlp, { gate, residual: attnOut.forward(attended, { gate, residual: x }) });
+      }
+      return this.proj_out!.forward(ops.concat([attended, mlp], 2), { gate, residual: x });
     });
   }
 }
@@ -258,12 +266,26 @@ export interface FluxTransformerInputs {
   encoderHiddenStates: Tensor;
   /** CLIP pooled embeddings [B, pooled_projection_dim]. */
   pooledProjections: Tensor;
-  /** Per-sample timestep as FluxPipeline passes it (t / 1000), already in the latents' precision. */
-  timestep: ArrayLike<number>;
-  /** Per-sample guidance scale (guidance-distilled models only). */
-  guidance?: ArrayLike<number>;
+  /**
+   * Per-sample timestep as FluxPipeline passes it (t / 1000): host numbers, or a float32 [B] tensor (on the model's
+   * device, nothing is copied through the host).
+   */
+  timestep: ArrayLike<number> | Tensor;
+  /** Per-sample guidance scale (guidance-distilled models only), numbers or a float32 [B] tensor. */
+  guidance?: ArrayLike<number> | Tensor;
   /** The rotary table for [txt_ids; img_ids] (see posEmbed). */
   rotary: RotaryEmbedding;
+}
+
+/** One forward's inputs, all on the model's device (what a captured graph copies in). */
+interface StepInputs extends Record<string, Tensor | undefined> {
+  hiddenStates: Tensor;
+  encoderHiddenStates: Tensor;
+  pooledProjections: Tensor;
+  timestep: Tensor;
+  guidance?: Tensor;
+  cos: Tensor;
+  sin: Tensor;
 }
 
 export class FluxTransformer2DModel {
@@ -276,6 +298,8 @@ export class FluxTransformer2DModel {
   readonly proj_out: Linear;
   readonly innerDim: number;
   readonly outChannels: number;
+  private graphs?: GraphCache<StepInputs>;
+  private compileWarned = false;
 
   private constructor(
     readonly config: FluxTransformerConfig,
@@ -303,8 +327,14 @@ export class FluxTransformer2DModel {
   }
 
   static fromPretrained(dir: string, options: ComponentLoadOptions, component = 'transformer'): FluxTransformer2DModel {
-    const config = fluxTransformerConfig(readJson(join(dir, 'config.json'), component), component);
-    const weights = new WeightLoader(component, Checkpoint.open(dir, 'diffusion_pytorch_model'), options);
+    const config = readJson(join(dir, 'config.json'), component);
+    return FluxTransformer2DModel.fromWeights(config, new CheckpointWeights(Checkpoint.open(dir, 'diffusion_pytorch_model')), options, component);
+  }
+
+  /** Builds the model of `rawConfig` (config.json's contents) from `source` (a checkpoint, or random weights). */
+  static fromWeights(rawConfig: Record<string, unknown>, source: WeightSource, options: ComponentLoadOptions, component = 'transformer'): FluxTransformer2DModel {
+    const config = fluxTransformerConfig(rawConfig, component);
+    const weights = new WeightLoader(component, source, options);
     try {
       return new FluxTransformer2DModel(config, weights);
     } catch (err) {
@@ -340,29 +370,70 @@ export class FluxTransformer2DModel {
     return table;
   }
 
-  /** The conditioning vector temb [B, D]: timestep (+ guidance) embeddings + pooled text projection. */
-  private conditioning(inputs: FluxTransformerInputs, batch: number): Tensor {
-    const dtype = this.dtype;
-    // forward() multiplies by 1000 again. diffusers does it in the latents' dtype, which in bfloat16 rounds the
-    // timestep to 3 digits (827.2 → 828) and moves bf16 results ~3% off the float32 reference; we keep float32.
-    const scaled = (values: ArrayLike<number>, what: string): number[] => {
-      if (values.length !== batch) throw new Error(`FluxTransformer2DModel: ${values.length} ${what} values for a batch of ${batch}`);
-      return Array.from(values, (v) => f32(v * 1000));
-    };
-    const embed = (values: number[], embedder: MLPEmbedder): Tensor => {
-      const proj = Tensor.fromArray(timestepEmbedding(values, 256), [batch, 256], { device: this.device, dtype });
-      try {
-        return embedder.forward(proj);
-      } finally {
-        proj.dispose();
-      }
+  /**
+   * Captures the forward as CUDA graphs from now on, one per input signature (batch, image and text length,
+   * dtypes): the first call at a new signature runs eagerly and captures, later ones replay (graphs.ts). Results
+   * are those of eager execution, bit for bit. On the CPU there is nothing to capture: compile() says so once on
+   * stderr and the model keeps running eagerly (as torch.compile on a CPU model leaves results unchanged).
+   */
+  compile(): this {
+    const reason = graphCaptureUnavailableReason(this.device);
+    if (reason !== undefined) {
+      if (!this.compileWarned) console.warn(`fluxlab: FluxTransformer2DModel.compile(): ${reason}; the model on ${this.device} runs eagerly`);
+      this.compileWarned = true;
+      return this;
+    }
+    this.graphs ??= new GraphCache<StepInputs>(this.device, 'graphs', (inputs) => this.run(inputs));
+    return this;
+  }
+
+  /** True once compile() enabled CUDA graphs. */
+  get compiled(): boolean {
+    return this.graphs !== undefined;
+  }
+
+  /** The captured graphs: signature, capture time, memory, replays. */
+  graphInfo(): GraphInfo[] {
+    return this.graphs?.info() ?? [];
+  }
+
+  /** Bytes held by the captured graphs (0 when not compiled). */
+  get graphBytes(): number {
+    return this.graphs?.bytes ?? 0;
+  }
+
+  /** Frees the captured graphs and returns to eager execution. */
+  uncompile(): void {
+    this.graphs?.dispose();
+    this.graphs = undefined;
+  }
+
+  /** Per-sample numbers or a tensor as float32 [batch] on the model's device. */
+  private perSample(values: ArrayLike<number> | Tensor, batch: number, what: string): Tensor {
+    if (values instanceof Tensor) {
+      if (values.numel !== batch) throw new Error(`FluxTransformer2DModel: ${what} is ${values.describe()} for a batch of ${batch}`);
+      const flat = values.reshape([batch]);
+      if (flat.device === this.device && flat.dtype === 'float32') return flat;
+      return tidy(() => flat.to({ device: this.device, dtype: 'float32' }));
+    }
+    if (values.length !== batch) throw new Error(`FluxTransformer2DModel: ${values.length} ${what} values for a batch of ${batch}`);
+    return Tensor.fromArray(Float32Array.from(values), [batch], { device: this.device });
+  }
+
+  /**
+   * The conditioning vector temb [B, D]: timestep (+ guidance) embeddings + pooled text projection, all on the
+   * device. The pipeline passes t/1000 and this multiplies by 1000 again; diffusers does both in the latents'
+   * dtype, which in bfloat16 rounds the timestep to 3 digits (827.2 → 828) and moves bf16 results ~3% off the
+   * float32 reference: here these scalars stay float32.
+   */
+  private conditioning(inputs: StepInputs): Tensor {
+    const embed = (values: Tensor, embedder: MLPEmbedder): Tensor => {
+      const proj = timestepEmbedding(ops.scale(values, 1000), 256);
+      return embedder.forward(proj.dtype === this.dtype ? proj : proj.to({ dtype: this.dtype }));
     };
     return tidy(() => {
-      let temb = embed(scaled(inputs.timestep, 'timestep'), this.time_text_embed.timestep_embedder);
-      if (this.time_text_embed.guidance_embedder) {
-        if (inputs.guidance === undefined) throw new Error('FluxTransformer2DModel: this model embeds guidance; pass guidance');
-        temb = ops.add(temb, embed(scaled(inputs.guidance, 'guidance'), this.time_text_embed.guidance_embedder));
-      }
+      let temb = embed(inputs.timestep, this.time_text_embed.timestep_embedder);
+      if (this.time_text_embed.guidance_embedder) temb = ops.add(temb, embed(inputs.guidance!, this.time_text_embed.guidance_embedder));
       return ops.add(temb, this.time_text_embed.text_embedder.forward(inputs.pooledProjections));
     });
   }
@@ -385,12 +456,35 @@ export class FluxTransformer2DModel {
     if (inputs.rotary.cos.shape[0] !== textLength + seq) {
       throw new Error(`FluxTransformer2DModel: rotary table has ${inputs.rotary.cos.shape[0]} rows for ${textLength} text + ${seq} image tokens`);
     }
+    if (config.guidance_embeds && inputs.guidance === undefined) throw new Error('FluxTransformer2DModel: this model embeds guidance; pass guidance');
+    for (const [name, t] of [['hidden states', hiddenStates], ['encoder hidden states', encoderHiddenStates], ['pooled projections', pooledProjections]] as const) {
+      if (t.device !== this.device) throw new Error(`FluxTransformer2DModel on ${this.device}: ${name} are on ${t.device}`);
+    }
     return tidy(() => {
-      const siluTemb = ops.silu(this.conditioning(inputs, batch));
-      let x = this.x_embedder.forward(hiddenStates); // [B, S, D]
-      let context = this.context_embedder.forward(encoderHiddenStates); // [B, L, D]
+      const step: StepInputs = {
+        hiddenStates,
+        encoderHiddenStates,
+        pooledProjections,
+        timestep: this.perSample(inputs.timestep, batch, 'timestep'),
+        guidance: config.guidance_embeds ? this.perSample(inputs.guidance!, batch, 'guidance') : undefined,
+        cos: inputs.rotary.cos,
+        sin: inputs.rotary.sin,
+      };
+      return this.graphs ? this.graphs.call(step) : this.run(step);
+    });
+  }
+
+  /** The eager forward: device work only (no host synchronisation), so that it can be captured. */
+  private run(inputs: StepInputs): Tensor {
+    const [, seq] = inputs.hiddenStates.shape;
+    const textLength = inputs.encoderHiddenStates.shape[1];
+    const rotary: RotaryEmbedding = { cos: inputs.cos, sin: inputs.sin, dispose: () => undefined };
+    return tidy(() => {
+      const siluTemb = ops.silu(this.conditioning(inputs));
+      let x = this.x_embedder.forward(inputs.hiddenStates); // [B, S, D]
+      let context = this.context_embedder.forward(inputs.encoderHiddenStates); // [B, L, D]
       for (const block of this.transformer_blocks) {
-        const out = block.forward(x, context, siluTemb, inputs.rotary);
+        const out = block.forward(x, context, siluTemb, rotary);
         x.dispose();
         context.dispose();
         ({ x, context } = out);
@@ -399,18 +493,18 @@ export class FluxTransformer2DModel {
       x.dispose();
       context.dispose();
       for (const block of this.single_transformer_blocks) {
-        const next = block.forward(joint, siluTemb, inputs.rotary);
+        const next = block.forward(joint, siluTemb, rotary);
         joint.dispose();
         joint = next;
       }
       const image = ops.slice(joint, 1, textLength, textLength + seq);
       // AdaLayerNormContinuous: the linear's output is (scale, shift), in that order.
       const [scale, shift] = modulationChunks(this.norm_out.linear.forward(siluTemb), 2);
-      return this.proj_out.forward(ops.modulate(ops.layerNorm(image, null, null, 1e-6), shift, scale));
+      return this.proj_out.forward(layerNormModulate(image, shift, scale, 1e-6));
     });
   }
 
-  /** The Linear layers by checkpoint module name (dense or NF4). */
+  /** The Linear layers by checkpoint module name (dense or NF4; split layers as `name[start:end]`). */
   linearLayers(): ReadonlyMap<string, Linear> {
     return this.weights.linears;
   }
@@ -420,6 +514,7 @@ export class FluxTransformer2DModel {
   }
 
   dispose(): void {
+    this.uncompile();
     this.weights.dispose();
   }
 }

@@ -5,7 +5,7 @@ import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { AutoencoderKLConfig, autoencoderKLConfig, readJson } from './config';
-import { ComponentLoadOptions, Conv2d, FloatDType, GroupNorm, Linear, WeightLoader } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, Conv2d, FloatDType, GroupNorm, Linear, WeightLoader, WeightSource } from './nn';
 
 const EPS = 1e-6;
 
@@ -144,8 +144,14 @@ export class AutoencoderKL {
   }
 
   static fromPretrained(dir: string, options: ComponentLoadOptions, component = 'vae'): AutoencoderKL {
-    const config = autoencoderKLConfig(readJson(join(dir, 'config.json'), component), component);
-    const weights = new WeightLoader(component, Checkpoint.open(dir, 'diffusion_pytorch_model'), options);
+    const config = readJson(join(dir, 'config.json'), component);
+    return AutoencoderKL.fromWeights(config, new CheckpointWeights(Checkpoint.open(dir, 'diffusion_pytorch_model')), options, component);
+  }
+
+  /** Builds the decoder of `rawConfig` (config.json's contents) from `source` (a checkpoint, or random weights). */
+  static fromWeights(rawConfig: Record<string, unknown>, source: WeightSource, options: ComponentLoadOptions, component = 'vae'): AutoencoderKL {
+    const config = autoencoderKLConfig(rawConfig, component);
+    const weights = new WeightLoader(component, source, options);
     try {
       return new AutoencoderKL(config, weights);
     } catch (err) {
