@@ -12,7 +12,10 @@ import { dumpTensor, DumpedTensor } from './dump';
 import { GoldenCase, compareToGolden, fixturesDir, formatComparisons, goldenCases, relativeL2 } from './golden';
 import { unpackLatents } from './latents';
 import { decodePng } from './png';
-import { FluxPipeline, FluxPipelineLoadOptions, GenerateOptions } from './pipeline';
+import { autoencoderKLConfig, clipTextConfig, fluxTransformerConfig, t5Config } from './config';
+import { EMBEDDED_MODEL_DIR, FluxPipeline, FluxPipelineLoadOptions, GenerateOptions } from './pipeline';
+import { presetConfigs } from './presets';
+import { FlowMatchEulerDiscreteScheduler } from './scheduler';
 import { SafetensorsFile, writeSafetensors } from './safetensors';
 
 const fixtures = fixturesDir();
@@ -458,5 +461,112 @@ describe('FluxPipeline bad checkpoints', () => {
       FluxPipeline.fromPretrained(join(fixtures, 'tiny-flux'), { quantization: { backend: 'nf4', components: ['unet'] } }),
       /quantization: unknown component 'unet'/,
     );
+  });
+});
+
+describe('FluxPipeline.fromRandom (random weights at a preset\'s shapes)', () => {
+  const quiet = async <T>(fn: () => Promise<T>): Promise<{ value: T; warnings: string[] }> => {
+    const warnings: string[] = [];
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => void warnings.push(args.join(' '));
+    try {
+      return { value: await fn(), warnings };
+    } finally {
+      console.warn = warn;
+    }
+  };
+
+  it('builds the tiny preset, says RANDOM WEIGHTS everywhere, and is deterministic per seed', async () => {
+    const { value: pipe, warnings } = await quiet(() => FluxPipeline.fromRandom('tiny-flux', { seed: 5 }));
+    const again = await FluxPipeline.fromRandom('tiny-flux', { seed: 5 });
+    const other = await FluxPipeline.fromRandom('tiny-flux', { seed: 6 });
+    try {
+      assert.ok(warnings.some((w) => /RANDOM WEIGHTS at tiny-flux shapes \(seed 5\)/.test(w)), warnings.join('\n'));
+      assert.equal(pipe.randomWeights, true);
+      assert.equal(pipe.modelPath, 'random:tiny-flux');
+      assert.equal(pipe.transformer.transformer_blocks.length, 2);
+      const result = await pipe.generate(shortRun);
+      assert.match(result.summary, /RANDOM WEIGHTS at tiny-flux shapes \(seed 5\), images are noise by design/);
+      assert.match(result.images[0].metadata['fluxlab:model'], /RANDOM WEIGHTS/);
+      assert.equal(result.images[0].metadata['fluxlab:random-weights'], 'true');
+      const b = await again.generate(shortRun);
+      const c = await other.generate(shortRun);
+      assert.deepEqual(result.images[0].data, b.images[0].data);
+      assert.notDeepEqual(result.images[0].data, c.images[0].data);
+    } finally {
+      for (const p of [pipe, again, other]) p.dispose();
+    }
+  });
+
+  it('applies config overrides and quantizes on load like fromPretrained', async () => {
+    const pipe = await FluxPipeline.fromRandom('tiny-flux', {
+      overrides: { transformer: { num_layers: 1, num_single_layers: 1 } },
+      quantization: { backend: 'nf4', computeDtype: 'float32' },
+    });
+    try {
+      assert.equal(pipe.transformer.transformer_blocks.length, 1);
+      assert.equal(pipe.transformer.single_transformer_blocks.length, 1);
+      const layers = [...pipe.transformer.linearLayers().values()];
+      assert.ok(layers.length > 0 && layers.every((l) => l.quantized));
+      assert.equal(pipe.textEncoder2.linearLayers().get('encoder.block.0.layer.1.DenseReluDense.wo')!.weight.dtype, 'float32');
+      const result = await pipe.generate(shortRun);
+      assert.ok(result.images[0].data.length > 0);
+    } finally {
+      pipe.dispose();
+    }
+  });
+
+  it('embeds FLUX.1-dev\'s configs (19 + 38 blocks of 24 × 128, T5-XXL, CLIP-L, 16-channel VAE)', () => {
+    const configs = presetConfigs('flux1-dev', EMBEDDED_MODEL_DIR);
+    const transformer = fluxTransformerConfig(configs.transformer);
+    assert.deepEqual(
+      [transformer.num_layers, transformer.num_single_layers, transformer.num_attention_heads, transformer.attention_head_dim, transformer.in_channels],
+      [19, 38, 24, 128, 64],
+    );
+    assert.deepEqual(transformer.axes_dims_rope, [16, 56, 56]);
+    assert.equal(transformer.guidance_embeds, true);
+    const t5 = t5Config(configs.text_encoder_2);
+    assert.deepEqual([t5.d_model, t5.num_layers, t5.num_heads, t5.d_kv, t5.d_ff, t5.vocab_size], [4096, 24, 64, 64, 10240, 32128]);
+    assert.equal(t5.feed_forward_proj, 'gated-gelu');
+    const clip = clipTextConfig(configs.text_encoder);
+    assert.deepEqual([clip.hidden_size, clip.num_hidden_layers, clip.num_attention_heads, clip.intermediate_size, clip.eos_token_id], [768, 12, 12, 3072, 2]);
+    const vae = autoencoderKLConfig(configs.vae);
+    assert.deepEqual([vae.latent_channels, vae.scaling_factor, vae.shift_factor, vae.use_post_quant_conv], [16, 0.3611, 0.1159, false]);
+    assert.deepEqual(vae.block_out_channels, [128, 256, 512, 512]);
+    const scheduler = new FlowMatchEulerDiscreteScheduler(configs.scheduler);
+    assert.deepEqual([scheduler.config.shift, scheduler.config.use_dynamic_shifting, scheduler.config.max_shift], [3, true, 1.15]);
+    // the presets hand out copies
+    configs.transformer.num_layers = 1;
+    assert.equal(presetConfigs('flux1-dev', EMBEDDED_MODEL_DIR).transformer.num_layers, 19);
+  });
+
+  it('rejects unknown presets and override targets before loading anything', async () => {
+    await assert.rejects(FluxPipeline.fromRandom('flux2' as never), /unknown random-weights preset 'flux2'/);
+    await assert.rejects(FluxPipeline.fromRandom('tiny-flux', { overrides: { unet: {} } as never }), /overrides names 'unet'/);
+  });
+});
+
+describe('compile() on the CPU', () => {
+  it('is a no-op with one message: the model keeps running eagerly, results unchanged', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const eager = await record(pipe, shortRun);
+    const warnings: string[] = [];
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => void warnings.push(args.join(' '));
+    try {
+      assert.equal(pipe.compile(), pipe);
+      pipe.transformer.compile();
+    } finally {
+      console.warn = warn;
+    }
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], /compile\(\): CUDA graphs need a CUDA device; the model on cpu runs eagerly/);
+    assert.equal(pipe.transformer.compiled, false);
+    assert.deepEqual(pipe.transformer.graphInfo(), []);
+    const again = await record(pipe, shortRun);
+    assert.deepEqual(again.get('image_uint8')!.data, eager.get('image_uint8')!.data);
+    const result = await pipe.generate(shortRun);
+    assert.equal(result.memory.graphBytes, 0);
+    assert.equal(result.timings.captureMs, 0);
   });
 });
