@@ -1,0 +1,441 @@
+// Implicit-GEMM 2-D convolution on tensor cores (mma.sync m16n8k16, fp32 accumulation), any sm_80+.
+//
+// GEMM view: out[pixel, co] = Σ_k A[pixel, k] · W[co, k], k = (ky, kx, ci) with ci fastest, so that with NHWC
+// activations a 16-byte chunk of A (8 consecutive k) is 8 consecutive channels of one input pixel: the loader
+// moves A tiles with cp.async like a plain GEMM, computing each row's input pixel (padding, stride, nearest-2x
+// upsampling) instead of materialising im2col. The 3x3 taps re-read each input pixel 9 times, from L2.
+// CTA tile 128 pixels x 128 output channels x 64 k (cout <= 32: 128 x 32), 4-stage cp.async pipeline, 8 warps,
+// ldmatrix from 128-byte-swizzled rows (the layout of gemm_sm80.cu). The epilogue stages the fp32 tile in
+// shared memory so that NHWC rows and NCHW planes are both written as coalesced 16-byte vectors.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "mma.cuh"
+#include "vae_t5.h"
+
+namespace fluxk {
+namespace sm80 {
+namespace {
+
+template <int BM_, int BN_, int WM_, int WN_, int STAGES_>
+struct Tile {
+  static constexpr int BM = BM_, BN = BN_, WM = WM_, WN = WN_, kStages = STAGES_;
+  static constexpr int kWarpsM = BM / WM, kWarpsN = BN / WN;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int MT = WM / 16, NT = WN / 8;
+  static constexpr int kATile = BM * 128, kBTile = BN * 128;  // rows of 64 two-byte values
+  static constexpr int kStageBytes = kATile + kBTile;
+  static constexpr int kPipeBytes = kStages * kStageBytes;
+  // fp32 staging of the output tile: [pixel][co] for NHWC (pitch BN+8: conflict-free float2 writes per
+  // half-warp), [co][pixel] for NCHW (pitch BM+4: conflict-free scalar writes); both keep 16-byte rows.
+  static constexpr int kNhwcPitch = BN + 8, kNchwPitch = BM + 4;
+  static constexpr int kEpiBytes =
+      (BM * kNhwcPitch > BN * kNchwPitch ? BM * kNhwcPitch : BN * kNchwPitch) * 4;
+  static constexpr int kSmemBytes = kPipeBytes > kEpiBytes ? kPipeBytes : kEpiBytes;
+  static constexpr int kRowsPerPass = kThreads / 8;
+  static constexpr int kAChunks = BM / kRowsPerPass;  // 16-byte chunks per thread per stage
+  static constexpr int kBChunks = BN / kRowsPerPass;
+  static_assert(BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0, "tile rows must split over the threads");
+  static_assert(NT % 2 == 0 && WM % 16 == 0, "warp tile");
+};
+using WideTile = Tile<128, 128, 64, 32, 4>;
+using NarrowTile = Tile<128, 32, 16, 32, 4>;
+
+enum OutKind : int { kOutNhwc = 0, kOutNchw = 1, kOutF32 = 2 };
+
+struct ConvParams {
+  const uint16_t* x;
+  int64_t xps;
+  const uint16_t* w;
+  int64_t wrs;
+  const uint16_t* bias;
+  void* out;
+  int64_t ors;
+  int64_t split_stride;
+  int M, N, K;
+  int cin, kh, kw, stride, pad;
+  int in_h, in_w, eff_h, eff_w, up;
+  int out_w, ohw;
+  int n_tiles, kblocks, kb_per_split;
+  int out_vec;  // 16-byte output stores are aligned
+};
+
+#if FLUXK_SM80_DEVICE
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <bool kHalf>
+__device__ __forceinline__ float to_float(uint16_t v) {
+  if constexpr (kHalf) {
+    return __half2float(__ushort_as_half(v));
+  } else {
+    return __bfloat162float(__ushort_as_bfloat16(v));
+  }
+}
+
+template <bool kHalf>
+__device__ __forceinline__ uint16_t from_float(float v) {
+  if constexpr (kHalf) {
+    return __half_as_ushort(__float2half_rn(v));
+  } else {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  }
+}
+
+template <bool kHalf>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  return uint32_t(from_float<kHalf>(lo)) | (uint32_t(from_float<kHalf>(hi)) << 16);
+}
+#endif
+
+template <class Cfg, bool kHalf, int kOut>
+__global__ void __launch_bounds__(Cfg::kThreads, 1) conv_kernel(const ConvParams p) {
+#if FLUXK_SM80_DEVICE
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t smem_base = smem_u32(smem);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, c = lane % 4;
+  const int warp_m = warp / Cfg::kWarpsN, warp_n = warp % Cfg::kWarpsN;
+  const int m_tile = blockIdx.x / p.n_tiles, n_tile = blockIdx.x % p.n_tiles;
+  const int m0 = m_tile * Cfg::BM, n0 = n_tile * Cfg::BN;
+  const int kb_begin = blockIdx.y * p.kb_per_split;
+  const int kb_end = min(p.kblocks, kb_begin + p.kb_per_split);
+  const int k_blocks = kb_end - kb_begin;
+
+  // This thread loads chunk column `ch` (channels ch*8..ch*8+7 of the k-block) of rows tid/8 + i*kRowsPerPass.
+  const int ch = tid % 8, row0 = tid / 8;
+  int pix_base[Cfg::kAChunks], iy0[Cfg::kAChunks], ix0[Cfg::kAChunks];
+#pragma unroll
+  for (int i = 0; i < Cfg::kAChunks; ++i) {
+    const int m = m0 + row0 + i * Cfg::kRowsPerPass;
+    if (m < p.M) {
+      const int b = m / p.ohw, pix = m - b * p.ohw;
+      const int oy = pix / p.out_w, ox = pix - oy * p.out_w;
+      pix_base[i] = b * p.in_h * p.in_w;
+      iy0[i] = oy * p.stride - p.pad;
+      ix0[i] = ox * p.stride - p.pad;
+    } else {
+      pix_base[i] = 0;
+      iy0[i] = -(1 << 30);  // never inside the image: the row loads zeros
+      ix0[i] = 0;
+    }
+  }
+  // Reduction position of this thread's chunk: k = ((ky * kw) + kx) * cin + ci, advanced 64 per k-block.
+  int kb_next = kb_begin;
+  int ci, ky, kx;
+  {
+    const int kg = kb_begin * 64 + ch * 8;
+    const int tap = kg / p.cin;
+    ci = kg - tap * p.cin;
+    ky = tap / p.kw;
+    kx = tap - ky * p.kw;
+  }
+
+  auto load_stage = [&](int stage) {
+    const uint32_t a_dst = smem_base + stage * Cfg::kStageBytes;
+    const uint32_t b_dst = a_dst + Cfg::kATile;
+    const bool k_in = ky < p.kh;
+#pragma unroll
+    for (int i = 0; i < Cfg::kAChunks; ++i) {
+      const int iy = iy0[i] + ky, ix = ix0[i] + kx;
+      const bool ok = k_in && static_cast<unsigned>(iy) < static_cast<unsigned>(p.eff_h) &&
+                      static_cast<unsigned>(ix) < static_cast<unsigned>(p.eff_w);
+      const uint16_t* src = p.x;
+      if (ok) src = p.x + static_cast<int64_t>(pix_base[i] + (iy >> p.up) * p.in_w + (ix >> p.up)) * p.xps + ci;
+      cp_async_16(a_dst + swz128(row0 + i * Cfg::kRowsPerPass, ch), src, ok ? 16 : 0);
+    }
+    const int kk = kb_next * 64 + ch * 8;
+#pragma unroll
+    for (int j = 0; j < Cfg::kBChunks; ++j) {
+      const int row = row0 + j * Cfg::kRowsPerPass;
+      const int n = n0 + row;
+      const bool ok = n < p.N && kk < p.K;
+      cp_async_16(b_dst + swz128(row, ch), ok ? p.w + static_cast<int64_t>(n) * p.wrs + kk : p.w, ok ? 16 : 0);
+    }
+    ++kb_next;
+    ci += 64;
+    while (ci >= p.cin) {
+      ci -= p.cin;
+      if (++kx == p.kw) {
+        kx = 0;
+        ++ky;
+      }
+    }
+  };
+
+  float acc[Cfg::MT][Cfg::NT][4];
+#pragma unroll
+  for (int i = 0; i < Cfg::MT; ++i)
+#pragma unroll
+    for (int j = 0; j < Cfg::NT; ++j)
+#pragma unroll
+      for (int h = 0; h < 4; ++h) acc[i][j][h] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < Cfg::kStages - 1; ++s) {
+    if (s < k_blocks) load_stage(s);
+    cp_async_commit();
+  }
+
+  for (int kb = 0; kb < k_blocks; ++kb) {
+    cp_async_wait<Cfg::kStages - 2>();
+    __syncthreads();  // stage kb landed for every thread; stage kb-1 is no longer read
+    if (kb + Cfg::kStages - 1 < k_blocks) load_stage((kb + Cfg::kStages - 1) % Cfg::kStages);
+    cp_async_commit();
+
+    const uint32_t a_tile = smem_base + (kb % Cfg::kStages) * Cfg::kStageBytes;
+    const uint32_t b_tile = a_tile + Cfg::kATile;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t af[Cfg::MT][4];
+#pragma unroll
+      for (int mt = 0; mt < Cfg::MT; ++mt) {
+        const int row = warp_m * Cfg::WM + mt * 16 + (lane % 16);
+        ldmatrix_x4(af[mt], a_tile + swz128(row, 2 * kk + lane / 16));
+      }
+      uint32_t bf[Cfg::NT][2];
+#pragma unroll
+      for (int np = 0; np < Cfg::NT / 2; ++np) {
+        uint32_t r[4];
+        const int row = warp_n * Cfg::WN + np * 16 + (lane % 8) + 8 * (lane / 16);
+        ldmatrix_x4(r, b_tile + swz128(row, 2 * kk + (lane / 8) % 2));
+        bf[2 * np][0] = r[0];
+        bf[2 * np][1] = r[1];
+        bf[2 * np + 1][0] = r[2];
+        bf[2 * np + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mt = 0; mt < Cfg::MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < Cfg::NT; ++nt) {
+          if constexpr (kHalf) {
+            mma_f16_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+          } else {
+            mma_bf16_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+          }
+        }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the pipeline buffers become the output staging area
+
+  float* st = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int mt = 0; mt < Cfg::MT; ++mt) {
+    const int row = warp_m * Cfg::WM + mt * 16 + g;
+#pragma unroll
+    for (int nt = 0; nt < Cfg::NT; ++nt) {
+      const int col = warp_n * Cfg::WN + nt * 8 + 2 * c;
+      if constexpr (kOut == kOutNchw) {
+        st[col * Cfg::kNchwPitch + row] = acc[mt][nt][0];
+        st[(col + 1) * Cfg::kNchwPitch + row] = acc[mt][nt][1];
+        st[col * Cfg::kNchwPitch + row + 8] = acc[mt][nt][2];
+        st[(col + 1) * Cfg::kNchwPitch + row + 8] = acc[mt][nt][3];
+      } else {
+        *reinterpret_cast<float2*>(st + row * Cfg::kNhwcPitch + col) = make_float2(acc[mt][nt][0], acc[mt][nt][1]);
+        *reinterpret_cast<float2*>(st + (row + 8) * Cfg::kNhwcPitch + col) =
+            make_float2(acc[mt][nt][2], acc[mt][nt][3]);
+      }
+    }
+  }
+  __syncthreads();
+
+  if constexpr (kOut == kOutNchw) {
+    // 8 consecutive pixels of one output channel per thread: 16 threads cover a channel's 128 pixels.
+    uint16_t* out = static_cast<uint16_t*>(p.out);
+    for (int idx = tid; idx < Cfg::BN * (Cfg::BM / 8); idx += Cfg::kThreads) {
+      const int cl = idx / (Cfg::BM / 8), pv = idx % (Cfg::BM / 8);
+      const int co = n0 + cl, m = m0 + pv * 8;
+      if (co >= p.N || m >= p.M) continue;
+      const float bv = p.bias ? to_float<kHalf>(p.bias[co]) : 0.f;
+      const float4 lo = *reinterpret_cast<const float4*>(st + cl * Cfg::kNchwPitch + pv * 8);
+      const float4 hi = *reinterpret_cast<const float4*>(st + cl * Cfg::kNchwPitch + pv * 8 + 4);
+      const float v[8] = {lo.x + bv, lo.y + bv, lo.z + bv, lo.w + bv, hi.x + bv, hi.y + bv, hi.z + bv, hi.w + bv};
+      if (p.out_vec && m + 8 <= p.M) {
+        const int b = m / p.ohw, pix = m - b * p.ohw;
+        uint4 packed;
+        packed.x = pack_pair<kHalf>(v[0], v[1]);
+        packed.y = pack_pair<kHalf>(v[2], v[3]);
+        packed.z = pack_pair<kHalf>(v[4], v[5]);
+        packed.w = pack_pair<kHalf>(v[6], v[7]);
+        *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(b) * p.N + co) * p.ohw + pix) = packed;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int mm = m + e;
+          if (mm < p.M) {
+            const int b = mm / p.ohw, pix = mm - b * p.ohw;
+            out[(static_cast<int64_t>(b) * p.N + co) * p.ohw + pix] = from_float<kHalf>(v[e]);
+          }
+        }
+      }
+    }
+  } else {
+    // One pixel's run of 8 (two-byte) or 4 (fp32) consecutive output channels per thread.
+    constexpr int kVec = kOut == kOutF32 ? 4 : 8;
+    constexpr int kVecsPerRow = Cfg::BN / kVec;
+    for (int idx = tid; idx < Cfg::BM * kVecsPerRow; idx += Cfg::kThreads) {
+      const int r = idx / kVecsPerRow, cv = idx % kVecsPerRow;
+      const int m = m0 + r, co = n0 + cv * kVec;
+      if (m >= p.M || co >= p.N) continue;
+      float v[kVec];
+#pragma unroll
+      for (int e = 0; e < kVec; e += 4) {
+        const float4 f = *reinterpret_cast<const float4*>(st + r * Cfg::kNhwcPitch + cv * kVec + e);
+        v[e] = f.x;
+        v[e + 1] = f.y;
+        v[e + 2] = f.z;
+        v[e + 3] = f.w;
+      }
+      if (p.bias) {
+#pragma unroll
+        for (int e = 0; e < kVec; ++e)
+          if (co + e < p.N) v[e] += to_float<kHalf>(p.bias[co + e]);
+      }
+      const int64_t off = static_cast<int64_t>(blockIdx.y) * p.split_stride + static_cast<int64_t>(m) * p.ors + co;
+      const bool full = p.out_vec && co + kVec <= p.N;
+      if constexpr (kOut == kOutF32) {
+        float* out = static_cast<float*>(p.out) + off;
+        if (full) {
+          *reinterpret_cast<float4*>(out) = make_float4(v[0], v[1], v[2], v[3]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kVec; ++e)
+            if (co + e < p.N) out[e] = v[e];
+        }
+      } else {
+        uint16_t* out = static_cast<uint16_t*>(p.out) + off;
+        if (full) {
+          uint4 packed;
+          packed.x = pack_pair<kHalf>(v[0], v[1]);
+          packed.y = pack_pair<kHalf>(v[2], v[3]);
+          packed.z = pack_pair<kHalf>(v[4], v[5]);
+          packed.w = pack_pair<kHalf>(v[6], v[7]);
+          *reinterpret_cast<uint4*>(out) = packed;
+        } else {
+#pragma unroll
+          for (int e = 0; e < kVec; ++e)
+            if (co + e < p.N) out[e] = from_float<kHalf>(v[e]);
+        }
+      }
+    }
+  }
+#endif
+}
+
+template <class Cfg, bool kHalf, int kOut>
+cudaError_t launch(const ConvParams& p, int splits, cudaStream_t stream) {
+  auto kernel = conv_kernel<Cfg, kHalf, kOut>;
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  ConvParams q = p;
+  q.n_tiles = (p.N + Cfg::BN - 1) / Cfg::BN;
+  const int64_t m_tiles = (static_cast<int64_t>(p.M) + Cfg::BM - 1) / Cfg::BM;
+  const int64_t tiles = m_tiles * q.n_tiles;
+  if (tiles > 0x7fffffffLL || splits > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(splits));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(q);
+  return cudaGetLastError();
+}
+
+template <class Cfg, bool kHalf>
+cudaError_t launch_out(const ConvParams& p, int kind, int splits, cudaStream_t stream) {
+  switch (kind) {
+    case kOutNhwc: return launch<Cfg, kHalf, kOutNhwc>(p, splits, stream);
+    case kOutNchw: return launch<Cfg, kHalf, kOutNchw>(p, splits, stream);
+    case kOutF32: return launch<Cfg, kHalf, kOutF32>(p, splits, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
+
+}  // namespace
+}  // namespace sm80
+
+bool device_has_sm80() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  return major >= 8;
+}
+
+cudaError_t conv2d_implicit_gemm(const Conv2dArgs& a, cudaStream_t stream) {
+  using namespace sm80;
+  if (a.dtype != ElemType::kBF16 && a.dtype != ElemType::kF16) return cudaErrorInvalidValue;
+  const bool f32_out = a.out_dtype == ElemType::kF32;
+  if (!f32_out && a.out_dtype != a.dtype) return cudaErrorInvalidValue;
+  if (a.batch <= 0 || a.in_h <= 0 || a.in_w <= 0 || a.cin <= 0 || a.cout <= 0 || a.kh <= 0 || a.kw <= 0 ||
+      a.stride <= 0 || a.pad < 0 || a.out_h <= 0 || a.out_w <= 0 || a.split_k <= 0)
+    return cudaErrorInvalidValue;
+  const int64_t eff_h = static_cast<int64_t>(a.in_h) * (a.upsample2x ? 2 : 1);
+  const int64_t eff_w = static_cast<int64_t>(a.in_w) * (a.upsample2x ? 2 : 1);
+  if ((eff_h + 2 * a.pad - a.kh) / a.stride + 1 != a.out_h || (eff_w + 2 * a.pad - a.kw) / a.stride + 1 != a.out_w)
+    return cudaErrorInvalidValue;
+  const int64_t K = static_cast<int64_t>(a.kh) * a.kw * a.cin;
+  const int64_t M = static_cast<int64_t>(a.batch) * a.out_h * a.out_w;
+  const int64_t in_pixels = static_cast<int64_t>(a.batch) * a.in_h * a.in_w;
+  if (K >= (int64_t(1) << 31) - 64 || M >= (int64_t(1) << 31) - 256 || in_pixels >= (int64_t(1) << 31) ||
+      eff_h >= (1 << 29) || eff_w >= (1 << 29))
+    return cudaErrorInvalidValue;
+  if (a.cin % 8 || a.x_pixel_stride % 8 || a.x_pixel_stride < a.cin || a.w_row_stride % 8 || a.w_row_stride < K)
+    return cudaErrorInvalidValue;
+  if (!a.x || !a.w || !a.out || !aligned16(a.x) || !aligned16(a.w)) return cudaErrorInvalidValue;
+  const bool nchw = a.out_layout == ConvLayout::kNCHW;
+  if (nchw && (f32_out || a.split_k != 1)) return cudaErrorInvalidValue;
+  if (!nchw && a.out_row_stride < a.cout) return cudaErrorInvalidValue;
+  if (a.split_k > 1 && (!f32_out || nchw || a.bias || a.out_split_stride < M * a.out_row_stride))
+    return cudaErrorInvalidValue;
+  if (!device_has_sm80()) return cudaErrorNotSupported;
+  if (M == 0) return cudaSuccess;
+
+  ConvParams p{};
+  p.x = static_cast<const uint16_t*>(a.x);
+  p.xps = a.x_pixel_stride;
+  p.w = static_cast<const uint16_t*>(a.w);
+  p.wrs = a.w_row_stride;
+  p.bias = static_cast<const uint16_t*>(a.bias);
+  p.out = a.out;
+  p.ors = a.out_row_stride;
+  p.split_stride = a.out_split_stride;
+  p.M = static_cast<int>(M);
+  p.N = a.cout;
+  p.K = static_cast<int>(K);
+  p.cin = a.cin;
+  p.kh = a.kh;
+  p.kw = a.kw;
+  p.stride = a.stride;
+  p.pad = a.pad;
+  p.in_h = a.in_h;
+  p.in_w = a.in_w;
+  p.eff_h = static_cast<int>(eff_h);
+  p.eff_w = static_cast<int>(eff_w);
+  p.up = a.upsample2x ? 1 : 0;
+  p.out_w = a.out_w;
+  p.ohw = a.out_h * a.out_w;
+  p.kblocks = static_cast<int>((K + 63) / 64);
+  const int splits_wanted = a.split_k < p.kblocks ? a.split_k : p.kblocks;
+  p.kb_per_split = (p.kblocks + splits_wanted - 1) / splits_wanted;
+  const int splits = (p.kblocks + p.kb_per_split - 1) / p.kb_per_split;
+  const int kind = nchw ? kOutNchw : f32_out ? kOutF32 : kOutNhwc;
+  if (nchw) {
+    p.out_vec = aligned16(a.out) && p.ohw % 8 == 0;
+  } else {
+    const int vec = f32_out ? 4 : 8;
+    p.out_vec = aligned16(a.out) && a.out_row_stride % vec == 0 && a.out_split_stride % vec == 0;
+  }
+  const bool half = a.dtype == ElemType::kF16;
+  if (a.cout <= 32) {
+    return half ? launch_out<NarrowTile, true>(p, kind, splits, stream)
+                : launch_out<NarrowTile, false>(p, kind, splits, stream);
+  }
+  return half ? launch_out<WideTile, true>(p, kind, splits, stream)
+              : launch_out<WideTile, false>(p, kind, splits, stream);
+}
+
+}  // namespace fluxk
