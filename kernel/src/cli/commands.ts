@@ -12,4 +12,5 @@ export const commands: Record<string, CommandEntry> = {
   kernel: { summary: 'run the kernel on a connection file (what kernel.json starts)', load: () => require('./kernel.js') as CommandModule },
   generate: { summary: 'generate images with a FLUX.1 pipeline (diffusers FluxPipeline numerics)', load: () => require('./generate.js') as CommandModule },
   run: { summary: 'execute a notebook headless and save its outputs', load: () => require('./run.js') as CommandModule },
+  bench: { summary: 'benchmark the FLUX.1 pipeline per quantization and compile mode (the diffusers guide\'s table)', load: () => require('./bench.js') as CommandModule },
 };

@@ -1,0 +1,267 @@
+// Measurements behind `fluxlab bench` (and usable from a notebook): the whole pipeline per configuration
+// (quantization × compile × offload), and single components (one transformer step, T5, the VAE decoder) timed
+// with CUDA events on the GPU and the host clock on the CPU. Every figure is a median of repeated runs after a
+// warm-up at the same shapes (allocator caches, lazily loaded kernels and, compiled, the graph capture happen
+// there), the way the diffusers guide "Compile and offloading quantized models" measures its table.
+import { Generator, Tensor, cuda, memory, tidy, type Device } from '@fluxlab/native';
+import { AutoencoderKL } from './vae';
+import { DeviceClock } from './timing';
+import { FluxPipeline, GenerateOptions } from './pipeline';
+import { latentImageIds, latentSize, textIds } from './latents';
+import { T5EncoderModel } from './t5';
+import { FluxTransformer2DModel } from './transformer';
+
+export type BenchQuantization = 'bf16' | 'nf4';
+export type BenchCompile = 'eager' | 'compile';
+export type BenchOffload = 'none' | 'model' | 'group' | 'sequential';
+
+export interface BenchConfig {
+  quantization: BenchQuantization;
+  compile: BenchCompile;
+  offload: BenchOffload;
+}
+
+/** The offload modes fluxlab implements (offloading is not built yet: 'none' only). */
+export const SUPPORTED_OFFLOAD: readonly BenchOffload[] = ['none'];
+
+/** One row of the table (snake_case: the JSON file's field names). Seconds and GiB (2^30 bytes, as torch prints). */
+export interface BenchRow extends BenchConfig {
+  /** Wall-clock seconds of one whole generate() (text encoders, denoising, VAE, post-processing); median of runs. */
+  latency_s: number;
+  /** Median transformer step (device time on CUDA; CUDA-graph replays when compiled). */
+  step_s: number;
+  /** Seconds spent capturing CUDA graphs (compiled rows; null when eager or when capture is unavailable). */
+  capture_s: number | null;
+  /** Median text-encoder (CLIP + T5) and VAE-decode times. */
+  text_encoder_s: number;
+  vae_s: number;
+  /** Peak device memory held by tensors during a measured run (null on the CPU). */
+  peak_vram_gb: number | null;
+  /** Peak bytes the caching allocator held from the driver (null on the CPU). */
+  peak_reserved_gb: number | null;
+  /** Memory of the captured graphs (pools and static inputs), included in the peaks. */
+  graph_gb: number;
+  /** CPU runs: peak host bytes held by tensors. */
+  peak_host_gb: number | null;
+  /** Seconds to build or load the pipeline of this quantization (shared by its rows). */
+  load_s: number;
+  runs: number;
+  note?: string;
+}
+
+export interface PipelineBenchOptions {
+  /** Builds the pipeline for a quantization (the caller decides: checkpoint or random weights). */
+  load(quantization: BenchQuantization): Promise<FluxPipeline>;
+  configs: readonly BenchConfig[];
+  height: number;
+  width: number;
+  steps: number;
+  /** Measured runs per row (default 1; each run has `steps` steps, whose median is step_s). */
+  runs?: number;
+  /** Steps of the warm-up run before the measured ones (default 2). */
+  warmupSteps?: number;
+  prompt?: string;
+  maxSequenceLength?: number;
+  guidanceScale?: number;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+const GIB = 2 ** 30;
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Runs the pipeline rows: one load per quantization, then its eager and compiled rows in the order given. */
+export async function benchPipeline(options: PipelineBenchOptions): Promise<BenchRow[]> {
+  const log = options.log ?? (() => undefined);
+  const runs = options.runs ?? 1;
+  const warmupSteps = options.warmupSteps ?? 2;
+  for (const c of options.configs) {
+    if (!SUPPORTED_OFFLOAD.includes(c.offload)) throw new Error(`offload '${c.offload}' is not built yet (offloading comes later); use offload 'none'`);
+  }
+  const rows: BenchRow[] = [];
+  const quantizations = [...new Set(options.configs.map((c) => c.quantization))];
+  for (const quantization of quantizations) {
+    const start = performance.now();
+    const pipe = await options.load(quantization);
+    const loadS = (performance.now() - start) / 1000;
+    log(`${quantization}: loaded in ${loadS.toFixed(1)} s`);
+    try {
+      const generate = (steps: number): GenerateOptions => ({
+        prompt: options.prompt ?? 'a photo of a cat',
+        height: options.height,
+        width: options.width,
+        numInferenceSteps: steps,
+        guidanceScale: options.guidanceScale ?? 3.5,
+        maxSequenceLength: options.maxSequenceLength ?? 512,
+        seed: 0,
+        progress: false,
+      });
+      for (const config of options.configs.filter((c) => c.quantization === quantization)) {
+        const compiled = config.compile === 'compile';
+        if (compiled) pipe.compile();
+        else pipe.transformer.uncompile();
+        const capturing = compiled && pipe.transformer.compiled;
+        const warm = await pipe.generate(generate(warmupSteps));
+        const measured = [];
+        for (let r = 0; r < runs; r++) measured.push(await pipe.generate(generate(options.steps)));
+        const last = measured[measured.length - 1];
+        const onDevice = pipe.device !== 'cpu';
+        const row: BenchRow = {
+          ...config,
+          latency_s: median(measured.map((m) => m.timings.totalMs)) / 1000,
+          step_s: median(measured.flatMap((m) => m.timings.stepMs)) / 1000,
+          capture_s: capturing ? (warm.timings.captureMs + measured.reduce((s, m) => s + m.timings.captureMs, 0)) / 1000 : null,
+          text_encoder_s: median(measured.map((m) => m.timings.encodePromptMs)) / 1000,
+          vae_s: median(measured.map((m) => m.timings.decodeMs)) / 1000,
+          peak_vram_gb: onDevice ? Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) / GIB : null,
+          peak_reserved_gb: onDevice ? (memory.stats(pipe.device).peakReserved / GIB) : null,
+          graph_gb: last.memory.graphBytes / GIB,
+          peak_host_gb: onDevice ? null : Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) / GIB,
+          load_s: loadS,
+          runs,
+        };
+        if (compiled && !capturing) row.note = `compile() is a no-op on ${pipe.device} (CUDA graphs need a CUDA device): ran eagerly`;
+        log(`${quantization} ${config.compile}: ${row.latency_s.toFixed(2)} s, step ${(row.step_s * 1000).toFixed(1)} ms`);
+        rows.push(row);
+      }
+    } finally {
+      pipe.dispose();
+      if (pipe.device !== 'cpu') memory.emptyCache(pipe.device);
+    }
+  }
+  return rows;
+}
+
+/** One component figure of the micro-benchmark. */
+export interface ComponentResult {
+  component: 'transformer' | 't5' | 'vae';
+  quantization: BenchQuantization;
+  compile: BenchCompile;
+  /** What was run: e.g. '1024x1024, 512 text tokens', '512 tokens', 'decode 1024x1024'. */
+  shape: string;
+  /** Image size (transformer, VAE) and text tokens (transformer, T5). */
+  width?: number;
+  height?: number;
+  tokens?: number;
+  median_s: number;
+  min_s: number;
+  iterations: number;
+  /** Compiled: seconds to capture the graph at this shape. */
+  capture_s?: number | null;
+  note?: string;
+}
+
+/** Times `fn` (device work, returns tensors to free) `iterations` times after `warmup` calls; seconds per call. */
+export function timeIterations(device: Device, fn: () => Tensor, iterations: number, warmup = 2): number[] {
+  for (let i = 0; i < warmup; i++) fn().dispose();
+  if (device !== 'cpu') cuda.synchronize();
+  const clock = new DeviceClock(device);
+  try {
+    const marks = [clock.mark()];
+    for (let i = 0; i < iterations; i++) {
+      fn().dispose();
+      marks.push(clock.mark());
+    }
+    return marks.slice(1).map((mark, i) => clock.elapsedMs(marks[i], mark) / 1000);
+  } finally {
+    clock.dispose();
+  }
+}
+
+function randn(shape: number[], device: Device, dtype: string, seed: number): Tensor {
+  return tidy(() => Tensor.randn(shape, { generator: new Generator(seed) }).to({ device, dtype: dtype as 'bfloat16' }));
+}
+
+/** One transformer step (as the pipeline calls it) at `height`×`width` with `textLength` T5 tokens. */
+export function benchTransformerStep(
+  model: FluxTransformer2DModel,
+  opts: { height: number; width: number; textLength: number; iterations: number; quantization: BenchQuantization; compile: BenchCompile },
+): ComponentResult {
+  const device = model.device;
+  const latent = latentSize(opts.height, opts.width, 8);
+  const rows = latent.height / 2;
+  const columns = latent.width / 2;
+  const config = model.config;
+  const inputs = tidy(() => ({
+    hiddenStates: randn([1, rows * columns, config.in_channels], device, model.dtype, 1),
+    encoderHiddenStates: randn([1, opts.textLength, config.joint_attention_dim], device, model.dtype, 2),
+    pooledProjections: randn([1, config.pooled_projection_dim], device, model.dtype, 3),
+    timestep: Tensor.fromArray([0.75], [1], { device }),
+    guidance: Tensor.fromArray([3.5], [1], { device }),
+  }));
+  const rotary = model.posEmbed(textIds(opts.textLength), latentImageIds(rows, columns));
+  const compiled = opts.compile === 'compile';
+  if (compiled) model.compile();
+  else model.uncompile();
+  try {
+    const before = model.graphInfo().reduce((s, g) => s + g.captureMs, 0);
+    const times = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts.iterations);
+    const captured = model.graphInfo().reduce((s, g) => s + g.captureMs, 0) - before;
+    return {
+      component: 'transformer',
+      quantization: opts.quantization,
+      compile: opts.compile,
+      shape: `${opts.width}x${opts.height}, ${opts.textLength} text tokens`,
+      width: opts.width,
+      height: opts.height,
+      tokens: opts.textLength,
+      median_s: median(times),
+      min_s: Math.min(...times),
+      iterations: times.length,
+      capture_s: compiled ? (model.compiled ? captured / 1000 : null) : undefined,
+      note: compiled && !model.compiled ? `compile() is a no-op on ${device}` : undefined,
+    };
+  } finally {
+    model.uncompile();
+    rotary.dispose();
+    for (const t of Object.values(inputs)) t.dispose();
+  }
+}
+
+/** T5 encoder on `tokens` tokens (batch 1). */
+export function benchT5(model: T5EncoderModel, opts: { tokens: number; iterations: number; quantization: BenchQuantization }): ComponentResult {
+  const ids = Tensor.fromArray(Int32Array.from({ length: opts.tokens }, (_, i) => (i * 7919) % model.config.vocab_size), [1, opts.tokens], { device: model.device });
+  try {
+    const times = timeIterations(model.device, () => model.forward(ids), opts.iterations);
+    return {
+      component: 't5',
+      quantization: opts.quantization,
+      compile: 'eager',
+      shape: `${opts.tokens} tokens`,
+      tokens: opts.tokens,
+      median_s: median(times),
+      min_s: Math.min(...times),
+      iterations: times.length,
+    };
+  } finally {
+    ids.dispose();
+  }
+}
+
+/** VAE decode of one latent for a `height`×`width` image. */
+export function benchVaeDecode(model: AutoencoderKL, opts: { height: number; width: number; iterations: number; quantization: BenchQuantization }): ComponentResult {
+  const factor = model.scaleFactor;
+  const z = randn([1, model.config.latent_channels, opts.height / factor, opts.width / factor], model.device, model.dtype, 4);
+  try {
+    const times = timeIterations(model.device, () => model.decode(z), opts.iterations);
+    return {
+      component: 'vae',
+      quantization: opts.quantization,
+      compile: 'eager',
+      shape: `decode ${opts.width}x${opts.height}`,
+      width: opts.width,
+      height: opts.height,
+      median_s: median(times),
+      min_s: Math.min(...times),
+      iterations: times.length,
+    };
+  } finally {
+    z.dispose();
+  }
+}
