@@ -18,4 +18,6 @@ rm -rf .gpu/node_modules .gpu/dist .gpu/native-dist
 mkdir -p .gpu/node_modules .gpu/dist
 cp -r node_modules/node-addon-api node_modules/node-api-headers .gpu/node_modules/
 tar -cf .gpu/dist/dist.tar native/dist kernel/dist
+# The commit the figures of `gpu-test.sh bench` belong to (+changes: the working tree differs from it).
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo +changes)" > .gpu/commit
 du -sh .gpu

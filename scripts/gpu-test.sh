@@ -5,6 +5,9 @@
 #   native   every native spec (the backend-ops test among them)
 #   flux     the Flux GPU specs (goldens with --device cuda)
 #   kernels  bench/kernels/bench.py (the standalone fluxk kernels against torch)
+#   bench    fluxlab bench on RANDOM WEIGHTS at FLUX.1-dev's shapes: the pipeline table (bench.json), the
+#            component figures (components.json) and the torch yardstick (torch.json), then a summary table;
+#            each part time-limited (~6 min in all on an H100)
 # Logs go to $OUT. Default suites: native flux.
 set -uo pipefail
 OUT=${OUT:-$PWD/.gpu/out}
@@ -38,6 +41,17 @@ for suite in "${suites[@]}"; do
     kernels)
       { bash bench/kernels/build.sh && python3 bench/kernels/bench.py --out "$OUT"; } > "$OUT/kernels.log" 2>&1 || failed=1
       tail -40 "$OUT/kernels.log"
+      continue ;;
+    bench)
+      export FLUXLAB_COMMIT=${FLUXLAB_COMMIT:-$(cat .gpu/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+      run_part() { local limit=$1; shift; echo "== $*"; timeout "$limit" "$@" || { echo "(exit $?)"; failed=1; }; }
+      {
+        run_part 200 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --json "$OUT/bench.json"
+        run_part 120 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --component all --json "$OUT/components.json"
+        run_part 100 python3 bench/pipeline/torch_reference.py --out "$OUT/torch.json"
+      } > "$OUT/bench.log" 2>&1
+      grep -E "^(== |\(exit|fluxlab bench|device|note:)" "$OUT/bench.log"
+      python3 bench/pipeline/summary.py "$OUT" | tee "$OUT/summary.txt"
       continue ;;
     *) echo "gpu-test: unknown suite $suite" >&2; failed=1; continue ;;
   esac
