@@ -37,7 +37,7 @@ const native = ops as unknown as Partial<FusedOps>;
 /** Which fused ops the loaded addon provides (the rest are composed). */
 export function fusedOpsAvailable(): Record<'linearEpilogue' | 'layerNormModulate' | 'qkNormRope' | 'sdpaBLHD' | 'timestepEmbedding', boolean> {
   return {
-    linearEpilogue: ops.linear.length >= 4,
+    linearEpilogue: typeof native.layerNormModulate === 'function',
     layerNormModulate: typeof native.layerNormModulate === 'function',
     qkNormRope: typeof native.qkNormRope === 'function',
     // Attention on [B, L, H, D] arrived with qkNormRope in the plan; the option alone is not detectable.
