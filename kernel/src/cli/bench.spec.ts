@@ -86,6 +86,7 @@ describe('fluxlab bench on the CPU (embedded tiny pipeline)', () => {
       assert.equal(row.peak_vram_gb, null, 'no VRAM on the CPU');
       assert.equal(row.capture_s, null, 'nothing is captured on the CPU');
       assert.equal(row.graph_gb, 0);
+      assert.equal(row.finite, true);
     }
     assert.match(report.rows[1].note, /compile\(\) is a no-op on cpu/);
   });
@@ -147,6 +148,7 @@ describe('formatRows', () => {
         peak_host_gb: null,
         load_s: 9,
         runs: 1,
+        finite: true,
       },
     ]);
     const [header, rule, row] = text.split('\n');

@@ -35,7 +35,10 @@ export interface BenchRow extends BenchConfig {
   /** Median text-encoder (CLIP + T5) and VAE-decode times. */
   text_encoder_s: number;
   vae_s: number;
-  /** Peak device memory held by tensors during a measured run (null on the CPU). */
+  /**
+   * Peak device memory of a measured run (null on the CPU): the allocator's peak of live tensors plus, compiled, the
+   * captured graphs' private pools (reserved for the graphs' intermediates, outside the tensor peak).
+   */
   peak_vram_gb: number | null;
   /** Peak bytes the caching allocator held from the driver (null on the CPU). */
   peak_reserved_gb: number | null;
@@ -46,6 +49,8 @@ export interface BenchRow extends BenchConfig {
   /** Seconds to build or load the pipeline of this quantization (shared by its rows). */
   load_s: number;
   runs: number;
+  /** The warm-up run's final latents were all finite. */
+  finite: boolean;
   note?: string;
 }
 
@@ -107,11 +112,17 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
         if (compiled) pipe.compile();
         else pipe.transformer.uncompile();
         const capturing = compiled && pipe.transformer.compiled;
-        const warm = await pipe.generate(generate(warmupSteps));
+        // The warm-up also checks the numbers: random weights must keep activations finite (bf16 overflows show here).
+        let finite = true;
+        const warm = await pipe.generate({
+          ...generate(warmupSteps),
+          trace: (name, t) => void (name === 'latents_final' && (finite = (t.toArray() as Float32Array).every(Number.isFinite))),
+        });
         const measured = [];
         for (let r = 0; r < runs; r++) measured.push(await pipe.generate(generate(options.steps)));
         const last = measured[measured.length - 1];
         const onDevice = pipe.device !== 'cpu';
+        const graphPools = pipe.transformer.graphInfo().reduce((sum, g) => sum + g.poolBytes, 0);
         const row: BenchRow = {
           ...config,
           latency_s: median(measured.map((m) => m.timings.totalMs)) / 1000,
@@ -119,14 +130,16 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
           capture_s: capturing ? (warm.timings.captureMs + measured.reduce((s, m) => s + m.timings.captureMs, 0)) / 1000 : null,
           text_encoder_s: median(measured.map((m) => m.timings.encodePromptMs)) / 1000,
           vae_s: median(measured.map((m) => m.timings.decodeMs)) / 1000,
-          peak_vram_gb: onDevice ? Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) / GIB : null,
+          peak_vram_gb: onDevice ? (Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) + graphPools) / GIB : null,
           peak_reserved_gb: onDevice ? (memory.stats(pipe.device).peakReserved / GIB) : null,
           graph_gb: last.memory.graphBytes / GIB,
           peak_host_gb: onDevice ? null : Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) / GIB,
           load_s: loadS,
           runs,
+          finite,
         };
         if (compiled && !capturing) row.note = `compile() is a no-op on ${pipe.device} (CUDA graphs need a CUDA device): ran eagerly`;
+        if (!finite) row.note = `${row.note ? `${row.note}; ` : ''}NON-FINITE latents after the warm-up run`;
         log(`${quantization} ${config.compile}: ${row.latency_s.toFixed(2)} s, step ${(row.step_s * 1000).toFixed(1)} ms`);
         rows.push(row);
       }

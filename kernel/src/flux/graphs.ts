@@ -16,7 +16,13 @@ interface CapturedGraph {
 }
 
 interface CaptureApi {
-  captureGraph<T>(fn: () => T, opts?: { device?: Device; tag?: string }): { graph: CapturedGraph; result: T };
+  captureGraph<T>(fn: () => T, opts?: { device?: number; tag?: string }): { graph: CapturedGraph; result: T };
+}
+
+/** 'cuda' → undefined (the current device), 'cuda:N' → N. */
+function deviceIndex(device: Device): number | undefined {
+  const m = /^cuda:(\d+)$/.exec(device);
+  return m ? Number(m[1]) : undefined;
 }
 
 export interface GraphInfo {
@@ -91,7 +97,7 @@ export class GraphCache<I extends GraphInputs> {
       const start = performance.now();
       let captured: { graph: CapturedGraph; result: Tensor };
       try {
-        captured = (cuda as unknown as CaptureApi).captureGraph(() => this.forward(statics as I), { device: this.device, tag: this.tag });
+        captured = (cuda as unknown as CaptureApi).captureGraph(() => this.forward(statics as I), { device: deviceIndex(this.device), tag: this.tag });
       } catch (err) {
         for (const t of Object.values(statics)) t.dispose();
         throw err;
