@@ -4,7 +4,8 @@
 # npm would, then runs the named suites with FLUXLAB_REQUIRE_GPU=1 so GPU tests fail rather than skip:
 #   native   every native spec (the backend-ops test among them)
 #   flux     the Flux GPU specs (goldens with --device cuda)
-#   kernels  bench/kernels/bench.py (the standalone fluxk kernels against torch)
+#   kernels  bench/kernels/bench.py (the standalone fluxk kernels against torch), then bench/kernels/vae_t5.py
+#            (the VAE / text-encoder kernels and a whole VAE decode against torch)
 #   bench    fluxlab bench on RANDOM WEIGHTS at FLUX.1-dev's shapes: the pipeline table (bench.json), the
 #            component figures (components.json) and the torch yardstick (torch.json), then a summary table;
 #            each part time-limited (~6 min in all on an H100)
@@ -41,6 +42,8 @@ for suite in "${suites[@]}"; do
     kernels)
       { bash bench/kernels/build.sh && python3 bench/kernels/bench.py --out "$OUT"; } > "$OUT/kernels.log" 2>&1 || failed=1
       tail -40 "$OUT/kernels.log"
+      python3 bench/kernels/vae_t5.py --out "$OUT" > "$OUT/vae_t5.log" 2>&1 || failed=1
+      tail -70 "$OUT/vae_t5.log"
       continue ;;
     bench)
       export FLUXLAB_COMMIT=${FLUXLAB_COMMIT:-$(cat .gpu/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)}

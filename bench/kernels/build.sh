@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds bench/kernels/build/libfluxk.so: every kernel under native/src/sm90 and native/src/sm80
-# plus the extern "C" shims of capi.cu, for sm_90a (FLUXK_GENCODE adds more, e.g.
+# plus the extern "C" shims of capi*.cu, for sm_90a (FLUXK_GENCODE adds more, e.g.
 # "-gencode=arch=compute_80,code=sm_80"). Static cudart, so the library loads next to torch's.
 # Also writes per-kernel resource usage (registers, shared memory, spills) to build/resource-usage.txt.
 set -euo pipefail
@@ -11,7 +11,7 @@ mkdir -p "$out/obj"
 nvcc_bin="${NVCC:-nvcc}"
 gencode=(-gencode=arch=compute_90a,code=sm_90a ${FLUXK_GENCODE:-})
 flags=(-std=c++17 -O3 -lineinfo -Xcompiler -fPIC "${gencode[@]}" --resource-usage)
-sources=("$root"/native/src/sm90/*.cu "$root"/native/src/sm80/*.cu "$here/capi.cu")
+sources=("$root"/native/src/sm90/*.cu "$root"/native/src/sm80/*.cu "$here"/capi*.cu)
 jobs="${JOBS:-$(nproc)}"
 
 : > "$out/resource-usage.txt"

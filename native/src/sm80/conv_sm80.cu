@@ -438,4 +438,98 @@ cudaError_t conv2d_implicit_gemm(const Conv2dArgs& a, cudaStream_t stream) {
               : launch_out<WideTile, false>(p, kind, splits, stream);
 }
 
+namespace {
+
+struct NchwPlan {
+  int64_t cp, taps, pixels, x_bytes, w_bytes;
+  bool reorder_w;
+};
+
+NchwPlan nchw_plan(const Conv2dNchwArgs& a) {
+  NchwPlan p;
+  p.cp = (static_cast<int64_t>(a.cin) + 7) / 8 * 8;
+  p.taps = static_cast<int64_t>(a.kh) * a.kw;
+  p.pixels = static_cast<int64_t>(a.in_h) * a.in_w;
+  p.reorder_w = p.taps != 1 || p.cp != a.cin || !sm80::aligned16(a.w);
+  p.x_bytes = (static_cast<int64_t>(a.batch) * p.pixels * p.cp * 2 + 255) / 256 * 256;
+  p.w_bytes = p.reorder_w ? (static_cast<int64_t>(a.cout) * p.taps * p.cp * 2 + 255) / 256 * 256 : 0;
+  return p;
+}
+
+}  // namespace
+
+size_t conv2d_nchw_workspace_bytes(const Conv2dNchwArgs& a) {
+  if (a.batch <= 0 || a.cin <= 0 || a.in_h <= 0 || a.in_w <= 0 || a.cout <= 0 || a.kh <= 0 || a.kw <= 0) return 0;
+  const NchwPlan p = nchw_plan(a);
+  return static_cast<size_t>(p.x_bytes + p.w_bytes);
+}
+
+cudaError_t conv2d_nchw(const Conv2dNchwArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (a.batch <= 0 || a.cin <= 0 || a.in_h <= 0 || a.in_w <= 0 || a.cout <= 0 || a.kh <= 0 || a.kw <= 0)
+    return cudaErrorInvalidValue;
+  const NchwPlan p = nchw_plan(a);
+  const int64_t limit = int64_t(1) << 31;
+  if (a.batch > 65535 || a.cout > 65535 || p.pixels >= limit || p.cp * p.pixels * a.batch >= limit ||
+      p.cp * p.taps * a.cout >= limit || static_cast<int64_t>(a.out_h) * a.out_w * a.batch * a.cout >= limit)
+    return cudaErrorInvalidValue;
+  if (!a.x || !a.w || !a.out || !workspace || workspace_bytes < conv2d_nchw_workspace_bytes(a) ||
+      !sm80::aligned16(workspace))
+    return cudaErrorInvalidValue;
+  if (a.dtype != ElemType::kBF16 && a.dtype != ElemType::kF16) return cudaErrorInvalidValue;
+  if (!device_has_sm80()) return cudaErrorNotSupported;
+  void* xt = workspace;
+  void* wt = static_cast<uint8_t*>(workspace) + p.x_bytes;
+
+  TransposeArgs tx;  // [B][Cin][H*W] -> [B][H*W][Cp]
+  tx.in = a.x;
+  tx.out = xt;
+  tx.batch = a.batch;
+  tx.rows = a.cin;
+  tx.cols = static_cast<int>(p.pixels);
+  tx.rows_padded = static_cast<int>(p.cp);
+  tx.in_batch_stride = static_cast<int64_t>(a.cin) * p.pixels;
+  tx.in_row_stride = p.pixels;
+  tx.out_batch_stride = p.pixels * p.cp;
+  tx.out_row_stride = p.cp;
+  cudaError_t e = transpose_2byte(tx, stream);
+  if (e != cudaSuccess) return e;
+  if (p.reorder_w) {
+    TransposeArgs tw;  // [Cout][Cin][kh*kw] -> [Cout][kh*kw][Cp]
+    tw.in = a.w;
+    tw.out = wt;
+    tw.batch = a.cout;
+    tw.rows = a.cin;
+    tw.cols = static_cast<int>(p.taps);
+    tw.rows_padded = static_cast<int>(p.cp);
+    tw.in_batch_stride = a.cin * p.taps;
+    tw.in_row_stride = p.taps;
+    tw.out_batch_stride = p.taps * p.cp;
+    tw.out_row_stride = p.cp;
+    if ((e = transpose_2byte(tw, stream)) != cudaSuccess) return e;
+  }
+  Conv2dArgs c;
+  c.x = xt;
+  c.x_pixel_stride = p.cp;
+  c.w = p.reorder_w ? wt : a.w;
+  c.w_row_stride = p.taps * p.cp;
+  c.bias = a.bias;
+  c.out = a.out;
+  c.out_layout = ConvLayout::kNCHW;
+  c.dtype = a.dtype;
+  c.out_dtype = a.dtype;
+  c.batch = a.batch;
+  c.in_h = a.in_h;
+  c.in_w = a.in_w;
+  c.cin = static_cast<int>(p.cp);
+  c.cout = a.cout;
+  c.kh = a.kh;
+  c.kw = a.kw;
+  c.stride = a.stride;
+  c.pad = a.pad;
+  c.out_h = a.out_h;
+  c.out_w = a.out_w;
+  c.upsample2x = a.upsample2x;
+  return conv2d_implicit_gemm(c, stream);
+}
+
 }  // namespace fluxk

@@ -53,6 +53,24 @@ struct Conv2dArgs {
 
 cudaError_t conv2d_implicit_gemm(const Conv2dArgs& args, cudaStream_t stream);
 
+// The same convolution on PyTorch's layouts: x [batch, cin, in_h, in_w], w [cout, cin, kh, kw], out [batch, cout,
+// out_h, out_w] (NCHW, contiguous), any cin and any alignment. x and w are transposed into the workspace
+// (channels padded to a multiple of 8 with zeros; a 1x1 weight with cin % 8 == 0 is used as it is), then
+// conv2d_implicit_gemm writes the NCHW output from its epilogue.
+struct Conv2dNchwArgs {
+  const void* x = nullptr;
+  const void* w = nullptr;
+  const void* bias = nullptr;
+  void* out = nullptr;
+  ElemType dtype = ElemType::kBF16;
+  int batch = 0, cin = 0, in_h = 0, in_w = 0, cout = 0;
+  int kh = 1, kw = 1, stride = 1, pad = 0;
+  int out_h = 0, out_w = 0;
+  bool upsample2x = false;
+};
+size_t conv2d_nchw_workspace_bytes(const Conv2dNchwArgs& args);
+cudaError_t conv2d_nchw(const Conv2dNchwArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
 // out[b][c][r] = in[b][r][c] for r < rows, 0 for rows <= r < rows_padded (c < cols); 2-byte elements
 // (bf16/f16). Strides in elements. NCHW -> NHWC activations (rows = channels, cols = pixels, channels padded
 // to a multiple of 8 with zeros), [Cout][Cin][kh*kw] -> [Cout][kh*kw][Cin] weights, V -> Vᵀ.
