@@ -31,6 +31,8 @@ export interface NativeNF4 {
   nestedQuantMap: NativeTensor | null;
   nestedBlocksize: number;
   offset: number;
+  /** quantMap is bitsandbytes' NF4 code book (the fluxk kernels have it built in; others read quantMap). */
+  standardCodes?: boolean;
 }
 
 export interface NativeNF4Parts {
@@ -69,6 +71,18 @@ export interface NativeGenerator {
   readonly seed: bigint;
 }
 
+/** A captured CUDA graph (see cuda.captureGraph). */
+export interface NativeGraph {
+  readonly device: number;
+  /** Bytes of device memory its private pool holds. */
+  readonly memoryBytes: number;
+  readonly disposed: boolean;
+  endCapture(): void;
+  abortCapture(): void;
+  replay(): void;
+  dispose(): void;
+}
+
 export interface NativePinned {
   readonly buffer: ArrayBuffer;
   readonly byteLength: number;
@@ -89,6 +103,8 @@ export interface NativeDeviceStats {
   numCudaFrees: number;
   free: number;
   total: number;
+  graphReserved: number;
+  graphPools: number;
   byTag: Record<string, number>;
 }
 
@@ -146,8 +162,22 @@ export interface Binding {
   permute(t: NativeTensor, dims: number[]): NativeTensor;
   concat(ts: NativeTensor[], dim: number): NativeTensor;
 
-  linear(x: NativeTensor, weight: NativeTensor, bias: NativeTensor | null): NativeTensor;
-  linearNF4(x: NativeTensor, weight: NativeNF4, bias: NativeTensor | null): NativeTensor;
+  linear(
+    x: NativeTensor,
+    weight: NativeTensor,
+    bias: NativeTensor | null,
+    activation: 'gelu_tanh' | null,
+    gate: NativeTensor | null,
+    residual: NativeTensor | null,
+  ): NativeTensor;
+  linearNF4(
+    x: NativeTensor,
+    weight: NativeNF4,
+    bias: NativeTensor | null,
+    activation: 'gelu_tanh' | null,
+    gate: NativeTensor | null,
+    residual: NativeTensor | null,
+  ): NativeTensor;
   matmul(a: NativeTensor, b: NativeTensor): NativeTensor;
   sdpa(
     q: NativeTensor,
@@ -156,6 +186,17 @@ export interface Binding {
     bias: NativeTensor | null,
     mask: NativeTensor | null,
     scale: number,
+    layout: 'BHLD' | 'BLHD',
+  ): NativeTensor;
+  layerNormModulate(x: NativeTensor, shift: NativeTensor, scale: NativeTensor, eps: number): NativeTensor;
+  qkNormRope(x: NativeTensor, weight: NativeTensor, cos: NativeTensor, sin: NativeTensor, eps: number): NativeTensor;
+  timestepEmbedding(
+    t: NativeTensor,
+    dim: number,
+    flipSinToCos: boolean,
+    downscaleFreqShift: number,
+    scale: number,
+    maxPeriod: number,
   ): NativeTensor;
   layerNorm(x: NativeTensor, weight: NativeTensor | null, bias: NativeTensor | null, eps: number): NativeTensor;
   rmsNorm(x: NativeTensor, weight: NativeTensor | null, eps: number): NativeTensor;
@@ -177,10 +218,12 @@ export interface Binding {
   nf4Quantize(w: NativeTensor, blocksize: number, doubleQuant: boolean, nestedBlocksize: number): NativeNF4Parts;
   nf4Dequantize(w: NativeNF4, dtype: DenseDType): NativeTensor;
   nf4CodeValues(): Float32Array;
+  nf4Absmax(w: NativeNF4): NativeTensor;
   dynamicMap(signed: boolean): Float32Array;
 
   generatorCreate(seed: bigint): NativeGenerator;
   randn(gen: NativeGenerator, shape: number[], dtype: DenseDType, device: string): NativeTensor;
+  randomNormal(shape: number[], dtype: DenseDType, device: string, seed: bigint, mean: number, std: number): NativeTensor;
 
   setNumThreads(n: number): void;
   getNumThreads(): number;
@@ -198,6 +241,10 @@ export interface Binding {
   setCurrentStream(device: number, stream: NativeStream): void;
   eventCreate(device: number, timing: boolean): NativeEvent;
   recordStream(t: NativeTensor, stream: NativeStream): void;
+  graphCaptureBegin(device: number): NativeGraph;
+  isCapturing(device: number): boolean;
+  routeCounts(): Record<string, number>;
+  resetRouteCounts(): void;
 
   memoryStats(device: number): NativeDeviceStats;
   resetPeak(device: number): void;

@@ -40,16 +40,55 @@ export interface SdpaOptions {
   mask?: Tensor | null;
   /** Multiplier of q·k (default 1/sqrt(D); T5 uses 1). */
   scale?: number;
+  /**
+   * 'BHLD' (default, torch's layout): q [B,H,Lq,D], k/v [B,H,Lk,D] → [B,H,Lq,D]. 'BLHD': q [B,Lq,H,D], k/v
+   * [B,Lk,H,D] → [B,Lq,H,D], the projections' own layout (a [B,L,H·D] tensor reshaped), so no transposes are needed.
+   */
+  layout?: 'BHLD' | 'BLHD';
+}
+
+/** The fused epilogue of ops.linear: out = residual + gate ⊙ act(x·Wᵀ + bias), float32 math, one rounding. */
+export interface LinearOptions {
+  /** Applied to x·Wᵀ + bias (Flux's feed-forward: GELU, tanh approximation). */
+  activation?: 'gelu_tanh';
+  /**
+   * Multiplies the (activated) product, broadcast over rows: [N], [B,N] or [B,1,N] where B is the output's first
+   * dim (Flux's gate_msa / gate_mlp of x [B,L,K]). Converted to x's dtype.
+   */
+  gate?: Tensor | null;
+  /** Added last; the output's shape (Flux's residual stream). A separate input: the result is a new tensor. */
+  residual?: Tensor | null;
+}
+
+export interface TimestepEmbeddingOptions {
+  /** Cosines first (diffusers' flip_sin_to_cos; Flux: true). */
+  flipSinToCos?: boolean;
+  /** Frequencies exp(-ln(maxPeriod)·i/(dim/2 − shift)) (Flux: 0). */
+  downscaleFreqShift?: number;
+  /** Multiplies the arguments (default 1). */
+  scale?: number;
+  maxPeriod?: number;
 }
 
 export const ops = {
-  /** x[...,K] · weightᵀ + bias → [...,N]. weight [N,K] float32 / bfloat16 / float16 / nf4; result in x's dtype. */
-  linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  /**
+   * x[...,K] · weightᵀ + bias → [...,N]. weight [N,K] float32 / bfloat16 / float16 / nf4; result in x's dtype.
+   * `opts` fuses Flux's epilogues: residual + gate ⊙ activation(x·Wᵀ + bias). On CUDA, bfloat16 x with bfloat16
+   * or nf4 weights runs on the tensor-core kernels where the shape allows (docs/native.md, routing).
+   */
+  linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
     const xh = h(x, 'linear', 'x');
-    if (weight instanceof NF4Tensor) {
-      return wrap(binding().linearNF4(xh, weight.nf4Handle('ops.linear'), hOpt(bias, 'linear', 'bias')));
+    const act = opts.activation ?? null;
+    if (act !== null && act !== 'gelu_tanh') {
+      throw new RangeError(`ops.linear: unknown activation '${String(act)}' (only 'gelu_tanh' is fused)`);
     }
-    return wrap(binding().linear(xh, h(weight, 'linear', 'weight'), hOpt(bias, 'linear', 'bias')));
+    const b = hOpt(bias, 'linear', 'bias');
+    const gate = hOpt(opts.gate, 'linear', 'gate');
+    const residual = hOpt(opts.residual, 'linear', 'residual');
+    if (weight instanceof NF4Tensor) {
+      return wrap(binding().linearNF4(xh, weight.nf4Handle('ops.linear'), b, act, gate, residual));
+    }
+    return wrap(binding().linear(xh, h(weight, 'linear', 'weight'), b, act, gate, residual));
   },
 
   /** [...,M,K] · [...,K,N] → [...,M,N]; batch dims equal or broadcast (numpy rules). */
@@ -67,9 +106,13 @@ export const ops = {
 
   /**
    * Scaled dot-product attention, non-causal: softmax(q·kᵀ·scale + bias, masked) · v.
-   * q [B,H,Lq,D], k [B,H,Lk,D], v [B,H,Lk,Dv] → [B,H,Lq,Dv].
+   * q [B,H,Lq,D], k [B,H,Lk,D], v [B,H,Lk,D] → [B,H,Lq,D]; with `layout: 'BLHD'` every operand is [B,L,H,D].
    */
   sdpa(q: Tensor, k: Tensor, v: Tensor, opts: SdpaOptions = {}): Tensor {
+    const layout = opts.layout ?? 'BHLD';
+    if (layout !== 'BHLD' && layout !== 'BLHD') {
+      throw new RangeError(`ops.sdpa: layout must be 'BHLD' or 'BLHD', got '${String(layout)}'`);
+    }
     const scale = opts.scale ?? 1 / Math.sqrt(q.shape[q.ndim - 1]);
     return wrap(
       binding().sdpa(
@@ -79,6 +122,7 @@ export const ops = {
         hOpt(opts.bias, 'sdpa', 'bias'),
         hOpt(opts.mask, 'sdpa', 'mask'),
         scale,
+        layout,
       ),
     );
   },
@@ -87,6 +131,57 @@ export const ops = {
   layerNorm(x: Tensor, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
     return wrap(
       binding().layerNorm(h(x, 'layerNorm', 'x'), hOpt(weight, 'layerNorm', 'weight'), hOpt(bias, 'layerNorm', 'bias'), eps),
+    );
+  },
+
+  /**
+   * Flux's adaptive norm in one pass: layerNorm(x, no affine, eps)·(1 + scale) + shift over the last dim, with
+   * shift/scale [D], [B,D] or [B,1,D] (B = x's first dim), as AdaLayerNormZero / Single / Continuous apply them.
+   * Mixed float dtypes compute and return float32.
+   */
+  layerNormModulate(x: Tensor, shift: Tensor, scale: Tensor, eps = 1e-6): Tensor {
+    return wrap(
+      binding().layerNormModulate(
+        h(x, 'layerNormModulate', 'x'),
+        h(shift, 'layerNormModulate', 'shift'),
+        h(scale, 'layerNormModulate', 'scale'),
+        eps,
+      ),
+    );
+  },
+
+  /**
+   * Flux's QK-norm and rotary embedding in one pass: x [B,L,H,D] (a [B,L,H·D] projection reshaped) → rmsNorm
+   * over D with `weight` [D], then ops.rope's rotation with cos/sin [L,D]; float32 inside, one rounding; the
+   * result is [B,L,H,D] in x's dtype (ready for ops.sdpa with layout 'BLHD').
+   */
+  qkNormRope(x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps = 1e-6): Tensor {
+    return wrap(
+      binding().qkNormRope(
+        h(x, 'qkNormRope', 'x'),
+        h(weight, 'qkNormRope', 'weight'),
+        h(cos, 'qkNormRope', 'cos'),
+        h(sin, 'qkNormRope', 'sin'),
+        eps,
+      ),
+    );
+  },
+
+  /**
+   * diffusers' get_timestep_embedding on t's device: t [B] (any float dtype) → [B, dim] float32, in torch's
+   * float32 steps. Flux: dim 256, flipSinToCos true, downscaleFreqShift 0 (its Timesteps module).
+   */
+  timestepEmbedding(t: Tensor, dim: number, opts: TimestepEmbeddingOptions = {}): Tensor {
+    if (!Number.isInteger(dim) || dim < 1) throw new RangeError(`ops.timestepEmbedding: invalid dim ${dim}`);
+    return wrap(
+      binding().timestepEmbedding(
+        h(t, 'timestepEmbedding', 't'),
+        dim,
+        opts.flipSinToCos ?? true,
+        opts.downscaleFreqShift ?? 0,
+        opts.scale ?? 1,
+        opts.maxPeriod ?? 10000,
+      ),
     );
   },
 

@@ -7,14 +7,28 @@ namespace {
 
 Napi::Value W(const Napi::CallbackInfo& info, Tensor t) { return NativeTensor::wrap(info.Env(), std::move(t)); }
 
+// Arguments 3-5 of linear / linearNF4: activation ('gelu_tanh' or null), gate, residual.
+ops::LinearOptions linear_options(const Napi::CallbackInfo& info) {
+  const char* w = "ops.linear";
+  ops::LinearOptions o;
+  if (info.Length() > 3 && !info[3].IsNull() && !info[3].IsUndefined()) {
+    const std::string act = string_arg(info[3], w);
+    FL_CHECK(act == "gelu_tanh", "ops.linear: unknown activation '", act, "' (only 'gelu_tanh' is fused)");
+    o.gelu_tanh = true;
+  }
+  o.gate = opt_tensor_arg(info, 4, w);
+  o.residual = opt_tensor_arg(info, 5, w);
+  return o;
+}
+
 Napi::Value linear_js(const Napi::CallbackInfo& info) {
   return W(info, ops::linear(tensor_arg(info, 0, "ops.linear"), tensor_arg(info, 1, "ops.linear"),
-                             opt_tensor_arg(info, 2, "ops.linear")));
+                             opt_tensor_arg(info, 2, "ops.linear"), linear_options(info)));
 }
 
 Napi::Value linear_nf4_js(const Napi::CallbackInfo& info) {
   return W(info, ops::linear_nf4(tensor_arg(info, 0, "ops.linear"), nf4_arg(info[1], "ops.linear"),
-                                 opt_tensor_arg(info, 2, "ops.linear")));
+                                 opt_tensor_arg(info, 2, "ops.linear"), linear_options(info)));
 }
 
 Napi::Value matmul_js(const Napi::CallbackInfo& info) {
@@ -23,8 +37,30 @@ Napi::Value matmul_js(const Napi::CallbackInfo& info) {
 
 Napi::Value sdpa_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.sdpa";
+  std::string layout = info.Length() > 6 && !info[6].IsUndefined() ? string_arg(info[6], w) : "BHLD";
+  FL_CHECK(layout == "BHLD" || layout == "BLHD", "ops.sdpa: layout must be 'BHLD' or 'BLHD', got '", layout, "'");
   return W(info, ops::sdpa(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w),
-                           opt_tensor_arg(info, 3, w), opt_tensor_arg(info, 4, w), float(number_arg(info[5], w))));
+                           opt_tensor_arg(info, 3, w), opt_tensor_arg(info, 4, w), float(number_arg(info[5], w)),
+                           layout == "BLHD"));
+}
+
+Napi::Value layer_norm_modulate_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.layerNormModulate";
+  return W(info, ops::layer_norm_modulate(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w),
+                                          float(number_arg(info[3], w))));
+}
+
+Napi::Value qk_norm_rope_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.qkNormRope";
+  return W(info, ops::qk_norm_rope(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w),
+                                   tensor_arg(info, 3, w), float(number_arg(info[4], w))));
+}
+
+Napi::Value timestep_embedding_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.timestepEmbedding";
+  return W(info, ops::timestep_embedding(tensor_arg(info, 0, w), int_arg(info[1], w), bool_arg(info[2], w),
+                                         float(number_arg(info[3], w)), float(number_arg(info[4], w)),
+                                         float(number_arg(info[5], w))));
 }
 
 Napi::Value layer_norm_js(const Napi::CallbackInfo& info) {
@@ -123,6 +159,10 @@ Napi::Value nf4_dequantize_js(const Napi::CallbackInfo& info) {
   return W(info, ops::nf4_dequantize(nf4_arg(info[0], "ops.nf4Dequantize"), dtype_arg(info[1], "ops.nf4Dequantize")));
 }
 
+Napi::Value nf4_absmax_js(const Napi::CallbackInfo& info) {
+  return W(info, ops::nf4_absmax(nf4_arg(info[0], "nf4Absmax")));
+}
+
 Napi::Value nf4_codes_js(const Napi::CallbackInfo& info) {
   auto a = Napi::Float32Array::New(info.Env(), 16);
   for (int i = 0; i < 16; i++) a[size_t(i)] = cpu::kNF4Codes[i];
@@ -156,6 +196,10 @@ void register_op_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("nf4Quantize", Napi::Function::New<guarded<nf4_quantize_js>>(env, "nf4Quantize"));
   exports.Set("nf4Dequantize", Napi::Function::New<guarded<nf4_dequantize_js>>(env, "nf4Dequantize"));
   exports.Set("nf4CodeValues", Napi::Function::New<guarded<nf4_codes_js>>(env, "nf4CodeValues"));
+  exports.Set("nf4Absmax", Napi::Function::New<guarded<nf4_absmax_js>>(env, "nf4Absmax"));
+  exports.Set("layerNormModulate", Napi::Function::New<guarded<layer_norm_modulate_js>>(env, "layerNormModulate"));
+  exports.Set("qkNormRope", Napi::Function::New<guarded<qk_norm_rope_js>>(env, "qkNormRope"));
+  exports.Set("timestepEmbedding", Napi::Function::New<guarded<timestep_embedding_js>>(env, "timestepEmbedding"));
   exports.Set("dynamicMap", Napi::Function::New<guarded<dynamic_map_js>>(env, "dynamicMap"));
 }
 

@@ -44,11 +44,26 @@ void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* 
 void softmax(const Tensor& x, int64_t dim, Tensor& out);
 
 // ---- composite ------------------------------------------------------------------------------------------
-void linear(const Tensor& x, const Operand& w, int64_t N, int64_t K, const Tensor* bias, Tensor& out);
+void linear(const Tensor& x, const Operand& w, int64_t N, int64_t K, const Tensor* bias, Tensor& out,
+            const LinearEpilogue& epi);
 void matmul(const Tensor& a, const Tensor& b, Tensor& out);
+// q, k, v, out as [B,H,L,D] logical order with the element strides of `layout` (head dim contiguous).
 void sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,
-          Tensor& out);
+          Tensor& out, int64_t B, int64_t H, int64_t Lq, int64_t Lk, const AttnLayout& layout);
 void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t padding, Tensor& out);
+
+// ---- fused (fused.cpp) ----------------------------------------------------------------------------------
+// out = layerNorm(x) * (1 + scale[g]) + shift[g], g = row / rows_per_group; shift/scale [groups, C] in x's dtype.
+void layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, int64_t rows_per_group, float eps,
+                         Tensor& out);
+// x [B,L,H,D]: rmsNorm over D (weight w) then Flux's interleaved rope with cos/sin [L,D].
+void qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const Tensor& sin, int64_t L, int64_t H,
+                  float eps, Tensor& out);
+// out [B, dim] float32: diffusers' get_timestep_embedding of t [B].
+void timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
+                        float max_period, Tensor& out);
+// n samples mean + std * N(0,1) from Philox4x32-10 (core/philox.h), stored as dt.
+void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, float std);
 
 // ---- NF4 and random -------------------------------------------------------------------------------------
 void nf4_quantize(const Tensor& w, int64_t blocksize, uint8_t* packed, float* absmax);

@@ -1,4 +1,5 @@
-// Scaled dot-product attention, portable path: one warp per query row, eight rows per block sharing K/V tiles
+// Scaled dot-product attention, portable path (any dtype, head dim, bias, mask; operands as strided [B,H,L,D]
+// views, so [B,L,H,D] needs no transposes; fluxk_routes.cpp takes bf16, head dim 128 first): one warp per query row, eight rows per block sharing K/V tiles
 // of 32 keys in shared memory, online softmax (running max and sum, FlashAttention's recurrence) so the
 // [Lq, Lk] score matrix never exists in device memory. Each lane scores one key of the tile (a D-long dot
 // product against the broadcast query), then accumulates D/32 output columns. Float32 throughout.
@@ -36,21 +37,23 @@ __global__ void __launch_bounds__(kRows * 32) sdpa_kernel(const T* q, const T* k
   const int64_t qi = int64_t(blockIdx.x) * kRows + warp;
   const bool active = qi < a.Lq;
 
-  for (int64_t d = lane; d < D; d += 32) Qs[warp * D + d] = active ? to_f(q[(bh * a.Lq + qi) * D + d]) : 0.f;
+  const AttnLayout& lay = a.layout;
+  const T* qr_g = q + b * lay.q[0] + h * lay.q[1] + qi * lay.q[2];
+  for (int64_t d = lane; d < D; d += 32) Qs[warp * D + d] = active ? to_f(qr_g[d]) : 0.f;
 
   float o[DPL];
 #pragma unroll
   for (int c = 0; c < DPL; c++) o[c] = 0.f;
   float m = -INFINITY, l = 0.f;
-  const T* kb = k + bh * a.Lk * D;
-  const T* vb = v + bh * a.Lk * D;
+  const T* kb = k + b * lay.k[0] + h * lay.k[1];
+  const T* vb = v + b * lay.v[0] + h * lay.v[1];
 
   for (int64_t k0 = 0; k0 < a.Lk; k0 += kTile) {
     __syncthreads();  // the previous tile is consumed (and Qs written, on the first pass)
     for (int64_t idx = threadIdx.x; idx < kTile * D; idx += blockDim.x) {
       const int64_t j = idx / D, d = idx % D, key = k0 + j;
-      Ks[j * Dp + d] = key < a.Lk ? to_f(kb[key * D + d]) : 0.f;
-      Vs[j * D + d] = key < a.Lk ? to_f(vb[key * D + d]) : 0.f;
+      Ks[j * Dp + d] = key < a.Lk ? to_f(kb[key * lay.k[2] + d]) : 0.f;
+      Vs[j * D + d] = key < a.Lk ? to_f(vb[key * lay.v[2] + d]) : 0.f;
     }
     __syncthreads();
 
@@ -94,7 +97,7 @@ __global__ void __launch_bounds__(kRows * 32) sdpa_kernel(const T* q, const T* k
 #pragma unroll
     for (int c = 0; c < DPL; c++) {
       const int64_t d = lane + 32 * c;
-      if (d < D) out[(bh * a.Lq + qi) * D + d] = from_f<T>(o[c] * inv);
+      if (d < D) out[b * lay.o[0] + h * lay.o[1] + qi * lay.o[2] + d] = from_f<T>(o[c] * inv);
     }
   }
 }
@@ -115,8 +118,15 @@ void launch(const void* q, const void* k, const void* v, void* out, const AttnSh
 
 }  // namespace
 
-void sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, const void* bias,
+void sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& shape, const void* bias,
           DType bias_dt, const void* mask, DType mask_dt, float scale, cudaStream_t s) {
+  AttnShape a = shape;
+  if (a.layout.q[2] == 0) {
+    AttnLayout::bhld(a.layout.q, a.H, a.Lq, a.D);
+    AttnLayout::bhld(a.layout.k, a.H, a.Lk, a.D);
+    AttnLayout::bhld(a.layout.v, a.H, a.Lk, a.D);
+    AttnLayout::bhld(a.layout.o, a.H, a.Lq, a.D);
+  }
   FL_CHECK(a.B * a.H <= 65535 && (a.Lq + kRows - 1) / kRows <= 2147483647, "ops.sdpa: B*H = ", a.B * a.H,
            " exceeds the CUDA grid");
   FL_CUDA_FLOAT_SWITCH(dt, T, {

@@ -51,11 +51,12 @@ void group_norm(const void* x, void* out, DType dt, int64_t B, int64_t C, int64_
 void softmax(const void* x, void* out, DType dt, int64_t outer, int64_t L, int64_t inner, cudaStream_t s);
 
 // ---- matrix products (gemm_*.cu) -------------------------------------------------------------------------
-// out[M,N] = x[M,K] · w[N,K]ᵀ (+ bias[N]); out and bias in x's dtype.
+// out[M,N] = epi(x[M,K] · w[N,K]ᵀ + bias[N]); out, bias, gate and residual in x's dtype (portable tiled GEMM).
 void linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M, int64_t N,
-            int64_t K, cudaStream_t s);
+            int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+// `w.absmax` must be the decoded float absmax (see nf4_absmax).
 void linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
-                int64_t K, cudaStream_t s);
+                int64_t K, const LinearEpilogue& epi, cudaStream_t s);
 // Batched out[b] = a[b] · b[b]; batch offsets (in matrices) of a and b follow `batch` (operand 1 = a, 2 = b).
 void matmul(const void* a, const void* b, void* out, DType dt, int64_t M, int64_t N, int64_t K, const Strided& batch,
             cudaStream_t s);
@@ -70,6 +71,7 @@ struct AttnShape {
   int64_t B, H, Lq, Lk, D;
   int64_t bias_stride[4];  // [b, h, q, k] element strides of the bias (0 = broadcast)
   int64_t mask_stride[4];
+  AttnLayout layout;       // all zero: contiguous [B,H,L,D] operands
 };
 void sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, const void* bias,
           DType bias_dt, const void* mask, DType mask_dt, float scale, cudaStream_t s);
@@ -82,5 +84,40 @@ void nf4_absmax(const NF4View& v, float* out, cudaStream_t s);
 void nf4_dequantize(const NF4View& v, const float* absmax, void* out, DType dt, cudaStream_t s);
 void double_quant(const float* absmax, int64_t blocks, int64_t nested_blocksize, const float* dyn_map, uint8_t* codes,
                   float* nested_absmax, float* offset, float* centered_workspace, cudaStream_t s);
+
+// ---- fused ops (fused.cu) ---------------------------------------------------------------------------------
+// out = layerNorm(x) (no affine) * (1 + scale[g]) + shift[g] for row r of `rows`, g = r / rows_per_group; shift and
+// scale in x's dtype, [groups, C].
+void layer_norm_modulate(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* shift,
+                         const void* scale, int64_t rows_per_group, float eps, cudaStream_t s);
+// x, out [B*L*H rows of D]: rmsNorm over D with weight (pdt), then Flux's interleaved rope with cos/sin [L,D] (cdt).
+void qk_norm_rope(const void* x, void* out, DType dt, int64_t rows, int64_t L, int64_t H, int64_t D, const void* w,
+                  DType pdt, const void* cos, const void* sin, DType cdt, float eps, cudaStream_t s);
+// out [B, dim] float32 from t [B] (tdt): diffusers' get_timestep_embedding.
+void timestep_embedding(const void* t, DType tdt, int64_t B, int64_t dim, bool flip_sin_to_cos,
+                        float downscale_freq_shift, float scale, float max_period, float* out, cudaStream_t s);
+
+// ---- random numbers (random.cu) ---------------------------------------------------------------------------
+// n normal samples mean + std * N(0,1) from Philox4x32-10 (core/philox.h) keyed by seed, into a float dtype.
+void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, float std, cudaStream_t s);
+
+// ---- fluxk routes (fluxk_routes.cpp): the tensor-core kernels of src/sm90 and src/sm80 -------------------------
+// Each returns true when it enqueued the op, false when the fluxk kernels decline it (dtype, shape, alignment,
+// device), in which case the caller runs the portable launcher above. Other CUDA errors throw.
+bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
+                  int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+// `w` as stored (plain or double-quant absmax).
+bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
+                      int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
+                bool has_mask, float scale, cudaStream_t s);
+// Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
+enum class Route : int {
+  LinearFluxkSm90, LinearFluxkSm80, LinearPortable,
+  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable,
+  SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
+  kCount
+};
+void count_route(Route r);
 
 }  // namespace fl::cuda

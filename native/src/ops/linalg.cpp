@@ -19,9 +19,68 @@ Shape with_last(const Shape& s, int64_t last) {
   return out;
 }
 
+// The epilogue's tensors in x's dtype and its description for the kernels.
+struct Epilogue {
+  Tensor gate, residual;
+  LinearEpilogue e;
+};
+
+Epilogue prepare_epilogue(const Tensor& x, const Shape& out_shape, int64_t M, int64_t N, const LinearOptions& o) {
+  Epilogue ep;
+  ep.e.gelu_tanh = o.gelu_tanh;
+  if (o.gate) {
+    const Tensor& g = *o.gate;
+    check_float("linear", "gate", g);
+    FL_CHECK(g.device() == x.device(), "ops.linear: gate on ", g.device().str(), ", x on ", x.device().str());
+    const int64_t G = g.ndim() >= 1 && g.shape.back() == N ? g.numel() / N : -1;
+    bool ok = G == 1;
+    if (!ok && G > 1 && out_shape.size() >= 2 && g.shape[0] == G && out_shape[0] == G) {
+      ok = true;
+      for (size_t d = 1; d + 1 < g.shape.size(); d++) ok &= g.shape[d] == 1;
+    }
+    FL_CHECK(ok && M % G == 0, "ops.linear: gate ", g.desc(), " must be [N], [B,N] or [B,1,N] with N = ", N,
+             " and B = the output's first dim (output ", shape_str(out_shape), ")");
+    ep.gate = as_dtype(g, x.dtype);
+    ep.e.gate_ld = N;
+    ep.e.gate_rows_per_batch = M / G;
+  }
+  if (o.residual) {
+    const Tensor& r = *o.residual;
+    check_float("linear", "residual", r);
+    FL_CHECK(r.device() == x.device(), "ops.linear: residual on ", r.device().str(), ", x on ", x.device().str());
+    FL_CHECK(r.shape == out_shape, "ops.linear: residual ", r.desc(), " must have the output's shape ",
+             shape_str(out_shape));
+    ep.residual = as_dtype(r, x.dtype);
+    ep.e.residual_ld = N;
+  }
+  // The bf16 tensor-core GEMMs take gate and residual together: a missing one becomes a broadcast 1 or 0 row.
+  if (x.device().is_cuda() && x.dtype == DType::BF16 && ep.gate.defined() != ep.residual.defined()) {
+    if (!ep.gate.defined()) {
+      ep.gate = full({N}, x.dtype, x.device(), 1.0);
+      ep.e.gate_ld = 0;
+      ep.e.gate_rows_per_batch = std::max<int64_t>(M, 1);
+    } else {
+      ep.residual = full({N}, x.dtype, x.device(), 0.0);
+      ep.e.residual_ld = 0;
+    }
+  }
+  ep.e.gate = ep.gate.defined() ? ep.gate.data() : nullptr;
+  ep.e.residual = ep.residual.defined() ? ep.residual.data() : nullptr;
+  return ep;
+}
+
+std::string linear_context(const Tensor& x, const char* wdesc, const Tensor* bias, const LinearOptions& o) {
+  std::string s = cat("ops.linear: x ", x.desc(), ", weight ", wdesc);
+  if (bias) s += cat(", bias ", bias->desc());
+  if (o.gelu_tanh) s += ", gelu_tanh";
+  if (o.gate) s += cat(", gate ", o.gate->desc());
+  if (o.residual) s += cat(", residual ", o.residual->desc());
+  return s;
+}
+
 }  // namespace
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const LinearOptions& opts) {
   check_float("linear", "x", x);
   check_float("linear", "weight", w);
   check_same_device("linear", {{"x", &x}, {"weight", &w}, {"bias", bias}});
@@ -29,49 +88,64 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   FL_CHECK(x.ndim() >= 1 && x.shape.back() == w.shape[1], "ops.linear: x ", x.desc(), " and weight ", w.desc(),
            ": the last dim of x must equal K = ", w.shape[1]);
   const int64_t N = w.shape[0], K = w.shape[1];
-  [[maybe_unused]] const int64_t M = x.numel() / std::max<int64_t>(K, 1);
+  const Shape out_shape = with_last(x.shape, N);
+  const int64_t M = numel_of(out_shape) / std::max<int64_t>(N, 1);
   Tensor b = bias_as("linear", bias, N, x);
-  Tensor out = empty(with_last(x.shape, N), x.dtype, x.device());
+  Epilogue ep = prepare_epilogue(x, out_shape, M, N, opts);
+  Tensor out = empty(out_shape, x.dtype, x.device());
   if (out.numel() == 0) return out;
   if (x.device().is_cpu()) {
-    cpu::linear(x, cpu::Operand{w.data(), w.dtype, 1, K, nullptr}, N, K, b.defined() ? &b : nullptr, out);
+    cpu::linear(x, cpu::Operand{w.data(), w.dtype, 1, K, nullptr}, N, K, b.defined() ? &b : nullptr, out, ep.e);
   } else {
-    FL_CUDA_LAUNCH(x.device(), cat("ops.linear: ", describe({{"x", &x}, {"weight", &w}, {"bias", bias}})),
-                   cuda::linear(x.data(), x.dtype, w.data(), w.dtype, b.defined() ? b.data() : nullptr, out.data(), M,
-                                N, K, stream));
+    const void* bp = b.defined() ? b.data() : nullptr;
+    FL_CUDA_LAUNCH(x.device(), linear_context(x, w.desc().c_str(), bias, opts), {
+      if (!cuda::fluxk_linear(x.data(), x.dtype, w.data(), w.dtype, bp, out.data(), M, N, K, ep.e, stream)) {
+        cuda::count_route(cuda::Route::LinearPortable);
+        cuda::linear(x.data(), x.dtype, w.data(), w.dtype, bp, out.data(), M, N, K, ep.e, stream);
+      }
+    });
   }
   return out;
 }
 
-Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias) {
+Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts) {
   check_float("linear", "x", x);
   w.check("linear");
   FL_CHECK(x.device() == w.device(), "ops.linear: x on ", x.device().str(), ", nf4 weight on ", w.device().str());
   FL_CHECK(x.ndim() >= 1 && x.shape.back() == w.cols, "ops.linear: x ", x.desc(), " and nf4 weight [", w.rows, ",",
            w.cols, "]: the last dim of x must equal K = ", w.cols);
   const int64_t N = w.rows, K = w.cols;
-  [[maybe_unused]] const int64_t M = x.numel() / K;
+  const Shape out_shape = with_last(x.shape, N);
+  const int64_t M = numel_of(out_shape) / N;
   Tensor b = bias_as("linear", bias, N, x);
-  Tensor out = empty(with_last(x.shape, N), x.dtype, x.device());
+  Epilogue ep = prepare_epilogue(x, out_shape, M, N, opts);
+  Tensor out = empty(out_shape, x.dtype, x.device());
   if (out.numel() == 0) return out;
   NF4View view = w.view();
   if (x.device().is_cpu()) {
     cpu::Operand op;
     op.nf4 = &view;
-    cpu::linear(x, op, N, K, b.defined() ? &b : nullptr, out);
-  } else {
-#if FLUXLAB_WITH_CUDA
-    const int64_t blocks = (N * K + w.blocksize - 1) / w.blocksize;
-    Tensor absmax = empty({blocks}, DType::F32, x.device());
-#endif
-    FL_CUDA_LAUNCH(x.device(), cat("ops.linear: x ", x.desc(), ", nf4 weight [", N, ",", K, "]"), {
-      cuda::nf4_absmax(view, absmax.ptr<float>(), stream);
-      NF4View decoded = view;
-      decoded.absmax = absmax.ptr<float>();
-      decoded.absmax_codes = nullptr;
-      cuda::linear_nf4(x.data(), x.dtype, decoded, b.defined() ? b.data() : nullptr, out.data(), M, N, K, stream);
-    });
+    cpu::linear(x, op, N, K, b.defined() ? &b : nullptr, out, ep.e);
+    return out;
   }
+  const void* bp = b.defined() ? b.data() : nullptr;
+  const std::string wdesc = cat("nf4 [", N, ",", K, "]", w.double_quant() ? " double quant" : "");
+  bool done = false;
+  FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts),
+                 done = cuda::fluxk_linear_nf4(x.data(), x.dtype, view, bp, out.data(), M, N, K, ep.e, stream));
+  if (done) return out;
+#if FLUXLAB_WITH_CUDA
+  const int64_t blocks = (N * K + w.blocksize - 1) / w.blocksize;
+  Tensor absmax = empty({blocks}, DType::F32, x.device());
+#endif
+  FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts), {
+    cuda::count_route(cuda::Route::LinearNf4Portable);
+    cuda::nf4_absmax(view, absmax.ptr<float>(), stream);
+    NF4View decoded = view;
+    decoded.absmax = absmax.ptr<float>();
+    decoded.absmax_codes = nullptr;
+    cuda::linear_nf4(x.data(), x.dtype, decoded, bp, out.data(), M, N, K, ep.e, stream);
+  });
   return out;
 }
 
@@ -114,17 +188,24 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
   return out;
 }
 
-Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* bias, const Tensor* mask, float scale) {
+Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* bias, const Tensor* mask, float scale,
+            bool blhd) {
   check_float("sdpa", "q", q0);
   check_float("sdpa", "k", k0);
   check_float("sdpa", "v", v0);
   check_same_device("sdpa", {{"q", &q0}, {"k", &k0}, {"v", &v0}, {"bias", bias}, {"mask", mask}});
-  auto ctx = [&] { return describe({{"q", &q0}, {"k", &k0}, {"v", &v0}, {"bias", bias}, {"mask", mask}}); };
-  FL_CHECK(q0.ndim() == 4 && k0.ndim() == 4 && v0.ndim() == 4, "ops.sdpa: q, k, v must be [B,H,L,D] (", ctx(), ")");
-  const int64_t B = q0.shape[0], H = q0.shape[1], Lq = q0.shape[2], D = q0.shape[3], Lk = k0.shape[2];
-  FL_CHECK(k0.shape[0] == B && k0.shape[1] == H && k0.shape[3] == D && v0.shape[0] == B && v0.shape[1] == H &&
-               v0.shape[2] == Lk && v0.shape[3] == D,
-           "ops.sdpa: shapes do not match (", ctx(), "): expects q [B,H,Lq,D], k and v [B,H,Lk,D]");
+  auto ctx = [&] {
+    return describe({{"q", &q0}, {"k", &k0}, {"v", &v0}, {"bias", bias}, {"mask", mask}}) +
+           (blhd ? ", layout BLHD" : "");
+  };
+  const char* layout = blhd ? "[B,L,H,D]" : "[B,H,L,D]";
+  FL_CHECK(q0.ndim() == 4 && k0.ndim() == 4 && v0.ndim() == 4, "ops.sdpa: q, k, v must be ", layout, " (", ctx(), ")");
+  const int hd = blhd ? 2 : 1, ld = blhd ? 1 : 2;  // positions of the head and token dims
+  const int64_t B = q0.shape[0], H = q0.shape[hd], Lq = q0.shape[ld], D = q0.shape[3], Lk = k0.shape[ld];
+  FL_CHECK(k0.shape[0] == B && k0.shape[hd] == H && k0.shape[3] == D && v0.shape[0] == B && v0.shape[hd] == H &&
+               v0.shape[ld] == Lk && v0.shape[3] == D,
+           "ops.sdpa: shapes do not match (", ctx(), "): expects q ", blhd ? "[B,Lq,H,D]" : "[B,H,Lq,D]",
+           ", k and v ", blhd ? "[B,Lk,H,D]" : "[B,H,Lk,D]");
   const Shape frame{B, H, Lq, Lk};
   if (bias) {
     check_float("sdpa", "bias", *bias);
@@ -144,12 +225,18 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
   Tensor q = as_dtype(q0, dt), k = as_dtype(k0, dt), v = as_dtype(v0, dt);
   Tensor out = empty(q.shape, dt, q.device());
   if (out.numel() == 0) return out;
+  AttnLayout lay;
+  auto strides = blhd ? AttnLayout::blhd : AttnLayout::bhld;
+  strides(lay.q, H, Lq, D);
+  strides(lay.k, H, Lk, D);
+  strides(lay.v, H, Lk, D);
+  strides(lay.o, H, Lq, D);
   if (q.device().is_cpu()) {
-    cpu::sdpa(q, k, v, bias, mask, scale, out);
+    cpu::sdpa(q, k, v, bias, mask, scale, out, B, H, Lq, Lk, lay);
   } else {
 #if FLUXLAB_WITH_CUDA
     FL_CHECK(D <= 256, "ops.sdpa: head dim ", D, " > 256 is not supported on CUDA (", ctx(), ")");
-    cuda::AttnShape a{B, H, Lq, Lk, D, {0, 0, 0, 0}, {0, 0, 0, 0}};
+    cuda::AttnShape a{B, H, Lq, Lk, D, {0, 0, 0, 0}, {0, 0, 0, 0}, lay};
     if (bias) {
       auto s = broadcast_strides(bias->shape, frame);
       for (int i = 0; i < 4; i++) a.bias_stride[i] = s[size_t(i)];
@@ -164,10 +251,15 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
       }
     }
 #endif
-    FL_CUDA_LAUNCH(q.device(), cat("ops.sdpa: ", ctx()),
-                   cuda::sdpa(q.data(), k.data(), v.data(), out.data(), dt, a, bias ? bias->data() : nullptr,
-                              bias ? bias->dtype : DType::F32, mask ? mask->data() : nullptr,
-                              mask ? mask->dtype : DType::U8, scale, stream));
+    FL_CUDA_LAUNCH(q.device(), cat("ops.sdpa: ", ctx()), {
+      if (!cuda::fluxk_sdpa(q.data(), k.data(), v.data(), out.data(), dt, a, bias != nullptr, mask != nullptr, scale,
+                            stream)) {
+        cuda::count_route(cuda::Route::SdpaPortable);
+        cuda::sdpa(q.data(), k.data(), v.data(), out.data(), dt, a, bias ? bias->data() : nullptr,
+                   bias ? bias->dtype : DType::F32, mask ? mask->data() : nullptr, mask ? mask->dtype : DType::U8,
+                   scale, stream);
+      }
+    });
   }
   return out;
 }

@@ -13,6 +13,7 @@ struct NF4 {
   Tensor packed, quant_map, absmax, absmax_codes, nested_absmax, nested_map;
   int64_t rows = 0, cols = 0, blocksize = 64, nested_blocksize = 256;
   float offset = 0.f;
+  bool standard_codes = false;  // quant_map is bitsandbytes' NF4 code book (see NF4View)
   bool double_quant() const { return absmax_codes.defined(); }
   Device device() const { return packed.device(); }
   NF4View view() const;
@@ -31,10 +32,20 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
 Tensor concat(const std::vector<Tensor>& ts, int64_t dim);
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
-Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias);
+// linear's fused epilogue: out = residual + gate ⊙ act(x·Wᵀ + bias) (see LinearEpilogue). gate is [G,1,N] or [G,N]
+// with G = 1 or G = x.shape[0] (one row per batch); residual has the output's shape.
+struct LinearOptions {
+  bool gelu_tanh = false;
+  const Tensor* gate = nullptr;
+  const Tensor* residual = nullptr;
+};
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const LinearOptions& opts = {});
+Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts = {});
 Tensor matmul(const Tensor& a, const Tensor& b);
-Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale);
+// q, k, v [B,H,L,D], or [B,L,H,D] when blhd (the output follows).
+Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,
+            bool blhd = false);
 Tensor layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps);
 Tensor rms_norm(const Tensor& x, const Tensor* w, float eps);
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps);
@@ -49,5 +60,14 @@ Tensor upsample_nearest2x(const Tensor& x);
 
 NF4 nf4_quantize(const Tensor& w, int64_t blocksize, bool double_quant, int64_t nested_blocksize);
 Tensor nf4_dequantize(const NF4& w, DType dtype);
+// The float32 absmax of every block (double quant decoded exactly as the dequantization does).
+Tensor nf4_absmax(const NF4& w);
+
+// fused.cpp
+Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
+Tensor qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const Tensor& sin, float eps);
+Tensor timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
+                          float max_period);
+Tensor randn_philox(const Shape& shape, DType dtype, Device device, uint64_t seed, float mean, float std);
 
 }  // namespace fl::ops
