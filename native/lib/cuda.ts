@@ -1,4 +1,5 @@
-import { binding, type NativeDeviceProperties, type NativeEvent, type NativeStream } from './binding';
+import { binding, type NativeDeviceProperties, type NativeEvent, type NativeGraph, type NativeStream } from './binding';
+import { tidy } from './scope';
 
 function deviceIndex(device: number | undefined, what: string): number {
   const b = binding();
@@ -108,6 +109,49 @@ export class Event {
 
 export type DeviceProperties = NativeDeviceProperties;
 
+/**
+ * A captured CUDA graph: the kernels that cuda.captureGraph's function launched, replayed with one call. Replays
+ * read the tensors the capture read (copy new inputs into them first) and overwrite the tensors the capture
+ * created (its result). The graph's private memory pool stays reserved until dispose().
+ */
+export class CudaGraph {
+  readonly #native: NativeGraph;
+
+  /** @internal */
+  constructor(native: NativeGraph) {
+    this.#native = native;
+  }
+
+  get device(): number {
+    return this.#native.device;
+  }
+
+  /** Bytes of device memory held by the graph's private pool (also in memory.stats().graphReserved). */
+  get memoryBytes(): number {
+    return this.#native.memoryBytes;
+  }
+
+  get isDisposed(): boolean {
+    return this.#native.disposed;
+  }
+
+  /**
+   * Enqueues the whole captured sequence on the current stream of the graph's device (no host sync). Replays of
+   * one graph must not overlap: keep them on one stream (or order the streams).
+   */
+  replay(): void {
+    this.#native.replay();
+  }
+
+  /**
+   * Frees the graph (waiting for queued replays) and its pool. Tensors from the capture that are still alive keep
+   * their memory until they are disposed.
+   */
+  dispose(): void {
+    this.#native.dispose();
+  }
+}
+
 export const cuda = {
   Stream,
   Event,
@@ -160,6 +204,56 @@ export const cuda = {
   defaultStream(device?: number): Stream {
     const d = deviceIndex(device, 'cuda.defaultStream');
     return new Stream({}, binding().defaultStream(d));
+  },
+
+  /**
+   * Records the CUDA work of `fn` (synchronous) into a graph instead of running it: the ops launch on a capture
+   * stream (current during fn) and allocate from the graph's private memory pool, where tensors freed inside fn
+   * are reused later in the capture. fn runs inside tidy(): what it returns survives (its tensors hold each
+   * replay's results), everything else it created is disposed at the end of the capture. Tensors created before
+   * the capture and read by it are the graph's inputs: keep them alive while the graph is used. Host reads,
+   * synchronisation and host↔device copies inside fn throw (ERR_FLUXLAB_CAPTURE) and abort the capture; so does
+   * work on other streams. Captures do not nest.
+   */
+  captureGraph<T>(fn: () => T, opts: { device?: number; tag?: string } = {}): { graph: CudaGraph; result: T } {
+    const b = binding();
+    const native = b.graphCaptureBegin(deviceIndex(opts.device, 'cuda.captureGraph'));
+    let result: T;
+    try {
+      const previousTag = opts.tag === undefined ? undefined : b.setAllocationTag(opts.tag);
+      try {
+        result = tidy(() => {
+          const r = fn();
+          if (r instanceof Promise) throw new Error('cuda.captureGraph: fn returned a Promise; capture is synchronous');
+          return r;
+        });
+      } finally {
+        if (previousTag !== undefined) b.setAllocationTag(previousTag);
+      }
+      native.endCapture();
+    } catch (err) {
+      native.abortCapture();
+      native.dispose();
+      throw err;
+    }
+    return { graph: new CudaGraph(native), result };
+  },
+
+  /** True while cuda.captureGraph is recording on `device` (default: current). */
+  isCapturing(device?: number): boolean {
+    return binding().isCapturing(deviceIndex(device, 'cuda.isCapturing'));
+  },
+
+  /**
+   * How many times each kernel route served linear / nf4 linear / sdpa since the process started (or the last
+   * resetRouteCounts): e.g. 'linear bf16: fluxk sm90 (wgmma)' against 'linear: portable' (docs/native.md).
+   */
+  routeCounts(): Record<string, number> {
+    return binding().routeCounts();
+  },
+
+  resetRouteCounts(): void {
+    binding().resetRouteCounts();
   },
 
   /**

@@ -21,6 +21,10 @@ export interface MemoryStats {
   /** cudaMemGetInfo: free and total device memory. */
   free: number;
   total: number;
+  /** Part of `reserved` held by CUDA graphs' private pools (cuda.captureGraph), until the graphs are disposed. */
+  graphReserved: number;
+  /** Live graphs holding a pool. */
+  graphPools: number;
   /** Live bytes per allocation tag (see memory.withTag); untagged allocations count under ''. */
   byTag: Record<string, number>;
 }

@@ -188,13 +188,35 @@ export class Tensor {
   }
 
   /**
-   * Standard normal samples drawn exactly as `torch.randn(shape, generator=torch.Generator('cpu').manual_seed(s))`
-   * draws float32 values (mt19937, torch's normal_fill), then converted to `opts.dtype` and moved to `opts.device`.
+   * Normal samples, two ways:
+   * - `{ generator }`: exactly what `torch.randn(shape, generator=torch.Generator('cpu').manual_seed(s))` draws as
+   *   float32 (mt19937, torch's normal_fill), computed on the host, then converted to `opts.dtype` and moved to
+   *   `opts.device` (golden latents, `--seed`).
+   * - `{ seed, mean = 0, std = 1 }`: drawn on `opts.device` itself by a counter-based generator (Philox4x32-10 and
+   *   Box-Muller; element i depends only on seed and i), so gigabytes of random weights need no host work and the
+   *   call can be captured in a CUDA graph. NOT torch's numbers; the CPU draws the same bits (values equal up to the
+   *   last ulps of log/sin/cos).
    */
-  static randn(shape: number[], opts: TensorOptions & { generator: Generator }): Tensor {
+  static randn(
+    shape: number[],
+    opts: TensorOptions & ({ generator: Generator } | { seed: number | bigint; mean?: number; std?: number }),
+  ): Tensor {
     const dims = checkShape(shape, 'Tensor.randn');
     const dtype = denseDType(opts.dtype, 'float32', 'Tensor.randn');
-    return new Tensor(binding().randn(opts.generator.native, dims, dtype, resolveDevice(opts.device)));
+    const device = resolveDevice(opts.device);
+    if ('generator' in opts && opts.generator !== undefined) {
+      if ('seed' in opts) throw new TypeError('Tensor.randn: give either a generator or a seed, not both');
+      return new Tensor(binding().randn(opts.generator.native, dims, dtype, device));
+    }
+    if (!('seed' in opts) || (typeof opts.seed !== 'number' && typeof opts.seed !== 'bigint')) {
+      throw new TypeError('Tensor.randn: needs { generator } (torch-compatible) or { seed } (on-device Philox)');
+    }
+    if (typeof opts.seed === 'number' && !Number.isSafeInteger(opts.seed)) {
+      throw new RangeError(`Tensor.randn: seed ${opts.seed} is not an integer`);
+    }
+    const mean = opts.mean ?? 0;
+    const std = opts.std ?? 1;
+    return new Tensor(binding().randomNormal(dims, dtype, device, BigInt(opts.seed), mean, std));
   }
 
   // ---- properties ---------------------------------------------------------------------------------------
@@ -458,7 +480,60 @@ export class NF4Tensor extends Tensor {
     nestedBlocksize: number,
     originalDtype: DenseDType,
   ): NF4Tensor {
-    return new NF4Tensor({ ...parts, rows, cols, blocksize, nestedBlocksize }, originalDtype);
+    return new NF4Tensor({ ...parts, rows, cols, blocksize, nestedBlocksize, standardCodes: true }, originalDtype);
+  }
+
+  /**
+   * One weight whose rows are the given weights' rows in order (fused projections: to_q/to_k/to_v as one QKV
+   * linear, whose output splits back along the last dim). All parts share K (a multiple of the blocksize, so no
+   * block spans two parts), the blocksize, the device and the standard NF4 code book. Plain parts are concatenated
+   * byte for byte; double-quant absmax is decoded to float32 first (the values the dequantization uses, so the
+   * result computes exactly what the parts compute), making the result plain NF4. New storage: dispose the parts
+   * if they are no longer needed.
+   */
+  static concatRows(parts: NF4Tensor[]): NF4Tensor {
+    if (!Array.isArray(parts) || parts.length === 0) throw new RangeError('NF4Tensor.concatRows: needs at least one weight');
+    const first = parts[0];
+    const what = `NF4Tensor.concatRows(${parts.map((p) => (p instanceof NF4Tensor ? p.describe() : String(p))).join(', ')})`;
+    for (const p of parts) {
+      if (!(p instanceof NF4Tensor)) throw new TypeError(`${what}: every part must be an NF4Tensor`);
+      if (p.shape[1] !== first.shape[1] || p.blocksize !== first.blocksize || p.device !== first.device) {
+        throw new RangeError(`${what}: parts must share K, blocksize and device`);
+      }
+      if (!p.nf4Handle(what).standardCodes) throw new RangeError(`${what}: a part has a non-standard quant_map`);
+    }
+    const K = first.shape[1];
+    if (K % first.blocksize !== 0 || first.blocksize % 2 !== 0) {
+      throw new RangeError(`${what}: K = ${K} must be a multiple of the blocksize ${first.blocksize}`);
+    }
+    const bind = binding();
+    const decoded: NativeTensor[] = [];
+    try {
+      const absmax = parts.map((p) => {
+        const nf4 = p.nf4Handle(what);
+        if (nf4.absmax) return nf4.absmax;
+        const a = bind.nf4Absmax(nf4);
+        decoded.push(a);
+        return a;
+      });
+      const desc: NativeNF4 = {
+        packed: bind.concat(parts.map((p) => p.nf4Handle(what).packed), 0),
+        quantMap: bind.to(first.nf4Handle(what).quantMap, first.device, 'float32', false, false),
+        rows: parts.reduce((n, p) => n + p.shape[0], 0),
+        cols: K,
+        blocksize: first.blocksize,
+        absmax: bind.concat(absmax, 0),
+        absmaxCodes: null,
+        nestedAbsmax: null,
+        nestedQuantMap: null,
+        nestedBlocksize: 0,
+        offset: 0,
+        standardCodes: true,
+      };
+      return new NF4Tensor(desc, first.originalDtype);
+    } finally {
+      for (const a of decoded) a.dispose();
+    }
   }
 
   /**
@@ -522,6 +597,11 @@ export class NF4Tensor extends Tensor {
         offset: 0,
       };
     }
+    // The fluxk kernels have bitsandbytes' code book built in: they take the weight only when quant_map is that
+    // book, checked once here (16 floats read at load time).
+    const codes = bind.nf4CodeValues();
+    const map = parts.quantMap.toArray();
+    desc.standardCodes = map.length === 16 && codes.every((c, i) => Object.is(c, map[i]));
     const original = isDType(state.dtype) && state.dtype !== 'nf4' ? state.dtype : 'float32';
     return new NF4Tensor(desc, original);
   }

@@ -281,6 +281,8 @@ Napi::Value memory_stats_js(const Napi::CallbackInfo& info) {
   o.Set("numCudaFrees", N(env, double(s.num_cuda_frees)));
   o.Set("free", N(env, double(s.free)));
   o.Set("total", N(env, double(s.total)));
+  o.Set("graphReserved", N(env, double(s.graph_reserved)));
+  o.Set("graphPools", N(env, double(s.graph_pools)));
   std::map<std::string, int64_t> tags;
   for (const auto& [id, bytes] : s.by_tag) tags[mem::tag_name(id)] = bytes;
   o.Set("byTag", by_tag(env, tags));
@@ -469,6 +471,103 @@ Napi::Value randn_js(const Napi::CallbackInfo& info) {
                                                        dtype, device));
 }
 
+Napi::Value random_normal_js(const Napi::CallbackInfo& info) {
+  const char* w = "Tensor.randn";
+  if (!info[3].IsBigInt()) fail("Tensor.randn: the seed must be a bigint");
+  bool lossless = true;
+  uint64_t seed = info[3].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) seed = uint64_t(info[3].As<Napi::BigInt>().Int64Value(&lossless));
+  return NativeTensor::wrap(info.Env(), ops::randn_philox(shape_arg(info[0], w), dtype_arg(info[1], w),
+                                                          device_arg(info[2], w), seed, float(number_arg(info[4], w)),
+                                                          float(number_arg(info[5], w))));
+}
+
+// ---- CUDA graphs ------------------------------------------------------------------------------------------
+
+class NativeGraph : public Napi::ObjectWrap<NativeGraph> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    Napi::Function cls = DefineClass(env, "NativeGraph",
+                                     {
+                                         InstanceAccessor<&NativeGraph::device>("device"),
+                                         InstanceAccessor<&NativeGraph::memory_bytes>("memoryBytes"),
+                                         InstanceAccessor<&NativeGraph::disposed>("disposed"),
+                                         InstanceMethod<&NativeGraph::end>("endCapture"),
+                                         InstanceMethod<&NativeGraph::abort>("abortCapture"),
+                                         InstanceMethod<&NativeGraph::replay>("replay"),
+                                         InstanceMethod<&NativeGraph::dispose>("dispose"),
+                                     });
+    addon_data(env).graph = Napi::Persistent(cls);
+    return cls;
+  }
+  explicit NativeGraph(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeGraph>(info) {}
+  ~NativeGraph() override { release(); }
+
+  void* graph_ = nullptr;
+  int device_ = 0;
+
+ private:
+  void release() {
+    if (graph_) gpu::graph_destroy(graph_);
+    graph_ = nullptr;
+  }
+  void* get(const char* what) {
+    if (!graph_) fail(cat(what, ": the graph was disposed"), kErrDisposed);
+    return graph_;
+  }
+  Napi::Value device(const Napi::CallbackInfo& info) { return N(info.Env(), device_); }
+  Napi::Value memory_bytes(const Napi::CallbackInfo& info) {
+    return N(info.Env(), graph_ ? double(gpu::graph_pool_bytes(graph_)) : 0.0);
+  }
+  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), graph_ == nullptr); }
+  Napi::Value end(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      gpu::graph_capture_end(get("cuda.captureGraph"));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value abort(const Napi::CallbackInfo& info) {
+    if (graph_) gpu::graph_capture_abort(graph_);
+    return info.Env().Undefined();
+  }
+  Napi::Value replay(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      gpu::graph_replay(get("CudaGraph.replay"));
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    release();
+    return info.Env().Undefined();
+  }
+};
+
+Napi::Value graph_capture_begin_js(const Napi::CallbackInfo& info) {
+  int dev = device_index(info[0], "cuda.captureGraph");
+  void* g = gpu::graph_capture_begin(dev);
+  Napi::Object o = addon_data(info.Env()).graph.New({});
+  NativeGraph* ng = NativeGraph::Unwrap(o);
+  ng->graph_ = g;
+  ng->device_ = dev;
+  return o;
+}
+
+Napi::Value is_capturing_js(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), gpu::capturing(device_index(info[0], "cuda.isCapturing")));
+}
+
+Napi::Value route_counts_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  for (const auto& [name, n] : gpu::route_counts()) o.Set(name, N(env, double(n)));
+  return o;
+}
+
+Napi::Value reset_route_counts_js(const Napi::CallbackInfo& info) {
+  gpu::reset_route_counts();
+  return info.Env().Undefined();
+}
+
 // ---- threads ----------------------------------------------------------------------------------------------
 
 Napi::Value set_threads_js(const Napi::CallbackInfo& info) {
@@ -487,6 +586,7 @@ void register_cuda_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEvent", NativeEvent::define(env));
   exports.Set("NativePinned", NativePinned::define(env));
   exports.Set("NativeGenerator", NativeGenerator::define(env));
+  exports.Set("NativeGraph", NativeGraph::define(env));
 #define FL_EXPORT(name, fn) exports.Set(name, Napi::Function::New<guarded<fn>>(env, name))
   FL_EXPORT("cudaAvailable", cuda_available_js);
   FL_EXPORT("cudaUnavailableReason", cuda_reason_js);
@@ -510,6 +610,11 @@ void register_cuda_functions(Napi::Env env, Napi::Object exports) {
   FL_EXPORT("pinnedAlloc", pinned_alloc_js);
   FL_EXPORT("generatorCreate", generator_create_js);
   FL_EXPORT("randn", randn_js);
+  FL_EXPORT("randomNormal", random_normal_js);
+  FL_EXPORT("graphCaptureBegin", graph_capture_begin_js);
+  FL_EXPORT("isCapturing", is_capturing_js);
+  FL_EXPORT("routeCounts", route_counts_js);
+  FL_EXPORT("resetRouteCounts", reset_route_counts_js);
   FL_EXPORT("setNumThreads", set_threads_js);
   FL_EXPORT("getNumThreads", get_threads_js);
 #undef FL_EXPORT

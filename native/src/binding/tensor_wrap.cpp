@@ -168,6 +168,8 @@ ops::NF4 nf4_arg(const Napi::Value& v, const char* what) {
   q.blocksize = int_arg(o.Get("blocksize"), what);
   q.nested_blocksize = int_arg(o.Get("nestedBlocksize"), what);
   q.offset = float(number_arg(o.Get("offset"), what));
+  Napi::Value standard = o.Get("standardCodes");
+  q.standard_codes = standard.IsBoolean() && standard.As<Napi::Boolean>().Value();
   return q;
 }
 

@@ -39,7 +39,7 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
 
 // Constructors of the addon's classes, per Node environment (the main thread and each worker get their own).
 struct AddonData {
-  Napi::FunctionReference tensor, stream, event, pinned, generator;
+  Napi::FunctionReference tensor, stream, event, pinned, generator, graph;
 };
 inline AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 

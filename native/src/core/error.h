@@ -22,6 +22,7 @@ inline constexpr const char* kErrOom = "ERR_FLUXLAB_OOM";              // alloca
 inline constexpr const char* kErrCuda = "ERR_FLUXLAB_CUDA";            // CUDA runtime / kernel error
 inline constexpr const char* kErrNoCuda = "ERR_FLUXLAB_NO_CUDA";        // CUDA requested but unavailable
 inline constexpr const char* kErrIo = "ERR_FLUXLAB_IO";                // file errors
+inline constexpr const char* kErrCapture = "ERR_FLUXLAB_CAPTURE";      // host sync / host copy during graph capture
 
 inline void cat_into(std::ostringstream&) {}
 template <class T, class... Rest>

@@ -55,14 +55,35 @@ struct DeviceStats {
   int64_t allocated = 0, reserved = 0, peak_allocated = 0, peak_reserved = 0;
   int64_t num_allocs = 0, num_frees = 0, num_cuda_mallocs = 0, num_cuda_frees = 0;
   int64_t free = 0, total = 0;
+  int64_t graph_reserved = 0;  // part of `reserved` held by CUDA graphs' private pools
+  int64_t graph_pools = 0;     // live graphs holding a pool
   std::map<int, int64_t> by_tag;
 };
 DeviceStats device_stats(int device);
 void reset_peak(int device);
 void empty_cache(int device);
 
+// CUDA graphs (cuda/graph.cpp). Capture runs the ops of `device` on a new capture stream (made current) with
+// allocations from a private pool; the handle then owns the instantiated graph, the stream and the pool.
+void* graph_capture_begin(int device);
+void graph_capture_end(void* graph);             // instantiates; throws (and discards the capture) on failure
+void graph_capture_abort(void* graph) noexcept;  // after an error inside the captured function
+void graph_replay(void* graph);                  // on the device's current stream
+int64_t graph_pool_bytes(void* graph);
+int graph_device(void* graph);
+void graph_destroy(void* graph) noexcept;
+bool capturing(int device);
+// Throws ERR_FLUXLAB_CAPTURE naming `what` while `device` (any device, for -1) is being captured: host
+// synchronisation and host<->device copies cannot be part of a graph.
+void check_not_capturing(int device, const char* what);
+
+// Which kernel served each routed op (linear, NF4 linear, sdpa) since the last reset, by route name.
+std::map<std::string, int64_t> route_counts();
+void reset_route_counts();
+
 // Byte copies on the current stream of the CUDA side. Host memory is pageable unless stated; a copy to
-// pageable host memory, or any copy with non_blocking false, waits for completion.
+// pageable host memory, or a copy involving the host or two devices with non_blocking false, waits for completion.
+// Copies within one device are stream-ordered like any op and never wait.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, bool non_blocking);
 
 }  // namespace fl::gpu

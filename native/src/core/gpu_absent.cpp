@@ -64,5 +64,19 @@ DeviceStats device_stats(int) {
 void reset_peak(int) { require("memory.resetPeak"); }
 void empty_cache(int) { require("memory.emptyCache"); }
 void copy_bytes(void*, Device, const void*, Device, size_t, bool) { require("copying to or from a CUDA device"); }
+void* graph_capture_begin(int) {
+  require("cuda.captureGraph");
+  return nullptr;
+}
+void graph_capture_end(void*) { require("cuda.captureGraph"); }
+void graph_capture_abort(void*) noexcept {}
+void graph_replay(void*) { require("CudaGraph.replay"); }
+int64_t graph_pool_bytes(void*) { return 0; }
+int graph_device(void*) { return 0; }
+void graph_destroy(void*) noexcept {}
+bool capturing(int) { return false; }
+void check_not_capturing(int, const char*) {}
+std::map<std::string, int64_t> route_counts() { return {}; }
+void reset_route_counts() {}
 
 }  // namespace fl::gpu

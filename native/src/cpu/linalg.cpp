@@ -29,6 +29,11 @@ struct FloatOut {
   }
 };
 
+float gelu_tanh(float x) {
+  const float k = 0.79788456080286536f;  // sqrt(2/pi)
+  return 0.5f * x * (1.f + std::tanh(k * (x + 0.044715f * x * x * x)));
+}
+
 void add_bias_rows(float* C, int64_t rows, int64_t cols, const Tensor& bias) {
   std::vector<float> b(static_cast<size_t>(cols));
   for (int64_t j = 0; j < cols; j++) b[size_t(j)] = load_float(bias.data(), bias.dtype, j);
@@ -94,12 +99,30 @@ void im2col(const T* x, int64_t Cin, int64_t H, int64_t W, int64_t KH, int64_t K
 
 }  // namespace
 
-void linear(const Tensor& x, const Operand& w, int64_t N, int64_t K, const Tensor* bias, Tensor& out) {
+void linear(const Tensor& x, const Operand& w, int64_t N, int64_t K, const Tensor* bias, Tensor& out,
+            const LinearEpilogue& epi) {
   int64_t M = K ? x.numel() / K : out.numel() / std::max<int64_t>(N, 1);
   Operand A{x.data(), x.dtype, K, 1, nullptr};
   FloatOut C(out);
   gemm(M, N, K, A, w, C.ptr, N, false, true);
   if (bias) add_bias_rows(C.ptr, M, N, *bias);
+  if (epi.any()) {
+    // gate and residual are in x's dtype; everything stays float32 until the one rounding in finish()
+    const DType dt = x.dtype;
+    parallel_for(0, M, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t m = r0; m < r1; m++) {
+        float* row = C.ptr + m * N;
+        const int64_t g = (m / epi.gate_rows_per_batch) * epi.gate_ld, r = m * epi.residual_ld;
+        for (int64_t n = 0; n < N; n++) {
+          float v = row[n];
+          if (epi.gelu_tanh) v = gelu_tanh(v);
+          if (epi.gate) v *= load_float(epi.gate, dt, g + n);
+          if (epi.residual) v += load_float(epi.residual, dt, r + n);
+          row[n] = v;
+        }
+      }
+    });
+  }
   C.finish();
 }
 
@@ -145,9 +168,8 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,
-          Tensor& out) {
-  const int64_t B = q.shape[0], H = q.shape[1], Lq = q.shape[2], D = q.shape[3];
-  const int64_t Lk = k.shape[2], Dv = v.shape[3];
+          Tensor& out, int64_t B, int64_t H, int64_t Lq, int64_t Lk, const AttnLayout& lay) {
+  const int64_t D = q.shape[3], Dv = v.shape[3];
   constexpr int64_t QB = 32;
   const int64_t qblocks = (Lq + QB - 1) / QB;
   std::vector<int64_t> bs = bias ? attn_strides(*bias, false) : std::vector<int64_t>(4, 0);
@@ -159,11 +181,11 @@ void sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias,
       int64_t bh = t / qblocks, q0 = (t % qblocks) * QB;
       int64_t b = bh / H, h = bh % H;
       int64_t rows = std::min(QB, Lq - q0);
-      const char* qp = static_cast<const char*>(q.data()) + size_t((bh * Lq + q0) * D) * eq;
-      const char* kp = static_cast<const char*>(k.data()) + size_t(bh * Lk * D) * ek;
-      const char* vp = static_cast<const char*>(v.data()) + size_t(bh * Lk * Dv) * ev;
-      gemm(rows, Lk, D, Operand{qp, q.dtype, D, 1, nullptr}, Operand{kp, k.dtype, 1, D, nullptr}, S.data(), Lk, false,
-           false);
+      const char* qp = static_cast<const char*>(q.data()) + size_t(b * lay.q[0] + h * lay.q[1] + q0 * lay.q[2]) * eq;
+      const char* kp = static_cast<const char*>(k.data()) + size_t(b * lay.k[0] + h * lay.k[1]) * ek;
+      const char* vp = static_cast<const char*>(v.data()) + size_t(b * lay.v[0] + h * lay.v[1]) * ev;
+      gemm(rows, Lk, D, Operand{qp, q.dtype, lay.q[2], 1, nullptr}, Operand{kp, k.dtype, 1, lay.k[2], nullptr},
+           S.data(), Lk, false, false);
       for (int64_t r = 0; r < rows; r++) {
         float* srow = S.data() + r * Lk;
         int64_t qi = q0 + r;
@@ -188,10 +210,12 @@ void sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias,
         float inv = float(1.0 / sum);
         for (int64_t j = 0; j < Lk; j++) srow[j] *= inv;
       }
-      gemm(rows, Dv, Lk, Operand{S.data(), DType::F32, Lk, 1, nullptr}, Operand{vp, v.dtype, Dv, 1, nullptr}, O.data(),
-           Dv, false, false);
-      convert(O.data(), DType::F32, static_cast<char*>(out.data()) + size_t((bh * Lq + q0) * Dv) * dtype_size(out.dtype),
-              out.dtype, rows * Dv);
+      gemm(rows, Dv, Lk, Operand{S.data(), DType::F32, Lk, 1, nullptr}, Operand{vp, v.dtype, lay.v[2], 1, nullptr},
+           O.data(), Dv, false, false);
+      char* op = static_cast<char*>(out.data()) + size_t(b * lay.o[0] + h * lay.o[1] + q0 * lay.o[2]) * dtype_size(out.dtype);
+      for (int64_t r = 0; r < rows; r++) {
+        convert(O.data() + r * Dv, DType::F32, op + size_t(r * lay.o[2]) * dtype_size(out.dtype), out.dtype, Dv);
+      }
     }
   });
 }

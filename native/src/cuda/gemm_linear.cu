@@ -1,4 +1,5 @@
-// linear (x · Wᵀ + b) for float weights and NF4 weights.
+// linear (x · Wᵀ + b, optionally with the fused epilogue) for float and NF4 weights: the portable path. The bf16
+// tensor-core kernels (fluxk_routes.cpp) take the shapes they support first.
 #include "gemm.cuh"
 
 namespace fl::cuda {
@@ -22,30 +23,54 @@ struct NF4Rows {
   }
 };
 
+// Stores out[m*N + n] = residual + gate * act(acc + bias) in T (LinearEpilogue), computed in float32.
+template <class T>
+struct StoreEpilogue {
+  T* out;
+  const T* bias;
+  int64_t N;
+  LinearEpilogue e;
+  __device__ void set_batch(int64_t) {}
+  __device__ void operator()(int64_t m, int64_t n, float acc) const {
+    float v = bias ? acc + to_f(bias[n]) : acc;
+    if (e.gelu_tanh) v = 0.5f * v * (1.f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    if (e.gate) v *= to_f(static_cast<const T*>(e.gate)[(m / e.gate_rows_per_batch) * e.gate_ld + n]);
+    if (e.residual) v += to_f(static_cast<const T*>(e.residual)[m * e.residual_ld + n]);
+    out[m * N + n] = from_f<T>(v);
+  }
+};
+
+template <class T, class LB>
+void launch_linear(const void* x, const LB& b, const void* bias, void* out, int64_t M, int64_t N, int64_t K,
+                   const LinearEpilogue& epi, cudaStream_t s) {
+  gemm::RowsK<T> a{static_cast<const T*>(x), static_cast<const T*>(x), M, K};
+  if (epi.any()) {
+    StoreEpilogue<T> st{static_cast<T*>(out), static_cast<const T*>(bias), N, epi};
+    gemm::gemm_kernel<<<gemm::grid(M, N, 1), gemm::kThreads, 0, s>>>(M, N, K, 1, a, b, st);
+  } else {
+    gemm::StoreRows<T> st{static_cast<T*>(out), static_cast<T*>(out), static_cast<const T*>(bias), N};
+    gemm::gemm_kernel<<<gemm::grid(M, N, 1), gemm::kThreads, 0, s>>>(M, N, K, 1, a, b, st);
+  }
+}
+
 }  // namespace
 
 void linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M, int64_t N,
-            int64_t K, cudaStream_t s) {
+            int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
   gemm::check_grid(M, "ops.linear");
   FL_CUDA_FLOAT_SWITCH(xdt, T, {
     FL_CUDA_FLOAT_SWITCH(wdt, W, {
-      gemm::RowsK<T> a{static_cast<const T*>(x), static_cast<const T*>(x), M, K};
       gemm::RowsK<W> b{static_cast<const W*>(w), static_cast<const W*>(w), N, K};
-      gemm::StoreRows<T> st{static_cast<T*>(out), static_cast<T*>(out), static_cast<const T*>(bias), N};
-      gemm::gemm_kernel<<<gemm::grid(M, N, 1), gemm::kThreads, 0, s>>>(M, N, K, 1, a, b, st);
+      launch_linear<T>(x, b, bias, out, M, N, K, epi, s);
     });
   });
 }
 
 void linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N, int64_t K,
-                cudaStream_t s) {
+                const LinearEpilogue& epi, cudaStream_t s) {
   gemm::check_grid(M, "ops.linear");
   NF4Rows b{w.packed, w.quant_map, w.absmax, N, K, w.blocksize};
-  FL_CUDA_FLOAT_SWITCH(xdt, T, {
-    gemm::RowsK<T> a{static_cast<const T*>(x), static_cast<const T*>(x), M, K};
-    gemm::StoreRows<T> st{static_cast<T*>(out), static_cast<T*>(out), static_cast<const T*>(bias), N};
-    gemm::gemm_kernel<<<gemm::grid(M, N, 1), gemm::kThreads, 0, s>>>(M, N, K, 1, a, b, st);
-  });
+  FL_CUDA_FLOAT_SWITCH(xdt, T, launch_linear<T>(x, b, bias, out, M, N, K, epi, s));
 }
 
 }  // namespace fl::cuda

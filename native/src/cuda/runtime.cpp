@@ -102,6 +102,7 @@ void set_device(int device) {
 
 void synchronize(int device) {
   cuda::check_device(device, "cuda.synchronize");
+  check_not_capturing(device, "cuda.synchronize");
   cuda::DeviceGuard guard(device);
   check(cudaDeviceSynchronize(), cat("cuda.synchronize(cuda:", device, ")"));
 }
@@ -158,11 +159,13 @@ void stream_destroy(int device, void* stream) noexcept {
 }
 
 void stream_synchronize(int device, void* stream) {
+  check_not_capturing(device, "Stream.synchronize");
   cuda::DeviceGuard guard(device);
   check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "Stream.synchronize");
 }
 
 bool stream_query(int device, void* stream) {
+  check_not_capturing(device, "Stream.query");
   cuda::DeviceGuard guard(device);
   cudaError_t err = cudaStreamQuery(static_cast<cudaStream_t>(stream));
   if (err == cudaErrorNotReady) {
@@ -196,9 +199,13 @@ void event_record(int device, void* event, void* stream) {
   check(cudaEventRecord(static_cast<cudaEvent_t>(event), static_cast<cudaStream_t>(stream)), "Event.record");
 }
 
-void event_synchronize(void* event) { check(cudaEventSynchronize(static_cast<cudaEvent_t>(event)), "Event.synchronize"); }
+void event_synchronize(void* event) {
+  check_not_capturing(-1, "Event.synchronize");
+  check(cudaEventSynchronize(static_cast<cudaEvent_t>(event)), "Event.synchronize");
+}
 
 bool event_query(void* event) {
+  check_not_capturing(-1, "Event.query");
   cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(event));
   if (err == cudaErrorNotReady) {
     cudaGetLastError();
@@ -229,15 +236,18 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
   if (bytes == 0) return;
   const Device& dev = dst_dev.is_cuda() ? dst_dev : src_dev;
   cuda::check_device(dev.index, "copy");
+  const bool one_device = dst_dev == src_dev;
+  std::string what = cat("copy of ", bytes, " bytes ", src_dev.str(), " -> ", dst_dev.str());
+  if (!one_device) check_not_capturing(dev.index, what.c_str());
   cuda::DeviceGuard guard(dev.index);
   cudaStream_t s = cuda::stream(dev.index);
-  std::string what = cat("copy of ", bytes, " bytes ", src_dev.str(), " -> ", dst_dev.str());
-  if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) {
+  if (dst_dev.is_cuda() && src_dev.is_cuda() && !one_device) {
     check(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, bytes, s), what);
   } else {
     check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s), what);
   }
-  if (!non_blocking) check(cudaStreamSynchronize(s), what);
+  // within one device the copy is ordered on the stream like any op; host memory and other devices need the wait
+  if (!non_blocking && !one_device) check(cudaStreamSynchronize(s), what);
 }
 
 }  // namespace fl::gpu

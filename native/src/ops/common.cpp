@@ -84,6 +84,7 @@ NF4View NF4::view() const {
   v.blocksize = blocksize;
   v.nested_blocksize = nested_blocksize;
   v.offset = offset;
+  v.standard_codes = standard_codes;
   return v;
 }
 

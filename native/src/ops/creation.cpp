@@ -146,6 +146,7 @@ Tensor from_file(const std::string& path, uint64_t offset, const Shape& shape, D
     return out;
   }
 #if FLUXLAB_WITH_CUDA
+  gpu::check_not_capturing(device.index, "Tensor.fromFile");
   Staging& st = staging();
   std::lock_guard<std::mutex> lock(st.mutex);
   st.ensure();

@@ -21,6 +21,7 @@ NF4 nf4_quantize(const Tensor& w, int64_t blocksize, bool double_quant, int64_t 
   q.packed = empty({(n + 1) / 2}, DType::U8, dev);
   Tensor absmax = empty({blocks}, DType::F32, dev);
   q.quant_map = from_host(cpu::kNF4Codes, sizeof(cpu::kNF4Codes), DType::F32, {16}, DType::F32, dev);
+  q.standard_codes = true;
   if (dev.is_cpu()) {
     cpu::nf4_quantize(w, blocksize, q.packed.ptr<uint8_t>(), absmax.ptr<float>());
   } else {
@@ -76,6 +77,20 @@ Tensor nf4_dequantize(const NF4& w, DType dtype) {
       cuda::nf4_absmax(view, absmax.ptr<float>(), stream);
       cuda::nf4_dequantize(view, absmax.ptr<float>(), out.data(), dtype, stream);
     });
+  }
+  return out;
+}
+
+Tensor nf4_absmax(const NF4& w) {
+  w.check("nf4Absmax");
+  const int64_t blocks = (w.rows * w.cols + w.blocksize - 1) / w.blocksize;
+  Tensor out = empty({blocks}, DType::F32, w.device());
+  NF4View view = w.view();
+  if (w.device().is_cpu()) {
+    cpu::nf4_absmax(view, out.ptr<float>());
+  } else {
+    FL_CUDA_LAUNCH(w.device(), cat("nf4Absmax: [", w.rows, ",", w.cols, "]"),
+                   cuda::nf4_absmax(view, out.ptr<float>(), stream));
   }
   return out;
 }

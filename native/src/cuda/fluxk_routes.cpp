@@ -1,0 +1,220 @@
+// Routes linear (bf16 and NF4 weights) and attention to the fluxk tensor-core kernels (src/sm90: wgmma/TMA for
+// sm_90; src/sm80: mma.sync for every sm_80+ GPU; docs/kernels.md). fluxk computes in bf16 with float32
+// accumulation, so only bf16 activations are routed: float32 and float16 pipelines keep the portable float32-math
+// kernels. A route answers false whenever fluxk declines (shape, alignment, device, or an argument fluxk has no
+// slot for), and the op layer then runs the portable kernel, so every shape stays correct.
+#include <atomic>
+#include <climits>
+#include <mutex>
+#include <vector>
+
+#include "../core/gpu.h"
+#include "../sm90/kernels.h"
+#include "check.h"
+#include "launch.h"
+
+#ifndef FLUXLAB_HAVE_SM90
+#define FLUXLAB_HAVE_SM90 0
+#endif
+
+namespace fl::cuda {
+
+namespace {
+
+std::atomic<int64_t> g_routes[int(Route::kCount)];
+
+const char* route_name(Route r) {
+  switch (r) {
+    case Route::LinearFluxkSm90: return "linear bf16: fluxk sm90 (wgmma)";
+    case Route::LinearFluxkSm80: return "linear bf16: fluxk sm80 (mma.sync)";
+    case Route::LinearPortable: return "linear: portable";
+    case Route::LinearNf4FluxkSm90: return "linear nf4: fluxk sm90 (wgmma)";
+    case Route::LinearNf4FluxkSm80: return "linear nf4: fluxk sm80 (mma.sync)";
+    case Route::LinearNf4FluxkGemv: return "linear nf4: fluxk gemv (M<=16)";
+    case Route::LinearNf4Portable: return "linear nf4: portable";
+    case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
+    case Route::SdpaFluxkSm80: return "sdpa: fluxk sm80 (mma.sync)";
+    case Route::SdpaPortable: return "sdpa: portable";
+    case Route::kCount: break;
+  }
+  return "?";
+}
+
+// sm_90 devices run the wgmma kernels when they were compiled in (FLUXLAB_CUDA_ARCHS containing 90a).
+bool use_sm90() {
+  if (!FLUXLAB_HAVE_SM90) return false;
+  static std::mutex m;
+  static std::vector<int> known;  // per device: -1 unknown, 0 no, 1 yes
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  std::lock_guard<std::mutex> lock(m);
+  if (known.size() <= size_t(dev)) known.resize(size_t(dev) + 1, -1);
+  if (known[size_t(dev)] < 0) {
+    int major = 0, minor = 0;
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+    check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
+    known[size_t(dev)] = major == 9 && minor == 0;
+  }
+  return known[size_t(dev)] == 1;
+}
+
+// fluxk's answer: enqueued (true), declined (false: cudaErrorInvalidValue / cudaErrorNotSupported, which the
+// launchers return before enqueuing anything), or a real failure (thrown).
+bool accepted(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return true;
+  if (e == cudaErrorInvalidValue || e == cudaErrorNotSupported) {
+    cudaGetLastError();
+    return false;
+  }
+  throw_cuda(e, what);
+}
+
+bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+// fluxk checks its matrices' alignment itself but reads bias, gate and residual as aligned bf16 pairs (16-byte
+// rows for the NF4 kernels): a view at an odd offset takes the portable path.
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+bool epilogue_args(const LinearEpilogue& e, const void* bias, int64_t M, fluxk::EpilogueArgs* out) {
+  using fluxk::Epilogue;
+  if ((bias && !aligned16(bias)) || (e.gate && !aligned16(e.gate)) || (e.residual && !aligned16(e.residual))) {
+    return false;
+  }
+  const bool gated = e.gate || e.residual;
+  // fluxk's gate/residual epilogue takes both terms; the op layer supplies a broadcast 1 or 0 for a missing one
+  if (gated && !(e.gate && e.residual)) return false;
+  if (gated && e.gelu_tanh) return false;  // no fluxk epilogue applies both
+  if (gated && (!fits_int(e.gate_rows_per_batch) || e.gate_rows_per_batch < 1 || e.gate_rows_per_batch > M)) {
+    return false;
+  }
+  out->kind = gated ? Epilogue::kGateResidual : e.gelu_tanh ? Epilogue::kGeluTanh : Epilogue::kNone;
+  out->residual = static_cast<const __nv_bfloat16*>(e.residual);
+  out->ldr = e.residual_ld;
+  out->gate = static_cast<const __nv_bfloat16*>(e.gate);
+  out->ldg = e.gate_ld;
+  out->gate_rows_per_batch = gated ? int(e.gate_rows_per_batch) : 1;
+  out->bias = static_cast<const __nv_bfloat16*>(bias);
+  return true;
+}
+
+}  // namespace
+
+void count_route(Route r) { g_routes[int(r)].fetch_add(1, std::memory_order_relaxed); }
+
+bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
+                  int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+  if (xdt != DType::BF16 || wdt != DType::BF16) return false;
+  if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return false;
+  fluxk::GemmArgs a;
+  a.a = static_cast<const __nv_bfloat16*>(x);
+  a.lda = K;
+  a.w = static_cast<const __nv_bfloat16*>(w);
+  a.ldw = K;
+  a.c = static_cast<__nv_bfloat16*>(out);
+  a.ldc = N;
+  a.m = int(M);
+  a.n = int(N);
+  a.k = int(K);
+  if (!epilogue_args(epi, bias, M, &a.epi)) return false;
+  if (use_sm90()) {
+#if FLUXLAB_HAVE_SM90
+    if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.linear (fluxk gemm_bf16_sm90)")) return false;
+    count_route(Route::LinearFluxkSm90);
+    return true;
+#endif
+  }
+  if (!accepted(fluxk::gemm_bf16_sm80(a, s), "ops.linear (fluxk gemm_bf16_sm80)")) return false;
+  count_route(Route::LinearFluxkSm80);
+  return true;
+}
+
+bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
+                      int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+  if (xdt != DType::BF16 || !w.standard_codes || w.blocksize != 64) return false;
+  if (w.absmax_codes && w.nested_blocksize != 256) return false;
+  if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return false;
+  fluxk::Nf4GemmArgs a;
+  a.a = static_cast<const __nv_bfloat16*>(x);
+  a.lda = K;
+  a.w.packed = w.packed;
+  a.w.n = int(N);
+  a.w.k = int(K);
+  if (w.absmax_codes) {
+    a.w.absmax_q = w.absmax_codes;
+    a.w.absmax_code = w.nested_map;
+    a.w.nested_absmax = w.nested_absmax;
+    a.w.nested_offset = w.offset;
+  } else {
+    a.w.absmax = w.absmax;
+  }
+  a.c = static_cast<__nv_bfloat16*>(out);
+  a.ldc = N;
+  a.m = int(M);
+  if (!epilogue_args(epi, bias, M, &a.epi)) return false;
+  if (M <= 16) {
+    if (!accepted(fluxk::gemv_nf4(a, s), "ops.linear (fluxk gemv_nf4)")) return false;
+    count_route(Route::LinearNf4FluxkGemv);
+    return true;
+  }
+  if (use_sm90()) {
+#if FLUXLAB_HAVE_SM90
+    if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.linear (fluxk gemm_nf4_sm90)")) return false;
+    count_route(Route::LinearNf4FluxkSm90);
+    return true;
+#endif
+  }
+  if (!accepted(fluxk::gemm_nf4_sm80(a, s), "ops.linear (fluxk gemm_nf4_sm80)")) return false;
+  count_route(Route::LinearNf4FluxkSm80);
+  return true;
+}
+
+bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& sh, bool has_bias,
+                bool has_mask, float scale, cudaStream_t s) {
+  if (dt != DType::BF16 || sh.D != 128 || has_bias || has_mask || scale == 0.f) return false;
+  if (!fits_int(sh.B) || !fits_int(sh.H) || !fits_int(sh.Lq) || !fits_int(sh.Lk) || sh.Lk == 0) return false;
+  fluxk::AttentionArgs a;
+  a.q = static_cast<const __nv_bfloat16*>(q);
+  a.k = static_cast<const __nv_bfloat16*>(k);
+  a.v = static_cast<const __nv_bfloat16*>(v);
+  a.o = static_cast<__nv_bfloat16*>(out);
+  a.batch = int(sh.B);
+  a.heads = int(sh.H);
+  a.seq_q = int(sh.Lq);
+  a.seq_kv = int(sh.Lk);
+  a.head_dim = 128;
+  for (int i = 0; i < 3; i++) {
+    a.q_stride[i] = sh.layout.q[i];
+    a.k_stride[i] = sh.layout.k[i];
+    a.v_stride[i] = sh.layout.v[i];
+    a.o_stride[i] = sh.layout.o[i];
+  }
+  a.scale = scale;
+  if (use_sm90()) {
+#if FLUXLAB_HAVE_SM90
+    if (!accepted(fluxk::attention_fwd_sm90(a, s), "ops.sdpa (fluxk attention_fwd_sm90)")) return false;
+    count_route(Route::SdpaFluxkSm90);
+    return true;
+#endif
+  }
+  if (!accepted(fluxk::attention_fwd_sm80(a, s), "ops.sdpa (fluxk attention_fwd_sm80)")) return false;
+  count_route(Route::SdpaFluxkSm80);
+  return true;
+}
+
+}  // namespace fl::cuda
+
+namespace fl::gpu {
+
+std::map<std::string, int64_t> route_counts() {
+  std::map<std::string, int64_t> out;
+  for (int i = 0; i < int(cuda::Route::kCount); i++) {
+    out[cuda::route_name(cuda::Route(i))] = cuda::g_routes[i].load(std::memory_order_relaxed);
+  }
+  return out;
+}
+
+void reset_route_counts() {
+  for (auto& r : cuda::g_routes) r.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace fl::gpu
