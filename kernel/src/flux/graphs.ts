@@ -84,7 +84,9 @@ export class GraphCache<I extends GraphInputs> {
       this.entries.set(key, this.capture(key, inputs));
       return result;
     }
-    for (const [name, t] of Object.entries(inputs)) if (t !== undefined) entry.inputs[name].copyFrom(t);
+    // nonBlocking: device-to-device copies queue on the current stream, before the replay (a blocking copy would
+    // wait for the previous step and stop the host from running ahead).
+    for (const [name, t] of Object.entries(inputs)) if (t !== undefined) entry.inputs[name].copyFrom(t, { nonBlocking: true });
     entry.graph.replay();
     entry.info.replays++;
     return entry.output.to(this.device);
