@@ -4,7 +4,7 @@
 import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { Checkpoint } from './checkpoint';
 import { ClipTextConfig, clipTextConfig, readJson } from './config';
-import { CheckpointWeights, ComponentLoadOptions, LayerNorm, Linear, WeightLoader, WeightSource, mergeHeads, splitHeads } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, LayerNorm, Linear, WeightLoader, WeightSource, heads, mergeHeads } from './nn';
 import { join } from 'node:path';
 
 class CLIPAttention {
@@ -22,14 +22,14 @@ class CLIPAttention {
     this.out_proj = w.linear(`${prefix}.out_proj`, d, d);
   }
 
-  /** x [B, L, D], causal [1, 1, L, L] (1 = attend) → [B, L, D]. */
-  forward(x: Tensor, causal: Tensor): Tensor {
+  /** residual + attention(x): x [B, L, D], causal [1, 1, L, L] (1 = attend) → [B, L, D]. */
+  forward(x: Tensor, causal: Tensor, residual: Tensor): Tensor {
     return tidy(() => {
-      const heads = this.config.num_attention_heads;
-      const q = splitHeads(this.q_proj.forward(x), heads); // [B, H, L, D/H]
-      const k = splitHeads(this.k_proj.forward(x), heads);
-      const v = splitHeads(this.v_proj.forward(x), heads);
-      return this.out_proj.forward(mergeHeads(ops.sdpa(q, k, v, { mask: causal })));
+      const count = this.config.num_attention_heads;
+      const q = heads(this.q_proj.forward(x), count); // [B, L, H, D/H]
+      const k = heads(this.k_proj.forward(x), count);
+      const v = heads(this.v_proj.forward(x), count);
+      return this.out_proj.forward(mergeHeads(ops.sdpa(q, k, v, { mask: causal, layout: 'BLHD' })), { residual });
     });
   }
 }
@@ -68,9 +68,8 @@ class CLIPEncoderLayer {
 
   forward(x: Tensor, causal: Tensor): Tensor {
     return tidy(() => {
-      const h = ops.add(x, this.self_attn.forward(this.layer_norm1.forward(x), causal));
-      const mlp = this.mlp.fc2.forward(this.activation(this.mlp.fc1.forward(this.layer_norm2.forward(h))));
-      return ops.add(h, mlp);
+      const h = this.self_attn.forward(this.layer_norm1.forward(x), causal, x);
+      return this.mlp.fc2.forward(this.activation(this.mlp.fc1.forward(this.layer_norm2.forward(h))), { residual: h });
     });
   }
 }

@@ -4,6 +4,7 @@ export type {
   EncodePromptOptions,
   EncodedPrompt,
   FluxPipelineLoadOptions,
+  FluxPipelineRandomOptions,
   FluxProgress,
   GenerateOptions,
   GenerationMemory,
@@ -14,12 +15,18 @@ export type { CLIPTextOutput } from './clip';
 export { T5EncoderModel } from './t5';
 export { FluxTransformer2DModel } from './transformer';
 export type { FluxTransformerInputs, RotaryEmbedding } from './transformer';
+export type { GraphInfo } from './graphs';
+export { RandomWeights } from './random-weights';
+export { FLUX1_DEV_CONFIGS, RANDOM_PRESETS, presetConfigs } from './presets';
+export type { PipelineConfigs, RandomPreset } from './presets';
+export { benchPipeline, benchT5, benchTransformerStep, benchVaeDecode } from './benchmark';
+export type { BenchConfig, BenchRow, ComponentResult, PipelineBenchOptions } from './benchmark';
 export { AutoencoderKL } from './vae';
 export { FlowMatchEulerDiscreteScheduler, calculateShift } from './scheduler';
 export { latentImageIds, latentSize, packLatents, unpackLatents } from './latents';
 export type { QuantizationOptions, QuantizationBackend } from './quantization';
-export type { FloatDType, ComponentLoadOptions } from './nn';
-export { Linear } from './nn';
+export type { FloatDType, ComponentLoadOptions, LinearEpilogue, WeightSource } from './nn';
+export { Linear, CheckpointWeights } from './nn';
 export { FluxImage, imagesToUint8 } from './image';
 export { encodePng, decodePng } from './png';
 export { SafetensorsFile, SafetensorsError, writeSafetensors } from './safetensors';

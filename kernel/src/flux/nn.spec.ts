@@ -58,12 +58,30 @@ describe('WeightLoader.splitInputs (column blocks of a Linear, exact)', () => {
     });
   }
 
-  it('leaves double-quant NF4 whole (nested absmax blocks span rows)', () => {
+  it('splits double-quant NF4 through its decoded absmax: the pieces compute what the whole computed', () => {
     const nf4 = { quantizeOnLoad: true, doubleQuant: true, computeDtype: 'float32', skipModules: [] } as const;
-    const loader = new WeightLoader('test', new RandomWeights(), { device: 'cpu', dtype: 'float32', nf4 });
+    const loader = new WeightLoader('test', new RandomWeights({ seed: 4 }), { device: 'cpu', dtype: 'float32', nf4 });
     try {
       const whole = loader.linear('proj_out', 320, 64);
-      assert.equal(loader.splitInputs('proj_out', [64, 256]), undefined);
+      const dense = ops.nf4Dequantize(whole.weight as NF4Tensor);
+      const pieces = loader.splitInputs('proj_out', [64, 256])!;
+      assert.ok(pieces.every((p) => p.weight instanceof NF4Tensor && !p.weight.doubleQuant));
+      for (const [i, [start, end]] of [[0, 64], [64, 320]].entries()) {
+        const columns = tidy(() => ops.slice(dense, 1, start, end).toArray() as Float32Array);
+        assert.deepEqual((pieces[i].weight as NF4Tensor).toArray(), columns, `piece ${i}`);
+      }
+      dense.dispose();
+    } finally {
+      loader.dispose();
+    }
+  });
+
+  it('leaves NF4 whole where blocks straddle the cut', () => {
+    const nf4 = { quantizeOnLoad: true, doubleQuant: false, computeDtype: 'float32', skipModules: [] } as const;
+    const loader = new WeightLoader('test', new RandomWeights(), { device: 'cpu', dtype: 'float32', nf4 });
+    try {
+      const whole = loader.linear('proj_out', 160, 32);
+      assert.equal(loader.splitInputs('proj_out', [32, 128]), undefined);
       assert.ok(!whole.weight.isDisposed);
       assert.deepEqual([...loader.linears.keys()], ['proj_out']);
     } finally {

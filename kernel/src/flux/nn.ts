@@ -3,8 +3,15 @@
 // the checkpoints store them. Every loaded tensor belongs to the component's Scope, so dispose() frees a model.
 import { NF4Tensor, Scope, Tensor, dtypeFromSafetensors, memory, ops, tidy, type Device } from '@fluxlab/native';
 import { Checkpoint } from './checkpoint';
-import * as fused from './fused';
-import type { LinearEpilogue } from './fused';
+
+/** What a Linear fuses into its GEMM (ops.linear's options): out = residual + gate ⊙ act(x·Wᵀ + b). */
+export interface LinearEpilogue {
+  activation?: 'gelu_tanh';
+  /** [B, 1, N] or [B, N]: one row of gates per batch element. */
+  gate?: Tensor;
+  /** The output's shape. */
+  residual?: Tensor;
+}
 
 export type FloatDType = 'float32' | 'bfloat16' | 'float16';
 
@@ -267,9 +274,10 @@ export class WeightLoader {
   /**
    * Replaces the loaded Linear `name` by column blocks of its weight (the input features cut into `widths`), so
    * that x·Wᵀ + b = Σᵢ xᵢ·Wᵢᵀ (+ b, on the first piece) runs without concatenating the xᵢ. Exact: the pieces hold
-   * the same values (NF4: the same codes and absmax, which needs K and every width to be multiples of the
-   * blocksize). Returns undefined, and leaves the layer whole, where no exact split exists: double-quant NF4,
-   * whose nested absmax blocks span rows. linearLayers() then lists the pieces as `name[start:end]`.
+   * the same values. NF4 pieces keep the codes and absmax of their blocks, which needs K and every width to be
+   * multiples of the blocksize; double-quant absmax is first decoded to the float32 values the dequantization
+   * uses (NF4Tensor.concatRows), since its nested blocks span rows. Returns undefined, leaving the layer whole,
+   * where blocks straddle the cut. linearLayers() then lists the pieces as `name[start:end]`.
    */
   splitInputs(name: string, widths: readonly number[]): Linear[] | undefined {
     const layer = this.linears.get(name);
@@ -277,17 +285,17 @@ export class WeightLoader {
     const weight = layer.weight;
     const [rows, cols] = weight.shape;
     if (widths.reduce((a, b) => a + b, 0) !== cols) throw new Error(`${this.component}: splitInputs: widths [${widths.join(', ')}] do not add up to ${cols}`);
-    if (weight instanceof NF4Tensor && (weight.doubleQuant || cols % weight.blocksize !== 0 || widths.some((wd) => wd % weight.blocksize !== 0))) {
-      return undefined;
-    }
+    if (weight instanceof NF4Tensor && (cols % weight.blocksize !== 0 || widths.some((wd) => wd % weight.blocksize !== 0))) return undefined;
+    const plain = weight instanceof NF4Tensor && weight.doubleQuant ? NF4Tensor.concatRows([weight]) : weight;
     const ranges = widths.map((width, i) => {
       const start = widths.slice(0, i).reduce((a, b) => a + b, 0);
       return [start, start + width] as const;
     });
     const pieces = ranges.map(([start, end]) =>
-      this.track(() => (weight instanceof NF4Tensor ? nf4Columns(weight, start, end) : ops.slice(weight, 1, start, end))),
+      this.track(() => (plain instanceof NF4Tensor ? nf4Columns(plain, start, end) : ops.slice(plain, 1, start, end))),
     );
     const layers = pieces.map((piece, i) => new Linear(piece, i === 0 ? layer.bias : undefined, layer.computeDtype));
+    plain.dispose();
     weight.dispose();
     this.linears.delete(name);
     ranges.forEach(([start, end], i) => this.linears.set(`${name}[${start}:${end}]`, layers[i]));
@@ -342,16 +350,16 @@ export class Linear {
     return this.weight instanceof NF4Tensor;
   }
 
-  /** y = x·Wᵀ + b, with an optional fused epilogue (activation, gate, residual: see fused.ts). */
+  /** y = x·Wᵀ + b, with an optional fused epilogue (activation, gate, residual). */
   forward(x: Tensor, epilogue?: LinearEpilogue): Tensor {
     if (this.computeDtype !== undefined && x.dtype !== this.computeDtype) {
       // bitsandbytes computes in its compute dtype and casts back; the epilogue then runs in x's dtype.
       return tidy(() => {
-        const y = fused.linear(x.to({ dtype: this.computeDtype }), this.weight, this.bias);
+        const y = ops.linear(x.to({ dtype: this.computeDtype }), this.weight, this.bias);
         return epilogueOf(y.dtype === x.dtype ? y : y.to({ dtype: x.dtype }), epilogue);
       });
     }
-    return fused.linear(x, this.weight, this.bias, epilogue);
+    return ops.linear(x, this.weight, this.bias, epilogue);
   }
 }
 
@@ -413,24 +421,14 @@ export class Conv2d {
   }
 }
 
-/** [B, L, H·D] → [B, H, L, D]. */
-export function splitHeads(x: Tensor, heads: number): Tensor {
+/** [B, L, H·D] → [B, L, H, D]: a view, the layout ops.sdpa takes with `layout: 'BLHD'` (no head permutes). */
+export function heads(x: Tensor, count: number): Tensor {
   const [b, l, hd] = x.shape;
-  const view = x.reshape([b, l, heads, hd / heads]);
-  try {
-    return ops.permute(view, [0, 2, 1, 3]);
-  } finally {
-    view.dispose();
-  }
+  return x.reshape([b, l, count, hd / count]);
 }
 
-/** [B, H, L, D] → [B, L, H·D]. */
+/** [B, L, H, D] → [B, L, H·D] (a view). */
 export function mergeHeads(x: Tensor): Tensor {
-  const [b, h, l, d] = x.shape;
-  const permuted = ops.permute(x, [0, 2, 1, 3]);
-  try {
-    return permuted.reshape([b, l, h * d]);
-  } finally {
-    permuted.dispose();
-  }
+  const [b, l, h, d] = x.shape;
+  return x.reshape([b, l, h * d]);
 }

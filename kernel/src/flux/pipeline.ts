@@ -69,8 +69,6 @@ export interface FluxPipelineRandomOptions {
   quantization?: QuantizationOptions;
   /** Seed of the weights (default 0). */
   seed?: number;
-  /** Where to draw the numbers: on the target device (default) or on the CPU, then copied (identical CPU/CUDA weights). */
-  drawOn?: 'device' | 'cpu';
   /** Config fields to replace, per component, e.g. { transformer: { num_layers: 1, num_single_layers: 1 } }. */
   overrides?: Partial<Record<keyof PipelineConfigs, Record<string, unknown>>>;
   onLoad?: (event: { component: string; ms: number }) => void;
@@ -166,7 +164,10 @@ export interface GenerationMemory {
   reservedBytes?: number;
   /** Live bytes per component (allocation tag). */
   byComponent: Record<string, number>;
-  /** Bytes held by the transformer's captured CUDA graphs (their memory pools and static inputs; 0 when eager). */
+  /**
+   * Bytes held by the transformer's captured CUDA graphs (0 when eager): their private memory pools, which the
+   * allocated figures leave out, plus their static input tensors, which they include.
+   */
   graphBytes: number;
 }
 
@@ -359,7 +360,7 @@ export class FluxPipeline {
       if (!(component in configs)) throw new Error(`fromRandom: overrides names '${component}', not one of ${Object.keys(configs).join(', ')}`);
       Object.assign(configs[component as keyof PipelineConfigs], fields);
     }
-    const source = new RandomWeights({ seed: options.seed ?? 0, drawOn: options.drawOn });
+    const source = new RandomWeights({ seed: options.seed ?? 0 });
     const description = `RANDOM WEIGHTS at ${preset} shapes (seed ${source.seed})`;
     console.warn(`fluxlab: ${description}: for benchmarks and tests only; the images are noise by design.`);
     return FluxPipeline.assemble({

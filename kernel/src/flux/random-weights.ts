@@ -3,17 +3,15 @@
 // so a model gets the same numbers whatever order or subset of layers it loads. Scales follow the models' own
 // initialisation (nn.ts, t5.ts, clip.ts): Linear weights N(0, 1/fan_in), biases N(0, 0.02), norm weights 1 and
 // biases 0, embeddings as transformers initialises them, so activations stay O(1) and finite in bfloat16.
-// On CUDA the numbers are drawn on the device by the addon's counter-based generator (fast; not torch's sequence);
-// on the CPU, or with `drawOn: 'cpu'` (a CPU model and a CUDA model then hold the same values), they are the float32
-// numbers torch.randn draws from a CPU generator of that seed, converted and copied to the target.
-import { Generator, Tensor, ops, tidy, type Device } from '@fluxlab/native';
+// The numbers come from the addon's counter-based generator (Tensor.randn with a seed: Philox, drawn where the
+// model lives, so gigabytes need no host work; not torch's sequence). The CPU draws the same bits as CUDA, so a CPU
+// model and a CUDA model of one seed hold the same weights (up to the last ulps of log/sin/cos).
+import { Tensor, type Device } from '@fluxlab/native';
 import type { FloatDType, ParameterInit, WeightSource } from './nn';
 
 export interface RandomWeightsOptions {
   /** Base seed (default 0). */
   seed?: number;
-  /** 'device' (default): draw where the model lives; 'cpu': draw on the CPU, then copy. */
-  drawOn?: 'device' | 'cpu';
 }
 
 /** 64-bit FNV-1a of the text, folded with the seed into 53 bits (a safe integer seed per parameter). */
@@ -23,19 +21,14 @@ export function parameterSeed(seed: number, key: string): number {
   return Number(h >> 11n);
 }
 
-/** The addon's device generator (docs/native.md): Tensor.randn(shape, { device, seed, dtype }). */
-type DeviceRandn = (shape: number[], opts: { device: Device; seed: number; dtype: FloatDType }) => Tensor;
-
 export class RandomWeights implements WeightSource {
   readonly random = true;
   readonly seed: number;
-  readonly drawOn: 'device' | 'cpu';
   private readonly drawn = new Set<string>();
 
   constructor(options: RandomWeightsOptions = {}) {
     this.seed = options.seed ?? 0;
     if (!Number.isSafeInteger(this.seed) || this.seed < 0) throw new Error(`random weights: seed must be a non-negative integer, got ${String(options.seed)}`);
-    this.drawOn = options.drawOn ?? 'device';
   }
 
   get description(): string {
@@ -54,24 +47,7 @@ export class RandomWeights implements WeightSource {
   float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor {
     this.drawn.add(key);
     if (init === 'ones' || init === 'zeros') return Tensor.full([...shape], init === 'ones' ? 1 : 0, { device, dtype });
-    const seed = parameterSeed(this.seed, `${component}/${key}`);
-    return tidy(() => {
-      const standard = device === 'cpu' || this.drawOn === 'cpu' ? this.cpuNormal(shape, seed) : this.deviceNormal(shape, seed, device, key);
-      const scaled = ops.scale(standard, init.normal);
-      return scaled.device === device && scaled.dtype === dtype ? scaled : scaled.to({ device, dtype });
-    });
-  }
-
-  private cpuNormal(shape: readonly number[], seed: number): Tensor {
-    return Tensor.randn([...shape], { generator: new Generator(seed) });
-  }
-
-  private deviceNormal(shape: readonly number[], seed: number, device: Device, key: string): Tensor {
-    try {
-      return (Tensor.randn as unknown as DeviceRandn)([...shape], { device, seed, dtype: 'float32' });
-    } catch (err) {
-      throw new Error(`random weights: drawing '${key}' on ${device} needs the addon's device generator (Tensor.randn with { device, seed }): ${(err as Error).message}`);
-    }
+    return Tensor.randn([...shape], { device, dtype, seed: parameterSeed(this.seed, `${component}/${key}`), std: init.normal });
   }
 
   raw(component: string, key: string): Tensor {

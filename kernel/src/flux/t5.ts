@@ -6,7 +6,7 @@ import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { T5Config, readJson, t5Config } from './config';
-import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource, mergeHeads, splitHeads } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource, heads, mergeHeads } from './nn';
 
 const f32 = Math.fround;
 
@@ -68,6 +68,22 @@ function feedForward(config: T5Config): { gated: boolean; act: string } {
   return { gated, act: base === 'gelu' && gated ? 'gelu_new' : (config.dense_act_fn ?? base) };
 }
 
+/**
+ * T5LayerNorm: RMS norm in float32, then in the weight's dtype when that is bfloat16/float16. With bitsandbytes the
+ * residual stream turns float32 at the first float32 `wo`, and this cast is what brings attention and the
+ * feed-forward back to the model's half precision, as in transformers.
+ */
+function t5LayerNorm(norm: RMSNorm, x: Tensor): Tensor {
+  const y = norm.forward(x);
+  const half = norm.weight.dtype === 'bfloat16' || norm.weight.dtype === 'float16';
+  if (!half || y.dtype === norm.weight.dtype) return y;
+  try {
+    return y.to({ dtype: norm.weight.dtype });
+  } finally {
+    y.dispose();
+  }
+}
+
 class T5Attention {
   // q, k, v: [H·d_kv, d_model]; o: [d_model, H·d_kv]; no biases
   readonly q: Linear;
@@ -105,14 +121,15 @@ class T5Attention {
     });
   }
 
-  forward(x: Tensor, bias: Tensor): Tensor {
+  /** residual + attention(x): x [B, L, d_model], bias [1, H, L, L]. */
+  forward(x: Tensor, bias: Tensor, residual: Tensor): Tensor {
     return tidy(() => {
-      const heads = this.config.num_heads;
-      const q = splitHeads(this.q.forward(x), heads); // [B, H, L, d_kv]
-      const k = splitHeads(this.k.forward(x), heads);
-      const v = splitHeads(this.v.forward(x), heads);
+      const count = this.config.num_heads;
+      const q = heads(this.q.forward(x), count); // [B, L, H, d_kv]
+      const k = heads(this.k.forward(x), count);
+      const v = heads(this.v.forward(x), count);
       // T5 folds the 1/sqrt(d) scale into its initialisation: scores are plain q·kᵀ.
-      return this.o.forward(mergeHeads(ops.sdpa(q, k, v, { bias, scale: 1 })));
+      return this.o.forward(mergeHeads(ops.sdpa(q, k, v, { bias, scale: 1, layout: 'BLHD' })), { residual });
     });
   }
 }
@@ -157,8 +174,8 @@ class T5Block {
   forward(x: Tensor, bias: Tensor): Tensor {
     return tidy(() => {
       const [attention, ff] = this.layer;
-      const h = ops.add(x, attention.SelfAttention.forward(attention.layer_norm.forward(x), bias));
-      const normed = ff.layer_norm.forward(h);
+      const h = attention.SelfAttention.forward(t5LayerNorm(attention.layer_norm, x), bias, x);
+      const normed = t5LayerNorm(ff.layer_norm, h);
       const { act } = feedForward(this.config);
       const dense = ff.DenseReluDense;
       const hidden = dense.wi
@@ -224,7 +241,7 @@ export class T5EncoderModel {
       let h = ops.embedding(this.shared, ids);
       const bias = this.encoder.block[0].layer[0].SelfAttention.positionBias(inputIds.shape[1], device);
       for (const block of this.encoder.block) h = block.forward(h, bias);
-      const out = this.encoder.final_layer_norm.forward(h);
+      const out = t5LayerNorm(this.encoder.final_layer_norm, h);
       return out.dtype === this.dtype ? out : out.to({ dtype: this.dtype });
     });
   }

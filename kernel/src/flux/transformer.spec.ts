@@ -1,8 +1,14 @@
+import { Tensor, ops, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { fluxRope, timestepEmbedding } from './transformer';
+import { fluxRope } from './transformer';
 
-describe('timestepEmbedding (diffusers get_timestep_embedding, flip_sin_to_cos)', () => {
+/** The embedding as FluxTransformer2DModel computes it (ops.timestepEmbedding, dim 256, cosines first). */
+function timestepEmbedding(timesteps: number[], dim: number): Float32Array {
+  return tidy(() => ops.timestepEmbedding(Tensor.fromArray(timesteps, [timesteps.length]), dim, { flipSinToCos: true, downscaleFreqShift: 0 }).toArray() as Float32Array);
+}
+
+describe('timestep embedding (diffusers get_timestep_embedding, flip_sin_to_cos)', () => {
   it('puts cos first, sin second', () => {
     const zero = timestepEmbedding([0], 256);
     assert.deepEqual([...zero.subarray(0, 128)], new Array(128).fill(1));

@@ -1,19 +1,16 @@
 // diffusers' FluxTransformer2DModel (FLUX.1's MMDiT): x/context embedders, timestep + guidance + pooled-text
 // conditioning, 3-axis RoPE, double-stream blocks (joint attention, text tokens first), single-stream blocks
 // (attention and MLP in parallel), AdaLayerNormContinuous and the output projection. Module names are the
-// checkpoint keys. Activations stay [B, L, H·D] ([B, L, H, D] views around attention: no head permutes); norms,
-// modulation, GELU, gates and residuals run fused into their neighbours (fused.ts). The step computes everything
-// on the device (the timestep embedding too), so compile() can capture it as a CUDA graph. The RoPE table is
-// computed once per image size on the host with torch's roundings.
+// checkpoint keys. Activations stay [B, L, H·D] ([B, L, H, D] views around attention: no head permutes); the
+// adaptive norms are ops.layerNormModulate, QK-norm and RoPE one ops.qkNormRope, and GELU, gates and residuals run
+// in the GEMMs' epilogues. The step computes everything on the device (the timestep embedding too), so compile()
+// can capture it as a CUDA graph. The RoPE table is computed once per image size on the host with torch's roundings.
 import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
-import { attention, layerNormModulate, qkNormRope, timestepEmbedding } from './fused';
 import { GraphCache, GraphInfo, graphCaptureUnavailableReason } from './graphs';
 import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource } from './nn';
-
-export { timestepEmbeddingHost as timestepEmbedding } from './fused';
 
 /**
  * FluxPosEmbed(theta=10000, axes_dim): for each axis, get_1d_rotary_pos_embed with float64 frequencies
@@ -138,8 +135,8 @@ class FluxAttention {
   /** q, k (normed, rotated) and v of one stream, [B, L, H, D], with rope rows for its tokens. */
   private qkv(x: Tensor, q: Linear, k: Linear, v: Linear, normQ: RMSNorm, normK: RMSNorm, rope: { cos: Tensor; sin: Tensor }): Tensor[] {
     return [
-      qkNormRope(this.heads4(q.forward(x)), normQ.weight, rope.cos, rope.sin, normQ.eps),
-      qkNormRope(this.heads4(k.forward(x)), normK.weight, rope.cos, rope.sin, normK.eps),
+      ops.qkNormRope(this.heads4(q.forward(x)), normQ.weight, rope.cos, rope.sin, normQ.eps),
+      ops.qkNormRope(this.heads4(k.forward(x)), normK.weight, rope.cos, rope.sin, normK.eps),
       this.heads4(v.forward(x)),
     ];
   }
@@ -159,7 +156,7 @@ class FluxAttention {
         k = ops.concat([ck, k], 1);
         v = ops.concat([cv, v], 1);
       }
-      const attended = attention(q, k, v).reshape([b, l + s, this.heads * this.headDim]);
+      const attended = ops.sdpa(q, k, v, { layout: 'BLHD' }).reshape([b, l + s, this.heads * this.headDim]);
       if (!context) return { x: attended };
       const [contextOut, xOut] = ops.split(attended, [l, s], 1);
       return { x: xOut, context: contextOut };
@@ -205,13 +202,13 @@ class FluxTransformerBlock {
       // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp; LayerNorm without affine, eps 1e-6.
       const [shift, scale, gate, shiftMlp, scaleMlp, gateMlp] = modulationChunks(this.norm1.linear.forward(siluTemb), 6);
       const [cShift, cScale, cGate, cShiftMlp, cScaleMlp, cGateMlp] = modulationChunks(this.norm1_context.linear.forward(siluTemb), 6);
-      const attended = this.attn.forward(layerNormModulate(x, shift, scale, 1e-6), layerNormModulate(context, cShift, cScale, 1e-6), rope);
+      const attended = this.attn.forward(ops.layerNormModulate(x, shift, scale, 1e-6), ops.layerNormModulate(context, cShift, cScale, 1e-6), rope);
 
       const h = this.attn.to_out![0].forward(attended.x, { gate, residual: x });
-      const newX = this.ff.forward(layerNormModulate(h, shiftMlp, scaleMlp, 1e-6), gateMlp, h);
+      const newX = this.ff.forward(ops.layerNormModulate(h, shiftMlp, scaleMlp, 1e-6), gateMlp, h);
 
       const c = this.attn.to_add_out!.forward(attended.context!, { gate: cGate, residual: context });
-      const newContext = this.ff_context.forward(layerNormModulate(c, cShiftMlp, cScaleMlp, 1e-6), cGateMlp, c);
+      const newContext = this.ff_context.forward(ops.layerNormModulate(c, cShiftMlp, cScaleMlp, 1e-6), cGateMlp, c);
       return { x: newX, context: newContext };
     });
   }
@@ -226,8 +223,9 @@ class FluxSingleTransformerBlock {
   /**
    * proj_out as its attention and MLP column blocks [D, D] and [D, 4D] (exact copies of the checkpoint's values),
    * so x + gate·proj_out([attn, mlp]) = (x + gate·(attn·W₁ᵀ + b)) + gate·(mlp·W₂ᵀ): two GEMMs with fused
-   * epilogues and no [B, L+S, 5D] concatenation. Undefined for double-quant NF4 (no exact column split): proj_out
-   * then runs on the concatenation, as diffusers does.
+   * epilogues and no [B, L+S, 5D] concatenation (at 1024², 141 MB written and read again per block). Undefined
+   * where NF4 blocks straddle the cut (D not a multiple of 64: the tiny test models only): proj_out then runs on
+   * the concatenation, as diffusers does.
    */
   readonly proj_out_split?: [Linear, Linear];
   readonly proj_out?: Linear;
@@ -247,7 +245,7 @@ class FluxSingleTransformerBlock {
   forward(x: Tensor, siluTemb: Tensor, rope: RotaryEmbedding): Tensor {
     return tidy(() => {
       const [shift, scale, gate] = modulationChunks(this.norm.linear.forward(siluTemb), 3);
-      const normed = layerNormModulate(x, shift, scale, 1e-6);
+      const normed = ops.layerNormModulate(x, shift, scale, 1e-6);
       const mlp = this.proj_mlp.forward(normed, { activation: 'gelu_tanh' });
       const attended = this.attn.forward(normed, undefined, rope).x;
       if (this.proj_out_split) {
@@ -428,7 +426,8 @@ export class FluxTransformer2DModel {
    */
   private conditioning(inputs: StepInputs): Tensor {
     const embed = (values: Tensor, embedder: MLPEmbedder): Tensor => {
-      const proj = timestepEmbedding(ops.scale(values, 1000), 256);
+      // diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0), in float32.
+      const proj = ops.timestepEmbedding(ops.scale(values, 1000), 256, { flipSinToCos: true, downscaleFreqShift: 0 });
       return embedder.forward(proj.dtype === this.dtype ? proj : proj.to({ dtype: this.dtype }));
     };
     return tidy(() => {
@@ -500,7 +499,7 @@ export class FluxTransformer2DModel {
       const image = ops.slice(joint, 1, textLength, textLength + seq);
       // AdaLayerNormContinuous: the linear's output is (scale, shift), in that order.
       const [scale, shift] = modulationChunks(this.norm_out.linear.forward(siluTemb), 2);
-      return this.proj_out.forward(layerNormModulate(image, shift, scale, 1e-6));
+      return this.proj_out.forward(ops.layerNormModulate(image, shift, scale, 1e-6));
     });
   }
 
