@@ -409,6 +409,8 @@ export async function run(argv: string[]): Promise<number> {
   say(`fluxlab bench — ${source.label}`);
   say(`device ${device}: ${env.gpu}; commit ${env.commit}; ${env.date}`);
   for (const note of notes) say(`note: ${note}`);
+  // Which kernels served linear / sdpa / conv2d (fluxk tensor-core routes or the portable fallback).
+  if (device !== 'cpu') cuda.resetRouteCounts();
   let report: Record<string, unknown>;
   if (args.component) {
     const components = await runComponents(args, device, source, log);
@@ -461,6 +463,11 @@ export async function run(argv: string[]): Promise<number> {
       notes,
       rows,
     };
+  }
+  if (device !== 'cpu') {
+    const routes = Object.fromEntries(Object.entries(cuda.routeCounts()).filter(([, n]) => n > 0));
+    report.kernel_routes = routes;
+    say(`kernel routes: ${Object.entries(routes).map(([name, n]) => `${name} ×${n}`).join('; ') || 'none'}`);
   }
   // Six decimals (microseconds, kilobytes) are more than the measurements resolve.
   const json = `${JSON.stringify(report, (_, v) => (typeof v === 'number' && !Number.isInteger(v) ? Number(v.toFixed(6)) : v), 2)}\n`;

@@ -123,3 +123,26 @@ describe('RandomWeights', () => {
     assert.ok(Number.isSafeInteger(parameterSeed(123456789, 'single_transformer_blocks.37.proj_out.weight')));
   });
 });
+
+describe('Linear.forward epilogues', () => {
+  it('fuses residual and gate in x\'s dtype, and promotes to float32 beside a float32 residual (T5 under bitsandbytes)', () => {
+    const source = new RandomWeights({ seed: 9 });
+    const loader = new WeightLoader('test', source, { device: 'cpu', dtype: 'bfloat16' });
+    try {
+      const layer = loader.linear('o', 64, 32);
+      tidy(() => {
+        const x = Tensor.randn([2, 3, 64], { seed: 1, dtype: 'bfloat16' });
+        const residual32 = Tensor.randn([2, 3, 32], { seed: 2 });
+        const gate = Tensor.randn([2, 1, 32], { seed: 3, dtype: 'bfloat16' });
+        const fused = layer.forward(x, { residual: residual32.to({ dtype: 'bfloat16' }), gate });
+        assert.equal(fused.dtype, 'bfloat16');
+        const promoted = layer.forward(x, { residual: residual32 });
+        assert.equal(promoted.dtype, 'float32');
+        const expected = ops.add(residual32, ops.linear(x, layer.weight, layer.bias));
+        assert.deepEqual(promoted.toArray(), expected.toArray());
+      });
+    } finally {
+      loader.dispose();
+    }
+  });
+});

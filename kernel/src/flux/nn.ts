@@ -359,11 +359,17 @@ export class Linear {
         return epilogueOf(y.dtype === x.dtype ? y : y.to({ dtype: x.dtype }), epilogue);
       });
     }
+    // The fused epilogue computes in x's dtype; a float32 residual or gate beside half-precision x (T5 under
+    // bitsandbytes, whose float32 wo makes the residual stream float32) promotes to float32, as in torch.
+    const mixed = (t: Tensor | undefined): boolean => t !== undefined && t.dtype !== x.dtype;
+    if (epilogue !== undefined && (mixed(epilogue.residual) || mixed(epilogue.gate))) {
+      return tidy(() => epilogueOf(ops.linear(x, this.weight, this.bias), epilogue));
+    }
     return ops.linear(x, this.weight, this.bias, epilogue);
   }
 }
 
-/** The epilogue applied to an existing GEMM result (used when the GEMM ran in another dtype). */
+/** The epilogue applied to an existing GEMM result (a GEMM in another dtype than the epilogue's tensors). */
 function epilogueOf(y: Tensor, epilogue: LinearEpilogue | undefined): Tensor {
   if (epilogue === undefined) return y;
   let out = y;
