@@ -1,6 +1,15 @@
 // The backend-ops test (after llama.cpp's test-backend-ops): every CUDA op against the CPU op on the same random
 // inputs, over many shapes (odd ones, Flux's own) and dtypes, judged by the normalised mean squared error
-// ‖gpu−cpu‖²/‖cpu‖² against a limit per dtype; layout ops, gathers and NF4 quantization must match exactly.
+// ‖gpu−cpu‖²/‖cpu‖² against a limit per dtype, and by the worst element max|gpu−cpu|/max|cpu| (a wrong tile or
+// row hides in a mean over millions of values); layout ops, gathers and NF4 quantization must match exactly.
+// Limits: float32 results differ only in float32 rounding order (NMSE ~1e-12); a bfloat16 result is rounded to 8
+// significant bits, a relative error up to 2^-9 per element, so two correct kernels that round at different points
+// (bf16 GEMM operands, P in attention, NF4 weights dequantized to bf16 as bitsandbytes does) differ by NMSE ~1e-5
+// and by a few bf16 ulps of the largest value: 5e-4 and 2^-5 leave a margin of ~50x and ~4x and still catch one
+// wrong row of tiles. float16 has 11 bits: 1e-5 and 2^-8.
+// Routed ops (linear with bf16/nf4 weights, sdpa) also report which kernel served them (cuda.routeCounts) and
+// assert it: a shape the fluxk kernels accept must run on them, so a silent fallback to the portable kernel
+// fails here instead of passing as correct-but-slow.
 // Without a GPU every case is skipped with the reason printed; FLUXLAB_REQUIRE_GPU=1 turns that into failures.
 // A summary table is printed at the end (and written to $FLUXLAB_BACKEND_OPS_LOG when set).
 import assert from 'node:assert/strict';
@@ -11,9 +20,11 @@ import { ops } from './ops';
 import { tidy } from './scope';
 import { Generator, NF4Tensor, Tensor } from './tensor';
 import type { DType } from './types';
+import { buildInfo } from './index';
 import { gpuOrSkip, nmse, product, randn } from './testing/helpers';
 
 const LIMIT: Record<string, number> = { float32: 1e-9, bfloat16: 5e-4, float16: 1e-5 };
+const MAX_REL: Record<string, number> = { float32: 1e-4, bfloat16: 2 ** -5, float16: 2 ** -8 };
 const FLOATS: DType[] = ['float32', 'bfloat16', 'float16'];
 
 interface Row {
@@ -22,6 +33,10 @@ interface Row {
   err: number;
   limit: number;
   ok: boolean;
+  /** max|gpu−cpu| / max|cpu| */
+  maxRel?: number;
+  /** the kernel that served a routed op */
+  route?: string;
 }
 const rows: Row[] = [];
 
@@ -29,7 +44,10 @@ after(() => {
   if (rows.length === 0) return;
   const failed = rows.filter((r) => !r.ok);
   const lines = rows.map(
-    (r) => `${r.ok ? 'OK  ' : 'FAIL'} ${r.op.padEnd(58)} ${r.dtype.padEnd(9)} err ${r.err.toExponential(2)} (limit ${r.limit.toExponential(0)})`,
+    (r) =>
+      `${r.ok ? 'OK  ' : 'FAIL'} ${r.op.padEnd(58)} ${r.dtype.padEnd(9)} err ${r.err.toExponential(2)} (limit ${r.limit.toExponential(0)})` +
+      (r.maxRel === undefined ? '' : ` max ${r.maxRel.toExponential(2)}`) +
+      (r.route === undefined ? '' : ` [${r.route}]`),
   );
   const summary = `backend-ops: ${rows.length - failed.length}/${rows.length} comparisons passed`;
   if (process.env.FLUXLAB_BACKEND_OPS_LOG) writeFileSync(process.env.FLUXLAB_BACKEND_OPS_LOG, [...lines, summary, ''].join('\n'));
@@ -42,21 +60,43 @@ function pair(shape: number[], seed: number, dtype: DType = 'float32', scale = 1
   return [cpu, cpu.to('cuda')];
 }
 
-function check(op: string, dtype: string, cpu: Tensor, gpu: Tensor, limit = LIMIT[dtype] ?? 0): void {
+/** max|a−b| / max|b| (0 when both are all zero; Infinity on NaN mismatch). */
+function maxRelError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (Number.isNaN(a[i]) !== Number.isNaN(b[i])) return Infinity;
+    if (Number.isNaN(a[i])) continue;
+    worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return scale === 0 ? (worst === 0 ? 0 : Infinity) : worst / scale;
+}
+
+function check(op: string, dtype: string, cpu: Tensor, gpu: Tensor, limit = LIMIT[dtype] ?? 0, route?: string): void {
   assert.equal(gpu.device.startsWith('cuda'), true, `${op}: result not on the GPU`);
   assert.deepEqual(gpu.shape, cpu.shape, `${op}: shapes differ`);
   assert.equal(gpu.dtype, cpu.dtype, `${op}: dtypes differ`);
   const g = gpu.toArray();
   const c = cpu.toArray();
   let err: number;
+  let maxRel: number | undefined;
   if (g instanceof BigInt64Array || c instanceof BigInt64Array) {
     err = g.every((v, i) => v === c[i]) ? 0 : Infinity;
+  } else if (limit === 0) {
+    err = g.every((v, i) => Object.is(v, c[i]) || v === c[i]) ? 0 : Infinity;
   } else {
-    err = limit === 0 ? (g.every((v, i) => Object.is(v, c[i]) || v === c[i]) ? 0 : Infinity) : nmse(g as ArrayLike<number>, c as ArrayLike<number>);
+    err = nmse(g as ArrayLike<number>, c as ArrayLike<number>);
+    maxRel = maxRelError(g as ArrayLike<number>, c as ArrayLike<number>);
   }
-  const ok = err <= limit;
-  rows.push({ op, dtype, err, limit, ok });
-  assert.ok(ok, `${op} ${dtype}: error ${err} exceeds ${limit}`);
+  const maxLimit = MAX_REL[dtype] ?? Infinity;
+  const ok = err <= limit && (maxRel === undefined || maxRel <= maxLimit);
+  rows.push({ op, dtype, err, limit, ok, maxRel, route });
+  assert.ok(err <= limit, `${op} ${dtype}: error ${err} exceeds ${limit}${route ? ` (kernel: ${route})` : ''}`);
+  assert.ok(
+    maxRel === undefined || maxRel <= maxLimit,
+    `${op} ${dtype}: worst element off by ${maxRel} of the largest value (limit ${maxLimit})${route ? ` (kernel: ${route})` : ''}`,
+  );
 }
 
 /** Runs `f` on CPU and GPU inputs and compares. */
@@ -390,4 +430,469 @@ describe('backend-ops: NF4 quantization and random numbers', () => {
       check('randn (bf16 on cuda)', 'bfloat16', c.to({ dtype: 'bfloat16' }), g, 0);
     });
   });
+});
+
+// ---- issue 5: the fluxk routes, the fused ops, device randn -------------------------------------------------
+
+/** The route names of native/src/cuda/fluxk_routes.cpp. */
+const ROUTE = {
+  linear: { sm90: 'linear bf16: fluxk sm90 (wgmma)', sm80: 'linear bf16: fluxk sm80 (mma.sync)', portable: 'linear: portable' },
+  nf4: {
+    sm90: 'linear nf4: fluxk sm90 (wgmma)',
+    sm80: 'linear nf4: fluxk sm80 (mma.sync)',
+    gemv: 'linear nf4: fluxk gemv (M<=16)',
+    portable: 'linear nf4: portable',
+  },
+  sdpa: { sm90: 'sdpa: fluxk sm90 (wgmma)', sm80: 'sdpa: fluxk sm80 (mma.sync)', portable: 'sdpa: portable' },
+} as const;
+
+let hopper: boolean | undefined;
+/** sm_90 device and an addon built with sm_90a: the wgmma kernels must serve. */
+function onHopper(): boolean {
+  if (hopper === undefined) {
+    const p = cuda.deviceProperties(0);
+    hopper = p.major === 9 && p.minor === 0 && buildInfo().cudaArchs.split(',').includes('sm_90a');
+    console.log(`backend-ops: ${p.name} sm_${p.major}${p.minor}, addon ${buildInfo().cudaArchs}: fluxk ${hopper ? 'sm90 (wgmma)' : 'sm80 (mma.sync)'} kernels expected`);
+  }
+  return hopper;
+}
+
+/** Runs a GPU op and returns its result with the one route it took (asserted to be `expected`). */
+function routed(expected: string, op: string, f: () => Tensor): { out: Tensor; route: string } {
+  const before = cuda.routeCounts();
+  const out = f();
+  const after = cuda.routeCounts();
+  const taken = Object.keys(after).filter((k) => after[k] !== (before[k] ?? 0));
+  const route = taken.join(' + ') || 'none';
+  assert.equal(route, expected, `${op}: expected kernel '${expected}', ran '${route}'`);
+  return { out, route };
+}
+
+/** Random input drawn on the CPU (Philox, fast for Flux-size tensors) and the same values on the GPU. */
+function bigPair(shape: number[], seed: number, dtype: DType, std = 1): [Tensor, Tensor] {
+  const cpu = Tensor.randn(shape, { seed, std, dtype });
+  return [cpu, cpu.to('cuda')];
+}
+
+/** CPU op, GPU op (route asserted), compare. */
+function routedBoth(op: string, dtype: string, expected: string, inputs: [Tensor, Tensor][], f: (...xs: Tensor[]) => Tensor, limit?: number): void {
+  const c = f(...inputs.map((p) => p[0]));
+  const { out, route } = routed(expected, op, () => f(...inputs.map((p) => p[1])));
+  check(op, dtype, c, out, limit, route);
+}
+
+type Epi = 'none' | 'gelu' | 'gate+residual' | 'gate' | 'residual' | 'gelu+gate+residual';
+
+/** linear with epilogue `epi` on x [B,L,K] (gate [B,1,N], residual [B,L,N]). */
+function linearCase(
+  label: string,
+  dtype: DType,
+  [B, L, K, N]: number[],
+  epi: Epi,
+  weight: (dev: 0 | 1) => Tensor,
+  expected: string,
+  seed: number,
+): void {
+  tidy(() => {
+    const x = bigPair([B, L, K], seed, dtype);
+    const b = bigPair([N], seed + 1, dtype, 0.1);
+    const g = bigPair([B, 1, N], seed + 2, dtype);
+    const r = bigPair([B, L, N], seed + 3, dtype);
+    const opts = (i: 0 | 1) => ({
+      activation: epi.includes('gelu') ? ('gelu_tanh' as const) : undefined,
+      gate: epi.includes('gate') ? g[i] : undefined,
+      residual: epi.includes('residual') ? r[i] : undefined,
+    });
+    const c = ops.linear(x[0], weight(0), b[0], opts(0));
+    const { out, route } = routed(expected, label, () => ops.linear(x[1], weight(1), b[1], opts(1)));
+    check(`${label} [${B},${L},${K}]x[${N},${K}] ${epi}`, dtype, c, out, undefined, route);
+  });
+}
+
+describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
+  // [B, L, K, N]: M = B·L; K, N multiples of 8 (fluxk) or not (portable)
+  const shapes: number[][] = [
+    [1, 1, 64, 64],
+    [3, 1, 128, 72],
+    [7, 11, 320, 200],
+    [3, 111, 256, 136],
+    [1, 5, 77, 64],
+    [7, 11, 64, 77],
+  ];
+  for (const dtype of FLOATS) {
+    it(`linear ${dtype} weights with every epilogue, awkward shapes`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      for (const [i, [B, L, K, N]] of shapes.entries()) {
+        const w = bigPair([N, K], 100 + i, dtype, 1 / Math.sqrt(K));
+        const eligible = dtype === 'bfloat16' && K % 8 === 0 && N % 8 === 0;
+        for (const epi of ['none', 'gelu', 'gate+residual', 'gate', 'residual', 'gelu+gate+residual'] as Epi[]) {
+          // fluxk's epilogues: bias, gelu_tanh, or gate+residual (a missing term is supplied) — not gelu with a gate
+          const fluxk = eligible && epi !== 'gelu+gate+residual';
+          const expected = fluxk ? (onHopper() ? ROUTE.linear.sm90 : ROUTE.linear.sm80) : ROUTE.linear.portable;
+          linearCase('linear', dtype, [B, L, K, N], epi, (d) => w[d], expected, 10 * i);
+        }
+        w[0].dispose();
+        w[1].dispose();
+      }
+    });
+  }
+
+  it('linear bfloat16 at the Flux transformer sizes (1024²: 4096 + 512 tokens)', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const fluxk = () => (onHopper() ? ROUTE.linear.sm90 : ROUTE.linear.sm80);
+    const cases: [string, number[], Epi][] = [
+      ['attn.to_q', [1, 4608, 3072, 3072], 'none'],
+      ['ff.net.0.proj (GELU)', [1, 4608, 3072, 12288], 'gelu'],
+      ['ff.net.2 (gate, residual)', [1, 4608, 12288, 3072], 'gate+residual'],
+      ['single proj_out (gate, residual)', [1, 4608, 15360, 3072], 'gate+residual'],
+      ['context qkv', [1, 512, 3072, 9216], 'none'],
+      ['norm1.linear (modulation, M=1)', [1, 1, 3072, 18432], 'none'],
+    ];
+    for (const [i, [name, [B, L, K, N], epi]] of cases.entries()) {
+      const w = bigPair([N, K], 200 + i, 'bfloat16', 1 / Math.sqrt(K));
+      linearCase(`linear ${name}`, 'bfloat16', [B, L, K, N], epi, (d) => w[d], fluxk(), 300 + 10 * i);
+      w[0].dispose();
+      w[1].dispose();
+    }
+  });
+
+  it('linear with NF4 weights, x bfloat16: gemv (M ≤ 16), fluxk GEMM, portable fallbacks', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const big = () => (onHopper() ? ROUTE.nf4.sm90 : ROUTE.nf4.sm80);
+    // [B, L, K, N, epilogue]
+    const cases: [number[], Epi][] = [
+      [[1, 1, 128, 96], 'none'],
+      [[3, 1, 256, 136], 'gate+residual'],
+      [[1, 16, 128, 96], 'gelu'],
+      [[1, 17, 128, 96], 'gelu'],
+      [[7, 11, 256, 136], 'none'],
+      [[3, 111, 128, 200], 'gate+residual'],
+      [[1, 5, 128, 77], 'none'],
+      [[1, 77, 96, 64], 'none'],
+      [[1, 1, 3072, 18432], 'none'],
+      [[1, 4608, 3072, 12288], 'gelu'],
+      [[1, 4608, 12288, 3072], 'gate+residual'],
+      [[1, 512, 4096, 10240], 'none'],
+    ];
+    for (const [i, [[B, L, K, N], epi]] of cases.entries()) {
+      for (const doubleQuant of [false, true]) {
+        if (K * N > 1 << 24 && doubleQuant !== (i % 2 === 1)) continue; // Flux-size weights once: plain or double quant
+        const dense = Tensor.randn([N, K], { seed: 400 + i, std: 0.02, device: 'cuda', dtype: 'bfloat16' });
+        const qg = ops.nf4Quantize(dense, { doubleQuant });
+        dense.dispose();
+        const qc = qg.to('cpu') as NF4Tensor;
+        const M = B * L;
+        const fluxk = K % 64 === 0 && N % 8 === 0;
+        const expected = !fluxk ? ROUTE.nf4.portable : M <= 16 ? ROUTE.nf4.gemv : big();
+        linearCase(`linear nf4${doubleQuant ? ' dq' : ''}`, 'bfloat16', [B, L, K, N], epi, (d) => (d === 0 ? qc : qg), expected, 500 + 10 * i);
+        qg.dispose();
+        qc.dispose();
+      }
+    }
+  });
+
+  it('NF4Tensor.concatRows (fused QKV) on the GPU computes what the CPU computes', (t) => {
+    if (!gpuOrSkip(t)) return;
+    tidy(() => {
+      const parts = [0, 1, 2].map((i) => ops.nf4Quantize(Tensor.randn([3072, 3072], { seed: 600 + i, std: 0.02, device: 'cuda' }), { doubleQuant: i === 1 }));
+      const fused = NF4Tensor.concatRows(parts);
+      const fusedCpu = fused.to('cpu') as NF4Tensor;
+      check('nf4 absmax decode (double quant)', 'float32', ops.nf4Dequantize(parts[1].to('cpu') as NF4Tensor), ops.nf4Dequantize(parts[1]), 0);
+      const x = bigPair([1, 333, 3072], 610, 'bfloat16');
+      routedBoth('linear nf4 concatRows [333,3072]x[9216,3072]', 'bfloat16', onHopper() ? ROUTE.nf4.sm90 : ROUTE.nf4.sm80, [x], (a) =>
+        ops.linear(a, a.device === 'cpu' ? fusedCpu : fused),
+      );
+    });
+  });
+});
+
+describe('backend-ops: attention in [B,L,H,D] and the fluxk kernels', () => {
+  for (const dtype of FLOATS) {
+    it(`sdpa layout BLHD ${dtype}`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      // [B, Lq, Lk, H, D]
+      const cases: number[][] = [
+        [1, 1, 1, 1, 128],
+        [2, 77, 333, 3, 128],
+        [1, 200, 200, 4, 64],
+        [2, 13, 29, 2, 40],
+        [1, 1536, 1536, 24, 128],
+      ];
+      for (const [i, [B, Lq, Lk, H, D]] of cases.entries()) {
+        tidy(() => {
+          const q = bigPair([B, Lq, H, D], 700 + i, dtype);
+          const k = bigPair([B, Lk, H, D], 710 + i, dtype);
+          const v = bigPair([B, Lk, H, D], 720 + i, dtype);
+          const fluxk = dtype === 'bfloat16' && D === 128;
+          const expected = fluxk ? (onHopper() ? ROUTE.sdpa.sm90 : ROUTE.sdpa.sm80) : ROUTE.sdpa.portable;
+          routedBoth(`sdpa BLHD B${B} Lq${Lq} Lk${Lk} H${H} D${D}`, dtype, expected, [q, k, v], (a, b, c) => ops.sdpa(a, b, c, { layout: 'BLHD' }));
+          if (i === 1) {
+            // a mask keeps the portable kernel (fluxk has no mask); strided [B,L,H,D] reads there too
+            const pad = Tensor.fromArray(Array.from({ length: B * Lk }, (_, j) => (j % Lk < 300 ? 1 : 0)), [B, Lk], { dtype: 'uint8' });
+            routedBoth(`sdpa BLHD + key padding B${B} Lq${Lq} Lk${Lk}`, dtype, ROUTE.sdpa.portable, [q, k, v, [pad, pad.to('cuda')]], (a, b, c, m) =>
+              ops.sdpa(a, b, c, { layout: 'BLHD', mask: m }),
+            );
+          }
+        });
+      }
+    });
+  }
+
+  it('sdpa bfloat16 at the Flux size (1024²: 24 heads x 4608 tokens x 128), both layouts', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const expected = onHopper() ? ROUTE.sdpa.sm90 : ROUTE.sdpa.sm80;
+    tidy(() => {
+      const q = bigPair([1, 4608, 24, 128], 800, 'bfloat16');
+      const k = bigPair([1, 4608, 24, 128], 801, 'bfloat16');
+      const v = bigPair([1, 4608, 24, 128], 802, 'bfloat16');
+      routedBoth('sdpa BLHD Flux 1024²', 'bfloat16', expected, [q, k, v], (a, b, c) => ops.sdpa(a, b, c, { layout: 'BLHD' }));
+    });
+    tidy(() => {
+      const q = bigPair([1, 24, 4608, 128], 803, 'bfloat16');
+      const k = bigPair([1, 24, 4608, 128], 804, 'bfloat16');
+      const v = bigPair([1, 24, 4608, 128], 805, 'bfloat16');
+      routedBoth('sdpa BHLD Flux 1024²', 'bfloat16', expected, [q, k, v], (a, b, c) => ops.sdpa(a, b, c));
+    });
+  });
+});
+
+describe('backend-ops: fused norms, timestep embedding, device randn', () => {
+  for (const dtype of FLOATS) {
+    it(`layerNormModulate ${dtype}`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      // [B, L, C] with per-batch, [B,D] and shared parameters; C up to 4096 stays in registers, 5000 does not
+      const cases: [number[], 'B1D' | 'BD' | 'D'][] = [
+        [[2, 333, 1], 'B1D'],
+        [[2, 5, 3], 'BD'],
+        [[3, 77, 77], 'B1D'],
+        [[2, 33, 3072], 'BD'],
+        [[1, 9, 4096], 'D'],
+        [[2, 7, 5000], 'B1D'],
+        [[1, 4608, 3072], 'B1D'],
+      ];
+      for (const [i, [[B, L, C], kind]] of cases.entries()) {
+        tidy(() => {
+          const pshape = kind === 'B1D' ? [B, 1, C] : kind === 'BD' ? [B, C] : [C];
+          const x = bigPair([B, L, C], 900 + i, dtype, 3);
+          const sh = bigPair(pshape, 910 + i, dtype);
+          const sc = bigPair(pshape, 920 + i, dtype, 0.5);
+          both(`layerNormModulate [${B},${L},${C}] shift/scale ${kind}`, dtype, [x, sh, sc], (a, b, c) => ops.layerNormModulate(a, b, c, 1e-6));
+        });
+      }
+    });
+
+    it(`qkNormRope ${dtype}`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      const cases: number[][] = [
+        [1, 3, 2, 2],
+        [2, 77, 3, 64],
+        [1, 5, 1, 200],
+        [1, 5, 2, 256],
+        [1, 3, 1, 512],
+        [1, 4608, 24, 128],
+      ];
+      for (const [i, [B, L, H, D]] of cases.entries()) {
+        tidy(() => {
+          const x = bigPair([B, L, H, D], 1000 + i, dtype, 2);
+          const w = bigPair([D], 1010 + i, dtype);
+          const ang = Tensor.randn([L, D / 2], { seed: 1020 + i });
+          const a = ang.toArray() as Float32Array;
+          const cosv = new Float32Array(L * D);
+          const sinv = new Float32Array(L * D);
+          for (let j = 0; j < a.length; j++) {
+            cosv[2 * j] = cosv[2 * j + 1] = Math.cos(a[j]);
+            sinv[2 * j] = sinv[2 * j + 1] = Math.sin(a[j]);
+          }
+          const tableDtype: DType = i % 2 === 0 ? 'float32' : dtype;
+          const c = Tensor.fromArray(cosv, [L, D], { dtype: tableDtype });
+          const s = Tensor.fromArray(sinv, [L, D], { dtype: tableDtype });
+          both(`qkNormRope [${B},${L},${H},${D}] tables ${tableDtype}`, dtype, [x, w, [c, c.to('cuda')], [s, s.to('cuda')]], (xx, ww, cc, ss) =>
+            ops.qkNormRope(xx, ww, cc, ss, 1e-6),
+          );
+        });
+      }
+    });
+  }
+
+  it('timestepEmbedding', (t) => {
+    if (!gpuOrSkip(t)) return;
+    for (const [B, dim, flip, shift] of [
+      [1, 256, true, 0],
+      [3, 7, false, 1],
+      [77, 256, true, 0],
+      [2, 1, true, 0],
+    ] as [number, number, boolean, number][]) {
+      for (const tdtype of ['float32', 'bfloat16'] as DType[]) {
+        tidy(() => {
+          const tv = Array.from({ length: B }, (_, i) => (i * 997.3) % 1000);
+          const tc = Tensor.fromArray(tv, [B], { dtype: tdtype });
+          both(`timestepEmbedding B${B} dim ${dim} flip ${flip} shift ${shift} (t ${tdtype})`, 'float32', [[tc, tc.to('cuda')]], (x) =>
+            ops.timestepEmbedding(x, dim, { flipSinToCos: flip, downscaleFreqShift: shift }),
+          );
+        });
+      }
+    }
+  });
+
+  it('Tensor.randn with a seed: the GPU draws what the CPU draws', (t) => {
+    if (!gpuOrSkip(t)) return;
+    for (const dtype of FLOATS) {
+      for (const shape of [[1], [3], [77, 3], [4096, 3073]]) {
+        tidy(() => {
+          const c = Tensor.randn(shape, { seed: 1234, dtype, mean: 0.5, std: 2 });
+          const g = Tensor.randn(shape, { seed: 1234, dtype, mean: 0.5, std: 2, device: 'cuda' });
+          check(`randn seed [${shape}] mean 0.5 std 2`, dtype, c, g);
+        });
+      }
+    }
+  });
+});
+
+// The VAE decoder's and the text encoders' kernels (src/sm80/vae_t5.h) at their real sizes and awkward ones. Each
+// GPU call must also have taken its fluxk route (cuda.routeCounts()), so that a case the kernels decline and the
+// portable kernel computes cannot pass for them.
+describe('backend-ops: VAE and text-encoder kernels', () => {
+  const CONV = 'conv2d: fluxk implicit GEMM (mma.sync)';
+  const D64 = 'sdpa: fluxk head_dim 64 + bias/mask (mma.sync)';
+  const WIDE = 'sdpa: fluxk wide head (GEMM + softmax)';
+
+  function bothRouted(op: string, dtype: string, inputs: [Tensor, Tensor][], f: (...xs: Tensor[]) => Tensor, route: string | null, limit?: number): void {
+    const c = f(...inputs.map((p) => p[0]));
+    cuda.resetRouteCounts();
+    const g = f(...inputs.map((p) => p[1]));
+    const counts = cuda.routeCounts();
+    check(op, dtype, c, g, limit);
+    if (route) {
+      const taken = Object.entries(counts).filter(([, n]) => n > 0).map(([name, n]) => `${name}: ${n}`);
+      assert.ok((counts[route] ?? 0) >= 1, `${op} ${dtype}: expected route '${route}', took ${taken.join(', ') || 'none'}`);
+    }
+  }
+
+  for (const dtype of ['bfloat16', 'float16'] as DType[]) {
+    const full = dtype === 'bfloat16';  // the largest shapes once, in the decoder's own dtype
+
+    it(`conv2d tensor cores ${dtype}: decoder shapes, odd channels, upsample fused`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      // [x shape, w shape, stride, padding, upsample]
+      const cases: [number[], number[], number, number, boolean][] = [
+        [[1, 16, 64, 64], [512, 16, 3, 3], 1, 1, false], // conv_in (16 latent channels)
+        [[1, 512, 32, 32], [512, 512, 3, 3], 1, 1, false], // mid block / up_blocks.0 resnet conv
+        [[1, 512, 32, 32], [512, 512, 3, 3], 1, 1, true], // up_blocks.0 upsampler (nearest 2x fused)
+        [[1, 512, 48, 40], [256, 512, 3, 3], 1, 1, false], // up_blocks.2 resnets.0 conv1
+        [[1, 512, 40, 24], [256, 512, 1, 1], 1, 0, false], // conv_shortcut 512 -> 256
+        [[1, 256, 32, 48], [256, 256, 3, 3], 1, 1, true], // up_blocks.2 upsampler
+        [[1, 256, 64, 64], [128, 256, 3, 3], 1, 1, false], // up_blocks.3 resnets.0 conv1
+        [[1, 128, 64, 64], [3, 128, 3, 3], 1, 1, false], // conv_out (3 channels: the narrow tile)
+        [[2, 77, 13, 11], [77, 77, 3, 3], 1, 1, false], // odd channels, pixels not a multiple of the tile
+        [[1, 3, 17, 19], [5, 3, 3, 3], 1, 1, false], // 3 input channels (padded to 8)
+        [[2, 40, 15, 15], [24, 40, 3, 3], 2, 1, false], // stride 2
+        [[1, 24, 7, 9], [36, 24, 3, 3], 1, 1, true], // upsample with odd sizes
+        [[3, 8, 5, 5], [130, 8, 5, 5], 1, 2, false], // 5x5 kernel, cout past one 128 tile
+      ];
+      if (full) cases.push([[1, 512, 128, 128], [512, 512, 3, 3], 1, 1, false]); // the mid block at 1024² (77 GFLOP)
+      for (const [xs, ws, stride, padding, up] of cases) {
+        tidy(() => {
+          const x = pair(xs, 11, dtype);
+          const w = pair(ws, 12, dtype, 1 / Math.sqrt(ws[1] * ws[2] * ws[3]));
+          const b = pair([ws[0]], 13, dtype);
+          const upsample = up ? ('nearest2x' as const) : undefined;
+          bothRouted(`conv2d x[${xs}] w[${ws}] s${stride} p${padding}${up ? ' up2x' : ''}`, dtype, [x, w, b],
+            (a, ww, bb) => ops.conv2d(a, ww, bb, { stride, padding, upsample }), CONV);
+        });
+      }
+      tidy(() => {
+        // no bias, and an input that is a view at an odd element offset (scalar transpose loads)
+        const n = 2 * 24 * 9 * 11;
+        const x = pair([n + 1], 14, dtype);
+        const view = (v: Tensor): Tensor => ops.slice(v, 0, 1, n + 1).reshape([2, 24, 9, 11]);
+        const w = pair([40, 24, 3, 3], 15, dtype, 0.07);
+        bothRouted('conv2d offset view, no bias', dtype, [x, w], (a, ww) => ops.conv2d(view(a), ww, null, { padding: 1 }), CONV);
+      });
+    });
+
+    it(`groupNorm (+SiLU) ${dtype}: decoder sizes and odd groups`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      const cases: [number[], number, boolean][] = [
+        [[1, 512, 128, 128], 32, true],
+        [[1, 512, 128, 128], 32, false],
+        [[1, 256, 64, 96], 32, true],
+        [[2, 77, 9, 13], 7, true], // spatial not a multiple of the 16-byte vector
+        [[1, 12, 1, 20001], 3, true], // several chunks per group, ragged tail
+        [[3, 6, 1, 1], 2, true],
+      ];
+      if (full) cases.push([[1, 128, 512, 512], 32, true]); // 32M values: 64 chunks per group
+      for (const [shape, groups, silu] of cases) {
+        tidy(() => {
+          const x = pair(shape, shape[1] + 5, dtype, 2);
+          const w = pair([shape[1]], 21, 'float32');
+          const b = pair([shape[1]], 22, 'float32');
+          bothRouted(`groupNorm${silu ? '+silu' : ''} [${shape}] G=${groups}`, dtype, [x, w, b],
+            (a, ww, bb) => ops.groupNorm(a, groups, ww, bb, 1e-6, { silu }), null);
+        });
+      }
+    });
+
+    it(`sdpa head_dim 64 with bias / masks ${dtype} (T5, CLIP)`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      tidy(() => {
+        // T5-XXL: 64 heads, 512 tokens, relative position bias [1,H,L,L], scale 1 (bias in float32 and in the dtype)
+        const [H, L] = [64, 512];
+        const q = pair([1, H, L, 64], 31, dtype, 0.5);
+        const k = pair([1, H, L, 64], 32, dtype, 0.5);
+        const v = pair([1, H, L, 64], 33, dtype);
+        const bias = pair([1, H, L, L], 34, 'float32', 3);
+        bothRouted('sdpa T5 [1,64,512,64] + bias f32, scale 1', dtype, [q, k, v, bias], (a, b, c, bb) => ops.sdpa(a, b, c, { bias: bb, scale: 1 }), D64);
+        const biasT = pair([1, H, L, L], 35, dtype, 3);
+        bothRouted(`sdpa T5 + bias ${dtype}`, dtype, [q, k, v, biasT], (a, b, c, bb) => ops.sdpa(a, b, c, { bias: bb, scale: 1 }), D64);
+        const keep = Tensor.fromArray(Array.from({ length: L }, (_, i) => (i < 300 ? 1 : 0)), [1, L], { dtype: 'uint8' });
+        bothRouted('sdpa T5 + bias + key padding mask', dtype, [q, k, v, bias, [keep, keep.to('cuda')]],
+          (a, b, c, bb, m) => ops.sdpa(a, b, c, { bias: bb, mask: m, scale: 1 }), D64);
+      });
+      tidy(() => {
+        // BLHD operands (the projections' layout), batch 2, broadcast bias
+        const q = pair([2, 77, 12, 64], 36, dtype);
+        const k = pair([2, 77, 12, 64], 37, dtype);
+        const v = pair([2, 77, 12, 64], 38, dtype);
+        const bias = pair([1, 12, 77, 77], 39, 'float32');
+        bothRouted('sdpa BLHD [2,77,12,64] + bias', dtype, [q, k, v, bias],
+          (a, b, c, bb) => ops.sdpa(a, b, c, { bias: bb, layout: 'BLHD' }), D64);
+        // CLIP: causal mask as int64 [1,1,L,L], Lq != Lk tails, a fully masked row
+        const [Lq, Lk] = [77, 33];
+        const causal = Tensor.fromArray(Array.from({ length: Lq * Lk }, (_, i) => (i % Lk <= Math.floor(i / Lk) - 1 ? 1 : 0)), [1, 1, Lq, Lk], { dtype: 'int64' });
+        const qc = pair([3, 5, Lq, 64], 40, dtype);
+        const kc = pair([3, 5, Lk, 64], 41, dtype);
+        const vc = pair([3, 5, Lk, 64], 42, dtype);
+        bothRouted('sdpa causal int64 mask, Lq 77 Lk 33, row 0 fully masked', dtype, [qc, kc, vc, [causal, causal.to('cuda')]],
+          (a, b, c, m) => ops.sdpa(a, b, c, { mask: m }), D64);
+      });
+    });
+
+    it(`sdpa wide heads ${dtype} (the VAE mid block)`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      const cases: [number, number, number, number, number][] = [
+        [1, 1, 4096, 4096, 512], // the mid block at 512² (1024² below, bfloat16)
+        [1, 1, 1000, 777, 512], // tails: Lk not a multiple of 8 (padded), query chunk tail
+        [2, 3, 130, 65, 264], // batch and heads, head dim 264
+        [1, 2, 33, 65, 256],
+      ];
+      if (full) cases.unshift([1, 1, 16384, 16384, 512]); // the mid block at 1024²: 550 GFLOP
+      for (const [B, H, Lq, Lk, D] of cases) {
+        tidy(() => {
+          const q = pair([B, H, Lq, D], 51, dtype);
+          const k = pair([B, H, Lk, D], 52, dtype);
+          const v = pair([B, H, Lk, D], 53, dtype);
+          bothRouted(`sdpa wide B${B} H${H} Lq${Lq} Lk${Lk} D${D}`, dtype, [q, k, v], (a, b, c) => ops.sdpa(a, b, c), WIDE);
+        });
+      }
+      tidy(() => {
+        const q = pair([1, 2, 70, 256], 54, dtype);
+        const k = pair([1, 2, 90, 256], 55, dtype);
+        const v = pair([1, 2, 90, 256], 56, dtype);
+        const bias = pair([1, 2, 70, 90], 57, 'float32');
+        const keep = Tensor.fromArray(Array.from({ length: 90 }, (_, i) => (i % 7 === 3 ? 0 : 1)), [1, 90], { dtype: 'uint8' });
+        bothRouted('sdpa wide + bias + mask', dtype, [q, k, v, bias, [keep, keep.to('cuda')]],
+          (a, b, c, bb, m) => ops.sdpa(a, b, c, { bias: bb, mask: m, scale: 0.3 }), WIDE);
+      });
+    });
+  }
 });
