@@ -62,6 +62,6 @@ for suite in "${suites[@]}"; do
   echo "== $suite"
   grep -E "^# (tests|pass|fail|skipped|duration)" "$OUT/$suite.log"
   grep -E "^not ok|^    not ok|error:" "$OUT/$suite.log" | head -40
-  grep -E "^# (device 0|backend-ops|GPU tests)" "$OUT/$suite.log"
+  grep -E "^# (device 0|backend-ops|GPU tests|graph:)" "$OUT/$suite.log"
 done
 exit $failed
