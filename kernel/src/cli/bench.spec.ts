@@ -122,6 +122,12 @@ describe('fluxlab bench on the CPU (embedded tiny pipeline)', () => {
     assert.deepEqual([report.components[6].width, report.components[6].height], [32, 32]);
   });
 
+  it('refuses FLUX.1-dev\'s full size on the CPU (exit 1, with the reason)', () => {
+    const run = fluxlab(['--random-weights', 'flux1-dev', '--device', 'cpu']);
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /flux1-dev on the CPU would draw 17 billion/);
+  });
+
   it('exits 2 with the usage on bad arguments', () => {
     const run = fluxlab(['--configs', 'bf16:eager:group']);
     assert.equal(run.status, 2);

@@ -397,6 +397,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   const device: Device = args.device ?? (cuda.isAvailable() ? 'cuda' : 'cpu');
   if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${device}: CUDA is unavailable: ${cuda.unavailableReason()}`);
+  if (device === 'cpu' && args.randomWeights === 'flux1-dev') {
+    throw new Error('--random-weights flux1-dev on the CPU would draw 17 billion float32 parameters (~68 GB) and run for hours; use a CUDA device, or tiny-flux');
+  }
   const source = sourceOf(args);
   const env = environment(device);
   const notes = [

@@ -102,7 +102,8 @@ export class GraphCache<I extends GraphInputs> {
         captured = (cuda as unknown as CaptureApi).captureGraph(() => this.forward(statics as I), { device: deviceIndex(this.device), tag: this.tag });
       } catch (err) {
         for (const t of Object.values(statics)) t.dispose();
-        throw err;
+        const e = err as Error & { code?: string };
+        throw Object.assign(new Error(`compile(): capturing the forward for ${key} failed: ${e.message}`), { code: e.code, cause: err });
       }
       const captureMs = performance.now() - start;
       const output = keep(captured.result);
