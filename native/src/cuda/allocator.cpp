@@ -169,7 +169,12 @@ class DeviceCache {
     }
     DeviceGuard guard(device_);
     size_t free = 0, total = 0;
-    check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    // not stream-ordered, so a capture would refuse it: statistics read during a capture are not part of it
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    if (active_pool_ != 0) cudaThreadExchangeStreamCaptureMode(&mode);
+    const cudaError_t err = cudaMemGetInfo(&free, &total);
+    if (active_pool_ != 0) cudaThreadExchangeStreamCaptureMode(&mode);
+    check(err, "cudaMemGetInfo");
     out.free = int64_t(free);
     out.total = int64_t(total);
     return out;

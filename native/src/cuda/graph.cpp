@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../core/gpu.h"
+#include "../sm90/tensor_map.h"
 #include "allocator.h"
 #include "check.h"
 
@@ -101,6 +102,8 @@ void* graph_capture_begin(int device) {
   FL_CHECK(!capturing(device), "cuda.captureGraph: cuda:", device,
            " is already capturing a graph (captures do not nest)");
   cuda::DeviceGuard guard(device);
+  // The TMA kernels look the driver's tensor-map encoder up on first use: do it now, not inside the capture.
+  fluxk::sm90::encode_tiled_fn();
   auto* g = new Graph;
   g->device = device;
   try {
@@ -133,8 +136,9 @@ void graph_capture_end(void* handle) {
          kErrCuda);
   }
   cuda::check(cudaGraphInstantiate(&g->exec, g->graph, 0), "cuda.captureGraph: instantiating the graph");
-  // Uploading now moves the one-time setup cost out of the first replay.
+  // Uploading now moves the one-time setup cost out of the first replay (which may run on another stream).
   cuda::check(cudaGraphUpload(g->exec, g->stream), "cuda.captureGraph: uploading the graph");
+  cuda::check(cudaStreamSynchronize(g->stream), "cuda.captureGraph: uploading the graph");
 }
 
 void graph_capture_abort(void* handle) noexcept {
