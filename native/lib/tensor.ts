@@ -508,6 +508,8 @@ export class NF4Tensor extends Tensor {
     }
     const bind = binding();
     const decoded: NativeTensor[] = [];
+    const made: NativeTensor[] = [];
+    const keep = (t: NativeTensor): NativeTensor => (made.push(t), t);
     try {
       const absmax = parts.map((p) => {
         const nf4 = p.nf4Handle(what);
@@ -517,12 +519,12 @@ export class NF4Tensor extends Tensor {
         return a;
       });
       const desc: NativeNF4 = {
-        packed: bind.concat(parts.map((p) => p.nf4Handle(what).packed), 0),
-        quantMap: bind.to(first.nf4Handle(what).quantMap, first.device, 'float32', false, false),
+        packed: keep(bind.concat(parts.map((p) => p.nf4Handle(what).packed), 0)),
+        quantMap: keep(bind.to(first.nf4Handle(what).quantMap, first.device, 'float32', false, false)),
         rows: parts.reduce((n, p) => n + p.shape[0], 0),
         cols: K,
         blocksize: first.blocksize,
-        absmax: bind.concat(absmax, 0),
+        absmax: keep(bind.concat(absmax, 0)),
         absmaxCodes: null,
         nestedAbsmax: null,
         nestedQuantMap: null,
@@ -531,6 +533,9 @@ export class NF4Tensor extends Tensor {
         standardCodes: true,
       };
       return new NF4Tensor(desc, first.originalDtype);
+    } catch (err) {
+      for (const t of made) t.dispose();
+      throw err;
     } finally {
       for (const a of decoded) a.dispose();
     }
