@@ -765,28 +765,16 @@ describe('backend-ops: fused norms, timestep embedding, device randn', () => {
   });
 });
 
-// The VAE decoder's and the text encoders' kernels (src/sm80/vae_t5.h) at their real sizes and awkward ones. Each
-// GPU call must also have taken its fluxk route (cuda.routeCounts()), so that a case the kernels decline and the
-// portable kernel computes cannot pass for them.
+// The VAE decoder's and the text encoders' kernels (src/sm80/vae_t5.h) at their real sizes and awkward ones, each
+// GPU call asserted to have run on its fluxk route.
 describe('backend-ops: VAE and text-encoder kernels', () => {
   const CONV = 'conv2d: fluxk implicit GEMM (mma.sync)';
   const D64 = 'sdpa: fluxk head_dim 64 + bias/mask (mma.sync)';
   const WIDE = 'sdpa: fluxk wide head (GEMM + softmax)';
-
-  function bothRouted(op: string, dtype: string, inputs: [Tensor, Tensor][], f: (...xs: Tensor[]) => Tensor, route: string | null, limit?: number): void {
-    const c = f(...inputs.map((p) => p[0]));
-    cuda.resetRouteCounts();
-    const g = f(...inputs.map((p) => p[1]));
-    const counts = cuda.routeCounts();
-    check(op, dtype, c, g, limit);
-    if (route) {
-      const taken = Object.entries(counts).filter(([, n]) => n > 0).map(([name, n]) => `${name}: ${n}`);
-      assert.ok((counts[route] ?? 0) >= 1, `${op} ${dtype}: expected route '${route}', took ${taken.join(', ') || 'none'}`);
-    }
-  }
+  const host = (t: Tensor): [Tensor, Tensor] => [t, t.to('cuda')];
 
   for (const dtype of ['bfloat16', 'float16'] as DType[]) {
-    const full = dtype === 'bfloat16';  // the largest shapes once, in the decoder's own dtype
+    const full = dtype === 'bfloat16'; // the largest shapes once, in the decoder's own dtype
 
     it(`conv2d tensor cores ${dtype}: decoder shapes, odd channels, upsample fused`, (t) => {
       if (!gpuOrSkip(t)) return;
@@ -809,21 +797,22 @@ describe('backend-ops: VAE and text-encoder kernels', () => {
       if (full) cases.push([[1, 512, 128, 128], [512, 512, 3, 3], 1, 1, false]); // the mid block at 1024² (77 GFLOP)
       for (const [xs, ws, stride, padding, up] of cases) {
         tidy(() => {
-          const x = pair(xs, 11, dtype);
-          const w = pair(ws, 12, dtype, 1 / Math.sqrt(ws[1] * ws[2] * ws[3]));
+          const x = bigPair(xs, 11, dtype);
+          const w = bigPair(ws, 12, dtype, 1 / Math.sqrt(ws[1] * ws[2] * ws[3]));
           const b = pair([ws[0]], 13, dtype);
           const upsample = up ? ('nearest2x' as const) : undefined;
-          bothRouted(`conv2d x[${xs}] w[${ws}] s${stride} p${padding}${up ? ' up2x' : ''}`, dtype, [x, w, b],
-            (a, ww, bb) => ops.conv2d(a, ww, bb, { stride, padding, upsample }), CONV);
+          routedBoth(`conv2d x[${xs}] w[${ws}] s${stride} p${padding}${up ? ' up2x' : ''}`, dtype, CONV, [x, w, b], (a, ww, bb) =>
+            ops.conv2d(a, ww, bb, { stride, padding, upsample }),
+          );
         });
       }
       tidy(() => {
-        // no bias, and an input that is a view at an odd element offset (scalar transpose loads)
+        // no bias, and an input that is a view at an odd element offset (the transpose's scalar loads)
         const n = 2 * 24 * 9 * 11;
-        const x = pair([n + 1], 14, dtype);
         const view = (v: Tensor): Tensor => ops.slice(v, 0, 1, n + 1).reshape([2, 24, 9, 11]);
-        const w = pair([40, 24, 3, 3], 15, dtype, 0.07);
-        bothRouted('conv2d offset view, no bias', dtype, [x, w], (a, ww) => ops.conv2d(view(a), ww, null, { padding: 1 }), CONV);
+        routedBoth('conv2d offset view, no bias', dtype, CONV, [pair([n + 1], 14, dtype), pair([40, 24, 3, 3], 15, dtype, 0.07)], (a, ww) =>
+          ops.conv2d(view(a), ww, null, { padding: 1 }),
+        );
       });
     });
 
@@ -840,11 +829,12 @@ describe('backend-ops: VAE and text-encoder kernels', () => {
       if (full) cases.push([[1, 128, 512, 512], 32, true]); // 32M values: 64 chunks per group
       for (const [shape, groups, silu] of cases) {
         tidy(() => {
-          const x = pair(shape, shape[1] + 5, dtype, 2);
+          const x = bigPair(shape, shape[1] + 5, dtype, 2);
           const w = pair([shape[1]], 21, 'float32');
           const b = pair([shape[1]], 22, 'float32');
-          bothRouted(`groupNorm${silu ? '+silu' : ''} [${shape}] G=${groups}`, dtype, [x, w, b],
-            (a, ww, bb) => ops.groupNorm(a, groups, ww, bb, 1e-6, { silu }), null);
+          both(`groupNorm${silu ? '+silu' : ''} [${shape}] G=${groups}`, dtype, [x, w, b], (a, ww, bb) =>
+            ops.groupNorm(a, groups, ww, bb, 1e-6, { silu }),
+          );
         });
       }
     });
@@ -854,33 +844,39 @@ describe('backend-ops: VAE and text-encoder kernels', () => {
       tidy(() => {
         // T5-XXL: 64 heads, 512 tokens, relative position bias [1,H,L,L], scale 1 (bias in float32 and in the dtype)
         const [H, L] = [64, 512];
-        const q = pair([1, H, L, 64], 31, dtype, 0.5);
-        const k = pair([1, H, L, 64], 32, dtype, 0.5);
-        const v = pair([1, H, L, 64], 33, dtype);
-        const bias = pair([1, H, L, L], 34, 'float32', 3);
-        bothRouted('sdpa T5 [1,64,512,64] + bias f32, scale 1', dtype, [q, k, v, bias], (a, b, c, bb) => ops.sdpa(a, b, c, { bias: bb, scale: 1 }), D64);
-        const biasT = pair([1, H, L, L], 35, dtype, 3);
-        bothRouted(`sdpa T5 + bias ${dtype}`, dtype, [q, k, v, biasT], (a, b, c, bb) => ops.sdpa(a, b, c, { bias: bb, scale: 1 }), D64);
+        const q = bigPair([1, H, L, 64], 31, dtype, 0.5);
+        const k = bigPair([1, H, L, 64], 32, dtype, 0.5);
+        const v = bigPair([1, H, L, 64], 33, dtype);
+        const bias = bigPair([1, H, L, L], 34, 'float32', 3);
+        routedBoth('sdpa T5 [1,64,512,64] + bias f32, scale 1', dtype, D64, [q, k, v, bias], (a, b, c, bb) =>
+          ops.sdpa(a, b, c, { bias: bb, scale: 1 }),
+        );
+        routedBoth(`sdpa T5 + bias ${dtype}`, dtype, D64, [q, k, v, bigPair([1, H, L, L], 35, dtype, 3)], (a, b, c, bb) =>
+          ops.sdpa(a, b, c, { bias: bb, scale: 1 }),
+        );
         const keep = Tensor.fromArray(Array.from({ length: L }, (_, i) => (i < 300 ? 1 : 0)), [1, L], { dtype: 'uint8' });
-        bothRouted('sdpa T5 + bias + key padding mask', dtype, [q, k, v, bias, [keep, keep.to('cuda')]],
-          (a, b, c, bb, m) => ops.sdpa(a, b, c, { bias: bb, mask: m, scale: 1 }), D64);
+        routedBoth('sdpa T5 + bias + key padding mask', dtype, D64, [q, k, v, bias, host(keep)], (a, b, c, bb, m) =>
+          ops.sdpa(a, b, c, { bias: bb, mask: m, scale: 1 }),
+        );
       });
       tidy(() => {
         // BLHD operands (the projections' layout), batch 2, broadcast bias
-        const q = pair([2, 77, 12, 64], 36, dtype);
-        const k = pair([2, 77, 12, 64], 37, dtype);
-        const v = pair([2, 77, 12, 64], 38, dtype);
-        const bias = pair([1, 12, 77, 77], 39, 'float32');
-        bothRouted('sdpa BLHD [2,77,12,64] + bias', dtype, [q, k, v, bias],
-          (a, b, c, bb) => ops.sdpa(a, b, c, { bias: bb, layout: 'BLHD' }), D64);
-        // CLIP: causal mask as int64 [1,1,L,L], Lq != Lk tails, a fully masked row
+        const [q, k, v] = [36, 37, 38].map((seed) => pair([2, 77, 12, 64], seed, dtype));
+        routedBoth('sdpa BLHD [2,77,12,64] + bias', dtype, D64, [q, k, v, pair([1, 12, 77, 77], 39, 'float32')], (a, b, c, bb) =>
+          ops.sdpa(a, b, c, { bias: bb, layout: 'BLHD' }),
+        );
+        // CLIP-like: mask as int64 [1,1,Lq,Lk], Lq != Lk tails, row 0 keeps no key (zeros)
         const [Lq, Lk] = [77, 33];
-        const causal = Tensor.fromArray(Array.from({ length: Lq * Lk }, (_, i) => (i % Lk <= Math.floor(i / Lk) - 1 ? 1 : 0)), [1, 1, Lq, Lk], { dtype: 'int64' });
+        const mask = Tensor.fromArray(
+          Array.from({ length: Lq * Lk }, (_, i) => (i % Lk <= Math.floor(i / Lk) - 1 ? 1 : 0)),
+          [1, 1, Lq, Lk],
+          { dtype: 'int64' },
+        );
         const qc = pair([3, 5, Lq, 64], 40, dtype);
-        const kc = pair([3, 5, Lk, 64], 41, dtype);
-        const vc = pair([3, 5, Lk, 64], 42, dtype);
-        bothRouted('sdpa causal int64 mask, Lq 77 Lk 33, row 0 fully masked', dtype, [qc, kc, vc, [causal, causal.to('cuda')]],
-          (a, b, c, m) => ops.sdpa(a, b, c, { mask: m }), D64);
+        const [kc, vc] = [41, 42].map((seed) => pair([3, 5, Lk, 64], seed, dtype));
+        routedBoth('sdpa int64 mask, Lq 77 Lk 33, row 0 fully masked', dtype, D64, [qc, kc, vc, host(mask)], (a, b, c, m) =>
+          ops.sdpa(a, b, c, { mask: m }),
+        );
       });
     });
 
@@ -895,20 +891,18 @@ describe('backend-ops: VAE and text-encoder kernels', () => {
       if (full) cases.unshift([1, 1, 16384, 16384, 512]); // the mid block at 1024²: 550 GFLOP
       for (const [B, H, Lq, Lk, D] of cases) {
         tidy(() => {
-          const q = pair([B, H, Lq, D], 51, dtype);
-          const k = pair([B, H, Lk, D], 52, dtype);
-          const v = pair([B, H, Lk, D], 53, dtype);
-          bothRouted(`sdpa wide B${B} H${H} Lq${Lq} Lk${Lk} D${D}`, dtype, [q, k, v], (a, b, c) => ops.sdpa(a, b, c), WIDE);
+          const q = bigPair([B, H, Lq, D], 51, dtype);
+          const [k, v] = [52, 53].map((seed) => bigPair([B, H, Lk, D], seed, dtype));
+          routedBoth(`sdpa wide B${B} H${H} Lq${Lq} Lk${Lk} D${D}`, dtype, WIDE, [q, k, v], (a, b, c) => ops.sdpa(a, b, c));
         });
       }
       tidy(() => {
         const q = pair([1, 2, 70, 256], 54, dtype);
-        const k = pair([1, 2, 90, 256], 55, dtype);
-        const v = pair([1, 2, 90, 256], 56, dtype);
-        const bias = pair([1, 2, 70, 90], 57, 'float32');
+        const [k, v] = [55, 56].map((seed) => pair([1, 2, 90, 256], seed, dtype));
         const keep = Tensor.fromArray(Array.from({ length: 90 }, (_, i) => (i % 7 === 3 ? 0 : 1)), [1, 90], { dtype: 'uint8' });
-        bothRouted('sdpa wide + bias + mask', dtype, [q, k, v, bias, [keep, keep.to('cuda')]],
-          (a, b, c, bb, m) => ops.sdpa(a, b, c, { bias: bb, mask: m, scale: 0.3 }), WIDE);
+        routedBoth('sdpa wide + bias + mask, scale 0.3', dtype, WIDE, [q, k, v, pair([1, 2, 70, 90], 57, 'float32'), host(keep)], (a, b, c, bb, m) =>
+          ops.sdpa(a, b, c, { bias: bb, mask: m, scale: 0.3 }),
+        );
       });
     });
   }

@@ -206,6 +206,7 @@ export interface Binding {
     weight: NativeTensor | null,
     bias: NativeTensor | null,
     eps: number,
+    silu: boolean,
   ): NativeTensor;
   softmax(x: NativeTensor, dim: number): NativeTensor;
   unary(x: NativeTensor, op: string, a: number, b: number): NativeTensor;
@@ -213,7 +214,7 @@ export interface Binding {
   modulate(x: NativeTensor, shift: NativeTensor, scale: NativeTensor): NativeTensor;
   embedding(weight: NativeTensor, ids: NativeTensor): NativeTensor;
   rope(x: NativeTensor, cos: NativeTensor, sin: NativeTensor): NativeTensor;
-  conv2d(x: NativeTensor, w: NativeTensor, b: NativeTensor | null, stride: number, padding: number): NativeTensor;
+  conv2d(x: NativeTensor, w: NativeTensor, b: NativeTensor | null, stride: number, padding: number, upsample: boolean): NativeTensor;
   upsampleNearest2x(x: NativeTensor): NativeTensor;
   nf4Quantize(w: NativeTensor, blocksize: number, doubleQuant: boolean, nestedBlocksize: number): NativeNF4Parts;
   nf4Dequantize(w: NativeNF4, dtype: DenseDType): NativeTensor;

@@ -280,6 +280,12 @@ describe('normalisation and softmax', () => {
       }
       assertClose(toF64(y), ref, { atol: 1e-4, rtol: 1e-4 }, 'groupNorm');
       assert.throws(() => ops.groupNorm(x.t, 4), /6 channels .* do not split into 4 groups/);
+      const silu = ops.groupNorm(x.t, G, w.t, b.t, 1e-6, { silu: true });
+      assertClose(toF64(silu), ref.map((v) => v / (1 + Math.exp(-v))), { atol: 1e-4, rtol: 1e-4 }, 'groupNorm + silu');
+      const bf = ops.groupNorm(x.t.to({ dtype: 'bfloat16' }), G, w.t, b.t, 1e-6, { silu: true });
+      assert.equal(bf.dtype, 'bfloat16');
+      const refBf = toF64(ops.silu(ops.groupNorm(x.t.to({ dtype: 'bfloat16' }).to({ dtype: 'float32' }), G, w.t, b.t, 1e-6)));
+      assertClose(toF64(bf), refBf, BF16, 'groupNorm + silu bf16 (one rounding)');
     });
   });
 
@@ -527,6 +533,31 @@ describe('conv2d', () => {
       });
     });
   }
+
+  it('upsample nearest2x fused into the convolution', () => {
+    tidy(() => {
+      for (const [xs, ws, stride, pad] of [
+        [[2, 3, 4, 5], [5, 3, 3, 3], 1, 1],
+        [[1, 8, 3, 3], [4, 8, 1, 1], 1, 0],
+        [[1, 2, 5, 4], [3, 2, 3, 3], 2, 1],
+      ] as [number[], number[], number, number][]) {
+        const x = randTensor(xs, 180);
+        const w = randTensor(ws, 181, { scale: 0.3 });
+        const b = randTensor([ws[0]], 182);
+        const [B, C, H, W] = xs;
+        const up = new Float64Array(B * C * 4 * H * W);
+        for (let p = 0; p < B * C; p++) for (let y = 0; y < 2 * H; y++) for (let xx = 0; xx < 2 * W; xx++) {
+          up[(p * 2 * H + y) * 2 * W + xx] = x.v[(p * H + (y >> 1)) * W + (xx >> 1)];
+        }
+        const y = ops.conv2d(x.t, w.t, b.t, { stride, padding: pad, upsample: 'nearest2x' });
+        const ref = refConv(up, w.v, b.v, [B, C, 2 * H, 2 * W], [ws[0], ws[2], ws[3]], stride, pad);
+        assert.deepEqual(y.shape, ref.shape);
+        assertClose(toF64(y), ref.out, { atol: 1e-4, rtol: 1e-4 }, `conv2d upsample [${xs}]`);
+      }
+      const x = randTensor([1, 2, 3, 3], 183);
+      assert.throws(() => ops.conv2d(x.t, x.t, null, { upsample: 'bilinear' as 'nearest2x' }), /upsample must be 'nearest2x'/);
+    });
+  });
 
   it('bfloat16 storage and channel mismatch errors', () => {
     tidy(() => {

@@ -190,8 +190,11 @@ export const ops = {
     return wrap(binding().rmsNorm(h(x, 'rmsNorm', 'x'), hOpt(weight, 'rmsNorm', 'weight'), eps));
   },
 
-  /** Group norm of x [B,C,...] over groups of C/groups channels, optional affine weight/bias [C]. */
-  groupNorm(x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  /**
+   * Group norm of x [B,C,...] over groups of C/groups channels, optional affine weight/bias [C]; `silu` applies
+   * x·sigmoid(x) to the result in the same pass (diffusers' norm → SiLU pairs), rounding once.
+   */
+  groupNorm(x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5, opts: { silu?: boolean } = {}): Tensor {
     return wrap(
       binding().groupNorm(
         h(x, 'groupNorm', 'x'),
@@ -199,6 +202,7 @@ export const ops = {
         hOpt(weight, 'groupNorm', 'weight'),
         hOpt(bias, 'groupNorm', 'bias'),
         eps,
+        opts.silu ?? false,
       ),
     );
   },
@@ -359,10 +363,24 @@ export const ops = {
     return wrap(binding().rope(h(x, 'rope', 'x'), h(cos, 'rope', 'cos'), h(sin, 'rope', 'sin')));
   },
 
-  /** 2-D convolution, NCHW: x [B,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout]; square stride and zero padding. */
-  conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: { stride?: number; padding?: number } = {}): Tensor {
+  /**
+   * 2-D convolution, NCHW: x [B,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout]; square stride and zero padding.
+   * `upsample: 'nearest2x'` convolves upsampleNearest2x(x) (diffusers' Upsample2D) without materialising the
+   * upsampled tensor on CUDA.
+   */
+  conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: { stride?: number; padding?: number; upsample?: 'nearest2x' } = {}): Tensor {
+    if (opts.upsample !== undefined && opts.upsample !== 'nearest2x') {
+      throw new RangeError(`ops.conv2d: upsample must be 'nearest2x', got '${String(opts.upsample)}'`);
+    }
     return wrap(
-      binding().conv2d(h(x, 'conv2d', 'x'), h(w, 'conv2d', 'w'), hOpt(b, 'conv2d', 'bias'), opts.stride ?? 1, opts.padding ?? 0),
+      binding().conv2d(
+        h(x, 'conv2d', 'x'),
+        h(w, 'conv2d', 'w'),
+        hOpt(b, 'conv2d', 'bias'),
+        opts.stride ?? 1,
+        opts.padding ?? 0,
+        opts.upsample === 'nearest2x',
+      ),
     );
   },
 

@@ -77,7 +77,7 @@ Napi::Value rms_norm_js(const Napi::CallbackInfo& info) {
 Napi::Value group_norm_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.groupNorm";
   return W(info, ops::group_norm(tensor_arg(info, 0, w), int_arg(info[1], w), opt_tensor_arg(info, 2, w),
-                                 opt_tensor_arg(info, 3, w), float(number_arg(info[4], w))));
+                                 opt_tensor_arg(info, 3, w), float(number_arg(info[4], w)), bool_arg(info[5], w)));
 }
 
 Napi::Value softmax_js(const Napi::CallbackInfo& info) {
@@ -129,7 +129,7 @@ Napi::Value rope_js(const Napi::CallbackInfo& info) {
 Napi::Value conv2d_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.conv2d";
   return W(info, ops::conv2d(tensor_arg(info, 0, w), tensor_arg(info, 1, w), opt_tensor_arg(info, 2, w),
-                             int_arg(info[3], w), int_arg(info[4], w)));
+                             int_arg(info[3], w), int_arg(info[4], w), bool_arg(info[5], w)));
 }
 
 Napi::Value upsample_js(const Napi::CallbackInfo& info) {

@@ -40,7 +40,8 @@ void upsample_nearest2x(const Tensor& x, Tensor& out);
 // ---- reductions -----------------------------------------------------------------------------------------
 void layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps, Tensor& out);
 void rms_norm(const Tensor& x, const Tensor* w, float eps, Tensor& out);
-void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, Tensor& out);
+// silu: x·sigmoid(x) of the normalised value, before the one rounding to the output dtype.
+void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, bool silu, Tensor& out);
 void softmax(const Tensor& x, int64_t dim, Tensor& out);
 
 // ---- composite ------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ void rms_norm(const Tensor& x, const Tensor* w, float eps, Tensor& out) {
   });
 }
 
-void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, Tensor& out) {
+void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, bool silu, Tensor& out) {
   int64_t B = x.shape[0], C = x.shape[1];
   int64_t spatial = B * C != 0 ? x.numel() / (B * C) : 0;
   int64_t cpg = C / groups;
@@ -90,7 +90,10 @@ void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* 
           float scale = rstd * param(w, ch, 1.f), shift = param(b, ch, 0.f);
           const T* xc = xs + c * spatial;
           T* oc = po + bg * n + c * spatial;
-          for (int64_t i = 0; i < spatial; i++) oc[i] = from_f<T>((to_f(xc[i]) - m) * scale + shift);
+          for (int64_t i = 0; i < spatial; i++) {
+            const float v = (to_f(xc[i]) - m) * scale + shift;
+            oc[i] = from_f<T>(silu ? v / (1.f + std::exp(-v)) : v);
+          }
         }
       }
     });

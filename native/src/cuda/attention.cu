@@ -136,8 +136,10 @@ void sdpa(const void* q, const void* k, const void* v, void* out, DType dt, cons
       launch<T, 2>(q, k, v, out, a, bias, bias_dt, mask, mask_dt, scale, s);
     } else if (a.D <= 128) {
       launch<T, 4>(q, k, v, out, a, bias, bias_dt, mask, mask_dt, scale, s);
-    } else {
+    } else if (a.D <= 256) {
       launch<T, 8>(q, k, v, out, a, bias, bias_dt, mask, mask_dt, scale, s);
+    } else {
+      launch<T, 16>(q, k, v, out, a, bias, bias_dt, mask, mask_dt, scale, s);
     }
   });
 }

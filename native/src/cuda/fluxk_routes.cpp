@@ -35,6 +35,10 @@ const char* route_name(Route r) {
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
     case Route::SdpaFluxkSm80: return "sdpa: fluxk sm80 (mma.sync)";
     case Route::SdpaPortable: return "sdpa: portable";
+    case Route::SdpaFluxkBias64: return "sdpa: fluxk head_dim 64 + bias/mask (mma.sync)";
+    case Route::SdpaFluxkWide: return "sdpa: fluxk wide head (GEMM + softmax)";
+    case Route::Conv2dFluxkSm80: return "conv2d: fluxk implicit GEMM (mma.sync)";
+    case Route::Conv2dPortable: return "conv2d: portable";
     case Route::kCount: break;
   }
   return "?";

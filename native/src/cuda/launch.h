@@ -44,10 +44,10 @@ void layer_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, con
                 float eps, cudaStream_t s);
 void rms_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* w, DType pdt, float eps,
               cudaStream_t s);
-// `workspace` holds 2*B*groups*chunks floats (chunks from group_norm_chunks).
+// `workspace` holds 2*B*groups*chunks floats (chunks from group_norm_chunks); `silu` applies x·sigmoid(x) after.
 int64_t group_norm_chunks(int64_t group_elems);
 void group_norm(const void* x, void* out, DType dt, int64_t B, int64_t C, int64_t spatial, int64_t groups,
-                const void* w, const void* b, DType pdt, float eps, float* workspace, cudaStream_t s);
+                const void* w, const void* b, DType pdt, float eps, bool silu, float* workspace, cudaStream_t s);
 void softmax(const void* x, void* out, DType dt, int64_t outer, int64_t L, int64_t inner, cudaStream_t s);
 
 // ---- matrix products (gemm_*.cu) -------------------------------------------------------------------------
@@ -60,9 +60,11 @@ void linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, vo
 // Batched out[b] = a[b] · b[b]; batch offsets (in matrices) of a and b follow `batch` (operand 1 = a, 2 = b).
 void matmul(const void* a, const void* b, void* out, DType dt, int64_t M, int64_t N, int64_t K, const Strided& batch,
             cudaStream_t s);
-// out [B,Cout,OH,OW] = conv(x [B,Cin,H,W], w [Cout,Cin,KH,KW]) + bias
+// out [B,Cout,OH,OW] = conv(x [B,Cin,H,W], w [Cout,Cin,KH,KW]) + bias; with `upsample` the conv reads x
+// upsampled 2x nearest ([B,Cin,2H,2W]; OH/OW follow from that size).
 struct ConvShape {
   int64_t B, Cin, H, W, Cout, KH, KW, OH, OW, stride, padding;
+  bool upsample = false;
 };
 void conv2d(const void* x, const void* w, const void* bias, void* out, DType dt, const ConvShape& c, cudaStream_t s);
 
@@ -111,11 +113,16 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
                       int64_t K, const LinearEpilogue& epi, cudaStream_t s);
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
                 bool has_mask, float scale, cudaStream_t s);
+// bf16/f16 head_dim 64 with any bias/mask (T5, CLIP) and head_dim >= 256 (the VAE mid block): src/sm80/vae_t5.h.
+bool fluxk_sdpa_bias_wide(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a,
+                          const void* bias, DType bias_dt, const void* mask, DType mask_dt, float scale,
+                          cudaStream_t s);
 // Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
 enum class Route : int {
   LinearFluxkSm90, LinearFluxkSm80, LinearPortable,
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
+  SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
   kCount
 };
 void count_route(Route r);

@@ -235,7 +235,7 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
     cpu::sdpa(q, k, v, bias, mask, scale, out, B, H, Lq, Lk, lay);
   } else {
 #if FLUXLAB_WITH_CUDA
-    FL_CHECK(D <= 256, "ops.sdpa: head dim ", D, " > 256 is not supported on CUDA (", ctx(), ")");
+    FL_CHECK(D <= 512, "ops.sdpa: head dim ", D, " > 512 is not supported on CUDA (", ctx(), ")");
     cuda::AttnShape a{B, H, Lq, Lk, D, {0, 0, 0, 0}, {0, 0, 0, 0}, lay};
     if (bias) {
       auto s = broadcast_strides(bias->shape, frame);
@@ -253,7 +253,10 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
 #endif
     FL_CUDA_LAUNCH(q.device(), cat("ops.sdpa: ", ctx()), {
       if (!cuda::fluxk_sdpa(q.data(), k.data(), v.data(), out.data(), dt, a, bias != nullptr, mask != nullptr, scale,
-                            stream)) {
+                            stream) &&
+          !cuda::fluxk_sdpa_bias_wide(q.data(), k.data(), v.data(), out.data(), dt, a, bias ? bias->data() : nullptr,
+                                      bias ? bias->dtype : DType::F32, mask ? mask->data() : nullptr,
+                                      mask ? mask->dtype : DType::U8, scale, stream)) {
         cuda::count_route(cuda::Route::SdpaPortable);
         cuda::sdpa(q.data(), k.data(), v.data(), out.data(), dt, a, bias ? bias->data() : nullptr,
                    bias ? bias->dtype : DType::F32, mask ? mask->data() : nullptr, mask ? mask->dtype : DType::U8,
@@ -264,15 +267,17 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
   return out;
 }
 
-Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor* bias, int64_t stride, int64_t padding) {
+Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor* bias, int64_t stride, int64_t padding, bool upsample) {
   check_float("conv2d", "x", x0);
   check_float("conv2d", "w", w0);
   check_same_device("conv2d", {{"x", &x0}, {"w", &w0}, {"bias", bias}});
-  auto ctx = [&] { return describe({{"x", &x0}, {"w", &w0}, {"bias", bias}}); };
+  auto ctx = [&] {
+    return describe({{"x", &x0}, {"w", &w0}, {"bias", bias}}) + (upsample ? ", upsample nearest2x" : "");
+  };
   FL_CHECK(x0.ndim() == 4 && w0.ndim() == 4, "ops.conv2d: x must be [B,Cin,H,W] and w [Cout,Cin,KH,KW] (", ctx(), ")");
   FL_CHECK(w0.shape[1] == x0.shape[1], "ops.conv2d: channels differ (", ctx(), ")");
   FL_CHECK(stride >= 1 && padding >= 0, "ops.conv2d: invalid stride ", stride, " or padding ", padding);
-  const int64_t B = x0.shape[0], H = x0.shape[2], W = x0.shape[3];
+  const int64_t B = x0.shape[0], H = x0.shape[2] * (upsample ? 2 : 1), W = x0.shape[3] * (upsample ? 2 : 1);
   [[maybe_unused]] const int64_t Cin = x0.shape[1];
   const int64_t Cout = w0.shape[0], KH = w0.shape[2], KW = w0.shape[3];
   const int64_t OH = (H + 2 * padding - KH) / stride + 1, OW = (W + 2 * padding - KW) / stride + 1;
@@ -284,11 +289,14 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor* bias, int64_t st
   Tensor out = empty({B, Cout, OH, OW}, dt, x.device());
   if (out.numel() == 0) return out;
   if (x.device().is_cpu()) {
-    cpu::conv2d(x, w, b.defined() ? &b : nullptr, stride, padding, out);
+    cpu::conv2d(upsample ? upsample_nearest2x(x) : x, w, b.defined() ? &b : nullptr, stride, padding, out);
   } else {
+    const int64_t up = upsample ? 1 : 0;
     FL_CUDA_LAUNCH(x.device(), cat("ops.conv2d: ", ctx()),
                    cuda::conv2d(x.data(), w.data(), b.defined() ? b.data() : nullptr, out.data(), dt,
-                                cuda::ConvShape{B, Cin, H, W, Cout, KH, KW, OH, OW, stride, padding}, stream));
+                                cuda::ConvShape{B, Cin, H >> up, W >> up, Cout, KH, KW, OH, OW, stride, padding,
+                                                upsample},
+                                stream));
   }
   return out;
 }

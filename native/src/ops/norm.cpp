@@ -53,7 +53,7 @@ Tensor rms_norm(const Tensor& x, const Tensor* w, float eps) {
   return out;
 }
 
-Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps) {
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, bool silu) {
   check_float("groupNorm", "x", x);
   FL_CHECK(x.ndim() >= 2, "ops.groupNorm: x must be [B,C,...], got ", x.desc());
   [[maybe_unused]] const int64_t B = x.shape[0];
@@ -64,7 +64,7 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor
   Tensor out = empty(x.shape, x.dtype, x.device());
   if (out.numel() == 0) return out;
   if (x.device().is_cpu()) {
-    cpu::group_norm(x, groups, w, b, eps, out);
+    cpu::group_norm(x, groups, w, b, eps, silu, out);
   } else {
 #if FLUXLAB_WITH_CUDA
     const int64_t spatial = x.numel() / (B * C);
@@ -73,7 +73,7 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor
 #endif
     FL_CUDA_LAUNCH(x.device(), cat("ops.groupNorm: ", describe({{"x", &x}, {"weight", w}, {"bias", b}})),
                    cuda::group_norm(x.data(), out.data(), x.dtype, B, C, spatial, groups, w ? w->data() : nullptr,
-                                    b ? b->data() : nullptr, pdt, eps, ws.ptr<float>(), stream));
+                                    b ? b->data() : nullptr, pdt, eps, silu, ws.ptr<float>(), stream));
   }
   return out;
 }

@@ -48,14 +48,16 @@ Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bia
             bool blhd = false);
 Tensor layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps);
 Tensor rms_norm(const Tensor& x, const Tensor* w, float eps);
-Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps);
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* b, float eps, bool silu = false);
 Tensor softmax(const Tensor& x, int64_t dim);
 Tensor unary(const Tensor& x, UnaryOp op, float a, float b);
 Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t padding);
+// upsample: convolve the nearest-2x upsampled x (diffusers' Upsample2D) without materialising it on CUDA.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t padding,
+              bool upsample = false);
 Tensor upsample_nearest2x(const Tensor& x);
 
 NF4 nf4_quantize(const Tensor& w, int64_t blocksize, bool double_quant, int64_t nested_blocksize);
