@@ -35,7 +35,7 @@ Tensor layer_norm_modulate(const Tensor& x0, const Tensor& shift0, const Tensor&
   Tensor x = as_dtype(x0, dt), shift = as_dtype(shift0, dt), scale = as_dtype(scale0, dt);
   Tensor out = empty(x.shape, dt, x.device());
   if (out.numel() == 0) return out;
-  const int64_t C = x.shape.back();
+  [[maybe_unused]] const int64_t C = x.shape.back();
   if (x.device().is_cpu()) {
     cpu::layer_norm_modulate(x, shift, scale, rpg, eps, out);
   } else {

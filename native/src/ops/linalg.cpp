@@ -97,7 +97,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Linear
   if (x.device().is_cpu()) {
     cpu::linear(x, cpu::Operand{w.data(), w.dtype, 1, K, nullptr}, N, K, b.defined() ? &b : nullptr, out, ep.e);
   } else {
-    const void* bp = b.defined() ? b.data() : nullptr;
+    [[maybe_unused]] const void* bp = b.defined() ? b.data() : nullptr;
     FL_CUDA_LAUNCH(x.device(), linear_context(x, w.desc().c_str(), bias, opts), {
       if (!cuda::fluxk_linear(x.data(), x.dtype, w.data(), w.dtype, bp, out.data(), M, N, K, ep.e, stream)) {
         cuda::count_route(cuda::Route::LinearPortable);
@@ -128,7 +128,7 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
     cpu::linear(x, op, N, K, b.defined() ? &b : nullptr, out, ep.e);
     return out;
   }
-  const void* bp = b.defined() ? b.data() : nullptr;
+  [[maybe_unused]] const void* bp = b.defined() ? b.data() : nullptr;
   const std::string wdesc = cat("nf4 [", N, ",", K, "]", w.double_quant() ? " double quant" : "");
   bool done = false;
   FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts),
