@@ -19,7 +19,7 @@
  */
 export type { DType, DenseDType, Device, TypedArray, HostArray, TensorOptions } from './types';
 export { DTYPE_BYTES, isDType, isFloatDType, dtypeFromSafetensors, dtypeToSafetensors } from './types';
-export { Tensor, NF4Tensor, Generator, pythonFloatRepr } from './tensor';
+export { Tensor, NF4Tensor, Generator, pythonFloatRepr, resolveDevice } from './tensor';
 export type { BnbNF4Tensors, BnbQuantState, NF4Parts } from './tensor';
 export { tidy, keep, Scope } from './scope';
 export { ops, nf4CodeValues, dynamicMap } from './ops';

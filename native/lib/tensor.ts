@@ -37,10 +37,10 @@ export function describeShape(shape: readonly number[]): string {
 }
 
 /** Resolves 'cuda' to 'cuda:N' (the current device) and validates the spelling. */
-export function resolveDevice(device: Device | string | undefined): string {
+export function resolveDevice(device: Device | string | undefined): Device {
   if (device === undefined || device === 'cpu') return 'cpu';
   if (device === 'cuda') return `cuda:${binding().currentDevice()}`;
-  if (/^cuda:\d+$/.test(device)) return device;
+  if (/^cuda:\d+$/.test(device)) return device as Device;
   throw new Error(`unknown device '${device}': use 'cpu', 'cuda' or 'cuda:N'`);
 }
 

@@ -1,7 +1,7 @@
 // Building blocks shared by the networks: weight loading by checkpoint key (shape- and dtype-checked against the
 // config, read by range straight onto the target device), and the torch.nn layers they use, named and laid out as
 // the checkpoints store them. Every loaded tensor belongs to the component's Scope, so dispose() frees a model.
-import { NF4Tensor, Scope, Tensor, dtypeFromSafetensors, memory, ops, tidy, type Device } from '@fluxlab/native';
+import { NF4Tensor, Scope, Tensor, dtypeFromSafetensors, memory, ops, resolveDevice, tidy, type Device } from '@fluxlab/native';
 import { Checkpoint } from './checkpoint';
 
 /** What a Linear fuses into its GEMM (ops.linear's options): out = residual + gate ⊙ act(x·Wᵀ + b). */
@@ -124,13 +124,18 @@ export class WeightLoader {
   readonly linears = new Map<string, Linear>();
   private readonly used = new Set<string>();
 
+  /** The options, with 'cuda' resolved to 'cuda:N' so the device compares equal to the tensors' device. */
+  readonly options: ComponentLoadOptions;
+
   constructor(
     readonly component: string,
     readonly source: WeightSource,
-    readonly options: ComponentLoadOptions,
+    options: ComponentLoadOptions,
     /** Prefix of every key (e.g. 'text_model.' for CLIP checkpoints saved by transformers 4). */
     readonly prefix = '',
-  ) {}
+  ) {
+    this.options = { ...options, device: resolveDevice(options.device) };
+  }
 
   get device(): Device {
     return this.options.device;

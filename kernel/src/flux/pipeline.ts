@@ -1,7 +1,7 @@
 // diffusers' FluxPipeline: loads a diffusers directory (or a hub-cache snapshot), encodes prompts with CLIP
 // (pooled) and T5 (sequence), draws torch-identical starting noise, runs the flow-matching Euler loop with the
 // guidance embedding, decodes with the VAE and post-processes to 8-bit RGB — the same numbers diffusers computes.
-import { Generator, Scope, Tensor, cuda, memory, ops, tidy, type Device } from '@fluxlab/native';
+import { Generator, Scope, Tensor, cuda, memory, ops, resolveDevice, tidy, type Device } from '@fluxlab/native';
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { interruptSignal } from '../runtime/interrupt';
@@ -290,10 +290,11 @@ export class FluxPipeline {
    * loads the embedded tiny pipeline, whose weights are RANDOM (it exists so everything runs anywhere).
    */
   static async fromPretrained(pathOrRepoId?: string | null, options: FluxPipelineLoadOptions = {}): Promise<FluxPipeline> {
-    const device: Device = options.device ?? 'cpu';
+    const requested: Device = options.device ?? 'cpu';
     const dtype = options.dtype ?? 'float32';
     if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
-    if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${device}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
+    if (requested !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${requested}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
+    const device = resolveDevice(requested);
     const quantization = resolveQuantization(options.quantization, dtype);
     const randomWeights = pathOrRepoId === undefined || pathOrRepoId === null || pathOrRepoId === '';
     if (randomWeights) {
@@ -350,10 +351,11 @@ export class FluxPipeline {
    * `overrides` replaces config fields per component (e.g. `{ transformer: { num_layers: 1 } }`).
    */
   static async fromRandom(preset: RandomPreset = 'flux1-dev', options: FluxPipelineRandomOptions = {}): Promise<FluxPipeline> {
-    const device: Device = options.device ?? 'cpu';
+    const requested: Device = options.device ?? 'cpu';
     const dtype = options.dtype ?? 'float32';
     if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
-    if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${device}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
+    if (requested !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${requested}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
+    const device = resolveDevice(requested);
     const quantization = resolveQuantization(options.quantization, dtype);
     const configs = presetConfigs(preset, EMBEDDED_MODEL_DIR);
     for (const [component, fields] of Object.entries(options.overrides ?? {})) {
