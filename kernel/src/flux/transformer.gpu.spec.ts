@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fixturesDir, relativeL2 } from './golden';
 import { latentImageIds, textIds } from './latents';
-import { FloatDType, Nf4Plan } from './nn';
+import { FloatDType, Nf4Plan, ParameterInit, WeightSource } from './nn';
 import { FluxPipeline } from './pipeline';
 import { FLUX1_DEV_CONFIGS } from './presets';
 import { RandomWeights } from './random-weights';
@@ -31,8 +31,40 @@ if (skip) console.log(`transformer.gpu.spec: skipped (${skip}); FLUXLAB_REQUIRE_
 const FULL_WIDTH = { ...FLUX1_DEV_CONFIGS.transformer, num_layers: 1, num_single_layers: 1 };
 const TEXT = 64;
 
-function model(device: Device, dtype: FloatDType, nf4?: Nf4Plan): FluxTransformer2DModel {
-  return FluxTransformer2DModel.fromWeights(FULL_WIDTH, new RandomWeights({ seed: 11 }), { device, dtype, nf4 });
+function model(device: Device, dtype: FloatDType, nf4?: Nf4Plan, source: WeightSource = new RandomWeights({ seed: 11 })): FluxTransformer2DModel {
+  return FluxTransformer2DModel.fromWeights(FULL_WIDTH, source, { device, dtype, nf4 });
+}
+
+/**
+ * The random weights as the bfloat16 model holds them, widened to float32. A weight quantized on load is quantized
+ * from the model's dtype (as bitsandbytes quantizes the bf16 checkpoint), so a float32 NF4 reference must start from
+ * the same bf16 values to get the same codes and absmax: quantizing the unrounded float32 draw flips codes near
+ * the bin edges, a difference of NF4's own size, not the kernels'.
+ */
+class Bf16RoundedWeights implements WeightSource {
+  readonly random = true;
+  private readonly source = new RandomWeights({ seed: 11 });
+  readonly description = `${this.source.description}, rounded to bfloat16`;
+
+  has(key: string): boolean {
+    return this.source.has(key);
+  }
+
+  names(): string[] {
+    return this.source.names();
+  }
+
+  float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor {
+    return tidy(() => this.source.float(component, key, shape, 'bfloat16', device, init).to({ dtype }));
+  }
+
+  raw(component: string, key: string): Tensor {
+    return this.source.raw(component, key);
+  }
+
+  bytes(component: string, key: string): Buffer {
+    return this.source.bytes(component, key);
+  }
 }
 
 /** Step inputs for `rows`×`columns` image patches, drawn on the CPU in float32 and converted for the model. */
@@ -95,8 +127,8 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
     }
   });
 
-  it('NF4 (bf16 compute) within 2e-2 of the CPU float32 NF4 path', () => {
-    const cpuNf4 = model('cpu', 'float32', nf4('float32'));
+  it('NF4 (bf16 compute) within 2e-2 of the CPU float32 NF4 path on the same bf16 weights', () => {
+    const cpuNf4 = model('cpu', 'float32', nf4('float32'), new Bf16RoundedWeights());
     const gpu = model('cuda', 'bfloat16', nf4('bfloat16'));
     try {
       const cpuInputs = stepInputs(cpuNf4, 32, 16, 100);
