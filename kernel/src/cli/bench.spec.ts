@@ -117,9 +117,17 @@ describe('fluxlab bench on the CPU (embedded tiny pipeline)', () => {
     ]);
     for (const c of report.components) {
       assert.ok(c.median_s > 0 && c.min_s <= c.median_s && c.iterations === 2, JSON.stringify(c));
+      assert.ok(c.resident_gb === null && c.peak_gb === null, 'device memory is null on the CPU');
     }
     assert.equal(report.components[0].tokens, 16);
     assert.deepEqual([report.components[6].width, report.components[6].height], [32, 32]);
+  });
+
+  it('times only the quantizations and compile modes --configs names', () => {
+    const run = fluxlab(['--component', 'transformer', '--configs', 'nf4:compile', '--sizes', '32x32', '--max-sequence-length', '16', '--iterations', '1', '--device', 'cpu', '--json']);
+    assert.equal(run.status, 0, run.stderr);
+    const report = JSON.parse(run.stdout);
+    assert.deepEqual(report.components.map((c: Record<string, unknown>) => `${c.component} ${c.quantization} ${c.compile}`), ['transformer nf4 compile']);
   });
 
   it('refuses FLUX.1-dev\'s full size on the CPU (exit 1, with the reason)', () => {

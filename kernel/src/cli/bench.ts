@@ -49,8 +49,9 @@ Defaults: --configs bf16:eager,bf16:compile,nf4:eager,nf4:compile --size 1024x10
 --warmup-steps 2 --max-sequence-length 512; the device is cuda when available, else cpu.
 MODEL: a diffusers FLUX.1 directory or cached repo id; --random-weights builds RANDOM WEIGHTS at the preset's
 real shapes (FLUX.1-dev: 12B transformer, T5-XXL, CLIP-L, VAE); neither: the embedded tiny pipeline (random).
---component times single components instead: one transformer step per size (default 1024x1024,512x512; eager
-and compiled, bf16 and nf4), T5 on L tokens (bf16 and nf4), VAE decode at the first size (bf16).
+--component times single components instead: one transformer step per size (default 1024x1024,512x512) for each
+quantization and compile mode that --configs names, T5 on L tokens per quantization, VAE decode at the first size
+(bf16); each with the device memory resident when timing starts and the peak during the timed calls.
 --json OUT writes the figures as JSON ({gpu, commit, date, height, width, steps, rows: [...]}); bare --json
 prints the JSON instead of the table.`;
 
@@ -330,8 +331,18 @@ export function formatRows(rows: readonly BenchRow[]): string {
 
 export function formatComponents(results: readonly ComponentResult[]): string {
   return table(
-    ['component', 'quantization', 'compile', 'shape', 'median ms', 'min ms', 'capture s'],
-    results.map((r) => [r.component, r.quantization, r.compile, r.shape, fmt(r.median_s * 1000, 2), fmt(r.min_s * 1000, 2), fmt(r.capture_s, 2)]),
+    ['component', 'quantization', 'compile', 'shape', 'median ms', 'min ms', 'capture s', 'resident GiB', 'peak GiB'],
+    results.map((r) => [
+      r.component,
+      r.quantization,
+      r.compile,
+      r.shape,
+      fmt(r.median_s * 1000, 2),
+      fmt(r.min_s * 1000, 2),
+      fmt(r.capture_s, 2),
+      fmt(r.resident_gb, 2),
+      fmt(r.peak_gb, 2),
+    ]),
   );
 }
 
@@ -348,11 +359,13 @@ async function runComponents(args: BenchArgs, device: Device, source: Source, lo
     model.dispose();
     if (device !== 'cpu') memory.emptyCache(device);
   };
-  for (const q of ['bf16', 'nf4'] as const) {
+  const quantizations = (['bf16', 'nf4'] as const).filter((q) => args.configs.some((c) => c.quantization === q));
+  for (const q of quantizations) {
+    const compileModes = (['eager', 'compile'] as const).filter((m) => args.configs.some((c) => c.quantization === q && c.compile === m));
     if (which.includes('transformer')) {
       const model = FluxTransformer2DModel.fromWeights(configs.transformer, source.weights('transformer'), options('transformer', q));
       try {
-        for (const compile of ['eager', 'compile'] as BenchCompile[]) {
+        for (const compile of compileModes) {
           for (const s of args.sizes) {
             const r = benchTransformerStep(model, { ...s, textLength: args.maxSequenceLength, iterations: args.iterations, quantization: q, compile });
             log(`transformer ${q} ${compile} ${r.shape}: ${(r.median_s * 1000).toFixed(2)} ms`);

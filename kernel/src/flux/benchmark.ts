@@ -167,13 +167,32 @@ export interface ComponentResult {
   iterations: number;
   /** Compiled: seconds to capture the graph at this shape. */
   capture_s?: number | null;
+  /** Device memory in live tensors when the timed calls started (the weights and inputs); null on the CPU. */
+  resident_gb: number | null;
+  /** Peak device memory in live tensors during the timed calls (resident + working memory); null on the CPU. */
+  peak_gb: number | null;
   note?: string;
 }
 
-/** Times `fn` (device work, returns tensors to free) `iterations` times after `warmup` calls; seconds per call. */
-export function timeIterations(device: Device, fn: () => Tensor, iterations: number, warmup = 2): number[] {
+/** Seconds per call of `iterations` timed calls, and the device memory around them. */
+export interface Timed {
+  times: number[];
+  resident_gb: number | null;
+  peak_gb: number | null;
+}
+
+/**
+ * Times `fn` (device work, returns tensors to free) `iterations` times after `warmup` calls. The warm-up calls
+ * (and a compiled model's capture) happen before the memory baseline, so the peak is that of steady-state calls.
+ */
+export function timeIterations(device: Device, fn: () => Tensor, iterations: number, warmup = 2): Timed {
   for (let i = 0; i < warmup; i++) fn().dispose();
-  if (device !== 'cpu') cuda.synchronize();
+  const onDevice = device !== 'cpu';
+  if (onDevice) {
+    cuda.synchronize();
+    memory.resetPeak(device);
+  }
+  const resident = onDevice ? memory.stats(device).allocated : 0;
   const clock = new DeviceClock(device);
   try {
     const marks = [clock.mark()];
@@ -181,7 +200,11 @@ export function timeIterations(device: Device, fn: () => Tensor, iterations: num
       fn().dispose();
       marks.push(clock.mark());
     }
-    return marks.slice(1).map((mark, i) => clock.elapsedMs(marks[i], mark) / 1000);
+    return {
+      times: marks.slice(1).map((mark, i) => clock.elapsedMs(marks[i], mark) / 1000),
+      resident_gb: onDevice ? resident / GIB : null,
+      peak_gb: onDevice ? memory.stats(device).peakAllocated / GIB : null,
+    };
   } finally {
     clock.dispose();
   }
@@ -214,7 +237,7 @@ export function benchTransformerStep(
   else model.uncompile();
   try {
     const before = model.graphInfo().reduce((s, g) => s + g.captureMs, 0);
-    const times = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts.iterations);
+    const { times, resident_gb, peak_gb } = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts.iterations);
     const captured = model.graphInfo().reduce((s, g) => s + g.captureMs, 0) - before;
     return {
       component: 'transformer',
@@ -228,6 +251,8 @@ export function benchTransformerStep(
       min_s: Math.min(...times),
       iterations: times.length,
       capture_s: compiled ? (model.compiled ? captured / 1000 : null) : undefined,
+      resident_gb,
+      peak_gb,
       note: compiled && !model.compiled ? `compile() is a no-op on ${device}` : undefined,
     };
   } finally {
@@ -241,7 +266,7 @@ export function benchTransformerStep(
 export function benchT5(model: T5EncoderModel, opts: { tokens: number; iterations: number; quantization: BenchQuantization }): ComponentResult {
   const ids = Tensor.fromArray(Int32Array.from({ length: opts.tokens }, (_, i) => (i * 7919) % model.config.vocab_size), [1, opts.tokens], { device: model.device });
   try {
-    const times = timeIterations(model.device, () => model.forward(ids), opts.iterations);
+    const { times, resident_gb, peak_gb } = timeIterations(model.device, () => model.forward(ids), opts.iterations);
     return {
       component: 't5',
       quantization: opts.quantization,
@@ -251,6 +276,8 @@ export function benchT5(model: T5EncoderModel, opts: { tokens: number; iteration
       median_s: median(times),
       min_s: Math.min(...times),
       iterations: times.length,
+      resident_gb,
+      peak_gb,
     };
   } finally {
     ids.dispose();
@@ -262,7 +289,7 @@ export function benchVaeDecode(model: AutoencoderKL, opts: { height: number; wid
   const factor = model.scaleFactor;
   const z = randn([1, model.config.latent_channels, opts.height / factor, opts.width / factor], model.device, model.dtype, 4);
   try {
-    const times = timeIterations(model.device, () => model.decode(z), opts.iterations);
+    const { times, resident_gb, peak_gb } = timeIterations(model.device, () => model.decode(z), opts.iterations);
     return {
       component: 'vae',
       quantization: opts.quantization,
@@ -273,6 +300,8 @@ export function benchVaeDecode(model: AutoencoderKL, opts: { height: number; wid
       median_s: median(times),
       min_s: Math.min(...times),
       iterations: times.length,
+      resident_gb,
+      peak_gb,
     };
   } finally {
     z.dispose();
