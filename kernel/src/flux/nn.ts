@@ -415,8 +415,9 @@ export class GroupNorm {
     readonly eps: number,
   ) {}
 
-  forward(x: Tensor): Tensor {
-    return ops.groupNorm(x, this.groups, this.weight, this.bias, this.eps);
+  /** `silu` applies SiLU to the normalised output in the same pass (diffusers' norm → nonlinearity pairs). */
+  forward(x: Tensor, opts: { silu?: boolean } = {}): Tensor {
+    return ops.groupNorm(x, this.groups, this.weight, this.bias, this.eps, opts);
   }
 }
 
@@ -427,8 +428,9 @@ export class Conv2d {
     readonly padding: number,
   ) {}
 
-  forward(x: Tensor): Tensor {
-    return ops.conv2d(x, this.weight, this.bias, { padding: this.padding });
+  /** `upsample: 'nearest2x'` convolves the 2x nearest upsampling of x (diffusers' Upsample2D) without storing it. */
+  forward(x: Tensor, opts: { upsample?: 'nearest2x' } = {}): Tensor {
+    return ops.conv2d(x, this.weight, this.bias, { padding: this.padding, upsample: opts.upsample });
   }
 }
 

@@ -25,13 +25,26 @@ class ResnetBlock2D {
     if (inChannels !== outChannels) this.conv_shortcut = w.conv2d(`${prefix}.conv_shortcut`, inChannels, outChannels, 1, 0);
   }
 
+  /**
+   * Each intermediate is freed as soon as the next op has read it (a tidy holds them all to its end): at the 1024²
+   * level one activation is 256-512 MiB in bf16, so the decoder's peak is a few of them rather than a block's worth.
+   */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const h = this.conv1.forward(ops.silu(this.norm1.forward(x)));
-      const out = this.conv2.forward(ops.silu(this.norm2.forward(h)));
-      return ops.add(this.conv_shortcut ? this.conv_shortcut.forward(x) : x, out);
+      const h = consume(this.norm1.forward(x, { silu: true }), (n) => this.conv1.forward(n));
+      const out = consume(consume(h, (t) => this.norm2.forward(t, { silu: true })), (n) => this.conv2.forward(n));
+      if (!this.conv_shortcut) return consume(out, (o) => ops.add(x, o));
+      const shortcut = this.conv_shortcut.forward(x);
+      return consume(out, (o) => consume(shortcut, (sc) => ops.add(sc, o)));
     });
   }
+}
+
+/** `f(t)`, then frees `t`. */
+function consume(t: Tensor, f: (t: Tensor) => Tensor): Tensor {
+  const result = f(t);
+  t.dispose();
+  return result;
 }
 
 /** The mid block's Attention(heads = channels / attention_head_dim = 1): group norm, q/k/v, SDPA, to_out, residual. */
@@ -74,11 +87,12 @@ class UpDecoderBlock2D {
     if (upsample) this.upsamplers = [{ conv: w.conv2d(`${prefix}.upsamplers.0.conv`, outChannels, outChannels, 3, 1) }];
   }
 
+  /** Frees each resnet's output once the next one has read it (x stays: it is the caller's). */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      let h = x;
-      for (const resnet of this.resnets) h = resnet.forward(h);
-      return this.upsamplers ? this.upsamplers[0].conv.forward(ops.upsampleNearest2x(h)) : h;
+      let h = this.resnets[0].forward(x);
+      for (const resnet of this.resnets.slice(1)) h = consume(h, (t) => resnet.forward(t));
+      return this.upsamplers ? consume(h, (t) => this.upsamplers![0].conv.forward(t, { upsample: 'nearest2x' })) : h;
     });
   }
 }
@@ -116,15 +130,12 @@ class Decoder {
   forward(z: Tensor): Tensor {
     return tidy(() => {
       let h = this.conv_in.forward(z);
-      h = this.mid_block.resnets[0].forward(h);
-      if (this.mid_block.attentions) h = this.mid_block.attentions[0].forward(h);
-      h = this.mid_block.resnets[1].forward(h);
-      for (const block of this.up_blocks) {
-        const next = block.forward(h);
-        h.dispose();
-        h = next;
-      }
-      return this.conv_out.forward(ops.silu(this.conv_norm_out.forward(h)));
+      h = consume(h, (t) => this.mid_block.resnets[0].forward(t));
+      const attention = this.mid_block.attentions?.[0];
+      if (attention) h = consume(h, (t) => attention.forward(t));
+      h = consume(h, (t) => this.mid_block.resnets[1].forward(t));
+      for (const block of this.up_blocks) h = consume(h, (t) => block.forward(t));
+      return consume(consume(h, (t) => this.conv_norm_out.forward(t, { silu: true })), (n) => this.conv_out.forward(n));
     });
   }
 }
