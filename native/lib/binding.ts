@@ -246,6 +246,8 @@ export interface Binding {
   isCapturing(device: number): boolean;
   routeCounts(): Record<string, number>;
   resetRouteCounts(): void;
+  profileBegin(): void;
+  profileEnd(): [string, number][];
 
   memoryStats(device: number): NativeDeviceStats;
   resetPeak(device: number): void;

@@ -103,3 +103,60 @@ describe('CUDA runtime', () => {
     });
   });
 });
+
+describe('cuda.profile', () => {
+  it('needs CUDA: throws ERR_FLUXLAB_NO_CUDA without it', () => {
+    if (cuda.isAvailable()) return;
+    assert.throws(() => cuda.profile(() => 1), (e: Error & { code?: string }) => e.code === 'ERR_FLUXLAB_NO_CUDA');
+  });
+
+  it('times each op on the GPU, grouped by op and shapes, with graph replays as one op', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const x = Tensor.randn([512, 1024], { seed: 1, device: 'cuda', dtype: 'bfloat16' });
+    const w = Tensor.randn([2048, 1024], { seed: 2, device: 'cuda', dtype: 'bfloat16', std: 1 / 32 });
+    const small = Tensor.randn([16, 1024], { seed: 3, device: 'cuda', dtype: 'bfloat16' });
+    try {
+      const profile = cuda.profile(() =>
+        tidy(() => {
+          for (let i = 0; i < 3; i++) ops.linear(x, w);
+          ops.linear(small, w);
+          return ops.gelu(ops.linear(small, w), 'tanh').keep();
+        }),
+      );
+      profile.result.dispose();
+      const linears = profile.ops.filter((o) => o.name === 'ops.linear');
+      assert.deepEqual(linears.map((o) => o.calls).sort(), [2, 3], 'the two input shapes are two contexts');
+      assert.match(linears.find((o) => o.calls === 3)!.context, /x \[512,1024\] bfloat16/);
+      assert.ok(profile.ops.every((o) => o.totalMs > 0 && Number.isFinite(o.totalMs)));
+      const names = profile.byName.map((g) => g.name);
+      assert.deepEqual(names.slice().sort(), ['ops.gelu', 'ops.linear']);
+      assert.equal(profile.byName.find((g) => g.name === 'ops.linear')!.calls, 5);
+      const sum = profile.ops.reduce((s, o) => s + o.totalMs, 0);
+      assert.ok(Math.abs(sum - profile.totalMs) < 1e-9);
+      // 512×1024×2048×2 = 2.1 GFLOP three times: well under a second on any GPU this runs on.
+      assert.ok(profile.totalMs < 1000, `${profile.totalMs} ms`);
+
+      const { graph, result } = cuda.captureGraph(() => ops.linear(x, w));
+      try {
+        const replayed = cuda.profile(() => graph.replay());
+        assert.deepEqual(replayed.ops.map((o) => [o.name, o.calls]), [['CudaGraph.replay', 1]]);
+        assert.throws(() => cuda.captureGraph(() => cuda.profile(() => 1)), /cuda\.profile/);
+      } finally {
+        result.dispose();
+        graph.dispose();
+      }
+    } finally {
+      for (const t of [x, w, small]) t.dispose();
+    }
+  });
+
+  it('does not nest, and closes when fn throws', (t) => {
+    if (!gpuOrSkip(t)) return;
+    assert.throws(() => cuda.profile(() => cuda.profile(() => 1)), /already open/);
+    assert.throws(() => cuda.profile(() => {
+      throw new Error('inside');
+    }), /inside/);
+    assert.throws(() => cuda.profile(() => Promise.resolve(1)), /promise/);
+    assert.equal(cuda.profile(() => 7).result, 7, 'a new profile opens after the failures');
+  });
+});

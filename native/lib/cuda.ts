@@ -1,6 +1,47 @@
 import { binding, type NativeDeviceProperties, type NativeEvent, type NativeGraph, type NativeStream } from './binding';
 import { tidy } from './scope';
 
+/** The ops of one context (the same op on the same input shapes and dtypes) within a cuda.profile(). */
+export interface ProfiledOp {
+  /** The op's name: 'ops.linear', 'ops.sdpa', 'CudaGraph.replay', ... */
+  name: string;
+  /** The name with the inputs' shapes and dtypes, as errors report them. */
+  context: string;
+  calls: number;
+  /** GPU milliseconds summed over the calls. */
+  totalMs: number;
+}
+
+export interface OpProfile<T> {
+  result: T;
+  /** GPU milliseconds of every timed op (the GPU's busy time attributable to ops, not the wall time). */
+  totalMs: number;
+  /** By context, slowest first. */
+  ops: ProfiledOp[];
+  /** By op name (contexts summed), slowest first. */
+  byName: { name: string; calls: number; totalMs: number }[];
+}
+
+function summarizeProfile<T>(result: T, records: [string, number][]): OpProfile<T> {
+  const byContext = new Map<string, ProfiledOp>();
+  const byName = new Map<string, { name: string; calls: number; totalMs: number }>();
+  let totalMs = 0;
+  for (const [context, ms] of records) {
+    const name = /^[\w.]+/.exec(context)?.[0] ?? context;
+    const op = byContext.get(context) ?? { name, context, calls: 0, totalMs: 0 };
+    op.calls++;
+    op.totalMs += ms;
+    byContext.set(context, op);
+    const group = byName.get(name) ?? { name, calls: 0, totalMs: 0 };
+    group.calls++;
+    group.totalMs += ms;
+    byName.set(name, group);
+    totalMs += ms;
+  }
+  const slowestFirst = (a: { totalMs: number }, b: { totalMs: number }): number => b.totalMs - a.totalMs;
+  return { result, totalMs, ops: [...byContext.values()].sort(slowestFirst), byName: [...byName.values()].sort(slowestFirst) };
+}
+
 function deviceIndex(device: number | undefined, what: string): number {
   const b = binding();
   if (!b.cudaAvailable()) {
@@ -254,6 +295,30 @@ export const cuda = {
 
   resetRouteCounts(): void {
     binding().resetRouteCounts();
+  },
+
+  /**
+   * Runs `fn` (synchronous) and times every op it launches on a CUDA device, on the GPU: each op's kernels are
+   * bracketed by events on its stream (a few microseconds of host work per op while profiling), a compiled
+   * model's graph replay counts as one op, ops inside a capture are not timed. Returns fn's result and the ops
+   * grouped by context (op name with its inputs' shapes and dtypes), slowest first.
+   */
+  profile<T>(fn: () => T): OpProfile<T> {
+    deviceIndex(undefined, 'cuda.profile');
+    const b = binding();
+    b.profileBegin();
+    let result: T;
+    try {
+      result = fn();
+    } catch (err) {
+      b.profileEnd();
+      throw err;
+    }
+    if (result instanceof Promise) {
+      b.profileEnd();
+      throw new TypeError('cuda.profile: fn returned a promise; profile synchronous work (ops launched after an await are not attributed)');
+    }
+    return summarizeProfile(result, b.profileEnd());
   },
 
   /**

@@ -25,7 +25,7 @@ export { tidy, keep, Scope } from './scope';
 export { ops, nf4CodeValues, dynamicMap } from './ops';
 export type { SdpaOptions, GeluApproximation, LinearOptions, TimestepEmbeddingOptions } from './ops';
 export { cuda, Stream, Event, CudaGraph } from './cuda';
-export type { DeviceProperties } from './cuda';
+export type { DeviceProperties, OpProfile, ProfiledOp } from './cuda';
 export { memory, pinned, PinnedBuffer, threads } from './memory';
 export type { MemoryStats, HostMemoryStats } from './memory';
 export { addonPath } from './binding';

@@ -563,6 +563,25 @@ Napi::Value route_counts_js(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value profile_begin_js(const Napi::CallbackInfo& info) {
+  gpu::profile_begin();
+  return info.Env().Undefined();
+}
+
+// [[op, ms], ...] in launch order.
+Napi::Value profile_end_js(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<gpu::OpTime> times = gpu::profile_end();
+  Napi::Array out = Napi::Array::New(env, times.size());
+  for (size_t i = 0; i < times.size(); i++) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(uint32_t(0), Napi::String::New(env, times[i].op));
+    pair.Set(uint32_t(1), N(env, times[i].ms));
+    out.Set(uint32_t(i), pair);
+  }
+  return out;
+}
+
 Napi::Value reset_route_counts_js(const Napi::CallbackInfo& info) {
   gpu::reset_route_counts();
   return info.Env().Undefined();
@@ -615,6 +634,8 @@ void register_cuda_functions(Napi::Env env, Napi::Object exports) {
   FL_EXPORT("isCapturing", is_capturing_js);
   FL_EXPORT("routeCounts", route_counts_js);
   FL_EXPORT("resetRouteCounts", reset_route_counts_js);
+  FL_EXPORT("profileBegin", profile_begin_js);
+  FL_EXPORT("profileEnd", profile_end_js);
   FL_EXPORT("setNumThreads", set_threads_js);
   FL_EXPORT("getNumThreads", get_threads_js);
 #undef FL_EXPORT

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "tensor.h"
 
@@ -76,6 +77,15 @@ bool capturing(int device);
 // Throws ERR_FLUXLAB_CAPTURE naming `what` while `device` (any device, for -1) is being captured: host
 // synchronisation and host<->device copies cannot be part of a graph.
 void check_not_capturing(int device, const char* what);
+
+// Op timing (cuda/profiler.cpp): between begin and end, each op launched on a CUDA device (and each graph replay)
+// is timed on the GPU by events; end waits for them and returns one entry per op, in launch order.
+struct OpTime {
+  std::string op;  // the op's context: name, inputs' shapes and dtypes
+  double ms = 0;
+};
+void profile_begin();
+std::vector<OpTime> profile_end();
 
 // Which kernel served each routed op (linear, NF4 linear, sdpa) since the last reset, by route name.
 std::map<std::string, int64_t> route_counts();

@@ -13,6 +13,7 @@
 #include "../sm90/tensor_map.h"
 #include "allocator.h"
 #include "check.h"
+#include "profiler.h"
 
 namespace fl::cuda {
 
@@ -163,7 +164,9 @@ void graph_replay(void* handle) {
   auto* g = static_cast<Graph*>(handle);
   FL_CHECK(g->exec, "CudaGraph.replay: the graph was not captured successfully");
   cuda::DeviceGuard guard(g->device);
-  cuda::check(cudaGraphLaunch(g->exec, cuda::stream(g->device)), "CudaGraph.replay");
+  cudaStream_t stream = cuda::stream(g->device);
+  cuda::OpTimer timer(g->device, stream, [] { return std::string("CudaGraph.replay"); });
+  cuda::check(cudaGraphLaunch(g->exec, stream), "CudaGraph.replay");
 }
 
 int64_t graph_pool_bytes(void* handle) {

@@ -12,6 +12,7 @@
 #if FLUXLAB_WITH_CUDA
 #include "../cuda/check.h"
 #include "../cuda/launch.h"
+#include "../cuda/profiler.h"
 #endif
 
 namespace fl::ops {
@@ -39,6 +40,8 @@ std::vector<int64_t> broadcast_strides(const Shape& t, const Shape& out);
   do {                                                                \
     ::fl::cuda::DeviceGuard fl_guard_((device).index);                \
     cudaStream_t stream = ::fl::cuda::stream((device).index);         \
+    ::fl::cuda::OpTimer fl_timer_((device).index, stream,             \
+                                  [&] { return std::string(context); }); \
     __VA_ARGS__;                                                      \
     ::fl::cuda::check_launch_ctx([&] { return std::string(context); }); \
   } while (0)
