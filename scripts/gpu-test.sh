@@ -9,8 +9,7 @@
 #   bench    fluxlab bench on RANDOM WEIGHTS at FLUX.1-dev's shapes: the pipeline table (bench.json), the
 #            component figures (components.json) and the torch yardstick (torch.json), then a summary table;
 #            each part time-limited (~6 min in all on an H100)
-#   profile  component figures with resident/peak memory, and an Nsight Systems kernel summary of transformer
-#            steps where nsys is installed (~3 min)
+#   profile  component figures with resident/peak memory and each component's GPU time op by op (~3 min)
 # Logs go to $OUT. Default suites: native flux.
 set -uo pipefail
 OUT=${OUT:-$PWD/.gpu/out}
@@ -59,20 +58,11 @@ for suite in "${suites[@]}"; do
       python3 bench/pipeline/summary.py "$OUT" | tee "$OUT/summary.txt"
       continue ;;
     profile)
-      # Where the time and memory of each component go: component figures with resident/peak memory, then, where
-      # Nsight Systems is installed, a kernel-time summary of transformer steps at 1024x1024 (bf16, NF4).
-      timeout 200 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --component all --sizes 1024x1024 \
-        --iterations 5 --json "$OUT/components.json" > "$OUT/profile.log" 2>&1 || failed=1
-      grep -vE "^bench:" "$OUT/profile.log" | tail -12
-      nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-      if [ -z "$nsys" ]; then echo "profile: no nsys on this machine"; continue; fi
-      for q in bf16 nf4; do
-        timeout 150 "$nsys" profile -t cuda -o "/tmp/step-$q" -f true node kernel/bin/fluxlab.js bench --random-weights flux1-dev \
-          --component transformer --configs "$q:eager:none" --sizes 1024x1024 --iterations 3 > "$OUT/nsys-$q.log" 2>&1 || failed=1
-        "$nsys" stats -q --report cuda_gpu_kern_sum --format csv --output "$OUT/kernels-$q" "/tmp/step-$q.nsys-rep" >> "$OUT/nsys-$q.log" 2>&1
-        echo "== $q: top kernels (all calls, warm-up and compile runs included)"
-        head -14 "$OUT/kernels-${q}_cuda_gpu_kern_sum.csv" | cut -c1-200
-      done
+      # Where the time and memory of each component go: component figures with resident/peak memory, and each
+      # component's GPU time op by op (fluxlab bench --profile, CUDA events around every op).
+      timeout 300 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --component all --sizes 1024x1024 \
+        --iterations 5 --profile --json "$OUT/components.json" > "$OUT/profile.log" 2>&1 || failed=1
+      grep -vE "^bench:" "$OUT/profile.log" | head -60
       continue ;;
     *) echo "gpu-test: unknown suite $suite" >&2; failed=1; continue ;;
   esac

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { DEFAULT_CONFIGS, formatRows, parseBenchArgs, parseConfigs } from './bench';
+import { DEFAULT_CONFIGS, formatProfile, formatRows, parseBenchArgs, parseConfigs } from './bench';
 
 const bin = resolve(__dirname, '..', '..', 'bin', 'fluxlab.js');
 const scratch = mkdtempSync(join(tmpdir(), 'fluxlab-bench-'));
@@ -58,6 +58,25 @@ describe('parseBenchArgs', () => {
     assert.throws(() => parseBenchArgs(['--random-weights', 'sdxl']), /one of flux1-dev, tiny-flux/);
     assert.throws(() => parseBenchArgs(['--max-sequence-length', '600']), /exceeds 512/);
     assert.throws(() => parseBenchArgs(['somewhere']), /--model/);
+    assert.throws(() => parseBenchArgs(['--profile']), /use it with --component/);
+    assert.equal(parseBenchArgs(['--component', 't5', '--profile']).profile, true);
+  });
+});
+
+describe('formatProfile', () => {
+  it('shows GPU time by op and the slowest op contexts with their share', () => {
+    const text = formatProfile({
+      component: 'transformer', quantization: 'nf4', compile: 'eager', shape: '1024x1024, 512 text tokens',
+      median_s: 0.17, min_s: 0.17, iterations: 1, resident_gb: 6, peak_gb: 6.3,
+      profile: {
+        total_ms: 200,
+        by_op: [{ op: 'ops.linear', calls: 400, ms: 150 }, { op: 'ops.sdpa', calls: 57, ms: 50 }],
+        slowest: [{ context: 'ops.linear: x [1,4096,3072] bfloat16 cuda:0, weight nf4 [12288,3072]', calls: 19, ms: 30 }],
+      },
+    });
+    assert.match(text, /^transformer nf4 eager 1024x1024, 512 text tokens: 200\.00 ms of GPU time in ops/);
+    assert.match(text, /ops\.linear\s+400\s+150\.000\s+75\.0%/);
+    assert.match(text, /weight nf4 \[12288,3072\]\s+19\s+30\.000\s+15\.0%/);
   });
 });
 

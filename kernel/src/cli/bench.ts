@@ -37,7 +37,7 @@ import { UsageError } from './command.js';
 export const usage = `usage: fluxlab bench [--model DIR | --random-weights flux1-dev|tiny-flux [--seed S]]
        [--size WxH] [--steps N] [--configs Q:C[:O],...] [--runs N] [--warmup-steps N]
        [--prompt TEXT] [--max-sequence-length L] [--device cuda|cuda:N|cpu] [--json [OUT.json]]
-       fluxlab bench --component transformer|t5|vae|all [--sizes WxH,...] [--iterations N] [...]
+       fluxlab bench --component transformer|t5|vae|all [--sizes WxH,...] [--iterations N] [--profile] [...]
 
 Runs the FLUX.1 pipeline end to end per configuration and prints the table of the diffusers guide
 "Compile and offloading quantized models": whole-pipeline latency, median transformer step, graph capture,
@@ -52,6 +52,8 @@ real shapes (FLUX.1-dev: 12B transformer, T5-XXL, CLIP-L, VAE); neither: the emb
 --component times single components instead: one transformer step per size (default 1024x1024,512x512) for each
 quantization and compile mode that --configs names, T5 on L tokens per quantization, VAE decode at the first size
 (bf16); each with the device memory resident when timing starts and the peak during the timed calls.
+--profile (with --component, CUDA): one more call of each component timed op by op on the GPU (cuda.profile):
+GPU time per op, and the slowest ops with their input shapes.
 --json OUT writes the figures as JSON ({gpu, commit, date, height, width, steps, rows: [...]}); bare --json
 prints the JSON instead of the table.`;
 
@@ -73,6 +75,8 @@ export interface BenchArgs {
   component?: 'transformer' | 't5' | 'vae' | 'all';
   sizes: { width: number; height: number }[];
   iterations: number;
+  /** --component: profile one more call of each component by op (CUDA only). */
+  profile: boolean;
   help: boolean;
 }
 
@@ -154,6 +158,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
     maxSequenceLength: 512,
     sizes: [],
     iterations: 10,
+    profile: false,
     help: false,
   };
   let seedGiven = false;
@@ -167,6 +172,10 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
     }
     if (arg === '--help' || arg === '-h') {
       args.help = true;
+      continue;
+    }
+    if (arg === '--profile') {
+      args.profile = true;
       continue;
     }
     if (arg === '--json') {
@@ -233,6 +242,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
     }
   }
   if (args.help) return args;
+  if (args.profile && !args.component) throw new UsageError('--profile profiles single components: use it with --component');
   if (args.model !== undefined && args.randomWeights !== undefined) throw new UsageError('give either --model or --random-weights, not both');
   if (seedGiven && args.randomWeights === undefined) throw new UsageError('--seed needs --random-weights (it seeds the random weights)');
   if (args.sizes.length === 0) args.sizes = args.component ? [{ width: 1024, height: 1024 }, { width: 512, height: 512 }] : [];
@@ -346,6 +356,18 @@ export function formatComponents(results: readonly ComponentResult[]): string {
   );
 }
 
+/** A component's op profile: GPU time by op, then the slowest op contexts. */
+export function formatProfile(r: ComponentResult): string {
+  const p = r.profile!;
+  const share = (ms: number): string => `${((100 * ms) / p.total_ms).toFixed(1)}%`;
+  return [
+    `${r.component} ${r.quantization} ${r.compile} ${r.shape}: ${fmt(p.total_ms, 2)} ms of GPU time in ops`,
+    table(['op', 'calls', 'ms', 'share'], p.by_op.map((g) => [g.op, String(g.calls), fmt(g.ms, 3), share(g.ms)])),
+    '',
+    table(['slowest (op, inputs)', 'calls', 'ms', 'share'], p.slowest.map((o) => [o.context, String(o.calls), fmt(o.ms, 3), share(o.ms)])),
+  ].join('\n');
+}
+
 async function runComponents(args: BenchArgs, device: Device, source: Source, log: (line: string) => void): Promise<ComponentResult[]> {
   const which = args.component === 'all' ? ['transformer', 't5', 'vae'] : [args.component!];
   const configs = source.configs();
@@ -367,7 +389,7 @@ async function runComponents(args: BenchArgs, device: Device, source: Source, lo
       try {
         for (const compile of compileModes) {
           for (const s of args.sizes) {
-            const r = benchTransformerStep(model, { ...s, textLength: args.maxSequenceLength, iterations: args.iterations, quantization: q, compile });
+            const r = benchTransformerStep(model, { ...s, textLength: args.maxSequenceLength, iterations: args.iterations, profile: args.profile, quantization: q, compile });
             log(`transformer ${q} ${compile} ${r.shape}: ${(r.median_s * 1000).toFixed(2)} ms`);
             results.push(r);
           }
@@ -379,7 +401,7 @@ async function runComponents(args: BenchArgs, device: Device, source: Source, lo
     if (which.includes('t5')) {
       const model = T5EncoderModel.fromWeights(configs.text_encoder_2, source.weights('text_encoder_2'), options('text_encoder_2', q));
       try {
-        const r = benchT5(model, { tokens: args.maxSequenceLength, iterations: args.iterations, quantization: q });
+        const r = benchT5(model, { tokens: args.maxSequenceLength, iterations: args.iterations, profile: args.profile, quantization: q });
         log(`t5 ${q}: ${(r.median_s * 1000).toFixed(2)} ms`);
         results.push(r);
       } finally {
@@ -391,7 +413,7 @@ async function runComponents(args: BenchArgs, device: Device, source: Source, lo
     const model = AutoencoderKL.fromWeights(configs.vae, source.weights('vae'), { device, dtype: 'bfloat16' });
     try {
       const s = args.sizes[0];
-      const r = benchVaeDecode(model, { ...s, iterations: args.iterations, quantization: 'bf16' });
+      const r = benchVaeDecode(model, { ...s, iterations: args.iterations, profile: args.profile, quantization: 'bf16' });
       log(`vae: ${(r.median_s * 1000).toFixed(2)} ms`);
       results.push(r);
     } finally {
@@ -410,6 +432,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const device: Device = args.device ?? (cuda.isAvailable() ? 'cuda' : 'cpu');
   if (device !== 'cpu' && !cuda.isAvailable()) throw new Error(`--device ${device}: CUDA is unavailable: ${cuda.unavailableReason()}`);
+  if (device === 'cpu' && args.profile) throw new UsageError('--profile times ops with CUDA events: it needs a CUDA device');
   if (device === 'cpu' && args.randomWeights === 'flux1-dev') {
     throw new Error('--random-weights flux1-dev on the CPU would draw 17 billion float32 parameters (~68 GB) and run for hours; use a CUDA device, or tiny-flux');
   }
@@ -432,6 +455,7 @@ export async function run(argv: string[]): Promise<number> {
     const components = await runComponents(args, device, source, log);
     say('');
     say(formatComponents(components));
+    for (const c of components) if (c.profile) say(`\n${formatProfile(c)}`);
     report = {
       gpu: env.gpu,
       commit: env.commit,

@@ -171,7 +171,22 @@ export interface ComponentResult {
   resident_gb: number | null;
   /** Peak device memory in live tensors during the timed calls (resident + working memory); null on the CPU. */
   peak_gb: number | null;
+  /** With `profile`: GPU time per op of one more call (cuda.profile). */
+  profile?: ComponentProfile;
   note?: string;
+}
+
+/** Where one call's GPU time goes: by op name, and the slowest op contexts (op with input shapes). */
+export interface ComponentProfile {
+  total_ms: number;
+  by_op: { op: string; calls: number; ms: number }[];
+  slowest: { context: string; calls: number; ms: number }[];
+}
+
+export interface TimingOptions {
+  iterations: number;
+  /** Profile one more call by op (CUDA devices only). */
+  profile?: boolean;
 }
 
 /** Seconds per call of `iterations` timed calls, and the device memory around them. */
@@ -179,13 +194,16 @@ export interface Timed {
   times: number[];
   resident_gb: number | null;
   peak_gb: number | null;
+  profile?: ComponentProfile;
 }
+
+const PROFILE_CONTEXTS = 25;
 
 /**
  * Times `fn` (device work, returns tensors to free) `iterations` times after `warmup` calls. The warm-up calls
  * (and a compiled model's capture) happen before the memory baseline, so the peak is that of steady-state calls.
  */
-export function timeIterations(device: Device, fn: () => Tensor, iterations: number, warmup = 2): Timed {
+export function timeIterations(device: Device, fn: () => Tensor, { iterations, profile = false }: TimingOptions, warmup = 2): Timed {
   for (let i = 0; i < warmup; i++) fn().dispose();
   const onDevice = device !== 'cpu';
   if (onDevice) {
@@ -200,11 +218,21 @@ export function timeIterations(device: Device, fn: () => Tensor, iterations: num
       fn().dispose();
       marks.push(clock.mark());
     }
-    return {
+    const timed: Timed = {
       times: marks.slice(1).map((mark, i) => clock.elapsedMs(marks[i], mark) / 1000),
       resident_gb: onDevice ? resident / GIB : null,
       peak_gb: onDevice ? memory.stats(device).peakAllocated / GIB : null,
     };
+    if (profile && onDevice) {
+      const { totalMs, byName, ops, result } = cuda.profile(fn);
+      result.dispose();
+      timed.profile = {
+        total_ms: totalMs,
+        by_op: byName.map((g) => ({ op: g.name, calls: g.calls, ms: g.totalMs })),
+        slowest: ops.slice(0, PROFILE_CONTEXTS).map((o) => ({ context: o.context, calls: o.calls, ms: o.totalMs })),
+      };
+    }
+    return timed;
   } finally {
     clock.dispose();
   }
@@ -217,7 +245,7 @@ function randn(shape: number[], device: Device, dtype: string, seed: number): Te
 /** One transformer step (as the pipeline calls it) at `height`×`width` with `textLength` T5 tokens. */
 export function benchTransformerStep(
   model: FluxTransformer2DModel,
-  opts: { height: number; width: number; textLength: number; iterations: number; quantization: BenchQuantization; compile: BenchCompile },
+  opts: TimingOptions & { height: number; width: number; textLength: number; quantization: BenchQuantization; compile: BenchCompile },
 ): ComponentResult {
   const device = model.device;
   const latent = latentSize(opts.height, opts.width, 8);
@@ -237,7 +265,7 @@ export function benchTransformerStep(
   else model.uncompile();
   try {
     const before = model.graphInfo().reduce((s, g) => s + g.captureMs, 0);
-    const { times, resident_gb, peak_gb } = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts.iterations);
+    const { times, resident_gb, peak_gb, profile } = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts);
     const captured = model.graphInfo().reduce((s, g) => s + g.captureMs, 0) - before;
     return {
       component: 'transformer',
@@ -253,6 +281,7 @@ export function benchTransformerStep(
       capture_s: compiled ? (model.compiled ? captured / 1000 : null) : undefined,
       resident_gb,
       peak_gb,
+      profile,
       note: compiled && !model.compiled ? `compile() is a no-op on ${device}` : undefined,
     };
   } finally {
@@ -263,10 +292,10 @@ export function benchTransformerStep(
 }
 
 /** T5 encoder on `tokens` tokens (batch 1). */
-export function benchT5(model: T5EncoderModel, opts: { tokens: number; iterations: number; quantization: BenchQuantization }): ComponentResult {
+export function benchT5(model: T5EncoderModel, opts: TimingOptions & { tokens: number; quantization: BenchQuantization }): ComponentResult {
   const ids = Tensor.fromArray(Int32Array.from({ length: opts.tokens }, (_, i) => (i * 7919) % model.config.vocab_size), [1, opts.tokens], { device: model.device });
   try {
-    const { times, resident_gb, peak_gb } = timeIterations(model.device, () => model.forward(ids), opts.iterations);
+    const { times, resident_gb, peak_gb, profile } = timeIterations(model.device, () => model.forward(ids), opts);
     return {
       component: 't5',
       quantization: opts.quantization,
@@ -278,6 +307,7 @@ export function benchT5(model: T5EncoderModel, opts: { tokens: number; iteration
       iterations: times.length,
       resident_gb,
       peak_gb,
+      profile,
     };
   } finally {
     ids.dispose();
@@ -285,11 +315,11 @@ export function benchT5(model: T5EncoderModel, opts: { tokens: number; iteration
 }
 
 /** VAE decode of one latent for a `height`×`width` image. */
-export function benchVaeDecode(model: AutoencoderKL, opts: { height: number; width: number; iterations: number; quantization: BenchQuantization }): ComponentResult {
+export function benchVaeDecode(model: AutoencoderKL, opts: TimingOptions & { height: number; width: number; quantization: BenchQuantization }): ComponentResult {
   const factor = model.scaleFactor;
   const z = randn([1, model.config.latent_channels, opts.height / factor, opts.width / factor], model.device, model.dtype, 4);
   try {
-    const { times, resident_gb, peak_gb } = timeIterations(model.device, () => model.decode(z), opts.iterations);
+    const { times, resident_gb, peak_gb, profile } = timeIterations(model.device, () => model.decode(z), opts);
     return {
       component: 'vae',
       quantization: opts.quantization,
@@ -302,6 +332,7 @@ export function benchVaeDecode(model: AutoencoderKL, opts: { height: number; wid
       iterations: times.length,
       resident_gb,
       peak_gb,
+      profile,
     };
   } finally {
     z.dispose();
