@@ -92,6 +92,28 @@ Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
   Tensor out = empty(shape, first.dtype, first.device());
   auto os = contiguous_strides(shape);
   int64_t at = 0;
+#if FLUXLAB_WITH_CUDA
+  if (!first.device().is_cpu()) {
+    // Each input fills `outer` rows of its own width in the output: one pitched device-to-device copy per input
+    // runs at copy bandwidth, where the generic strided-index kernel took ~190 µs for Flux's [1,4096,24,128]
+    // (25 MB, ~10x the bandwidth floor on an H200), 57 times a step.
+    int64_t outer = 1;
+    for (int64_t d = 0; d < dim; d++) outer *= shape[size_t(d)];
+    const size_t esize = dtype_size(first.dtype);
+    const size_t out_row = size_t(os[size_t(dim)] * total) * esize;
+    for (const Tensor& t : ts) {
+      const size_t row = size_t(t.shape[size_t(dim)] * os[size_t(dim)]) * esize;
+      char* dst = static_cast<char*>(out.data()) + size_t(at * os[size_t(dim)]) * esize;
+      at += t.shape[size_t(dim)];
+      if (row == 0 || outer == 0) continue;
+      FL_CUDA_LAUNCH(first.device(), cat("ops.concat: ", t.desc(), " into ", out.desc()),
+                     cuda::check(cudaMemcpy2DAsync(dst, out_row, t.data(), row, row, size_t(outer),
+                                                   cudaMemcpyDeviceToDevice, stream),
+                                 "ops.concat: cudaMemcpy2DAsync"));
+    }
+    return out;
+  }
+#endif
   for (const Tensor& t : ts) {
     char* dst = static_cast<char*>(out.data()) + size_t(at * os[size_t(dim)]) * dtype_size(first.dtype);
     copy_strided(first.device(), dst, os, t.data(), contiguous_strides(t.shape), t.shape, t.dtype,
