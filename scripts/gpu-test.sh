@@ -19,7 +19,9 @@ suites=("$@")
 if [ -f ../shared/tools/gpu-env.sh ]; then . ../shared/tools/gpu-env.sh; else . .gpu/gpu-env.sh; fi
 command -v node >/dev/null || { echo "gpu-test: no node" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/gpu.txt"
+# The commit the figures belong to: recorded by gpu-pack.sh (the tree here is a copy whose .git may be stale).
+export FLUXLAB_COMMIT=${FLUXLAB_COMMIT:-$(cat .gpu/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+echo "commit $FLUXLAB_COMMIT" | tee -a "$OUT/gpu.txt"
 
 tar -xf .gpu/dist/dist.tar
 mkdir -p node_modules/@fluxlab
@@ -47,7 +49,6 @@ for suite in "${suites[@]}"; do
       tail -70 "$OUT/vae_t5.log"
       continue ;;
     bench)
-      export FLUXLAB_COMMIT=${FLUXLAB_COMMIT:-$(cat .gpu/commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)}
       run_part() { local limit=$1; shift; echo "== $*"; timeout "$limit" "$@" || { echo "(exit $?)"; failed=1; }; }
       {
         run_part 200 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --json "$OUT/bench.json"
