@@ -190,7 +190,7 @@ describe('backend-ops: normalisation', () => {
   for (const dtype of FLOATS) {
     it(`layerNorm / rmsNorm / softmax ${dtype}`, (t) => {
       if (!gpuOrSkip(t)) return;
-      for (const C of [1, 3, 77, 3072, 4096]) {
+      for (const C of [1, 3, 77, 768, 1025, 3072, 4096, 4097]) {
         tidy(() => {
           const x = pair([5, C], C, dtype, 3);
           const w = pair([C], C + 1, dtype);
