@@ -2,11 +2,16 @@
 """Summary of a GPU `bench` run (scripts/gpu-test.sh bench): fluxlab's figures next to torch's from the same run and
 next to issue 5's targets and its diffusers figures (H100 80GB SXM, 2026-11-25).
 
-    python3 bench/pipeline/summary.py DIR    # reads DIR/bench.json, DIR/components.json, DIR/torch.json (any may be missing)
+    python3 bench/pipeline/summary.py DIR [--record FILE]
+        reads DIR/bench.json, DIR/components.json, DIR/torch.json (any may be missing) and prints one table;
+        --record also writes FILE: bench.json's object ({gpu, commit, date, height, width, steps, rows}) with the
+        component figures, torch's figures from the same run and the printed summary added (bench/results/).
 
-Prints one table; writes nothing. Targets are H100 figures: on another card (the machine may lend an H200) compare
-with the torch column of the same run, not with the targets.
+Targets are H100 figures: on another card (the machine may lend an H200) compare with the torch column of the
+same run, not with the targets.
 """
+import contextlib
+import io
 import json
 import os
 import sys
@@ -42,8 +47,37 @@ def verdict(value, target):
 
 
 def main():
-    directory = sys.argv[1] if len(sys.argv) > 1 else "."
+    args = sys.argv[1:]
+    record = None
+    if "--record" in args:
+        i = args.index("--record")
+        if i + 1 >= len(args):
+            print("--record needs a file", file=sys.stderr)
+            return 2
+        record = args[i + 1]
+        del args[i:i + 2]
+    directory = args[0] if args else "."
     pipeline, components, torch_run = load(directory, "bench.json"), load(directory, "components.json"), load(directory, "torch.json")
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        summarize(pipeline, components, torch_run)
+    sys.stdout.write(text.getvalue())
+    if record:
+        if not pipeline:
+            print(f"--record: no {os.path.join(directory, 'bench.json')}", file=sys.stderr)
+            return 1
+        result = dict(pipeline)
+        result["components"] = (components or {}).get("components", [])
+        result["torch"] = torch_run
+        result["summary"] = text.getvalue().splitlines()
+        with open(record, "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+        print(f"recorded {record}")
+    return 0
+
+
+def summarize(pipeline, components, torch_run):
     cards = {name: run["gpu"] for name, run in (("fluxlab", pipeline or components), ("torch", torch_run)) if run}
     print("== bench summary  " + "; ".join(f"{k}: {v}" for k, v in cards.items()))
     if components or pipeline:
@@ -84,7 +118,6 @@ def main():
     for name, run in (("torch", torch_run),):
         if run and run.get("errors"):
             print(f"{name} errors: {run['errors']}")
-    return 0
 
 
 if __name__ == "__main__":
