@@ -437,6 +437,10 @@ describe('backend-ops: NF4 quantization and random numbers', () => {
 /** The route names of native/src/cuda/fluxk_routes.cpp. */
 const ROUTE = {
   linear: { sm90: 'linear bf16: fluxk sm90 (wgmma)', sm80: 'linear bf16: fluxk sm80 (mma.sync)', portable: 'linear: portable' },
+  f32Split: {
+    sm90: 'linear f32 (bf16 weight): fluxk 3xbf16 split sm90 (wgmma)',
+    sm80: 'linear f32 (bf16 weight): fluxk 3xbf16 split sm80 (mma.sync)',
+  },
   nf4: {
     sm90: 'linear nf4: fluxk sm90 (wgmma)',
     sm80: 'linear nf4: fluxk sm80 (mma.sync)',
@@ -606,6 +610,59 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
         qc.dispose();
       }
     }
+  });
+
+  // A float32 layer stored as bf16 (T5's wo under bitsandbytes, FLUX.1-dev's checkpoint): float32 x splits exactly into
+  // three bf16 parts, so the tensor cores compute the float32 product; the float32 limits apply, and at T5's size
+  // the error must not exceed twice (in rms) that of the float32 SIMT kernel on the same values.
+  it('linear float32 x with a bfloat16 weight: the exact 3×bf16 split GEMM', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const split = () => (onHopper() ? ROUTE.f32Split.sm90 : ROUTE.f32Split.sm80);
+    const cases: [number[], Epi, boolean][] = [];
+    for (const M of [1, 7, 33]) for (const [K, N] of [[8, 8], [72, 24], [8, 24], [72, 8]]) cases.push([[1, M, K, N], 'none', true]);
+    cases.push([[3, 111, 256, 136], 'none', true], [[2, 3, 64, 64], 'none', true]);
+    // not taken: K or N not a multiple of 8, or an epilogue beyond the bias
+    cases.push([[1, 5, 77, 64], 'none', false], [[1, 5, 64, 77], 'none', false], [[1, 7, 64, 64], 'gelu', false], [[1, 7, 64, 64], 'residual', false]);
+    for (const [i, [[B, L, K, N], epi, taken]] of cases.entries()) {
+      tidy(() => {
+        const w = bigPair([N, K], 700 + i, 'bfloat16', 1 / Math.sqrt(K));
+        const x = bigPair([B, L, K], 720 + i, 'float32', 2);
+        const b = bigPair([N], 740 + i, 'float32', 0.1);
+        const r = bigPair([B, L, N], 760 + i, 'float32');
+        const opts = (d: 0 | 1) => ({ activation: epi === 'gelu' ? ('gelu_tanh' as const) : undefined, residual: epi === 'residual' ? r[d] : undefined });
+        routedBoth(`linear f32 x bf16 w [${B},${L},${K}]x[${N},${K}] ${epi} + bias`, 'float32', taken ? split() : ROUTE.linear.portable, [x, w, b], (a, ww, bb) =>
+          ops.linear(a, ww, bb, opts(a.device === 'cpu' ? 0 : 1)),
+        );
+        if (taken && i % 4 === 0) routedBoth(`linear f32 x bf16 w [${B},${L},${K}]x[${N},${K}] no bias`, 'float32', split(), [x, w], (a, ww) => ops.linear(a, ww));
+      });
+    }
+    tidy(() => {
+      // magnitudes across float32's range: huge (no overflow in the split), tiny, subnormal, exact tails
+      const K = 64;
+      // one huge pair per row (|sum| < 2.6e38: no order-dependent overflow), the rest spread over the range
+      const spread = [1e36, 1e-30, 3e-39, 1.0000001, 1 / 3, 2 ** -20, -7.123456789];
+      const values = Array.from({ length: 3 * K }, (_, j) => (j % K === 0 ? 1.5e38 : j % K === 1 ? -1e38 : spread[j % 7] * (j < K ? 1 : -0.5)));
+      const xc = Tensor.fromArray(values, [3, K]);
+      const wc = Tensor.fromArray(Array.from({ length: 8 * K }, (_, j) => [0.5, 0.25, 1, -1, 0.375][j % 5] * 2 ** -(j % 7)), [8, K], { dtype: 'bfloat16' });
+      routedBoth('linear f32 x bf16 w, magnitudes 1e-39..3e38', 'float32', split(), [[xc, xc.to('cuda')], [wc, wc.to('cuda')]], (a, ww) => ops.linear(a, ww));
+    });
+    tidy(() => {
+      // T5-XXL's wo at 512 tokens: [512, 10240] x [4096, 10240] (+ bias, which T5 has not)
+      const [M, K, N] = [512, 10240, 4096];
+      const x = bigPair([1, M, K], 780, 'float32');
+      const w = bigPair([N, K], 781, 'bfloat16', 1 / Math.sqrt(K));
+      const b = bigPair([N], 782, 'float32', 0.1);
+      const cpu = ops.linear(x[0], w[0], b[0]);
+      const { out, route } = routed(split(), 'linear f32 x bf16 w T5 wo', () => ops.linear(x[1], w[1], b[1]));
+      check(`linear f32 x bf16 w T5 wo [1,${M},${K}]x[${N},${K}] + bias`, 'float32', cpu, out, undefined, route);
+      const wf = w[1].to({ dtype: 'float32' });
+      const { out: simt, route: simtRoute } = routed(ROUTE.linear.portable, 'linear f32 x f32 w T5 wo', () => ops.linear(x[1], wf, b[1]));
+      check(`linear f32 x f32 w T5 wo [1,${M},${K}]x[${N},${K}] + bias (reference)`, 'float32', cpu, simt, undefined, simtRoute);
+      const errSplit = nmse(out.toArray() as Float32Array, cpu.toArray() as Float32Array);
+      const errSimt = nmse(simt.toArray() as Float32Array, cpu.toArray() as Float32Array);
+      console.log(`backend-ops: T5 wo float32 vs CPU: 3xbf16 split NMSE ${errSplit.toExponential(2)}, float32 SIMT NMSE ${errSimt.toExponential(2)}`);
+      assert.ok(errSplit <= Math.max(4 * errSimt, 1e-13), `split GEMM error ${errSplit} exceeds 4x the float32 kernel's ${errSimt}`);
+    });
   });
 
   it('NF4Tensor.concatRows (fused QKV) on the GPU computes what the CPU computes', (t) => {

@@ -56,6 +56,45 @@ describe('linear', () => {
     });
   });
 
+  // A float32 layer stored as bf16 (docs/native.md): float32 x with a bf16 weight computes in float32 on the widened
+  // values, so it equals the float32 product of those values bit for bit, bias included.
+  for (const [M, K, N] of [
+    [1, 8, 8],
+    [7, 72, 24],
+    [33, 10, 5],
+    [3, 300, 17],
+  ]) {
+    it(`float32 x [${M},${K}] · bfloat16 w [${N},${K}] = the float32 product of the widened weight`, () => {
+      tidy(() => {
+        const x = randTensor([M, K], 20 + M, { scale: 3 });
+        const w = randTensor([N, K], 21 + K, { dtype: 'bfloat16', scale: 1 / Math.sqrt(K) });
+        const b = randTensor([N], 22);
+        const y = ops.linear(x.t, w.t, b.t);
+        assert.equal(y.dtype, 'float32');
+        assert.deepEqual(y.shape, [M, N]);
+        assert.deepEqual(y.toArray(), ops.linear(x.t, w.t.to({ dtype: 'float32' }), b.t).toArray());
+        const bf16Bias = ops.linear(x.t, w.t, b.t.to({ dtype: 'bfloat16' }));
+        assert.deepEqual(bf16Bias.toArray(), ops.linear(x.t, w.t.to({ dtype: 'float32' }), b.t.to({ dtype: 'bfloat16' })).toArray());
+        const ref = refMatmul(x.v, w.v, M, K, N, true).map((v, i) => v + b.v[i % N]);
+        assertClose(toF64(y), ref, F32, 'linear f32 x bf16 w');
+      });
+    });
+  }
+
+  it('float32 x with a bfloat16 weight: float32 semantics at extreme magnitudes (huge, tiny, subnormal, inf)', () => {
+    tidy(() => {
+      const K = 8;
+      const xs = [3.0e38, -1.5e38, 1e-30, 3e-39, 1.0000001, Math.fround(1 / 3), 2 ** -20, 0];
+      const x = Tensor.fromArray(xs, [1, K]);
+      const w = Tensor.fromArray([0.5, 0.25, 1, 1, 1, 1, 1, 1], [1, K], { dtype: 'bfloat16' });
+      const y = (ops.linear(x, w).toArray() as Float32Array)[0];
+      assert.equal(y, (ops.linear(x, w.to({ dtype: 'float32' })).toArray() as Float32Array)[0]);
+      assert.ok(Number.isFinite(y) && Math.abs(y - 1.125e38) / 1.125e38 < 1e-6, `got ${y}`);
+      const inf = Tensor.fromArray([Infinity, 1, 1, 1, 1, 1, 1, 1], [1, K]);
+      assert.equal((ops.linear(inf, w).toArray() as Float32Array)[0], Infinity);
+    });
+  });
+
   it('rejects mismatched inner dims with op, shapes and dtypes', () => {
     tidy(() => {
       const x = Tensor.zeros([2, 3]);
@@ -65,6 +104,18 @@ describe('linear', () => {
         (e: Error & { code?: string }) =>
           e.code === 'ERR_FLUXLAB_INVALID' && /ops\.linear/.test(e.message) && /\[2,3\] float32/.test(e.message) &&
           /\[4,5\] bfloat16/.test(e.message),
+      );
+      assert.throws(
+        () => ops.linear(Tensor.zeros([2, 8]), Tensor.zeros([4, 8, 1], { dtype: 'bfloat16' })),
+        (e: Error & { code?: string }) => e.code === 'ERR_FLUXLAB_INVALID' && /ops\.linear: weight must be \[N,K\], got \[4,8,1\] bfloat16/.test(e.message),
+      );
+      assert.throws(
+        () => ops.linear(Tensor.zeros([2, 8]), Tensor.zeros([4, 8], { dtype: 'bfloat16' }), Tensor.zeros([5])),
+        (e: Error & { code?: string }) => e.code === 'ERR_FLUXLAB_INVALID' && /ops\.linear: bias \[5\] float32 cpu must have 4 values/.test(e.message),
+      );
+      assert.throws(
+        () => ops.linear(Tensor.zeros([2, 8]), Tensor.zeros([4, 8], { dtype: 'int32' })),
+        (e: Error) => /ops\.linear/.test(e.message) && /int32/.test(e.message),
       );
     });
   });

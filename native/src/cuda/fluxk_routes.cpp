@@ -1,6 +1,7 @@
 // Routes linear (bf16 and NF4 weights) and attention to the fluxk tensor-core kernels (src/sm90: wgmma/TMA for
 // sm_90; src/sm80: mma.sync for every sm_80+ GPU; docs/kernels.md). fluxk computes in bf16 with float32
-// accumulation, so only bf16 activations are routed: float32 and float16 pipelines keep the portable float32-math
+// accumulation, so only bf16 activations are routed, plus float32 activations with a bf16 weight, which run
+// exactly as three bf16 parts (gemm_f32_bf16w); other float32 and float16 products keep the portable float32-math
 // kernels. A route answers false whenever fluxk declines (shape, alignment, device, or an argument fluxk has no
 // slot for), and the op layer then runs the portable kernel, so every shape stays correct.
 #include <atomic>
@@ -28,6 +29,8 @@ const char* route_name(Route r) {
     case Route::LinearFluxkSm90: return "linear bf16: fluxk sm90 (wgmma)";
     case Route::LinearFluxkSm80: return "linear bf16: fluxk sm80 (mma.sync)";
     case Route::LinearPortable: return "linear: portable";
+    case Route::LinearF32SplitSm90: return "linear f32 (bf16 weight): fluxk 3xbf16 split sm90 (wgmma)";
+    case Route::LinearF32SplitSm80: return "linear f32 (bf16 weight): fluxk 3xbf16 split sm80 (mma.sync)";
     case Route::LinearNf4FluxkSm90: return "linear nf4: fluxk sm90 (wgmma)";
     case Route::LinearNf4FluxkSm80: return "linear nf4: fluxk sm80 (mma.sync)";
     case Route::LinearNf4FluxkGemv: return "linear nf4: fluxk gemv (M<=16)";
@@ -129,6 +132,40 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
   }
   if (!accepted(fluxk::gemm_bf16_sm80(a, s), "ops.linear (fluxk gemm_bf16_sm80)")) return false;
   count_route(Route::LinearFluxkSm80);
+  return true;
+}
+
+int64_t fluxk_linear_f32_workspace_elems(int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi) {
+  if (epi.gelu_tanh || epi.gate || epi.residual) return 0;
+  if (!fits_int(M) || !fits_int(N) || !fits_int(K) || M == 0 || K == 0 || K % 8 || N % 8) return 0;
+  const int64_t elems = fluxk::split_f32_workspace_elems(M, K);
+  return fits_int(elems / 8) ? elems : 0;
+}
+
+bool fluxk_linear_f32(const float* x, const void* w, const float* bias, float* out, int64_t M, int64_t N, int64_t K,
+                      const LinearEpilogue& epi, void* workspace, cudaStream_t s) {
+  if (!workspace || fluxk_linear_f32_workspace_elems(M, N, K, epi) == 0) return false;
+  fluxk::GemmF32Args a;
+  a.x = x;
+  a.ldx = K;
+  a.w = static_cast<const __nv_bfloat16*>(w);
+  a.ldw = K;
+  a.bias = bias;
+  a.c = out;
+  a.ldc = N;
+  a.m = int(M);
+  a.n = int(N);
+  a.k = int(K);
+  a.workspace = static_cast<__nv_bfloat16*>(workspace);
+  if (use_sm90()) {
+#if FLUXLAB_HAVE_SM90
+    if (!accepted(fluxk::gemm_f32_bf16w_sm90(a, s), "ops.linear (fluxk gemm_f32_bf16w_sm90)")) return false;
+    count_route(Route::LinearF32SplitSm90);
+    return true;
+#endif
+  }
+  if (!accepted(fluxk::gemm_f32_bf16w_sm80(a, s), "ops.linear (fluxk gemm_f32_bf16w_sm80)")) return false;
+  count_route(Route::LinearF32SplitSm80);
   return true;
 }
 

@@ -95,6 +95,22 @@ void layer_norm_modulate(const void* x, void* out, DType dt, int64_t rows, int64
 // x, out [B*L*H rows of D]: rmsNorm over D with weight (pdt), then Flux's interleaved rope with cos/sin [L,D] (cdt).
 void qk_norm_rope(const void* x, void* out, DType dt, int64_t rows, int64_t L, int64_t H, int64_t D, const void* w,
                   DType pdt, const void* cos, const void* sin, DType cdt, float eps, cudaStream_t s);
+// One token stream of joint_qkv: qkv [B,L,3·H·D] (dtype of the call), its rows start at `offset` of the outputs,
+// QK-norm weights [D] and rotary rows cos/sin [L,D] of any float dtype.
+struct JointQkvStream {
+  const void* qkv;
+  int64_t L, offset;
+  const void* norm_q;
+  DType norm_q_dtype;
+  const void* norm_k;
+  DType norm_k_dtype;
+  const void* cos;
+  const void* sin;
+  DType table_dtype;
+};
+// q, k, v [B,Ltot,H,D]: each stream's q and k rows as qk_norm_rope computes them (bitwise), v rows copied.
+void joint_qkv(const JointQkvStream* streams, int count, DType dt, int64_t B, int64_t Ltot, int64_t H, int64_t D,
+               float eps, void* q, void* k, void* v, cudaStream_t s);
 // out [B, dim] float32 from t [B] (tdt): diffusers' get_timestep_embedding.
 void timestep_embedding(const void* t, DType tdt, int64_t B, int64_t dim, bool flip_sin_to_cos,
                         float downscale_freq_shift, float scale, float max_period, float* out, cudaStream_t s);
@@ -111,6 +127,13 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
 // `w` as stored (plain or double-quant absmax).
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
                       int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+// float32 x with a bf16 weight (a float32 layer whose values are bf16: nn.ts stores it so): fluxk's exact
+// 3×bf16 split GEMM, the float32 product up to summation order. The workspace is
+// fluxk_linear_f32_workspace_elems(M, N, K, epi) bf16 values; 0 there means the route declines this shape or
+// epilogue (only a float32 bias is fused), so no workspace is needed.
+int64_t fluxk_linear_f32_workspace_elems(int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi);
+bool fluxk_linear_f32(const float* x, const void* w_bf16, const float* bias, float* out, int64_t M, int64_t N,
+                      int64_t K, const LinearEpilogue& epi, void* workspace, cudaStream_t s);
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
                 bool has_mask, float scale, cudaStream_t s);
 // bf16/f16 head_dim 64 with any bias/mask (T5, CLIP) and head_dim >= 256 (the VAE mid block): src/sm80/vae_t5.h.
@@ -119,7 +142,7 @@ bool fluxk_sdpa_bias_wide(const void* q, const void* k, const void* v, void* out
                           cudaStream_t s);
 // Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
 enum class Route : int {
-  LinearFluxkSm90, LinearFluxkSm80, LinearPortable,
+  LinearFluxkSm90, LinearFluxkSm80, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
   SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,

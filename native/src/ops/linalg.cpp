@@ -98,8 +98,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Linear
     cpu::linear(x, cpu::Operand{w.data(), w.dtype, 1, K, nullptr}, N, K, b.defined() ? &b : nullptr, out, ep.e);
   } else {
     [[maybe_unused]] const void* bp = b.defined() ? b.data() : nullptr;
+#if FLUXLAB_WITH_CUDA
+    // float32 x with a bf16 weight (a float32 layer stored as bf16): the exact split GEMM on tensor cores
+    const int64_t split_elems = x.dtype == DType::F32 && w.dtype == DType::BF16
+                                    ? cuda::fluxk_linear_f32_workspace_elems(M, N, K, ep.e)
+                                    : 0;
+    Tensor workspace = split_elems ? empty({split_elems}, DType::BF16, x.device()) : Tensor();
+#endif
     FL_CUDA_LAUNCH(x.device(), linear_context(x, w.desc().c_str(), bias, opts), {
-      if (!cuda::fluxk_linear(x.data(), x.dtype, w.data(), w.dtype, bp, out.data(), M, N, K, ep.e, stream)) {
+      const bool fluxk =
+          split_elems ? cuda::fluxk_linear_f32(x.ptr<float>(), w.data(), b.defined() ? b.ptr<float>() : nullptr,
+                                               out.ptr<float>(), M, N, K, ep.e, workspace.data(), stream)
+                      : cuda::fluxk_linear(x.data(), x.dtype, w.data(), w.dtype, bp, out.data(), M, N, K, ep.e, stream);
+      if (!fluxk) {
         cuda::count_route(cuda::Route::LinearPortable);
         cuda::linear(x.data(), x.dtype, w.data(), w.dtype, bp, out.data(), M, N, K, ep.e, stream);
       }

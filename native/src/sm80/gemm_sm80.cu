@@ -2,6 +2,10 @@
 //   bf16:  C[M,N] = epilogue(A[M,K] · W[N,K]ᵀ)
 //   NF4:   the same with W dequantized from packed NF4 in the main loop (fragments are built from
 //          the packed bytes in shared memory; no bf16 weight tile is ever stored).
+//   f32:   float32 X · bf16 W, exact up to summation order: X split into three bf16 parts
+//          (split_f32_bf16x3 below), one GEMM over the parts with a float32 store. mma.sync adds into
+//          its accumulator with truncation; each W k-block's parts are summed in a fresh register tile
+//          and added to the float32 total with round-to-nearest (gemm_bf16.cu says why).
 // CTA tile 128x128, k-block 64, 3 stages, 8 warps in a 2 (M) x 4 (N) grid of 64x32 warp tiles.
 // Slower than the wgmma kernels on Hopper; this is the path for Ampere/Ada and a cross-check.
 #include "../sm90/epilogue.cuh"
@@ -32,12 +36,14 @@ struct Sm80Params {
   int64_t ldw;
   Nf4Weight q;             // NF4 path
   __nv_bfloat16* c;
+  float* c_f32;            // float32 output (kF32Out)
   int64_t ldc;
   int m, n, k;
+  int a_parts = 1;         // k-blocks of A per k-block of W (GemmArgs::a_parts)
   EpilogueArgs epi;
 };
 
-template <bool kNf4, int EPI>
+template <bool kNf4, int EPI, bool kF32Out>
 __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p) {
 #if FLUXK_SM80_DEVICE
   using Cfg = Sm80Config<kNf4>;
@@ -54,7 +60,8 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
   const int warp_n = warp % 4;  // 0..3
   const int m0 = blockIdx.y * kBM;
   const int n0 = blockIdx.x * kBN;
-  const int k_blocks = (p.k + kBK - 1) / kBK;
+  const int k_blocks = p.a_parts * ((p.k + kBK - 1) / kBK);
+  const int ka = p.a_parts == 1 ? p.k : k_blocks * kBK;  // A's columns
   if (kNf4) {
     fill_lane_lut(lut, tid, kThreads);
     __syncthreads();
@@ -68,7 +75,7 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
       const int idx = tid + i * kThreads;
       const int row = idx / 8, ch = idx % 8;
       const int gr = m0 + row, gk = kb * kBK + ch * 8;
-      const bool ok = gr < p.m && gk < p.k;
+      const bool ok = gr < p.m && gk < ka;
       cp_async_16(a_dst + swz128(row, ch), ok ? p.a + static_cast<int64_t>(gr) * p.lda + gk : p.a, ok ? 16 : 0);
     }
     if (!kNf4) {
@@ -76,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
       for (int i = 0; i < 4; ++i) {
         const int idx = tid + i * kThreads;
         const int row = idx / 8, ch = idx % 8;
-        const int gn = n0 + row, gk = kb * kBK + ch * 8;
+        const int gn = n0 + row, gk = (kb / p.a_parts) * kBK + ch * 8;
         const bool ok = gn < p.n && gk < p.k;
         cp_async_16(w_dst + swz128(row, ch), ok ? p.w + static_cast<int64_t>(gn) * p.ldw + gk : p.w, ok ? 16 : 0);
       }
@@ -91,6 +98,7 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
   };
 
   float acc[4][4][4];
+  float part[kF32Out ? 4 : 1][4][4];  // kF32Out: this W k-block's sum over the parts of A
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -126,6 +134,16 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
     float scale_next[4] = {0.f, 0.f, 0.f, 0.f};
     if (kNf4 && kb + 1 < k_blocks) load_scales(kb + 1, scale_next);
 
+    if constexpr (kF32Out) {
+      if (kb % p.a_parts == 0) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 4; ++h) part[i][j][h] = 0.f;
+      }
+    }
     const int stage = kb % kStages;
     const uint32_t a_tile = smem_base + stage * Cfg::kStageBytes;
     const uint32_t w_tile = a_tile + kATileBytes;
@@ -177,7 +195,23 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) mma_bf16_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+        for (int nt = 0; nt < 4; ++nt) {
+          if constexpr (kF32Out) {
+            mma_bf16_16816(part[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+          } else {
+            mma_bf16_16816(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+          }
+        }
+    }
+    if constexpr (kF32Out) {
+      if ((kb + 1) % p.a_parts == 0) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int h = 0; h < 4; ++h) acc[i][j][h] += part[i][j][h];
+      }
     }
     if (kNf4) {
 #pragma unroll
@@ -193,6 +227,17 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
     for (int nt = 0; nt < 4; ++nt) {
       const int col = n0 + warp_n * 32 + nt * 8 + 2 * c;
       if (col >= p.n) continue;
+      if (kF32Out) {
+        const float b0 = p.epi.bias_f32 ? p.epi.bias_f32[col] : 0.f;
+        const float b1 = p.epi.bias_f32 ? p.epi.bias_f32[col + 1] : 0.f;
+        if (row < p.m)
+          *reinterpret_cast<float2*>(p.c_f32 + static_cast<int64_t>(row) * p.ldc + col) =
+              make_float2(acc[mt][nt][0] + b0, acc[mt][nt][1] + b1);
+        if (row + 8 < p.m)
+          *reinterpret_cast<float2*>(p.c_f32 + static_cast<int64_t>(row + 8) * p.ldc + col) =
+              make_float2(acc[mt][nt][2] + b0, acc[mt][nt][3] + b1);
+        continue;
+      }
       if (row < p.m)
         *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
             epilogue_pair<EPI>(p.epi, acc[mt][nt][0], acc[mt][nt][1], row, col);
@@ -204,10 +249,10 @@ __global__ void __launch_bounds__(kThreads) gemm_sm80_kernel(const Sm80Params p)
 #endif
 }
 
-template <bool kNf4, int EPI>
+template <bool kNf4, int EPI, bool kF32Out = false>
 cudaError_t launch(const Sm80Params& p, cudaStream_t stream) {
   using Cfg = Sm80Config<kNf4>;
-  auto kernel = gemm_sm80_kernel<kNf4, EPI>;
+  auto kernel = gemm_sm80_kernel<kNf4, EPI, kF32Out>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   const dim3 grid((p.n + kBN - 1) / kBN, (p.m + kBM - 1) / kBM);
@@ -218,6 +263,9 @@ cudaError_t launch(const Sm80Params& p, cudaStream_t stream) {
 
 template <bool kNf4>
 cudaError_t launch_epi(const Sm80Params& p, cudaStream_t stream) {
+  if constexpr (!kNf4) {
+    if (p.c_f32) return launch<false, 0, true>(p, stream);
+  }
   switch (p.epi.kind) {
     case Epilogue::kNone: return launch<kNf4, 0>(p, stream);
     case Epilogue::kGeluTanh: return launch<kNf4, 1>(p, stream);
@@ -228,31 +276,133 @@ cudaError_t launch_epi(const Sm80Params& p, cudaStream_t stream) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
+int64_t round_up64(int64_t k) { return (k + 63) / 64 * 64; }
+
+// x [M,K] float32 → [M, 3·K64] bf16: for each 64-column block b, parts p = 0, 1, 2 at columns
+// 64·(3b + p) (GemmArgs::a_parts = 3). Truncation (not rounding) makes the split exact: x1 keeps the
+// sign, exponent and top 7 stored mantissa bits of x, r = x − x1 is exact in float32 and has at most
+// 16 significant bits, x2 = its top 8, x3 = r − x2 the remaining ≤ 8 (exact in bf16). Truncation also
+// never rounds a finite value up to infinity. Non-finite x: x1 = x (NaN stays NaN), tails 0.
+__device__ __forceinline__ void split3(float x, __nv_bfloat16& p1, __nv_bfloat16& p2, __nv_bfloat16& p3) {
+  const uint32_t bits = __float_as_uint(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u) {
+    p1 = __float2bfloat16(x);
+    p2 = p3 = __float2bfloat16(0.f);
+    return;
+  }
+  const float x1 = __uint_as_float(bits & 0xffff0000u);
+  const float r = x - x1;
+  const float x2 = __uint_as_float(__float_as_uint(r) & 0xffff0000u);
+  p1 = __float2bfloat16_rz(x1);
+  p2 = __float2bfloat16_rz(x2);
+  p3 = __float2bfloat16_rz(r - x2);
+}
+
+// One thread per 8 columns of a row: two 16-byte loads (or guarded scalar ones), three 16-byte stores.
+__global__ void split_f32_bf16x3_kernel(const float* __restrict__ x, int64_t ldx, int m, int k, int chunks,
+                                        bool vec, __nv_bfloat16* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= static_cast<int64_t>(m) * chunks) return;
+  const int row = static_cast<int>(i / chunks), chunk = static_cast<int>(i % chunks);
+  const int col = chunk * 8;
+  const float* src = x + static_cast<int64_t>(row) * ldx + col;
+  float v[8];
+  if (vec && col + 8 <= k) {
+    const float4 lo = *reinterpret_cast<const float4*>(src);
+    const float4 hi = *reinterpret_cast<const float4*>(src + 4);
+    v[0] = lo.x; v[1] = lo.y; v[2] = lo.z; v[3] = lo.w;
+    v[4] = hi.x; v[5] = hi.y; v[6] = hi.z; v[7] = hi.w;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[j] = col + j < k ? src[j] : 0.f;
+  }
+  alignas(16) __nv_bfloat16 parts[3][8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) split3(v[j], parts[0][j], parts[1][j], parts[2][j]);
+  const int block = col / 64, within = col % 64;
+  __nv_bfloat16* dst = out + static_cast<int64_t>(row) * 3 * (static_cast<int64_t>(chunks) * 8) + block * 192 + within;
+#pragma unroll
+  for (int p = 0; p < 3; ++p) *reinterpret_cast<uint4*>(dst + 64 * p) = *reinterpret_cast<const uint4*>(parts[p]);
+}
+
 }  // namespace
 }  // namespace sm80
 
 bool nf4_args_valid(const Nf4GemmArgs& a);  // gemv_nf4.cu
 
-cudaError_t gemm_bf16_sm80(const GemmArgs& a, cudaStream_t stream) {
-  if (a.m == 0 || a.n == 0) return cudaSuccess;
-  if (a.m < 0 || a.n < 0 || a.k <= 0 || !a.a || !a.w || !a.c) return cudaErrorInvalidValue;
+cudaError_t gemm_bf16_check(const GemmArgs& a) {
+  using sm80::aligned16;
+  if (a.m < 0 || a.n < 0 || a.k <= 0 || !a.a || !a.w || (!a.c == !a.c_f32)) return cudaErrorInvalidValue;
   if (a.k % 8 || a.n % 8 || a.lda % 8 || a.ldw % 8 || a.ldc % 8) return cudaErrorInvalidValue;
-  if (!sm80::aligned16(a.a) || !sm80::aligned16(a.w) || !sm80::aligned16(a.c)) return cudaErrorInvalidValue;
+  if (!aligned16(a.a) || !aligned16(a.w) || !aligned16(a.c ? static_cast<const void*>(a.c) : a.c_f32))
+    return cudaErrorInvalidValue;
+  if (a.a_parts < 1 || a.a_parts > 4) return cudaErrorInvalidValue;
+  if (a.a_parts > 1 && a.lda < a.a_parts * sm80::round_up64(a.k)) return cudaErrorInvalidValue;
+  if (a.c_f32 && (a.epi.kind != Epilogue::kNone || a.epi.bias || a.cluster > 1)) return cudaErrorInvalidValue;
+  if (a.epi.bias_f32 && (!a.c_f32 || (reinterpret_cast<uintptr_t>(a.epi.bias_f32) & 7)))
+    return cudaErrorInvalidValue;
   if (a.epi.kind == Epilogue::kGateResidual &&
       (!a.epi.residual || !a.epi.gate || a.epi.gate_rows_per_batch <= 0 || a.epi.ldr % 2 || a.epi.ldg % 2))
     return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t gemm_bf16_sm80(const GemmArgs& a, cudaStream_t stream) {
+  if (a.m == 0 || a.n == 0) return a.m < 0 || a.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
+  const cudaError_t valid = gemm_bf16_check(a);
+  if (valid != cudaSuccess) return valid;
   sm80::Sm80Params p{};
   p.a = a.a;
   p.lda = a.lda;
   p.w = a.w;
   p.ldw = a.ldw;
   p.c = a.c;
+  p.c_f32 = a.c_f32;
   p.ldc = a.ldc;
   p.m = a.m;
   p.n = a.n;
   p.k = a.k;
+  p.a_parts = a.a_parts;
   p.epi = a.epi;
   return sm80::launch_epi<false>(p, stream);
+}
+
+cudaError_t split_f32_bf16x3(const float* x, int64_t ldx, int m, int k, __nv_bfloat16* out, cudaStream_t stream) {
+  if (m == 0) return cudaSuccess;
+  if (m < 0 || k <= 0 || !x || !out || ldx < k || !sm80::aligned16(out)) return cudaErrorInvalidValue;
+  const int chunks = static_cast<int>(sm80::round_up64(k) / 8);
+  const bool vec = ldx % 4 == 0 && sm80::aligned16(x);
+  const int64_t threads = static_cast<int64_t>(m) * chunks;
+  const int block = 256;
+  const int64_t grid = (threads + block - 1) / block;
+  if (grid > 0x7fffffff) return cudaErrorInvalidValue;
+  sm80::split_f32_bf16x3_kernel<<<static_cast<unsigned>(grid), block, 0, stream>>>(x, ldx, m, k, chunks, vec, out);
+  return cudaGetLastError();
+}
+
+// Napkin math (T5-XXL wo at 512 tokens: M 512, K 10240, N 4096; H100 SXM): 3 × 2MNK = 129 GFLOP, at the
+// ~600 TFLOP/s our bf16 GEMM reaches 0.215 ms (the float32 SIMT kernel: 43 GFLOP at ~14 TFLOP/s = 3 ms).
+// Bytes: x 21 MB read + 31.5 MB of parts written by the split (≈ 0.02 ms at 3 TB/s), then the parts
+// (31.5 MB) and W (84 MB, each block re-read for its 3 parts straight from L2) and C (8.4 MB): the
+// GEMM stays compute bound. 24 layers: ≈ 5.7 ms against 72 ms.
+cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& f, cudaStream_t stream) {
+  GemmArgs a;
+  a.a = f.workspace;
+  a.lda = split_f32_ld(f.k);
+  a.w = f.w;
+  a.ldw = f.ldw;
+  a.c_f32 = f.c;
+  a.ldc = f.ldc;
+  a.m = f.m;
+  a.n = f.n;
+  a.k = f.k;
+  a.a_parts = 3;
+  a.epi.bias_f32 = f.bias;
+  if (f.m == 0 || f.n == 0) return f.m < 0 || f.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
+  if (!f.x || f.ldx < f.k || gemm_bf16_check(a) != cudaSuccess) return cudaErrorInvalidValue;
+  cudaError_t e = split_f32_bf16x3(f.x, f.ldx, f.m, f.k, f.workspace, stream);
+  if (e != cudaSuccess) return e;
+  return gemm_bf16_sm80(a, stream);
 }
 
 cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& a, cudaStream_t stream) {

@@ -13,12 +13,20 @@
 // With CL = 2 the CTAs run as clusters of two that take vertically adjacent tiles: each CTA loads
 // its own A tile and half of the shared W tile, multicast to both, so L2->SM traffic per tile
 // drops by a third; a stage is refilled only after the consumers of both CTAs released it.
+// F32 stores C in float32 (gemm_f32_bf16w: float32 activations split into a_parts bf16 parts that
+// run as a_parts consecutive k-blocks against the same W block, which the second and third reads
+// find in L2). The tensor cores add each k16 step into the accumulator with truncation (round
+// toward zero), a bias of up to an ulp of the running sum per step: over K = 10240 that would reach
+// ~1e-4 relative. So F32 accumulates each W k-block's parts in a fresh register tile and adds it to
+// the float32 sum with round-to-nearest (DeepGEMM's promotion), as a float32 GEMM sums; tile 128
+// only (2 x 64 accumulators per thread).
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
 #include "tensor_map.h"
 
 namespace fluxk {
+
 namespace sm90 {
 namespace {
 
@@ -40,8 +48,10 @@ struct GemmConfig {
 
 struct GemmParams {
   __nv_bfloat16* c;
+  float* c_f32;
   int64_t ldc;
   int m, n, k;
+  int a_parts;  // k-blocks of A per k-block of W (GemmArgs::a_parts)
   int tiles_m, tiles_n, k_blocks;
   int units_m, num_units;  // a unit is CL vertically adjacent tiles, one per CTA of a cluster
   EpilogueArgs epi;
@@ -57,7 +67,7 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
   tn = r / group_m;
 }
 
-template <int BN, int EPI, int CL>
+template <int BN, int EPI, int CL, bool F32>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_bf16_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
                      const GemmParams p) {
@@ -103,10 +113,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_wait(&empty[stage], phase ^ 1);
           mbar_arrive_expect_tx(&full[stage], Cfg::kStageBytes);
           tma_load_2d(s_a + stage * Cfg::kABytes, &tma_a, &full[stage], kb * kBK, tm * kBM);
+          const int kw = (kb / p.a_parts) * kBK;
           if (CL == 1) {
-            tma_load_2d(s_w + stage * Cfg::kBBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
+            tma_load_2d(s_w + stage * Cfg::kBBytes, &tma_w, &full[stage], kw, tn * BN);
           } else {
-            tma_load_2d_multicast(s_w + stage * Cfg::kBBytes + rank * (BN / 2) * 128, &tma_w, &full[stage], kb * kBK,
+            tma_load_2d_multicast(s_w + stage * Cfg::kBBytes + rank * (BN / 2) * 128, &tma_w, &full[stage], kw,
                                   tn * BN + rank * (BN / 2), static_cast<uint16_t>(0x3));
           }
           if (++stage == Cfg::kStages) {
@@ -124,6 +135,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     int stage = 0;
     uint32_t phase = 0;
     float acc[BN / 2];
+    float part[F32 ? BN / 2 : 1];  // F32: this W k-block's sum over the parts
 
     auto release = [&](int s) {
       if (lane == 0) {
@@ -139,6 +151,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
 #pragma unroll
       for (int i = 0; i < BN / 2; ++i) reg_fence(acc[i]);
+      if constexpr (F32) {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) part[i] = 0.f;  // overwritten (scale_d 0); defined for the asm operands
+      }
 
       int prev_stage = 0;
       for (int kb = 0; kb < p.k_blocks; ++kb) {
@@ -146,13 +162,28 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint32_t a_base = smem_addr(s_a + stage * Cfg::kABytes + cw * 64 * 128);
         const uint32_t w_base = smem_addr(s_w + stage * Cfg::kBBytes);
         wgmma_fence();
+        const bool fresh = F32 && kb % p.a_parts == 0;
+        const bool promote = F32 && (kb + 1) % p.a_parts == 0;
 #pragma unroll
         for (int kk = 0; kk < kBK / 16; ++kk) {
-          WgmmaSS<BN, 0>::run(acc, make_smem_desc(a_base + kk * 32, 16, 1024),
-                              make_smem_desc(w_base + kk * 32, 16, 1024), 1);
+          WgmmaSS<BN, 0>::run(F32 ? part : acc, make_smem_desc(a_base + kk * 32, 16, 1024),
+                              make_smem_desc(w_base + kk * 32, 16, 1024), fresh && kk == 0 ? 0 : 1);
         }
         wgmma_commit();
-        wgmma_wait<1>();
+        if constexpr (F32) {
+          if (promote) {
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < BN / 2; ++i) {
+              reg_fence(part[i]);
+              acc[i] += part[i];
+            }
+          } else {
+            wgmma_wait<1>();
+          }
+        } else {
+          wgmma_wait<1>();
+        }
         if (kb > 0) release(prev_stage);
         prev_stage = stage;
         if (++stage == Cfg::kStages) {
@@ -172,7 +203,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) {
         const int col = col_base + 8 * j;
-        if (col < p.n) {
+        if (F32 && col < p.n) {
+          const float b0 = p.epi.bias_f32 ? p.epi.bias_f32[col] : 0.f;
+          const float b1 = p.epi.bias_f32 ? p.epi.bias_f32[col + 1] : 0.f;
+          if (row0 < p.m) {
+            *reinterpret_cast<float2*>(p.c_f32 + static_cast<int64_t>(row0) * p.ldc + col) =
+                make_float2(acc[4 * j + 0] + b0, acc[4 * j + 1] + b1);
+          }
+          if (row0 + 8 < p.m) {
+            *reinterpret_cast<float2*>(p.c_f32 + static_cast<int64_t>(row0 + 8) * p.ldc + col) =
+                make_float2(acc[4 * j + 2] + b0, acc[4 * j + 3] + b1);
+          }
+        } else if (col < p.n) {
           if (row0 < p.m) {
             *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0) * p.ldc + col) =
                 epilogue_pair<EPI>(p.epi, acc[4 * j + 0], acc[4 * j + 1], row0, col);
@@ -192,29 +234,33 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-template <int BN, int EPI, int CL>
+template <int BN, int EPI, int CL, bool F32 = false>
 cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
   using Cfg = GemmConfig<BN>;
   CUtensorMap tma_a, tma_w;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, a.k, a.lda, kBM);
+  const int k_blocks_w = (a.k + kBK - 1) / kBK;
+  const int a_cols = a.a_parts == 1 ? a.k : a.a_parts * k_blocks_w * kBK;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, a_cols, a.lda, kBM);
   if (e != cudaSuccess) return e;
   e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN / CL);
   if (e != cudaSuccess) return e;
 
   GemmParams p;
   p.c = a.c;
+  p.c_f32 = a.c_f32;
   p.ldc = a.ldc;
   p.m = a.m;
   p.n = a.n;
   p.k = a.k;
+  p.a_parts = a.a_parts;
   p.tiles_m = (a.m + kBM - 1) / kBM;
   p.tiles_n = (a.n + BN - 1) / BN;
-  p.k_blocks = (a.k + kBK - 1) / kBK;
+  p.k_blocks = a.a_parts * k_blocks_w;
   p.units_m = (p.tiles_m + CL - 1) / CL;
   p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
 
-  auto kernel = gemm_bf16_kernel<BN, EPI, CL>;
+  auto kernel = gemm_bf16_kernel<BN, EPI, CL, F32>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
@@ -252,6 +298,9 @@ cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
 
 template <int BN, int CL>
 cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
+  if constexpr (CL == 1 && BN == 128) {
+    if (a.c_f32) return launch<BN, 0, 1, true>(a, stream, sms);  // gemm_bf16_check: kNone, no cluster
+  }
   switch (a.epi.kind) {
     case Epilogue::kNone: return launch<BN, 0, CL>(a, stream, sms);
     case Epilogue::kGeluTanh: return launch<BN, 1, CL>(a, stream, sms);
@@ -296,23 +345,43 @@ int pick_tile_n(int m, int n, int sms) {
 cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   using namespace sm90;
   if (a.m <= 0 || a.n <= 0 || a.k <= 0) return a.m == 0 || a.n == 0 ? cudaSuccess : cudaErrorInvalidValue;
-  if (!a.a || !a.w || !a.c) return cudaErrorInvalidValue;
-  if (a.k % 8 || a.n % 8 || a.lda % 8 || a.ldw % 8 || a.ldc % 8) return cudaErrorInvalidValue;
-  if (!aligned16(a.a) || !aligned16(a.w) || !aligned16(a.c)) return cudaErrorInvalidValue;
-  if (a.epi.kind == Epilogue::kGateResidual &&
-      (!a.epi.residual || !a.epi.gate || a.epi.gate_rows_per_batch <= 0 || a.epi.ldr % 2 || a.epi.ldg % 2))
-    return cudaErrorInvalidValue;
+  const cudaError_t valid = gemm_bf16_check(a);
+  if (valid != cudaSuccess) return valid;
   if (!device_is_sm90()) return cudaErrorNotSupported;
   int sms = 0;
   cudaError_t e = device_sm_count(&sms);
   if (e != cudaSuccess) return e;
-  const int tile_n = a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
+  if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
+  const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
   switch (tile_n) {
     case 256: return launch_cluster<256>(a, stream, sms);
     case 192: return launch_cluster<192>(a, stream, sms);
     case 128: return launch_cluster<128>(a, stream, sms);
   }
   return cudaErrorInvalidValue;
+}
+
+// The split (sm80/gemm_sm80.cu, a memory-bound pass) and one wgmma GEMM over K' = 3·K64 with a
+// float32 store. Napkin math beside gemm_f32_bf16w_sm80: T5-XXL's wo at 512 tokens ≈ 0.22 ms.
+cudaError_t gemm_f32_bf16w_sm90(const GemmF32Args& f, cudaStream_t stream) {
+  GemmArgs a;
+  a.a = f.workspace;
+  a.lda = split_f32_ld(f.k);
+  a.w = f.w;
+  a.ldw = f.ldw;
+  a.c_f32 = f.c;
+  a.ldc = f.ldc;
+  a.m = f.m;
+  a.n = f.n;
+  a.k = f.k;
+  a.a_parts = 3;
+  a.epi.bias_f32 = f.bias;
+  if (f.m == 0 || f.n == 0) return f.m < 0 || f.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
+  if (!f.x || f.ldx < f.k || gemm_bf16_check(a) != cudaSuccess) return cudaErrorInvalidValue;
+  if (!sm90::device_is_sm90()) return cudaErrorNotSupported;
+  cudaError_t e = split_f32_bf16x3(f.x, f.ldx, f.m, f.k, f.workspace, stream);
+  if (e != cudaSuccess) return e;
+  return gemm_bf16_sm90(a, stream);
 }
 
 }  // namespace fluxk

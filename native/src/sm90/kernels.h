@@ -25,6 +25,7 @@ enum class Epilogue : int { kNone = 0, kGeluTanh = 1, kGateResidual = 2 };
 struct EpilogueArgs {
   Epilogue kind = Epilogue::kNone;
   const __nv_bfloat16* bias = nullptr;      // [N]
+  const float* bias_f32 = nullptr;          // [N], float32 output (GemmArgs::c_f32) only
   const __nv_bfloat16* residual = nullptr;  // [M, ldr]; may alias the output (read before written)
   int64_t ldr = 0;
   const __nv_bfloat16* gate = nullptr;      // [M / gate_rows_per_batch, ldg]
@@ -41,7 +42,14 @@ struct GemmArgs {
   int64_t ldw = 0;
   __nv_bfloat16* c = nullptr;
   int64_t ldc = 0;
+  // Instead of c: C in float32, acc + bias_f32 stored unrounded (epilogue kNone; cluster 0 or 1).
+  float* c_f32 = nullptr;
   int m = 0, n = 0, k = 0;
+  // A holds a_parts bf16 parts of every 64-column block of one operand side by side: columns
+  // [64·(b·a_parts + p), +64) are part p of k-block b (zero past k), so A is [M, a_parts·K64] with
+  // K64 = k rounded up to 64 and lda >= that, and every part multiplies the same W block:
+  // C = Σ_p A_p·Wᵀ in one fp32 accumulator (the split float32 operand of gemm_f32_bf16w). 1: plain A.
+  int a_parts = 1;
   EpilogueArgs epi;
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing W tiles by TMA multicast
@@ -51,6 +59,37 @@ struct GemmArgs {
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t gemm_bf16_sm90(const GemmArgs& args, cudaStream_t stream);
 cudaError_t gemm_bf16_sm80(const GemmArgs& args, cudaStream_t stream);
+// The checks every gemm_bf16 path makes before enqueuing (cudaErrorInvalidValue when they fail).
+cudaError_t gemm_bf16_check(const GemmArgs& args);
+
+// C[M,N] (float32) = X[M,K] (float32) · W[N,K]ᵀ (bf16) + bias (float32): the float32 GEMM of a weight
+// whose values are bf16, on bf16 tensor cores. X is split exactly into three bf16 parts by truncation
+// (x1 = the top 8 significant bits of x, x2 = the next 8 of x − x1, x3 = x − x1 − x2, which fits in 8
+// bits), so every product xp·w is exact and the fp32 accumulator sums them: the float32 result up to
+// summation order. Exceptions: non-finite x gives x1 = x and zero tails (inf·w as float32 gives);
+// tails below bf16's subnormal step 2^-133 are lost (|x| < 2^-110: an absolute error < 2^-133·|w|).
+// workspace: split_f32_workspace_elems(m, k) bf16 values (the parts, laid out as GemmArgs::a_parts
+// = 3 wants). K % 8 == 0, N % 8 == 0, ldw/ldc multiples of 8; x rows of ldx floats, 16-byte aligned
+// pointers. The float32 split is written, then one GEMM of K' = 3·K64 runs (docs/kernels.md).
+struct GemmF32Args {
+  const float* x = nullptr;
+  int64_t ldx = 0;
+  const __nv_bfloat16* w = nullptr;
+  int64_t ldw = 0;
+  const float* bias = nullptr;  // [N] or null
+  float* c = nullptr;
+  int64_t ldc = 0;
+  int m = 0, n = 0, k = 0;
+  __nv_bfloat16* workspace = nullptr;
+};
+
+inline int64_t split_f32_ld(int64_t k) { return 3 * ((k + 63) / 64 * 64); }  // row length of the parts
+inline int64_t split_f32_workspace_elems(int64_t m, int64_t k) { return m * split_f32_ld(k); }
+cudaError_t gemm_f32_bf16w(const GemmF32Args& args, cudaStream_t stream);
+cudaError_t gemm_f32_bf16w_sm90(const GemmF32Args& args, cudaStream_t stream);
+cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& args, cudaStream_t stream);
+// The split alone: x [M,K] float32 → out [M, 3·K64] bf16 in the a_parts = 3 layout (any sm_80+).
+cudaError_t split_f32_bf16x3(const float* x, int64_t ldx, int m, int k, __nv_bfloat16* out, cudaStream_t stream);
 
 // A bitsandbytes NF4 weight W[N,K]: the flattened N*K values, two 4-bit codes per byte, the first
 // value in the high nibble; one float32 absmax per 64 consecutive values of that flattened order.
