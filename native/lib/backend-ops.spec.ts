@@ -786,6 +786,71 @@ describe('backend-ops: fused norms, timestep embedding, device randn', () => {
         });
       }
     });
+
+    // Fused QKV projections of each token stream → joint q, k, v [B, ΣL, H, D]: q/k against the CPU op within the
+    // dtype's limits, v exactly; and on the GPU bitwise equal to qkNormRope of the split projections + concat (the
+    // composition it replaces). Flux's double block (512 + 4096 tokens) and single block (4608), odd head dims and
+    // counts, a stream of one token, and more streams than one launch takes (4).
+    it(`jointQkv ${dtype}`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      const cases: [number, number[], number, number][] = [
+        [1, [512, 4096], 24, 128],
+        [1, [4608], 24, 128],
+        [2, [7, 1], 3, 64],
+        [1, [1], 1, 16],
+        [2, [7, 3], 3, 32],
+        [2, [7, 3, 1, 5, 2], 1, 32],
+        [1, [5], 3, 6],
+        [2, [3, 4], 2, 200],
+        [1, [2], 2, 512],
+      ];
+      for (const [i, [B, lengths, H, D]] of cases.entries()) {
+        tidy(() => {
+          const total = lengths.reduce((a, b) => a + b, 0);
+          const tableDtype: DType = i % 2 === 0 ? 'float32' : dtype;
+          const ang = Tensor.randn([total, D / 2], { seed: 1120 + i }).toArray() as Float32Array;
+          const cosv = new Float32Array(total * D);
+          const sinv = new Float32Array(total * D);
+          for (let j = 0; j < ang.length; j++) {
+            cosv[2 * j] = cosv[2 * j + 1] = Math.cos(ang[j]);
+            sinv[2 * j] = sinv[2 * j + 1] = Math.sin(ang[j]);
+          }
+          const cos = Tensor.fromArray(cosv, [total, D], { dtype: tableDtype });
+          const sin = Tensor.fromArray(sinv, [total, D], { dtype: tableDtype });
+          let row = 0;
+          const streams = lengths.map((L, s) => {
+            const rows = (dev: 0 | 1) => {
+              const [c, g] = [cos, sin].map((table) => ops.slice(dev === 0 ? table : table.to('cuda'), 0, row, row + L));
+              return { cos: c, sin: g };
+            };
+            const stream = { qkv: bigPair([B, L, 3 * H * D], 1100 + 10 * i + s, dtype, 2), normQ: bigPair([D], 1150 + 10 * i + s, dtype), normK: bigPair([D], 1200 + 10 * i + s, dtype), tables: [rows(0), rows(1)] };
+            row += L;
+            return stream;
+          });
+          const on = (dev: 0 | 1) =>
+            ops.jointQkv(
+              streams.map((s) => ({ qkv: s.qkv[dev], normQ: s.normQ[dev], normK: s.normK[dev], ...s.tables[dev] })),
+              H,
+              1e-6,
+            );
+          const cpu = on(0);
+          const gpu = on(1);
+          const what = `jointQkv B ${B} L [${lengths}] H ${H} D ${D} tables ${tableDtype}`;
+          check(`${what} q`, dtype, cpu.q, gpu.q);
+          check(`${what} k`, dtype, cpu.k, gpu.k);
+          check(`${what} v`, dtype, cpu.v, gpu.v, 0);
+          const parts = streams.map((s) => {
+            const L = s.qkv[1].shape[1];
+            const [q, k, v] = ops.split(s.qkv[1], H * D, 2).map((p) => p.reshape([B, L, H, D]));
+            const { cos: c, sin: g } = s.tables[1];
+            return { q: ops.qkNormRope(q, s.normQ[1], c, g, 1e-6), k: ops.qkNormRope(k, s.normK[1], c, g, 1e-6), v };
+          });
+          for (const name of ['q', 'k', 'v'] as const) {
+            check(`${what} ${name} = qkNormRope + concat (GPU)`, dtype, ops.concat(parts.map((p) => p[name]), 1), gpu[name], 0);
+          }
+        });
+      }
+    });
   }
 
   it('timestepEmbedding', (t) => {

@@ -190,6 +190,8 @@ export interface Binding {
   ): NativeTensor;
   layerNormModulate(x: NativeTensor, shift: NativeTensor, scale: NativeTensor, eps: number): NativeTensor;
   qkNormRope(x: NativeTensor, weight: NativeTensor, cos: NativeTensor, sin: NativeTensor, eps: number): NativeTensor;
+  /** `streams`: [qkv, normQ, normK, cos, sin] per stream, flattened; returns [q, k, v]. */
+  jointQkv(streams: NativeTensor[], heads: number, eps: number): NativeTensor[];
   timestepEmbedding(
     t: NativeTensor,
     dim: number,

@@ -1,6 +1,7 @@
 // Issue 5's op additions on the CPU against straightforward float64 math: linear's fused epilogues (GELU-tanh,
 // gate, residual; dense and NF4 weights), layerNormModulate, qkNormRope, sdpa in [B,L,H,D], timestepEmbedding
-// (diffusers' float32 steps), Philox randn (a known-answer test of the generator) and NF4Tensor.concatRows.
+// (diffusers' float32 steps), Philox randn (a known-answer test of the generator), NF4Tensor.concatRows and
+// jointQkv (bitwise the composition it replaces: linear ×3 + qkNormRope + concat).
 // The same ops on CUDA are compared with these in backend-ops.spec.ts.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -223,6 +224,105 @@ describe('qkNormRope', () => {
       assert.throws(() => ops.qkNormRope(Tensor.zeros([1, 4, 2, 3]), Tensor.ones([3]), Tensor.ones([4, 3]), Tensor.ones([4, 3])), /head dim must be even/);
       assert.throws(() => ops.qkNormRope(x.t, w.t, Tensor.ones([5, 16]), Tensor.ones([5, 16])), /cos and sin must be \[L,D\] = \[4,16\]/);
       assert.throws(() => ops.qkNormRope(x.t.reshape([1, 4, 32]), w.t, f.cos, f.sin), /must be \[B,L,H,D\]/);
+    });
+  });
+});
+
+describe('jointQkv', () => {
+  /** Bit patterns of a tensor's values (float32 view of any float dtype: exact for bf16/f16). */
+  const bits = (t: Tensor): Uint32Array => new Uint32Array(Float32Array.from(t.toArray() as Float32Array).buffer);
+
+  // The composition jointQkv replaces: three projections per stream, qkNormRope on q and k, concat along L.
+  for (const dtype of ['float32', 'bfloat16', 'float16'] as DType[]) {
+    for (const [B, lengths, H, D] of [
+      [2, [5, 7], 3, 8],
+      [1, [1, 4, 2], 2, 16],
+      [1, [3], 1, 2],
+      [2, [7], 4, 6],
+    ] as [number, number[], number, number][]) {
+      it(`streams of [${lengths}] tokens, ${H} heads × ${D}, ${dtype}: equals linear×3 + qkNormRope + concat bitwise`, () => {
+        tidy(() => {
+          const K = 12;
+          const dim = H * D;
+          const total = lengths.reduce((a, b) => a + b, 0);
+          const { cos, sin } = ropeTables(total, D, 70 + D);
+          let row = 0;
+          const streams = lengths.map((L, i) => {
+            const x = randTensor([B, L, K], 71 + i, { dtype }).t;
+            const w = [0, 1, 2].map((j) => randTensor([dim, K], 80 + 3 * i + j, { dtype, scale: 0.5 }).t);
+            const b = [0, 1, 2].map((j) => randTensor([dim], 90 + 3 * i + j, { dtype, scale: 0.1 }).t);
+            const normQ = randTensor([D], 100 + i, { dtype }).t;
+            const normK = randTensor([D], 110 + i, { dtype }).t;
+            const rows = { cos: ops.slice(cos, 0, row, row + L), sin: ops.slice(sin, 0, row, row + L) };
+            row += L;
+            return { x, w, b, normQ, normK, ...rows };
+          });
+          const fused = ops.jointQkv(
+            streams.map((s) => ({
+              qkv: ops.linear(s.x, ops.concat(s.w, 0), ops.concat(s.b, 0)),
+              normQ: s.normQ,
+              normK: s.normK,
+              cos: s.cos,
+              sin: s.sin,
+            })),
+            H,
+            1e-6,
+          );
+          const parts = streams.map((s) => {
+            const [q, k, v] = [0, 1, 2].map((j) => ops.linear(s.x, s.w[j], s.b[j]).reshape([B, s.x.shape[1], H, D]));
+            return {
+              q: ops.qkNormRope(q, s.normQ, s.cos, s.sin, 1e-6),
+              k: ops.qkNormRope(k, s.normK, s.cos, s.sin, 1e-6),
+              v,
+            };
+          });
+          for (const name of ['q', 'k', 'v'] as const) {
+            const got = fused[name];
+            assert.deepEqual(got.shape, [B, total, H, D]);
+            assert.equal(got.dtype, dtype);
+            const want = ops.concat(parts.map((p) => p[name]), 1);
+            assert.deepEqual(bits(got), bits(want), `${name} differs from the composition`);
+          }
+        });
+      });
+    }
+  }
+
+  it('takes bf16 norm weights and tables beside float32 projections, and an empty stream', () => {
+    tidy(() => {
+      const qkv = randTensor([1, 3, 3 * 2 * 4], 120).t;
+      const normQ = randTensor([4], 121, { dtype: 'bfloat16' }).t;
+      const normK = randTensor([4], 122, { dtype: 'bfloat16' }).t;
+      const tables = ropeTables(3, 4, 123, 'bfloat16');
+      const { q, k, v } = ops.jointQkv(
+        [
+          { qkv: Tensor.zeros([1, 0, 24]), normQ, normK, cos: Tensor.zeros([0, 4]), sin: Tensor.zeros([0, 4]) },
+          { qkv, normQ, normK, cos: tables.cos, sin: tables.sin },
+        ],
+        2,
+      );
+      const [qp, kp, vp] = ops.split(qkv, 8, 2).map((t) => t.reshape([1, 3, 2, 4]));
+      assert.deepEqual(bits(q), bits(ops.qkNormRope(qp, normQ, tables.cos, tables.sin)));
+      assert.deepEqual(bits(k), bits(ops.qkNormRope(kp, normK, tables.cos, tables.sin)));
+      assert.deepEqual(bits(v), bits(vp));
+    });
+  });
+
+  it('rejects mismatched streams with errors naming the stream', () => {
+    tidy(() => {
+      const D = 4;
+      const good = { qkv: Tensor.zeros([1, 3, 24]), normQ: Tensor.ones([D]), normK: Tensor.ones([D]), cos: Tensor.ones([3, D]), sin: Tensor.ones([3, D]) };
+      assert.throws(() => ops.jointQkv([], 2), /non-empty array/);
+      assert.throws(() => ops.jointQkv([good], 0), /heads must be a positive integer/);
+      assert.throws(() => ops.jointQkv([good], 5), /last dim 24 is not 3·heads·D for 5 heads/);
+      assert.throws(() => ops.jointQkv([{ ...good, qkv: Tensor.zeros([1, 3, 18]) }], 2), /head dim must be even, got 3/);
+      assert.throws(() => ops.jointQkv([good, { ...good, qkv: Tensor.zeros([1, 3, 48]) }], 2), /must be \[1,L,24\] like stream 0's \(stream 1: qkv \[1,3,48\]/);
+      assert.throws(() => ops.jointQkv([good, { ...good, qkv: Tensor.zeros([2, 3, 24]) }], 2), /like stream 0's/);
+      assert.throws(() => ops.jointQkv([good, { ...good, qkv: Tensor.zeros([1, 3, 24], { dtype: 'bfloat16' }) }], 2), /stream 0's dtype float32/);
+      assert.throws(() => ops.jointQkv([{ ...good, normK: Tensor.ones([D + 1]) }], 2), /normQ and normK must have D = 4 values/);
+      assert.throws(() => ops.jointQkv([good, { ...good, cos: Tensor.ones([2, D]) }], 2), /cos and sin must be \[L,D\] = \[3,4\] \(stream 1/);
+      assert.throws(() => ops.jointQkv([{ ...good, qkv: Tensor.zeros([1, 3, 24], { dtype: 'int32' }) }], 2), /jointQkv/);
+      assert.throws(() => ops.jointQkv([{ ...good, normQ: undefined as unknown as Tensor }], 2), /streams\[0\]\.normQ must be a Tensor/);
     });
   });
 });

@@ -47,6 +47,18 @@ export interface SdpaOptions {
   layout?: 'BHLD' | 'BLHD';
 }
 
+/** One token stream of ops.jointQkv. */
+export interface JointQkvStream {
+  /** [B, L, 3·H·D]: the stream's q, k and v projections side by side. */
+  qkv: Tensor;
+  /** RMS QK-norm weights [D]. */
+  normQ: Tensor;
+  normK: Tensor;
+  /** The stream's rows of the rotary table, [L, D] each. */
+  cos: Tensor;
+  sin: Tensor;
+}
+
 /** The fused epilogue of ops.linear: out = residual + gate ⊙ act(x·Wᵀ + bias), float32 math, one rounding. */
 export interface LinearOptions {
   /** Applied to x·Wᵀ + bias (Flux's feed-forward: GELU, tanh approximation). */
@@ -165,6 +177,25 @@ export const ops = {
         eps,
       ),
     );
+  },
+
+  /**
+   * The joint attention inputs straight from fused QKV projections, without concatenation: each stream's `qkv`
+   * [B, Lᵢ, 3·H·D] (its q, k and v projections side by side, one GEMM of the row-stacked weights) becomes rows
+   * ΣL₍<ᵢ₎ … of q, k, v [B, ΣLᵢ, H, D], streams in order (Flux: context first, as diffusers concatenates
+   * [context; x]). q and k are exactly ops.qkNormRope of their parts (normQ/normK [D], the stream's cos/sin rows
+   * [Lᵢ, D]; bitwise the same on each device), v is copied. Ready for ops.sdpa with layout 'BLHD'.
+   */
+  jointQkv(streams: JointQkvStream[], heads: number, eps = 1e-6): { q: Tensor; k: Tensor; v: Tensor } {
+    if (!Array.isArray(streams) || streams.length === 0) throw new TypeError('ops.jointQkv: needs a non-empty array of streams');
+    if (!Number.isInteger(heads) || heads < 1) throw new RangeError(`ops.jointQkv: heads must be a positive integer, got ${heads}`);
+    const handles = streams.flatMap((s, i) => {
+      if (s === null || typeof s !== 'object') throw new TypeError(`ops.jointQkv: stream ${i} must be { qkv, normQ, normK, cos, sin }`);
+      const name = (field: string) => `streams[${i}].${field}`;
+      return [h(s.qkv, 'jointQkv', name('qkv')), h(s.normQ, 'jointQkv', name('normQ')), h(s.normK, 'jointQkv', name('normK')), h(s.cos, 'jointQkv', name('cos')), h(s.sin, 'jointQkv', name('sin'))];
+    });
+    const [q, k, v] = binding().jointQkv(handles, heads, eps).map(wrap);
+    return { q, k, v };
   },
 
   /**

@@ -56,6 +56,23 @@ Napi::Value qk_norm_rope_js(const Napi::CallbackInfo& info) {
                                    tensor_arg(info, 3, w), float(number_arg(info[4], w))));
 }
 
+// jointQkv(tensors, heads, eps): tensors = [qkv, normQ, normK, cos, sin] per stream, flattened; returns [q, k, v].
+Napi::Value joint_qkv_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.jointQkv";
+  if (info.Length() < 1 || !info[0].IsArray()) fail("ops.jointQkv: expects an array of stream tensors");
+  Napi::Array a = info[0].As<Napi::Array>();
+  FL_CHECK(a.Length() > 0 && a.Length() % 5 == 0, "ops.jointQkv: expects 5 tensors per stream, got ", a.Length());
+  std::vector<ops::QkvStream> streams;
+  for (uint32_t i = 0; i < a.Length(); i += 5) {
+    streams.push_back({&tensor_value(a.Get(i), w), &tensor_value(a.Get(i + 1), w), &tensor_value(a.Get(i + 2), w),
+                       &tensor_value(a.Get(i + 3), w), &tensor_value(a.Get(i + 4), w)});
+  }
+  std::vector<Tensor> out = ops::joint_qkv(streams, int_arg(info[1], w), float(number_arg(info[2], w)));
+  Napi::Array result = Napi::Array::New(info.Env(), out.size());
+  for (uint32_t i = 0; i < out.size(); i++) result.Set(i, NativeTensor::wrap(info.Env(), std::move(out[i])));
+  return result;
+}
+
 Napi::Value timestep_embedding_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.timestepEmbedding";
   return W(info, ops::timestep_embedding(tensor_arg(info, 0, w), int_arg(info[1], w), bool_arg(info[2], w),
@@ -199,6 +216,7 @@ void register_op_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("nf4Absmax", Napi::Function::New<guarded<nf4_absmax_js>>(env, "nf4Absmax"));
   exports.Set("layerNormModulate", Napi::Function::New<guarded<layer_norm_modulate_js>>(env, "layerNormModulate"));
   exports.Set("qkNormRope", Napi::Function::New<guarded<qk_norm_rope_js>>(env, "qkNormRope"));
+  exports.Set("jointQkv", Napi::Function::New<guarded<joint_qkv_js>>(env, "jointQkv"));
   exports.Set("timestepEmbedding", Napi::Function::New<guarded<timestep_embedding_js>>(env, "timestepEmbedding"));
   exports.Set("dynamicMap", Napi::Function::New<guarded<dynamic_map_js>>(env, "dynamicMap"));
 }

@@ -1,5 +1,6 @@
 // Fused ops of the Flux transformer (the CPU references of cuda/fused.cu): adaptive layer norm with modulation,
-// RMS QK-norm with rotary embedding, the sinusoidal timestep embedding; and Philox normal samples.
+// RMS QK-norm with rotary embedding (alone, or on fused QKV projections into the joint attention inputs), the
+// sinusoidal timestep embedding; and Philox normal samples.
 // Statistics accumulate in double like the plain norms (norm.cpp); everything else is float32 with one rounding to
 // the output dtype.
 #include <algorithm>
@@ -46,6 +47,31 @@ void layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& sca
   });
 }
 
+namespace {
+
+// One row of D values: rmsNorm over D (statistics in double), × w, then Flux's interleaved rotation with the cos/sin
+// row `l`, float32 with one rounding to T. qkNormRope and jointQkv both compute through this, so they agree bitwise.
+template <class T>
+void norm_rope_row(const T* xr, T* o, int64_t D, const Tensor& w, const Tensor& cos, const Tensor& sin, int64_t l,
+                   float eps, float* y) {
+  double sq = 0;
+  for (int64_t i = 0; i < D; i++) {
+    const double v = to_f(xr[i]);
+    sq += v * v;
+  }
+  const float rstd = float(1.0 / std::sqrt(sq / double(D) + double(eps)));
+  for (int64_t i = 0; i < D; i++) y[i] = to_f(xr[i]) * rstd * load_float(w.data(), w.dtype, i);
+  for (int64_t i = 0; i < D; i += 2) {
+    const float re = y[i], im = y[i + 1];
+    const float c0 = load_float(cos.data(), cos.dtype, l * D + i), c1 = load_float(cos.data(), cos.dtype, l * D + i + 1);
+    const float s0 = load_float(sin.data(), sin.dtype, l * D + i), s1 = load_float(sin.data(), sin.dtype, l * D + i + 1);
+    o[i] = from_f<T>(re * c0 - im * s0);
+    o[i + 1] = from_f<T>(im * c1 + re * s1);
+  }
+}
+
+}  // namespace
+
 void qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const Tensor& sin, int64_t L, int64_t H,
                   float eps, Tensor& out) {
   const int64_t D = x.shape.back();
@@ -55,23 +81,32 @@ void qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const Ten
     T* po = out.ptr<T>();
     parallel_for(0, rows, std::max<int64_t>(1, 16384 / D), [&](int64_t r0, int64_t r1) {
       std::vector<float> y(static_cast<size_t>(D));
-      for (int64_t r = r0; r < r1; r++) {
-        const T* xr = px + r * D;
-        const int64_t l = (r / H) % L;
-        double sq = 0;
-        for (int64_t i = 0; i < D; i++) {
-          const double v = to_f(xr[i]);
-          sq += v * v;
+      for (int64_t r = r0; r < r1; r++) norm_rope_row(px + r * D, po + r * D, D, w, cos, sin, (r / H) % L, eps, y.data());
+    });
+  });
+}
+
+void joint_qkv_stream(const Tensor& qkv, const Tensor& wq, const Tensor& wk, const Tensor& cos, const Tensor& sin,
+                      int64_t offset, int64_t H, float eps, Tensor& q, Tensor& k, Tensor& v) {
+  const int64_t B = qkv.shape[0], L = qkv.shape[1], D = q.shape[3], Ltot = q.shape[1];
+  const int64_t HD = H * D;
+  FL_FLOAT_SWITCH(qkv.dtype, "jointQkv", T, {
+    const T* px = qkv.ptr<T>();
+    T* pq = q.ptr<T>();
+    T* pk = k.ptr<T>();
+    T* pv = v.ptr<T>();
+    // One task per token: its q, k and v rows of every head.
+    parallel_for(0, B * L, std::max<int64_t>(1, 16384 / (3 * HD)), [&](int64_t t0, int64_t t1) {
+      std::vector<float> y(static_cast<size_t>(D));
+      for (int64_t t = t0; t < t1; t++) {
+        const int64_t b = t / L, l = t % L;
+        const T* in = px + t * 3 * HD;
+        const int64_t o = ((b * Ltot) + offset + l) * HD;
+        for (int64_t h = 0; h < H; h++) {
+          norm_rope_row(in + h * D, pq + o + h * D, D, wq, cos, sin, l, eps, y.data());
+          norm_rope_row(in + HD + h * D, pk + o + h * D, D, wk, cos, sin, l, eps, y.data());
         }
-        const float rstd = float(1.0 / std::sqrt(sq / double(D) + double(eps)));
-        for (int64_t i = 0; i < D; i++) y[size_t(i)] = to_f(xr[i]) * rstd * load_float(w.data(), w.dtype, i);
-        for (int64_t i = 0; i < D; i += 2) {
-          const float re = y[size_t(i)], im = y[size_t(i + 1)];
-          const float c0 = load_float(cos.data(), cos.dtype, l * D + i), c1 = load_float(cos.data(), cos.dtype, l * D + i + 1);
-          const float s0 = load_float(sin.data(), sin.dtype, l * D + i), s1 = load_float(sin.data(), sin.dtype, l * D + i + 1);
-          po[r * D + i] = from_f<T>(re * c0 - im * s0);
-          po[r * D + i + 1] = from_f<T>(im * c1 + re * s1);
-        }
+        std::copy(in + 2 * HD, in + 3 * HD, pv + o);
       }
     });
   });

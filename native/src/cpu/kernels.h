@@ -60,6 +60,10 @@ void layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& sca
 // x [B,L,H,D]: rmsNorm over D (weight w) then Flux's interleaved rope with cos/sin [L,D].
 void qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const Tensor& sin, int64_t L, int64_t H,
                   float eps, Tensor& out);
+// One stream of jointQkv: qkv [B,L,3·H·D] (q, k, v projections side by side) → rows offset.. offset+L of q, k, v
+// [B,Ltot,H,D]: q and k as qk_norm_rope (weights wq, wk; cos/sin [L,D]), v copied.
+void joint_qkv_stream(const Tensor& qkv, const Tensor& wq, const Tensor& wk, const Tensor& cos, const Tensor& sin,
+                      int64_t offset, int64_t H, float eps, Tensor& q, Tensor& k, Tensor& v);
 // out [B, dim] float32: diffusers' get_timestep_embedding of t [B].
 void timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                         float max_period, Tensor& out);

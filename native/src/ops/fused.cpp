@@ -73,6 +73,78 @@ Tensor qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const T
   return out;
 }
 
+std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t heads, float eps) {
+  FL_CHECK(!streams.empty(), "ops.jointQkv: needs at least one stream");
+  FL_CHECK(heads >= 1, "ops.jointQkv: heads must be a positive integer, got ", heads);
+  const Tensor& first = *streams[0].qkv;
+  auto ctx = [&](size_t i) {
+    const QkvStream& st = streams[i];
+    return cat("stream ", i, ": ",
+               describe({{"qkv", st.qkv}, {"normQ", st.norm_q}, {"normK", st.norm_k}, {"cos", st.cos}, {"sin", st.sin}}));
+  };
+  FL_CHECK(first.ndim() == 3, "ops.jointQkv: qkv must be [B,L,3·H·D] (", ctx(0), ")");
+  const int64_t B = first.shape[0], width = first.shape[2];
+  FL_CHECK(width % (3 * heads) == 0, "ops.jointQkv: qkv's last dim ", width, " is not 3·heads·D for ", heads,
+           " heads (", ctx(0), ")");
+  const int64_t D = width / (3 * heads);
+  FL_CHECK(D >= 2 && D % 2 == 0, "ops.jointQkv: the head dim must be even, got ", D, " (", ctx(0), ")");
+  int64_t total = 0;
+  std::vector<int64_t> offsets;
+  for (size_t i = 0; i < streams.size(); i++) {
+    const QkvStream& st = streams[i];
+    FL_CHECK(st.qkv && st.norm_q && st.norm_k && st.cos && st.sin, "ops.jointQkv: stream ", i, " lacks a tensor");
+    check_float("jointQkv", "qkv", *st.qkv);
+    check_float("jointQkv", "normQ", *st.norm_q);
+    check_float("jointQkv", "normK", *st.norm_k);
+    check_float("jointQkv", "cos", *st.cos);
+    check_float("jointQkv", "sin", *st.sin);
+    check_same_device("jointQkv", {{"stream 0 qkv", &first},
+                                   {"qkv", st.qkv},
+                                   {"normQ", st.norm_q},
+                                   {"normK", st.norm_k},
+                                   {"cos", st.cos},
+                                   {"sin", st.sin}});
+    const Tensor& x = *st.qkv;
+    FL_CHECK(x.ndim() == 3 && x.shape[0] == B && x.shape[2] == width, "ops.jointQkv: qkv must be [", B, ",L,", width,
+             "] like stream 0's (", ctx(i), ")");
+    FL_CHECK(x.dtype == first.dtype, "ops.jointQkv: every qkv must have stream 0's dtype ", dtype_name(first.dtype),
+             " (", ctx(i), ")");
+    FL_CHECK(st.norm_q->numel() == D && st.norm_k->numel() == D, "ops.jointQkv: normQ and normK must have D = ", D,
+             " values (", ctx(i), ")");
+    const int64_t L = x.shape[1];
+    FL_CHECK(st.cos->shape == Shape({L, D}) && st.sin->shape == Shape({L, D}), "ops.jointQkv: cos and sin must be [L,D] = [",
+             L, ",", D, "] (", ctx(i), ")");
+    FL_CHECK(st.cos->dtype == st.sin->dtype, "ops.jointQkv: cos and sin dtypes differ (", ctx(i), ")");
+    offsets.push_back(total);
+    total += L;
+  }
+  const Shape shape{B, total, heads, D};
+  std::vector<Tensor> out{empty(shape, first.dtype, first.device()), empty(shape, first.dtype, first.device()),
+                          empty(shape, first.dtype, first.device())};
+  if (out[0].numel() == 0) return out;
+  if (first.device().is_cpu()) {
+    for (size_t i = 0; i < streams.size(); i++) {
+      const QkvStream& st = streams[i];
+      if (st.qkv->numel() == 0) continue;
+      cpu::joint_qkv_stream(*st.qkv, *st.norm_q, *st.norm_k, *st.cos, *st.sin, offsets[i], heads, eps, out[0], out[1],
+                            out[2]);
+    }
+  } else {
+#if FLUXLAB_WITH_CUDA
+    std::vector<cuda::JointQkvStream> launch;
+    for (size_t i = 0; i < streams.size(); i++) {
+      const QkvStream& st = streams[i];
+      launch.push_back({st.qkv->data(), st.qkv->shape[1], offsets[i], st.norm_q->data(), st.norm_q->dtype,
+                        st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(), st.cos->dtype});
+    }
+#endif
+    FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", streams.size(), " streams, ", ctx(0)),
+                   cuda::joint_qkv(launch.data(), int(launch.size()), first.dtype, B, total, heads, D, eps,
+                                   out[0].data(), out[1].data(), out[2].data(), stream));
+  }
+  return out;
+}
+
 Tensor timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                           float max_period) {
   check_float("timestepEmbedding", "t", t);

@@ -68,6 +68,17 @@ Tensor nf4_absmax(const NF4& w);
 // fused.cpp
 Tensor layer_norm_modulate(const Tensor& x, const Tensor& shift, const Tensor& scale, float eps);
 Tensor qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const Tensor& sin, float eps);
+// One token stream of joint_qkv: its fused projection qkv [B,L,3·H·D] (q, k, v side by side), the QK-norm weights
+// [D] and its rows of the rotary table cos/sin [L,D].
+struct QkvStream {
+  const Tensor* qkv;
+  const Tensor* norm_q;
+  const Tensor* norm_k;
+  const Tensor* cos;
+  const Tensor* sin;
+};
+// The joint attention inputs {q, k, v}, each [B,ΣL,H,D], streams in order along L: q and k as qk_norm_rope, v copied.
+std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t heads, float eps);
 Tensor timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                           float max_period);
 Tensor randn_philox(const Shape& shape, DType dtype, Device device, uint64_t seed, float mean, float std);
