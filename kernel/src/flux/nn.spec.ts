@@ -1,8 +1,13 @@
 import { Generator, NF4Tensor, Tensor, ops, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WeightLoader, isSkippedModule } from './nn';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Checkpoint } from './checkpoint';
+import { CheckpointWeights, WeightLoader, isSkippedModule } from './nn';
 import { RandomWeights, parameterSeed } from './random-weights';
+import { writeSafetensors } from './safetensors';
 
 describe('isSkippedModule (bitsandbytes replace_with_bnb_linear)', () => {
   it('skips a listed name, a listed path and everything under a listed parent', () => {
@@ -141,6 +146,58 @@ describe('Linear.forward epilogues', () => {
         const expected = ops.add(residual32, ops.linear(x, layer.weight, layer.bias));
         assert.deepEqual(promoted.toArray(), expected.toArray());
       });
+    } finally {
+      loader.dispose();
+    }
+  });
+});
+
+describe('WeightLoader.linear: float32 layers over bf16 checkpoint tensors', () => {
+  it('keeps a bf16-stored weight as bf16 with computeDtype float32 (same outputs), float32-stored ones as float32', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxlab-nn-'));
+    try {
+      const bf16 = new Uint16Array(4 * 8).map((_, i) => 0x3f80 + ((i * 37) % 97) - 48); // bf16 bit patterns near 1
+      const f32 = new Float32Array(4 * 8).map((_, i) => Math.fround(1 / (i + 3)));
+      writeSafetensors(join(dir, 'model.safetensors'), [
+        ['stored_bf16.weight', { dtype: 'BF16', shape: [4, 8], data: bf16 }],
+        ['stored_f32.weight', { dtype: 'F32', shape: [4, 8], data: f32 }],
+      ]);
+      const source = new CheckpointWeights(Checkpoint.open(dir, 'model'));
+      assert.equal(source.storedDtype('stored_bf16.weight'), 'bfloat16');
+      assert.equal(source.storedDtype('stored_f32.weight'), 'float32');
+      assert.equal(source.storedDtype('absent.weight'), undefined);
+      for (const dtype of ['float32', 'bfloat16'] as const) {
+        const loader = new WeightLoader('test', source, { device: 'cpu', dtype });
+        try {
+          const a = loader.linear('stored_bf16', 8, 4, { bias: false, dtype: 'float32' });
+          const b = loader.linear('stored_f32', 8, 4, { bias: false, dtype: 'float32' });
+          assert.deepEqual([a.weight.dtype, a.computeDtype, a.dtype], ['bfloat16', 'float32', 'float32']);
+          assert.deepEqual([b.weight.dtype, b.computeDtype, b.dtype], ['float32', undefined, 'float32']);
+          const c = loader.linear('stored_bf16', 8, 4, { bias: false });
+          assert.equal(c.dtype, dtype, 'the model dtype when none is asked for');
+          tidy(() => {
+            const x = Tensor.randn([3, 8], { seed: 5 });
+            const y = a.forward(x);
+            assert.equal(y.dtype, 'float32');
+            assert.deepEqual(y.toArray(), ops.linear(x, a.weight.to({ dtype: 'float32' })).toArray());
+          });
+        } finally {
+          loader.dispose();
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('random weights draw such layers in bf16', () => {
+    const loader = new WeightLoader('test', new RandomWeights({ seed: 6 }), { device: 'cpu', dtype: 'bfloat16' });
+    try {
+      const wo = loader.linear('wo', 64, 32, { bias: false, dtype: 'float32' });
+      assert.deepEqual([wo.weight.dtype, wo.dtype], ['bfloat16', 'float32']);
+      const drawn = new RandomWeights({ seed: 6 }).float('test', 'wo.weight', [32, 64], 'bfloat16', 'cpu', { normal: 1 / 8 });
+      assert.deepEqual(wo.weight.toArray(), drawn.toArray());
+      drawn.dispose();
     } finally {
       loader.dispose();
     }

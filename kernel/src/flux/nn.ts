@@ -58,6 +58,11 @@ export interface WeightSource {
   names(): string[];
   /** The float tensor `key`, of exactly `shape`, as `dtype` on `device`; `init` says how a random source draws it. */
   float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor;
+  /**
+   * The float dtype `key` is stored in (undefined when absent or not a float tensor). A random source answers
+   * bfloat16: it stands in for FLUX.1-dev, whose checkpoints store every tensor so.
+   */
+  storedDtype(key: string): FloatDType | undefined;
   /** A tensor in its stored dtype (the parts of a pre-quantized NF4 weight). */
   raw(component: string, key: string, device: Device): Tensor;
   /** The bytes of a uint8 tensor (bitsandbytes' quant_state JSON). */
@@ -97,6 +102,12 @@ export class CheckpointWeights implements WeightSource {
       );
     }
     return Tensor.fromFile(file.path, entry.offset, [...shape], stored, { device, dtype });
+  }
+
+  storedDtype(key: string): FloatDType | undefined {
+    if (!this.checkpoint.has(key)) return undefined;
+    const stored = dtypeFromSafetensors(this.checkpoint.get(key).entry.dtype);
+    return isFloatDTypeName(stored) ? stored : undefined;
   }
 
   raw(component: string, key: string, device: Device): Tensor {
@@ -201,7 +212,13 @@ export class WeightLoader {
       dense.dispose();
       return new Linear(quantized, bias, plan.computeDtype);
     }
-    return new Linear(this.tensor(`${name}.weight`, [outFeatures, inFeatures], opts.dtype, weightInit), bias);
+    const dtype = opts.dtype ?? this.dtype;
+    if (dtype === 'float32' && this.source.storedDtype(`${this.prefix}${name}.weight`) === 'bfloat16') {
+      // A float32 layer over bf16 values (FLUX.1-dev's T5 wo, which transformers upcasts): the weight stays bf16 and
+      // the product is computed in float32 on it (ops.linear widens exactly): the same numbers at half the memory.
+      return new Linear(this.tensor(`${name}.weight`, [outFeatures, inFeatures], 'bfloat16', weightInit), bias, 'float32');
+    }
+    return new Linear(this.tensor(`${name}.weight`, [outFeatures, inFeatures], dtype, weightInit), bias);
   }
 
   private nf4Weight(name: string, inFeatures: number, outFeatures: number): NF4Tensor {
@@ -307,6 +324,52 @@ export class WeightLoader {
     return layers;
   }
 
+  /**
+   * Replaces the loaded Linears `names` (the same input features) by one whose weight stacks theirs by output rows,
+   * [ΣNᵢ, K] (biases likewise), so that one GEMM yields their outputs side by side (fused QKV: [B, L, 3·D]). Exact:
+   * the same values in the same order; NF4 weights keep their codes and absmax (NF4Tensor.concatRows, double-quant
+   * absmax decoded to the float32 values the dequantization uses). Returns undefined, leaving the layers as they
+   * are, where the stack is not exact or not possible: the layers differ in storage, compute dtype or bias, or NF4
+   * with K not a multiple of the blocksize (the tiny test models only). linearLayers() then lists the stack as the
+   * names' common prefix followed by their rests in braces, e.g. `blocks.0.attn.{to_q,to_k,to_v}`.
+   */
+  stackRows(names: readonly string[]): Linear | undefined {
+    if (names.length === 0) throw new Error(`${this.component}: stackRows: no layers given`);
+    const layers = names.map((name) => {
+      const layer = this.linears.get(name);
+      if (layer === undefined) throw new Error(`${this.component}: stackRows: no Linear '${name}' was loaded`);
+      return layer;
+    });
+    const [first] = layers;
+    const bad = layers.find((l) => l.inFeatures !== first.inFeatures);
+    if (bad) throw new Error(`${this.component}: stackRows: [${names.join(', ')}] differ in input features (${first.inFeatures} and ${bad.inFeatures})`);
+    const nf4 = first.weight instanceof NF4Tensor;
+    const alike = layers.every(
+      (l) =>
+        l.weight instanceof NF4Tensor === nf4 &&
+        l.weight.dtype === first.weight.dtype &&
+        l.computeDtype === first.computeDtype &&
+        l.bias?.dtype === first.bias?.dtype,
+    );
+    if (!alike || (nf4 && layers.some((l) => l.inFeatures % (l.weight as NF4Tensor).blocksize !== 0))) return undefined;
+    const weight = this.track(() => (nf4 ? NF4Tensor.concatRows(layers.map((l) => l.weight as NF4Tensor)) : ops.concat(layers.map((l) => l.weight), 0)));
+    const bias = first.bias ? this.track(() => ops.concat(layers.map((l) => l.bias!), 0)) : undefined;
+    const stacked = new Linear(weight, bias, first.computeDtype);
+    for (const l of layers) {
+      l.weight.dispose();
+      l.bias?.dispose();
+    }
+    for (const name of names) this.linears.delete(name);
+    const common = names.reduce((prefix, name) => {
+      let n = 0;
+      while (n < prefix.length && n < name.length && prefix[n] === name[n]) n++;
+      return prefix.slice(0, n);
+    });
+    const cut = common.lastIndexOf('.') + 1;
+    this.linears.set(`${names[0].slice(0, cut)}{${names.map((n) => n.slice(cut)).join(',')}}`, stacked);
+    return stacked;
+  }
+
   /** Checkpoint keys under `prefix` that no layer loaded (e.g. the VAE encoder when only decoding). */
   unusedKeys(): string[] {
     return this.source.names().filter((n) => n.startsWith(this.prefix) && !this.used.has(n));
@@ -335,13 +398,22 @@ function nf4Columns(weight: NF4Tensor, start: number, end: number): NF4Tensor {
   });
 }
 
-/** torch.nn.Linear: y = x·Wᵀ + b; NF4 weights compute in their compute dtype as bitsandbytes' Linear4bit does. */
+/**
+ * torch.nn.Linear: y = x·Wᵀ + b. `computeDtype`, where set, is the dtype x is cast to and the product computed in,
+ * independent of how the weight is stored: NF4 weights (bitsandbytes' Linear4bit compute dtype), or 'float32' over a
+ * bfloat16 weight, a float32 layer whose values are bf16 (WeightLoader.linear keeps such checkpoint tensors as stored).
+ */
 export class Linear {
   constructor(
     readonly weight: Tensor,
     readonly bias: Tensor | undefined,
     readonly computeDtype?: FloatDType,
   ) {}
+
+  /** The dtype the product is computed in (and a dense layer returns): computeDtype, else the weight's. */
+  get dtype(): FloatDType {
+    return this.computeDtype ?? (this.weight.dtype as FloatDType);
+  }
 
   get inFeatures(): number {
     return this.weight.shape[1];

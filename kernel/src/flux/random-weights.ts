@@ -44,6 +44,11 @@ export class RandomWeights implements WeightSource {
     return [...this.drawn];
   }
 
+  /** FLUX.1-dev's checkpoints store every tensor in bfloat16: float32 layers over them keep bf16 values (nn.ts). */
+  storedDtype(key: string): FloatDType | undefined {
+    return this.has(key) ? 'bfloat16' : undefined;
+  }
+
   float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor {
     this.drawn.add(key);
     if (init === 'ones' || init === 'zeros') return Tensor.full([...shape], init === 'ones' ? 1 : 0, { device, dtype });

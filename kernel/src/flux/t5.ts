@@ -1,7 +1,8 @@
 // transformers' T5EncoderModel (T5 v1.1 XXL in FLUX.1): RMS layer norms, unscaled attention with a learned
 // relative position bias (bidirectional buckets, computed by block 0 and shared by all blocks), gated-gelu
 // feed-forward. As bitsandbytes loads it, `wo` stays float32 (T5's _keep_in_fp32_modules) and its input is cast to
-// wo's dtype. Keys as transformers saves them.
+// wo's dtype; a checkpoint that stores wo in bf16 (FLUX.1-dev) keeps it so, computed in float32 (nn.ts Linear).
+// Keys as transformers saves them.
 import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
@@ -181,7 +182,7 @@ class T5Block {
       const hidden = dense.wi
         ? activation(act, dense.wi.forward(normed))
         : ops.mul(activation(act, dense.wi_0!.forward(normed)), dense.wi_1!.forward(normed));
-      const woDtype = dense.wo.weight.dtype === 'nf4' ? hidden.dtype : dense.wo.weight.dtype;
+      const woDtype = dense.wo.quantized ? hidden.dtype : dense.wo.dtype;
       const input = hidden.dtype === woDtype ? hidden : hidden.to({ dtype: woDtype });
       return ops.add(h, dense.wo.forward(input));
     });

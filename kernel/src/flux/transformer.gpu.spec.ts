@@ -54,6 +54,10 @@ class Bf16RoundedWeights implements WeightSource {
     return this.source.names();
   }
 
+  storedDtype(key: string): FloatDType | undefined {
+    return this.source.storedDtype(key);
+  }
+
   float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor {
     return tidy(() => this.source.float(component, key, shape, 'bfloat16', device, init).to({ dtype }));
   }
