@@ -1,7 +1,11 @@
-import { Tensor, ops, tidy } from '@fluxlab/native';
+import { NF4Tensor, Tensor, ops, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fluxRope } from './transformer';
+import { Checkpoint } from './checkpoint';
+import { fixturesDir } from './golden';
+import { CheckpointWeights, Nf4Plan } from './nn';
+import { FluxTransformer2DModel, fluxRope } from './transformer';
 
 /** The embedding as FluxTransformer2DModel computes it (ops.timestepEmbedding, dim 256, cosines first). */
 function timestepEmbedding(timesteps: number[], dim: number): Float32Array {
@@ -47,5 +51,62 @@ describe('fluxRope (FluxPosEmbed)', () => {
     // Token 1 sits at the origin.
     assert.deepEqual([...cos.subarray(16)], new Array(16).fill(1));
     assert.deepEqual([...sin.subarray(16)], new Array(16).fill(0));
+  });
+});
+
+describe('fused QKV projections (WeightLoader.stackRows)', () => {
+  const plan = (doubleQuant: boolean): Nf4Plan => ({ quantizeOnLoad: true, doubleQuant, computeDtype: 'float32', skipModules: [] });
+  const streams = [
+    ['transformer_blocks.0.attn.', ['to_q', 'to_k', 'to_v']],
+    ['transformer_blocks.0.attn.', ['add_q_proj', 'add_k_proj', 'add_v_proj']],
+    ['single_transformer_blocks.0.attn.', ['to_q', 'to_k', 'to_v']],
+  ] as const;
+
+  for (const [pipeline, nf4] of [
+    ['mini-flux', undefined],
+    ['mini-flux', plan(false)],
+    ['mini-flux', plan(true)],
+    ['tiny-flux', undefined],
+  ] as const) {
+    it(`${pipeline}${nf4 ? ` NF4${nf4.doubleQuant ? ' double quant' : ''}` : ''}: one Linear per stream holding the checkpoint's q, k, v rows exactly`, () => {
+      const dir = join(fixturesDir(), pipeline, 'transformer');
+      const model = FluxTransformer2DModel.fromPretrained(dir, { device: 'cpu', dtype: 'float32', nf4 });
+      const source = new CheckpointWeights(Checkpoint.open(dir, 'diffusion_pytorch_model'));
+      try {
+        assert.deepEqual(model.unusedWeights(), []);
+        const layers = model.linearLayers();
+        assert.ok(![...layers.keys()].some((k) => /\.(to_[qkv]|add_[qkv]_proj)$/.test(k)), 'no separate q/k/v layers remain');
+        const dim = model.innerDim;
+        for (const [prefix, names] of streams) {
+          const stacked = layers.get(`${prefix}{${names.join(',')}}`);
+          assert.ok(stacked, `${prefix}{${names.join(',')}} is listed`);
+          assert.deepEqual(stacked.weight.shape, [3 * dim, dim]);
+          assert.equal(stacked.quantized, nf4 !== undefined);
+          tidy(() => {
+            const read = (key: string, shape: number[]) => source.float('transformer', `${prefix}${key}`, shape, 'float32', 'cpu');
+            const weights = names.map((n) => read(`${n}.weight`, [dim, dim]));
+            // NF4: each checkpoint weight quantized alone (as bitsandbytes stores it), then dequantized.
+            const expected = weights.map((w) => (nf4 ? ops.nf4Dequantize(ops.nf4Quantize(w, { doubleQuant: nf4.doubleQuant }), 'float32') : w));
+            const got = stacked.weight instanceof NF4Tensor ? ops.nf4Dequantize(stacked.weight, 'float32') : stacked.weight;
+            assert.deepEqual([...(got.toArray() as Float32Array)], [...(ops.concat(expected, 0).toArray() as Float32Array)]);
+            const bias = ops.concat(names.map((n) => read(`${n}.bias`, [dim])), 0);
+            assert.deepEqual([...(stacked.bias!.toArray() as Float32Array)], [...(bias.toArray() as Float32Array)]);
+          });
+        }
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  it('tiny-flux NF4 (K = 32, not a multiple of the blocksize): the layers stay separate, as bitsandbytes stores them', () => {
+    const model = FluxTransformer2DModel.fromPretrained(join(fixturesDir(), 'tiny-flux', 'transformer'), { device: 'cpu', dtype: 'float32', nf4: plan(true) });
+    try {
+      const layers = model.linearLayers();
+      for (const name of ['to_q', 'to_k', 'to_v', 'add_q_proj', 'add_k_proj', 'add_v_proj']) assert.ok(layers.get(`transformer_blocks.0.attn.${name}`)?.quantized, name);
+      assert.deepEqual(model.unusedWeights(), []);
+    } finally {
+      model.dispose();
+    }
   });
 });

@@ -2,10 +2,11 @@
 // conditioning, 3-axis RoPE, double-stream blocks (joint attention, text tokens first), single-stream blocks
 // (attention and MLP in parallel), AdaLayerNormContinuous and the output projection. Module names are the
 // checkpoint keys. Activations stay [B, L, H·D] ([B, L, H, D] views around attention: no head permutes); the
-// adaptive norms are ops.layerNormModulate, QK-norm and RoPE one ops.qkNormRope, and GELU, gates and residuals run
-// in the GEMMs' epilogues. The step computes everything on the device (the timestep embedding too), so compile()
+// adaptive norms are ops.layerNormModulate; each stream's q, k, v projections are one GEMM (weights stacked by rows
+// at load) and ops.jointQkv turns them into the joint attention inputs (QK-norm, RoPE, no concatenation); GELU,
+// gates and residuals run in the GEMMs' epilogues. The step computes everything on the device (the timestep embedding too), so compile()
 // can capture it as a CUDA graph. The RoPE table is computed once per image size on the host with torch's roundings.
-import { Tensor, ops, tidy, type Device } from '@fluxlab/native';
+import { Tensor, ops, tidy, type Device, type JointQkvStream } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
@@ -87,17 +88,38 @@ function ropeRows(rope: RotaryEmbedding, start: number, end: number): { cos: Ten
   return { cos: ops.slice(rope.cos, 0, start, end), sin: ops.slice(rope.sin, 0, start, end) };
 }
 
+/**
+ * One token stream's q, k and v projections as ONE Linear whose weight stacks the checkpoint's three by output rows
+ * ([3·D, D]; WeightLoader.stackRows: the same values, NF4 codes included), so a single GEMM (N = 9216 at FLUX.1's
+ * width, instead of three with N = 3072 and their wave tails) yields [B, L, 3·D] for ops.jointQkv. The three layers
+ * stay separate only where NF4 blocks forbid the stack (the tiny test models), and their outputs are concatenated.
+ */
+class QkvProjection {
+  readonly stacked?: Linear;
+  readonly parts?: [Linear, Linear, Linear];
+
+  constructor(w: WeightLoader, names: [string, string, string], dim: number) {
+    const parts = names.map((name) => w.linear(name, dim, dim)) as [Linear, Linear, Linear];
+    this.stacked = w.stackRows(names);
+    if (this.stacked === undefined) this.parts = parts;
+  }
+
+  /** x [B, L, D] → [B, L, 3·D]: q, k, v side by side. */
+  forward(x: Tensor): Tensor {
+    if (this.stacked) return this.stacked.forward(x);
+    return tidy(() => ops.concat(this.parts!.map((p) => p.forward(x)), 2));
+  }
+}
+
 /** FluxAttention: per-head RMS QK-norm, RoPE on the joint sequence, optional context projections (double blocks). */
 class FluxAttention {
-  readonly to_q: Linear;
-  readonly to_k: Linear;
-  readonly to_v: Linear;
+  /** to_q, to_k, to_v (checkpoint keys unchanged) stacked by rows. */
+  readonly to_qkv: QkvProjection;
   readonly norm_q: RMSNorm;
   readonly norm_k: RMSNorm;
   readonly to_out?: [Linear];
-  readonly add_q_proj?: Linear;
-  readonly add_k_proj?: Linear;
-  readonly add_v_proj?: Linear;
+  /** add_q_proj, add_k_proj, add_v_proj stacked by rows. */
+  readonly add_qkv?: QkvProjection;
   readonly norm_added_q?: RMSNorm;
   readonly norm_added_k?: RMSNorm;
   readonly to_add_out?: Linear;
@@ -110,52 +132,34 @@ class FluxAttention {
     joint: boolean,
   ) {
     const dim = heads * headDim;
-    this.to_q = w.linear(`${prefix}.to_q`, dim, dim);
-    this.to_k = w.linear(`${prefix}.to_k`, dim, dim);
-    this.to_v = w.linear(`${prefix}.to_v`, dim, dim);
+    this.to_qkv = new QkvProjection(w, [`${prefix}.to_q`, `${prefix}.to_k`, `${prefix}.to_v`], dim);
     this.norm_q = w.rmsNorm(`${prefix}.norm_q`, headDim, 1e-6);
     this.norm_k = w.rmsNorm(`${prefix}.norm_k`, headDim, 1e-6);
     if (joint) {
       this.to_out = [w.linear(`${prefix}.to_out.0`, dim, dim)];
-      this.add_q_proj = w.linear(`${prefix}.add_q_proj`, dim, dim);
-      this.add_k_proj = w.linear(`${prefix}.add_k_proj`, dim, dim);
-      this.add_v_proj = w.linear(`${prefix}.add_v_proj`, dim, dim);
+      this.add_qkv = new QkvProjection(w, [`${prefix}.add_q_proj`, `${prefix}.add_k_proj`, `${prefix}.add_v_proj`], dim);
       this.norm_added_q = w.rmsNorm(`${prefix}.norm_added_q`, headDim, 1e-6);
       this.norm_added_k = w.rmsNorm(`${prefix}.norm_added_k`, headDim, 1e-6);
       this.to_add_out = w.linear(`${prefix}.to_add_out`, dim, dim);
     }
   }
 
-  /** [B, L, H·D] → [B, L, H, D] (a view). */
-  private heads4(t: Tensor): Tensor {
-    const [b, l] = t.shape;
-    return t.reshape([b, l, this.heads, this.headDim]);
-  }
-
-  /** q, k (normed, rotated) and v of one stream, [B, L, H, D], with rope rows for its tokens. */
-  private qkv(x: Tensor, q: Linear, k: Linear, v: Linear, normQ: RMSNorm, normK: RMSNorm, rope: { cos: Tensor; sin: Tensor }): Tensor[] {
-    return [
-      ops.qkNormRope(this.heads4(q.forward(x)), normQ.weight, rope.cos, rope.sin, normQ.eps),
-      ops.qkNormRope(this.heads4(k.forward(x)), normK.weight, rope.cos, rope.sin, normK.eps),
-      this.heads4(v.forward(x)),
-    ];
-  }
-
   /**
    * Attention over the joint sequence [context; x], before the output projections (the blocks fuse those with
    * their gates and residuals): [B, L+S, H·D], or for joint blocks its context rows [B, L, H·D] and x rows [B, S, H·D].
+   * ops.jointQkv writes each stream's normed, rotated q, k and its v into the joint [B, L+S, H, D] tensors (diffusers
+   * concatenates [context; x] after the norms and before RoPE; the math per row is the same).
    */
   forward(x: Tensor, context: Tensor | undefined, rope: RotaryEmbedding): { x: Tensor; context?: Tensor } {
     return tidy(() => {
       const [b, s] = x.shape;
       const l = context ? context.shape[1] : 0;
-      let [q, k, v] = this.qkv(x, this.to_q, this.to_k, this.to_v, this.norm_q, this.norm_k, ropeRows(rope, l, l + s));
+      const streams: JointQkvStream[] = [];
       if (context) {
-        const [cq, ck, cv] = this.qkv(context, this.add_q_proj!, this.add_k_proj!, this.add_v_proj!, this.norm_added_q!, this.norm_added_k!, ropeRows(rope, 0, l));
-        q = ops.concat([cq, q], 1); // [B, L+S, H, D]
-        k = ops.concat([ck, k], 1);
-        v = ops.concat([cv, v], 1);
+        streams.push({ qkv: this.add_qkv!.forward(context), normQ: this.norm_added_q!.weight, normK: this.norm_added_k!.weight, ...ropeRows(rope, 0, l) });
       }
+      streams.push({ qkv: this.to_qkv.forward(x), normQ: this.norm_q.weight, normK: this.norm_k.weight, ...ropeRows(rope, l, l + s) });
+      const { q, k, v } = ops.jointQkv(streams, this.heads, this.norm_q.eps); // [B, L+S, H, D] each
       const attended = ops.sdpa(q, k, v, { layout: 'BLHD' }).reshape([b, l + s, this.heads * this.headDim]);
       if (!context) return { x: attended };
       const [contextOut, xOut] = ops.split(attended, [l, s], 1);
