@@ -65,6 +65,18 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Sum over a block of kThreads threads; `red` holds 32 floats of shared memory. Every thread gets the result.
+template <int kThreads>
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // red may still be read from the previous reduction
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  v = lane < kThreads / 32 ? red[lane] : 0.f;
+  return warp_sum(v);
+}
+
 // Element offsets of operand `op` for a linear index over it.shape.
 __device__ __forceinline__ int64_t strided_offset(const Strided& it, int op, int64_t linear) {
   int64_t off = 0;

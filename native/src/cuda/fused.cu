@@ -26,17 +26,6 @@ namespace {
 
 constexpr int kNormThreads = 256;
 
-// Sum over the block (blockDim.x = kNormThreads); `red` holds 32 floats. Every thread gets the result.
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // red may still be read from the previous reduction
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  v = lane < kNormThreads / 32 ? red[lane] : 0.f;
-  return warp_sum(v);
-}
-
 // PER > 0: each thread keeps PER values of the row in registers (C <= PER * kNormThreads); PER == 0 re-reads x.
 template <class T, int PER>
 __global__ void __launch_bounds__(kNormThreads)
@@ -58,7 +47,7 @@ __global__ void __launch_bounds__(kNormThreads)
     } else {
       for (int64_t i = tid; i < C; i += kNormThreads) sum += to_f(xr[i]);
     }
-    const float mean = block_sum(sum, red) / float(C);
+    const float mean = block_sum<kNormThreads>(sum, red) / float(C);
     float sq = 0.f;
     if constexpr (PER > 0) {
 #pragma unroll
@@ -73,7 +62,7 @@ __global__ void __launch_bounds__(kNormThreads)
         sq += d * d;
       }
     }
-    const float rstd = rsqrtf(block_sum(sq, red) / float(C) + eps);
+    const float rstd = rsqrtf(block_sum<kNormThreads>(sq, red) / float(C) + eps);
     const T* sh = shift + (row / rows_per_group) * C;
     const T* sc = scale + (row / rows_per_group) * C;
     T* o = out + row * C;

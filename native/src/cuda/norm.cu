@@ -44,17 +44,6 @@ constexpr int kRowThreads = 256;
 
 unsigned row_grid(int64_t rows);
 
-// Sum over the block (blockDim.x = kRowThreads); `red` holds 32 floats. Every thread gets the result.
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  v = warp_sum(v);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();  // red may still be read from the previous reduction
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  v = lane < kRowThreads / 32 ? red[lane] : 0.f;
-  return warp_sum(v);
-}
-
 // One block per row, PER values per thread in registers (C <= PER * kRowThreads); the same statistics as
 // layer_norm_kernel (mean, then the mean of squared deviations, in fp32).
 template <class T, int PER>
@@ -73,7 +62,7 @@ __global__ void __launch_bounds__(kRowThreads)
       v[j] = i < C ? to_f(xr[i]) : 0.f;
       sum += v[j];
     }
-    const float mean = rms ? 0.f : block_sum(sum, red) / float(C);
+    const float mean = rms ? 0.f : block_sum<kRowThreads>(sum, red) / float(C);
     float sq = 0.f;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
@@ -81,7 +70,7 @@ __global__ void __launch_bounds__(kRowThreads)
       const float d = v[j] - mean;
       if (i < C) sq += d * d;
     }
-    const float rstd = rsqrtf(block_sum(sq, red) / float(C) + eps);
+    const float rstd = rsqrtf(block_sum<kRowThreads>(sq, red) / float(C) + eps);
     T* o = out + row * C;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
