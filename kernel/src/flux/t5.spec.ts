@@ -1,7 +1,8 @@
-import { Tensor, tidy, type Device } from '@fluxlab/native';
+import { Tensor, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { FloatDType, Nf4Plan, ParameterInit, WeightSource } from './nn';
+import type { Nf4Plan } from './nn';
+import { Bf16ValuedWeights } from './bf16-values.testing';
 import { RandomWeights } from './random-weights';
 import { T5EncoderModel, relativePositionBucket, relativePositionBuckets } from './t5';
 
@@ -31,34 +32,9 @@ describe('T5 wo: a float32 layer over bf16 values (bitsandbytes keeps wo float32
   const nf4: Nf4Plan = { quantizeOnLoad: true, doubleQuant: false, computeDtype: 'bfloat16', skipModules: ['wo'] };
   const WO = 'encoder.block.1.layer.1.DenseReluDense.wo';
 
-  /** The random weights as a float32 checkpoint holding the same (bf16) values would give them. */
-  class StoredAsFloat32 implements WeightSource {
-    readonly random = true;
-    readonly description = 'random weights stored as float32';
-    private readonly source = new RandomWeights({ seed: 21 });
-    has(key: string): boolean {
-      return this.source.has(key);
-    }
-    names(): string[] {
-      return this.source.names();
-    }
-    storedDtype(key: string): FloatDType | undefined {
-      return this.has(key) ? 'float32' : undefined;
-    }
-    float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor {
-      return tidy(() => this.source.float(component, key, shape, 'bfloat16', device, init).to({ dtype }));
-    }
-    raw(component: string, key: string): Tensor {
-      return this.source.raw(component, key);
-    }
-    bytes(component: string, key: string): Buffer {
-      return this.source.bytes(component, key);
-    }
-  }
-
   it('with nf4 quantization on random weights: wo holds bf16 computed in float32, the same outputs as float32 storage', () => {
     const bf16Stored = T5EncoderModel.fromWeights(config, new RandomWeights({ seed: 21 }), { device: 'cpu', dtype: 'bfloat16', nf4 });
-    const f32Stored = T5EncoderModel.fromWeights(config, new StoredAsFloat32(), { device: 'cpu', dtype: 'bfloat16', nf4 });
+    const f32Stored = T5EncoderModel.fromWeights(config, new Bf16ValuedWeights(21, 'float32'), { device: 'cpu', dtype: 'bfloat16', nf4 });
     try {
       const wo = bf16Stored.linearLayers().get(WO)!;
       assert.equal(wo.weight.dtype, 'bfloat16');
@@ -97,7 +73,7 @@ describe('T5 wo: a float32 layer over bf16 values (bitsandbytes keeps wo float32
         model.dispose();
       }
     }
-    const stored32 = T5EncoderModel.fromWeights(config, new StoredAsFloat32(), { device: 'cpu', dtype: 'float32' });
+    const stored32 = T5EncoderModel.fromWeights(config, new Bf16ValuedWeights(21, 'float32'), { device: 'cpu', dtype: 'float32' });
     try {
       assert.equal(stored32.linearLayers().get(WO)!.weight.dtype, 'float32');
     } finally {

@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fixturesDir, relativeL2 } from './golden';
 import { latentImageIds, textIds } from './latents';
-import { FloatDType, Nf4Plan, ParameterInit, WeightSource } from './nn';
+import { FloatDType, Nf4Plan, WeightSource } from './nn';
 import { FluxPipeline } from './pipeline';
 import { FLUX1_DEV_CONFIGS } from './presets';
+import { Bf16ValuedWeights } from './bf16-values.testing';
 import { RandomWeights } from './random-weights';
 import { FluxTransformer2DModel, FluxTransformerInputs } from './transformer';
 
@@ -33,42 +34,6 @@ const TEXT = 64;
 
 function model(device: Device, dtype: FloatDType, nf4?: Nf4Plan, source: WeightSource = new RandomWeights({ seed: 11 })): FluxTransformer2DModel {
   return FluxTransformer2DModel.fromWeights(FULL_WIDTH, source, { device, dtype, nf4 });
-}
-
-/**
- * The random weights as the bfloat16 model holds them, widened to float32. A weight quantized on load is quantized
- * from the model's dtype (as bitsandbytes quantizes the bf16 checkpoint), so a float32 NF4 reference must start from
- * the same bf16 values to get the same codes and absmax: quantizing the unrounded float32 draw flips codes near
- * the bin edges, a difference of NF4's own size, not the kernels'.
- */
-class Bf16RoundedWeights implements WeightSource {
-  readonly random = true;
-  private readonly source = new RandomWeights({ seed: 11 });
-  readonly description = `${this.source.description}, rounded to bfloat16`;
-
-  has(key: string): boolean {
-    return this.source.has(key);
-  }
-
-  names(): string[] {
-    return this.source.names();
-  }
-
-  storedDtype(key: string): FloatDType | undefined {
-    return this.source.storedDtype(key);
-  }
-
-  float(component: string, key: string, shape: readonly number[], dtype: FloatDType, device: Device, init: ParameterInit): Tensor {
-    return tidy(() => this.source.float(component, key, shape, 'bfloat16', device, init).to({ dtype }));
-  }
-
-  raw(component: string, key: string): Tensor {
-    return this.source.raw(component, key);
-  }
-
-  bytes(component: string, key: string): Buffer {
-    return this.source.bytes(component, key);
-  }
 }
 
 /** Step inputs for `rows`×`columns` image patches, drawn on the CPU in float32 and converted for the model. */
@@ -132,7 +97,9 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
   });
 
   it('NF4 (bf16 compute) within 2e-2 of the CPU float32 NF4 path on the same bf16 weights', () => {
-    const cpuNf4 = model('cpu', 'float32', nf4('float32'), new Bf16RoundedWeights());
+    // The same bf16 values as the bf16 model quantizes (quantizing the unrounded float32 draw flips codes near the
+    // bin edges: a difference of NF4's own size, not the kernels').
+    const cpuNf4 = model('cpu', 'float32', nf4('float32'), new Bf16ValuedWeights(11, 'bfloat16'));
     const gpu = model('cuda', 'bfloat16', nf4('bfloat16'));
     try {
       const cpuInputs = stepInputs(cpuNf4, 32, 16, 100);
