@@ -9,6 +9,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook  # noqa: 
 
 TOUR = ROOT / "notebooks" / "01-kernel-tour.ipynb"
 GENERATE = ROOT / "notebooks" / "02-generate.ipynb"
+SPEED = ROOT / "notebooks" / "03-speed-and-memory.ipynb"
 
 
 def small_notebook():
@@ -59,6 +60,18 @@ def test_nbclient_executes_the_generate_notebook_on_the_embedded_model(tmp_path,
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("RANDOM" in o.get("text", "") for o in outputs if o["output_type"] == "stream")
     assert (tmp_path / "out" / "astronaut.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nbclient_executes_the_speed_and_memory_notebook(tmp_path):
+    nb = nbformat.read(SPEED, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="fluxlab", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o for o in outputs if o["output_type"] == "error"] == []
+    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "'nf4'" in streams and "transformer MiB" in streams
+    assert "sameImage: true" in "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    # The step profile on a GPU, or the reason it is skipped without one.
+    assert "ms of GPU time in ops" in streams or "cuda.profile needs a CUDA device" in streams
 
 
 def fluxlab_run(*args):
