@@ -47,8 +47,8 @@ def build_tests(quick):
     """Ordered by what matters most, so that a run cut short still answers the main questions."""
     first, checks, timings, portable = [], [], [], []
 
-    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0):
-        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi))
+    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0, sched=0):
+        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, sched=sched))
 
     def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False, cl=0):
         lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, dq=dq))
@@ -76,6 +76,11 @@ def build_tests(quick):
                 gemm(checks, "check", 1, tile, m, n, k, epi, cl)
     gemm(checks, "check", 1, 0, 4608, 3072, 3072, "gelu")
     gemm(checks, "check", 1, 0, 4608, 12288, 3072, "gate")
+    # The ping-pong schedule (sched 2; 1 = cooperative): odd shapes, every epilogue, tiles per CTA odd/even.
+    for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (333, 264, 200, "nobias"), (129, 136, 72, "gelu"),
+                           (1, 256, 64, "none"), (77, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"),
+                           (4608, 3072, 12288, "gate"), (4608, 3072, 3072, "gate"), (1000, 1160, 4104, "gelu")]:
+        gemm(checks, "check", 1, 0, m, n, k, epi, 0, 2)
     for tile in (256, 192, 128):
         for cl in (1, 2):
             for (m, n, k, epi, dq) in [(4608, 12288, 3072, "none", False), (333, 264, 320, "nobias", False),
@@ -100,6 +105,14 @@ def build_tests(quick):
                 gemm(timings, "time", 1, tile, 4608, n, k, "none", cl)
     gemm(timings, "time", 1, 0, 4608, 12288, 3072, "gelu")
     gemm(timings, "time", 1, 0, 4608, 3072, 12288, "gate")
+    # Cooperative (sched 1, its picked tile) against ping-pong (sched 2) on the transformer's GEMMs with
+    # the epilogues they run (FLUX.1: attention out + gate, QKV, MLP up + gelu, MLP down + gate,
+    # single-block linear1 and proj_out + gate), adjacent so the pair sees the same clocks.
+    for (k, n, epi) in [(3072, 3072, "gate"), (3072, 9216, "none"), (3072, 12288, "gelu"), (12288, 3072, "gate"),
+                        (3072, 21504, "none"), (15360, 3072, "gate"), (3072, 3072, "none"), (3072, 12288, "none"),
+                        (12288, 3072, "none")]:
+        for sched in (1, 2):
+            gemm(timings, "time", 1, 0, 4608, n, k, epi, 0, sched)
     for tile, cl in variants[1:]:
         nf4(timings, "time", 1, tile, 4608, 12288, 3072, "none", False, cl)
     nf4(timings, "time", 1, 0, 4608, 12288, 3072, "none", True)
@@ -139,7 +152,7 @@ class Lib:
         self.lib.fk_error_string.restype = ctypes.c_char_p
         self.lib.fk_error_string.argtypes = [i]
         self.lib.fk_gemm_bf16.restype = i
-        self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, i, vp]
+        self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, i, i, vp]
         self.lib.fk_gemm_nf4.restype = i
         self.lib.fk_gemm_nf4.argtypes = [i, vp, ll, vp, i, i, vp, vp, vp, vp, f, vp, ll, i, i, vp, vp, ll, vp, ll, i,
                                          i, i, vp]
@@ -305,10 +318,11 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                                       gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
                   "fk_gemm_nf4")
 
-    def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, cluster=0):
+    def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, cluster=0, sched=0):
         lib.check(lib.lib.fk_gemm_bf16(backend, ptr(a), a.stride(0), ptr(w), w.stride(0), ptr(c), c.stride(0), m, n, k,
                                        EPI[epi], ptr(bias), ptr(res), res.stride(0) if res is not None else 0,
-                                       ptr(gate), gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
+                                       ptr(gate), gate.stride(0) if gate is not None else 0, rpb, tile, cluster,
+                                       sched, sp),
                   "fk_gemm_bf16")
 
     def attn_tensors(b, h, lq, lkv, layout):
@@ -353,7 +367,7 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                 bias, res, gate = epi_inputs(m, n, epi, rpb)
                 c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
                 poison(c)
-                call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, tc.get("cl", 0))
+                call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, tc.get("cl", 0), tc.get("sched", 0))
                 torch.cuda.synchronize()
                 ref = epi_ref(ref_matmul(a, w), bias, res, gate, epi, rpb)
                 r["err"] = nerr(c, ref)
@@ -370,7 +384,8 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                     sets.append((a, w, torch.empty(m, n, device=dev, dtype=torch.bfloat16), bias, res, gate))
                 flops = 2.0 * m * n * k
                 mine, ref = timepair(lambda i: call_gemm(backend, sets[i][0], sets[i][1], sets[i][2], m, n, k, epi,
-                                                         sets[i][3], sets[i][4], sets[i][5], rpb, tile, tc.get("cl", 0)),
+                                                         sets[i][3], sets[i][4], sets[i][5], rpb, tile, tc.get("cl", 0),
+                                                         tc.get("sched", 0)),
                                      lambda i: torch.matmul(sets[i][0], sets[i][1].t(), out=sets[i][2]), n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
@@ -495,7 +510,8 @@ def describe(tc):
         be = {0: "auto", 1: "sm90", 2: "sm80"}[tc["backend"]]
         tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
-        return f"gemm_bf16[{be}{tile}{cl}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+        sched = {0: "", 1: " coop", 2: " pingpong"}[tc.get("sched", 0)]
+        return f"gemm_bf16[{be}{tile}{cl}{sched}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "nf4":
         be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
         tile = f" tile_m={tc['tile']}" if tc["tile"] else ""
@@ -566,7 +582,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(HERE, "out"))
     ap.add_argument("--lib", default=LIB)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="run tests whose name contains one of these |-separated strings")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--timeout", type=float, default=25.0, help="seconds per test before the worker is killed")
     ap.add_argument("--budget", type=float, default=0.0, help="stop starting tests after this many seconds")
@@ -578,7 +594,7 @@ def main():
     args = ap.parse_args()
     tests = build_tests(args.quick)
     if args.only:
-        tests = [t for t in tests if args.only in " ".join(describe(t)) + f" {t['mode']}"]
+        tests = [t for t in tests if any(o in " ".join(describe(t)) + f" {t['mode']}" for o in args.only.split("|"))]
     if args.worker or args.profile:
         worker(tests, args.start, args.results or os.devnull, args.lib,
                set(filter(None, args.skip_families.split(","))), args.profile)

@@ -25,10 +25,11 @@ extern "C" {
 
 const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 
-// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync)
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync); schedule: GemmSchedule (sm90)
 int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc,
                  int m, int n, int k, int epi, const void* bias, const void* residual, long long ldr,
-                 const void* gate, long long ldg, int rows_per_batch, int tile_n, int cluster, void* stream) {
+                 const void* gate, long long ldg, int rows_per_batch, int tile_n, int cluster, int schedule,
+                 void* stream) {
   GemmArgs g;
   g.a = static_cast<const __nv_bfloat16*>(a);
   g.lda = lda;
@@ -42,6 +43,7 @@ int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long 
   g.epi = make_epi(epi, bias, residual, ldr, gate, ldg, rows_per_batch);
   g.tile_n = tile_n;
   g.cluster = cluster;
+  g.schedule = static_cast<GemmSchedule>(schedule);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (backend) {
     case 0: return gemm_bf16(g, s);

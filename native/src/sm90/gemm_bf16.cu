@@ -234,6 +234,187 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+// Ping-pong schedule (CUTLASS's KernelTmaWarpSpecializedPingpong idea): each consumer warpgroup
+// owns whole 128 x 128 output tiles (two m64n128k16 wgmmas per k16 step, 128 fp32 accumulators per
+// thread) and the two take the CTA's tiles alternately. A turn barrier orders their main loops, so
+// while one warpgroup runs its epilogue from registers the other keeps the tensor cores busy. The
+// producer fills one stage ring in tile order; a consumer's stage/phase counters start at its
+// tile's place in that order (skipping the other warpgroup's k-blocks).
+constexpr int kPpBN = 128;
+constexpr int kPpStages = 7;
+constexpr int kPpTileBytes = kBM * kBK * 2;  // A and W tiles are both 128 x 64
+constexpr int kPpSmemBytes = kPpStages * 2 * kPpTileBytes + 2 * kPpStages * 8 + 1024;
+static_assert(kPpSmemBytes <= 232448, "shared memory budget");
+constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
+
+template <int EPI>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
+                              const GemmParams p) {
+#if FLUXK_SM90_DEVICE
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* s_a = smem;
+  uint8_t* s_w = smem + kPpStages * kPpTileBytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_w + kPpStages * kPpTileBytes);
+  uint64_t* empty = full + kPpStages;
+
+  const int wg = threadIdx.x / 128;
+  const int tid = threadIdx.x % 128;
+  // Tiles of this CTA: blockIdx.x + i * gridDim.x for i < local_tiles (the grid is <= num_units).
+  const int local_tiles = (p.num_units - blockIdx.x + gridDim.x - 1) / gridDim.x;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kPpStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], 4);  // one arrival per warp of the one warpgroup that consumes the stage
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    setmaxnreg_dec<40>();
+    if (tid == 0) {
+      prefetch_tensor_map(&tma_a);
+      prefetch_tensor_map(&tma_w);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int i = 0; i < local_tiles; ++i) {
+        int tm, tn;
+        tile_coords(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
+        for (int kb = 0; kb < p.k_blocks; ++kb) {
+          mbar_wait(&empty[stage], phase ^ 1);
+          mbar_arrive_expect_tx(&full[stage], 2 * kPpTileBytes);
+          tma_load_2d(s_a + stage * kPpTileBytes, &tma_a, &full[stage], kb * kBK, tm * kBM);
+          tma_load_2d(s_w + stage * kPpTileBytes, &tma_w, &full[stage], kb * kBK, tn * kPpBN);
+          if (++stage == kPpStages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    setmaxnreg_inc<232>();
+    const int cw = wg - 1;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    float acc[2][kPpBN / 2];  // rows 0-63 and 64-127 of the tile
+
+    // Every turn handed over is taken: warpgroup 1 hands warpgroup 0 its first turn only, and a
+    // warpgroup hands over after a tile only when the CTA has a next tile (the other's).
+    if (cw == 1) named_barrier_arrive(kTurnBarrier + 0, 256);
+    for (int i = cw; i < local_tiles; i += 2) {
+      int tm, tn;
+      tile_coords(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
+      const int64_t first = static_cast<int64_t>(i) * p.k_blocks;  // this tile's place in the ring order
+      int stage = static_cast<int>(first % kPpStages);
+      uint32_t phase = static_cast<uint32_t>((first / kPpStages) & 1);
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < kPpBN / 2; ++j) acc[h][j] = 0.f;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
+
+      named_barrier_sync(kTurnBarrier + cw, 256);
+      int prev_stage = 0;
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbar_wait(&full[stage], phase);
+        const uint32_t a_base = smem_addr(s_a + stage * kPpTileBytes);
+        const uint32_t w_base = smem_addr(s_w + stage * kPpTileBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk) {
+          const uint64_t wd = make_smem_desc(w_base + kk * 32, 16, 1024);
+          WgmmaSS<kPpBN, 0>::run(acc[0], make_smem_desc(a_base + kk * 32, 16, 1024), wd, 1);
+          WgmmaSS<kPpBN, 0>::run(acc[1], make_smem_desc(a_base + 64 * 128 + kk * 32, 16, 1024), wd, 1);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+        if (kb > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+        prev_stage = stage;
+        if (++stage == kPpStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      // Issued: the other warpgroup's wgmmas may queue behind ours while we finish and store.
+      if (i + 1 < local_tiles) named_barrier_arrive(kTurnBarrier + (cw ^ 1), 256);
+      wgmma_wait<0>();
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
+      if (p.k_blocks > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+
+      // Accumulator layout of wgmma m64nNk16: acc[h][4j + e] holds row (64h + 16*warp + lane/4 + 8*(e/2)),
+      // column (8j + 2*(lane%4) + e%2) of the 128 x 128 tile.
+      const int col_base = tn * kPpBN + 2 * (lane % 4);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row0 = tm * kBM + h * 64 + warp * 16 + lane / 4;
+#pragma unroll
+        for (int j = 0; j < kPpBN / 8; ++j) {
+          const int col = col_base + 8 * j;
+          if (col < p.n) {
+            if (row0 < p.m) {
+              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0) * p.ldc + col) =
+                  epilogue_pair<EPI>(p.epi, acc[h][4 * j + 0], acc[h][4 * j + 1], row0, col);
+            }
+            if (row0 + 8 < p.m) {
+              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0 + 8) * p.ldc + col) =
+                  epilogue_pair<EPI>(p.epi, acc[h][4 * j + 2], acc[h][4 * j + 3], row0 + 8, col);
+            }
+          }
+        }
+      }
+    }
+  }
+#endif
+}
+
+template <int EPI>
+cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
+  CUtensorMap tma_a, tma_w;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, a.k, a.lda, kBM);
+  if (e != cudaSuccess) return e;
+  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kPpBN);
+  if (e != cudaSuccess) return e;
+  GemmParams p;
+  p.c = a.c;
+  p.c_f32 = nullptr;
+  p.ldc = a.ldc;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.a_parts = 1;
+  p.tiles_m = (a.m + kBM - 1) / kBM;
+  p.tiles_n = (a.n + kPpBN - 1) / kPpBN;
+  p.k_blocks = (a.k + kBK - 1) / kBK;
+  p.units_m = p.tiles_m;
+  p.num_units = p.tiles_m * p.tiles_n;
+  p.epi = a.epi;
+  auto kernel = gemm_bf16_pingpong_kernel<EPI>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPpSmemBytes);
+  if (e != cudaSuccess) return e;
+  const int grid = p.num_units < sms ? p.num_units : sms;
+  kernel<<<grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_w, p);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_pingpong_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
+  switch (a.epi.kind) {
+    case Epilogue::kNone: return launch_pingpong<0>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch_pingpong<1>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch_pingpong<2>(a, stream, sms);
+  }
+  return cudaErrorInvalidValue;
+}
+
 template <int BN, int EPI, int CL, bool F32 = false>
 cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
   using Cfg = GemmConfig<BN>;
@@ -339,6 +520,16 @@ int pick_tile_n(int m, int n, int sms) {
   return best;
 }
 
+// Ping-pong where it measured faster than the cooperative kernel in the same run (see the
+// figures in docs/kernels.md); the cooperative kernel elsewhere.
+GemmSchedule pick_schedule(int m, int n, int k, Epilogue epi) {
+  (void)m;
+  (void)n;
+  (void)k;
+  (void)epi;
+  return GemmSchedule::kCooperative;
+}
+
 }  // namespace
 }  // namespace sm90
 
@@ -352,6 +543,14 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   cudaError_t e = device_sm_count(&sms);
   if (e != cudaSuccess) return e;
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
+  const GemmSchedule schedule = a.schedule != GemmSchedule::kAuto ? a.schedule
+                                : a.c_f32 || a.tile_n || a.cluster > 1 ? GemmSchedule::kCooperative
+                                                                        : pick_schedule(a.m, a.n, a.k, a.epi.kind);
+  if (schedule == GemmSchedule::kPingPong) {
+    if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 1) return cudaErrorInvalidValue;
+    return launch_pingpong_epi(a, stream, sms);
+  }
+  if (schedule != GemmSchedule::kCooperative) return cudaErrorInvalidValue;
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
   switch (tile_n) {
     case 256: return launch_cluster<256>(a, stream, sms);

@@ -33,6 +33,12 @@ struct EpilogueArgs {
   int gate_rows_per_batch = 1;
 };
 
+// sm90 bf16 GEMM schedules (docs/kernels.md). kCooperative: both consumer warpgroups share a
+// 128 x tile_n tile, then both run the epilogue. kPingPong: each consumer warpgroup owns whole
+// 128 x 128 tiles and they alternate, so one's epilogue overlaps the other's main loop (bf16
+// output, a_parts 1, no cluster). kAuto picks by measurement.
+enum class GemmSchedule : int { kAuto = 0, kCooperative = 1, kPingPong = 2 };
+
 // C[M,N] = epilogue(A[M,K] · W[N,K]ᵀ). Row-major, unit stride along K and N.
 // Requires K % 8 == 0, N % 8 == 0, lda/ldw/ldc/ldr multiples of 8, 16-byte aligned pointers.
 struct GemmArgs {
@@ -54,6 +60,8 @@ struct GemmArgs {
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing W tiles by TMA multicast
                     // (correct, but measured slower: docs/kernels.md)
+  GemmSchedule schedule = GemmSchedule::kAuto;  // sm90: force a schedule (benchmarks); kAuto: a forced
+                                                // tile_n, cluster or c_f32 means kCooperative
 };
 
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
