@@ -40,26 +40,45 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-// Full epilogue for a pair of adjacent columns (col, col + 1) of one row; col is even.
+__device__ __forceinline__ __nv_bfloat162 bf16x2_from_bits(uint32_t bits) {
+  return *reinterpret_cast<const __nv_bfloat162*>(&bits);
+}
+
+// The epilogue of a column pair from operands already loaded, as bf16x2 bit patterns (bias 0 when
+// there is none; res2/gate2 used by kGateResidual only). For callers that batch their loads.
 template <int EPI>
-__device__ __forceinline__ uint32_t epilogue_pair(const EpilogueArgs& e, float a0, float a1, int row, int col) {
-  float b0 = 0.f, b1 = 0.f;
-  if (e.bias) {
-    const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162*>(e.bias + col);
-    b0 = __low2float(b);
-    b1 = __high2float(b);
-  }
-  float v0 = epilogue_pointwise<EPI>(a0, b0);
-  float v1 = epilogue_pointwise<EPI>(a1, b1);
+__device__ __forceinline__ uint32_t epilogue_pair_loaded(float a0, float a1, uint32_t bias2, uint32_t res2,
+                                                         uint32_t gate2) {
+  const __nv_bfloat162 b = bf16x2_from_bits(bias2);
+  float v0 = epilogue_pointwise<EPI>(a0, __low2float(b));
+  float v1 = epilogue_pointwise<EPI>(a1, __high2float(b));
   if (EPI == static_cast<int>(Epilogue::kGateResidual)) {
-    const __nv_bfloat162 r =
-        *reinterpret_cast<const __nv_bfloat162*>(e.residual + static_cast<int64_t>(row) * e.ldr + col);
-    const __nv_bfloat162 g = *reinterpret_cast<const __nv_bfloat162*>(
-        e.gate + static_cast<int64_t>(row / e.gate_rows_per_batch) * e.ldg + col);
+    const __nv_bfloat162 r = bf16x2_from_bits(res2);
+    const __nv_bfloat162 g = bf16x2_from_bits(gate2);
     v0 = __low2float(r) + __low2float(g) * v0;
     v1 = __high2float(r) + __high2float(g) * v1;
   }
   return pack_bf16x2(v0, v1);
+}
+
+// The operands of the column pair (col, col + 1) of one row; col is even.
+__device__ __forceinline__ uint32_t load_bias2(const EpilogueArgs& e, int col) {
+  return e.bias ? *reinterpret_cast<const uint32_t*>(e.bias + col) : 0u;
+}
+__device__ __forceinline__ uint32_t load_residual2(const EpilogueArgs& e, int row, int col) {
+  return *reinterpret_cast<const uint32_t*>(e.residual + static_cast<int64_t>(row) * e.ldr + col);
+}
+__device__ __forceinline__ uint32_t load_gate2(const EpilogueArgs& e, int row, int col) {
+  return *reinterpret_cast<const uint32_t*>(e.gate + static_cast<int64_t>(row / e.gate_rows_per_batch) * e.ldg +
+                                            col);
+}
+
+// Full epilogue for a pair of adjacent columns (col, col + 1) of one row; col is even.
+template <int EPI>
+__device__ __forceinline__ uint32_t epilogue_pair(const EpilogueArgs& e, float a0, float a1, int row, int col) {
+  const bool gated = EPI == static_cast<int>(Epilogue::kGateResidual);
+  return epilogue_pair_loaded<EPI>(a0, a1, load_bias2(e, col), gated ? load_residual2(e, row, col) : 0u,
+                                   gated ? load_gate2(e, row, col) : 0u);
 }
 
 }  // namespace fluxk

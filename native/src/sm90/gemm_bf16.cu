@@ -351,23 +351,39 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
       if (p.k_blocks > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
 
-      // Accumulator layout of wgmma m64nNk16: acc[h][4j + e] holds row (64h + 16*warp + lane/4 + 8*(e/2)),
-      // column (8j + 2*(lane%4) + e%2) of the 128 x 128 tile.
+      // Accumulator layout of wgmma m64nNk16: acc[h][4j + 2r + e] holds row (64h + 16*warp + lane/4 + 8r),
+      // column (8j + 2*(lane%4) + e) of the 128 x 128 tile.
+      // Loads go in batches ahead of the batch's stores: the residual may alias the output, so in
+      // program order every load would wait behind the previous store (one memory latency per pair,
+      // longer than the other warpgroup's main loop). Batching is safe since each element is read
+      // and then written by the same thread.
       const int col_base = tn * kPpBN + 2 * (lane % 4);
+      uint32_t bias2[kPpBN / 8];
+#pragma unroll
+      for (int j = 0; j < kPpBN / 8; ++j) {
+        const int col = col_base + 8 * j;
+        bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
+      }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int row0 = tm * kBM + h * 64 + warp * 16 + lane / 4;
 #pragma unroll
-        for (int j = 0; j < kPpBN / 8; ++j) {
-          const int col = col_base + 8 * j;
-          if (col < p.n) {
-            if (row0 < p.m) {
-              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0) * p.ldc + col) =
-                  epilogue_pair<EPI>(p.epi, acc[h][4 * j + 0], acc[h][4 * j + 1], row0, col);
-            }
-            if (row0 + 8 < p.m) {
-              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row0 + 8) * p.ldc + col) =
-                  epilogue_pair<EPI>(p.epi, acc[h][4 * j + 2], acc[h][4 * j + 3], row0 + 8, col);
+        for (int r = 0; r < 2; ++r) {
+          const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
+          if (row >= p.m) continue;
+          uint32_t res2[kPpBN / 8], gate2[kPpBN / 8];
+#pragma unroll
+          for (int j = 0; j < kPpBN / 8; ++j) {
+            const int col = col_base + 8 * j;
+            const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
+            res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
+            gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
+          }
+#pragma unroll
+          for (int j = 0; j < kPpBN / 8; ++j) {
+            const int col = col_base + 8 * j;
+            if (col < p.n) {
+              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) = epilogue_pair_loaded<EPI>(
+                  acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1], bias2[j], res2[j], gate2[j]);
             }
           }
         }
@@ -520,15 +536,12 @@ int pick_tile_n(int m, int n, int sms) {
   return best;
 }
 
-// Ping-pong where it measured faster than the cooperative kernel in the same run (see the
-// figures in docs/kernels.md); the cooperative kernel elsewhere.
-GemmSchedule pick_schedule(int m, int n, int k, Epilogue epi) {
-  (void)m;
-  (void)n;
-  (void)k;
-  (void)epi;
-  return GemmSchedule::kCooperative;
-}
+// Ping-pong won or tied every Flux GEMM against the cooperative kernel in the same run (H200,
+// 2026-11-26, M = 512, 1024, 4096 and 4608, each epilogue; docs/kernels.md), even at M = 512 where
+// a CTA has one tile and one consumer warpgroup idles. Below M = 512 nothing was measured, so the
+// cooperative kernel (which also serves the M <= 16 bf16-weight GEMVs) stays there.
+constexpr int kPingPongMinM = 512;
+GemmSchedule pick_schedule(int m) { return m >= kPingPongMinM ? GemmSchedule::kPingPong : GemmSchedule::kCooperative; }
 
 }  // namespace
 }  // namespace sm90
@@ -544,8 +557,8 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
   const GemmSchedule schedule = a.schedule != GemmSchedule::kAuto ? a.schedule
-                                : a.c_f32 || a.tile_n || a.cluster > 1 ? GemmSchedule::kCooperative
-                                                                        : pick_schedule(a.m, a.n, a.k, a.epi.kind);
+                                : a.c_f32 || a.a_parts != 1 || a.tile_n || a.cluster > 1 ? GemmSchedule::kCooperative
+                                                                        : pick_schedule(a.m);
   if (schedule == GemmSchedule::kPingPong) {
     if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 1) return cudaErrorInvalidValue;
     return launch_pingpong_epi(a, stream, sms);

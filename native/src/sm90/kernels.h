@@ -60,8 +60,9 @@ struct GemmArgs {
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing W tiles by TMA multicast
                     // (correct, but measured slower: docs/kernels.md)
-  GemmSchedule schedule = GemmSchedule::kAuto;  // sm90: force a schedule (benchmarks); kAuto: a forced
-                                                // tile_n, cluster or c_f32 means kCooperative
+  GemmSchedule schedule = GemmSchedule::kAuto;  // sm90: force a schedule (benchmarks); kAuto: ping-pong
+                                                // for m >= 512, except that c_f32, a_parts > 1 or a
+                                                // forced tile_n or cluster mean kCooperative
 };
 
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
