@@ -90,7 +90,7 @@ def build_tests(quick):
                                (8, 136, 64, "gate", False), (9, 3072, 3072, "none", True),
                                (16, 3072, 3072, "gate", False), (16, 264, 192, "none", False)]:
         nf4(checks, "check", 3, 0, m, n, k, epi, dq)
-    for backend in (4, 1, 3, 5, 6, 7):
+    for backend in (4, 1, 3):
         for (b, h, lq, lkv, layout) in [(2, 3, 200, 333, "bhld"), (1, 2, 1, 77, "bhld"), (1, 4, 640, 640, "blhd"),
                                         (2, 2, 129, 128, "blhd")]:
             attn(checks, "check", backend, b, h, lq, lkv, layout)
@@ -130,8 +130,8 @@ def build_tests(quick):
     attn(timings, "time", 1, 1, 24, 4608, 4608)
     attn(timings, "time", 4, 1, 24, 4096, 4096)
     attn(timings, "time", 3, 1, 24, 4096, 4096)
-    # The K/V ring's depth: 2 stages (160 KB) or 3 (224 KB), each schedule, back to back at the Flux size.
-    for backend in (3, 5, 1, 6, 4, 7, 3, 5):
+    # The three schedules back to back at the Flux size.
+    for backend in (4, 1, 3, 4):
         attn(timings, "time", backend, 1, 24, 4608, 4608)
 
     # 4. The portable sm80 paths (correctness first, then one timing each).
@@ -529,8 +529,7 @@ def describe(tc):
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
         return f"gemm_nf4[{be}{tile}{cl}{dq}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "attn":
-        be = {1: "sm90 pipelined", 2: "sm80", 3: "sm90 simple", 4: "sm90 pingpong", 5: "sm90 simple 3-stage",
-              6: "sm90 pipelined 3-stage", 7: "sm90 pingpong 3-stage"}[tc["backend"]]
+        be = {1: "sm90 pipelined", 2: "sm80", 3: "sm90 simple", 4: "sm90 pingpong"}[tc["backend"]]
         return f"attention[{be}] {tc['layout']}", f"B{tc['b']} H{tc['h']} Lq{tc['lq']} Lkv{tc['lkv']}"
     return "device copy (torch)", "256 MiB"
 

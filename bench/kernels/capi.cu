@@ -85,8 +85,8 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
   return cudaErrorInvalidValue;
 }
 
-// backend: 0 = dispatch, 1 = sm90 pipelined, 2 = sm80, 3 = sm90 simple, 4 = sm90 pipelined + ping-pong;
-// 5, 6, 7 = 3, 1, 4 with a 3-stage K/V ring.
+// backend: 0 = dispatch (sm90: ping-pong), 1 = sm90 pipelined, 2 = sm80, 3 = sm90 simple, 4 = sm90 pipelined +
+// ping-pong.
 // strides: q(b,h,l), k(b,h,l), v(b,h,l), o(b,h,l) in elements.
 int fk_attention(int backend, const void* q, const void* k, const void* v, void* o, int batch, int heads, int seq_q,
                  int seq_kv, const long long* strides, float scale, void* stream) {
@@ -113,9 +113,6 @@ int fk_attention(int backend, const void* q, const void* k, const void* v, void*
     case 2: return attention_fwd_sm80(a, s);
     case 3: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kSimple);
     case 4: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kPingPong);
-    case 5: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kSimple, 3);
-    case 6: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kPipelined, 3);
-    case 7: return sm90::attention_fwd_sm90_variant(a, s, AttentionVariant::kPingPong, 3);
   }
   return cudaErrorInvalidValue;
 }

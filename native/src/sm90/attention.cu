@@ -15,6 +15,7 @@
 // P·V of block j-1 inside each warpgroup (FA3's intra-warpgroup pipelining); kPingPong adds FA3's
 // warpgroup alternation on top: the warpgroups take turns issuing their matrix products (two
 // named barriers), so one's softmax runs while the other's products occupy the tensor cores.
+// attention_fwd_sm90 uses kPingPong (the fastest measured, with three K/V stages below).
 #include "hopper.cuh"
 #include "kernels.h"
 #include "tensor_map.h"
@@ -29,9 +30,13 @@ constexpr int kD = 128;
 constexpr int kThreads = 384;
 constexpr int kTileBytes = kBN * kD * 2;  // 32 KB: two 128-row x 64-dim swizzled halves
 constexpr int kHalfBytes = kTileBytes / 2;
-// Q, then `stages` K and V tiles, the barriers and alignment slack.
-constexpr int smem_bytes(int stages) { return kTileBytes * (1 + 2 * stages) + 8 * (1 + 3 * stages) + 1024; }
-static_assert(smem_bytes(3) <= 232448, "shared memory budget");
+// Three K/V stages (224 KB with Q). The pipelined and ping-pong schedules keep the two warpgroups a block apart;
+// with two stages the one ahead probably waited for a refill that needs the other's release. Measured on an H200
+// (2026-11-26, bench/kernels/results/*-attention-stages): ping-pong 453 -> 569 TFLOP/s at 24x4608x4608, pipelined
+// 453 -> 556, the simple schedule 514 either way.
+constexpr int kStages = 3;
+constexpr int kSmemBytes = kTileBytes * (1 + 2 * kStages) + 8 * (1 + 3 * kStages) + 1024;
+static_assert(kSmemBytes <= 232448, "shared memory budget");
 
 struct AttnParams {
   __nv_bfloat16* o;
@@ -137,7 +142,7 @@ __device__ __forceinline__ void rescale_o(float (&o)[64], const float (&alpha)[2
 }
 #endif
 
-template <int kVariant, int kStages>
+template <int kVariant>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_kernel(const __grid_constant__ CUtensorMap tma_q, const __grid_constant__ CUtensorMap tma_k,
                      const __grid_constant__ CUtensorMap tma_v, const AttnParams p) {
@@ -343,7 +348,7 @@ cudaError_t encode_bhld(CUtensorMap* map, const __nv_bfloat16* base, const int64
 
 }  // namespace
 
-cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stream, AttentionVariant variant, int stages) {
+cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stream, AttentionVariant variant) {
   if (a.batch == 0 || a.heads == 0 || a.seq_q == 0) return cudaSuccess;
   if (!a.q || !a.k || !a.v || !a.o || a.head_dim != kD || a.seq_kv <= 0 || a.batch < 0 || a.heads < 0 ||
       a.seq_q < 0)
@@ -372,22 +377,19 @@ cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stre
   p.scale_log2 = scale * 1.4426950408889634f;
   const long long blocks = static_cast<long long>(p.q_tiles) * a.heads * a.batch;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
-  if (stages == 0) stages = 2;
-  if (stages != 2 && stages != 3) return cudaErrorInvalidValue;
-  auto kernel = variant == AttentionVariant::kSimple      ? (stages == 3 ? attention_kernel<0, 3> : attention_kernel<0, 2>)
-                : variant == AttentionVariant::kPipelined ? (stages == 3 ? attention_kernel<1, 3> : attention_kernel<1, 2>)
-                                                          : (stages == 3 ? attention_kernel<2, 3> : attention_kernel<2, 2>);
-  const int smem = smem_bytes(stages);
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  auto kernel = variant == AttentionVariant::kSimple      ? attention_kernel<0>
+                : variant == AttentionVariant::kPipelined ? attention_kernel<1>
+                                                          : attention_kernel<2>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e != cudaSuccess) return e;
-  kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(tq, tk, tv, p);
+  kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(tq, tk, tv, p);
   return cudaGetLastError();
 }
 
 }  // namespace sm90
 
 cudaError_t attention_fwd_sm90(const AttentionArgs& a, cudaStream_t stream) {
-  return sm90::attention_fwd_sm90_variant(a, stream, AttentionVariant::kSimple);
+  return sm90::attention_fwd_sm90_variant(a, stream, AttentionVariant::kPingPong);
 }
 
 }  // namespace fluxk

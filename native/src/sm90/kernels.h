@@ -156,9 +156,7 @@ cudaError_t attention_fwd_sm90(const AttentionArgs& args, cudaStream_t stream); 
 // The sm90 schedules (docs/kernels.md), selectable for benchmarks.
 enum class AttentionVariant : int { kSimple = 0, kPipelined = 1, kPingPong = 2 };
 namespace sm90 {
-// stages: depth of the K/V ring, 2 or 3 (0: the default).
-cudaError_t attention_fwd_sm90_variant(const AttentionArgs& args, cudaStream_t stream, AttentionVariant variant,
-                                       int stages = 0);
+cudaError_t attention_fwd_sm90_variant(const AttentionArgs& args, cudaStream_t stream, AttentionVariant variant);
 }
 cudaError_t attention_fwd_sm80(const AttentionArgs& args, cudaStream_t stream);
 
