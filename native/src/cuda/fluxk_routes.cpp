@@ -7,6 +7,7 @@
 #include <atomic>
 #include <climits>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "../core/gpu.h"
@@ -34,6 +35,8 @@ const char* route_name(Route r) {
     case Route::LinearNf4FluxkSm90: return "linear nf4: fluxk sm90 (wgmma)";
     case Route::LinearNf4FluxkSm80: return "linear nf4: fluxk sm80 (mma.sync)";
     case Route::LinearNf4FluxkGemv: return "linear nf4: fluxk gemv (M<=16)";
+    case Route::LinearNf4DequantizedSm90: return "linear nf4: dequantized + fluxk sm90 (wgmma)";
+    case Route::LinearNf4DequantizedSm80: return "linear nf4: dequantized + fluxk sm80 (mma.sync)";
     case Route::LinearNf4Portable: return "linear nf4: portable";
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
     case Route::SdpaFluxkSm80: return "sdpa: fluxk sm80 (mma.sync)";
@@ -108,10 +111,12 @@ bool epilogue_args(const LinearEpilogue& e, const void* bias, int64_t M, fluxk::
 
 void count_route(Route r) { g_routes[int(r)].fetch_add(1, std::memory_order_relaxed); }
 
-bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
-                  int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
-  if (xdt != DType::BF16 || wdt != DType::BF16) return false;
-  if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return false;
+namespace {
+
+// The fluxk bf16 GEMM for the device; the route that served it, or nullopt when no kernel took the shape.
+std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, void* out, int64_t M, int64_t N,
+                               int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+  if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return std::nullopt;
   fluxk::GemmArgs a;
   a.a = static_cast<const __nv_bfloat16*>(x);
   a.lda = K;
@@ -122,16 +127,38 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
   a.m = int(M);
   a.n = int(N);
   a.k = int(K);
-  if (!epilogue_args(epi, bias, M, &a.epi)) return false;
+  if (!epilogue_args(epi, bias, M, &a.epi)) return std::nullopt;
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
-    if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.linear (fluxk gemm_bf16_sm90)")) return false;
-    count_route(Route::LinearFluxkSm90);
-    return true;
+    if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.linear (fluxk gemm_bf16_sm90)")) return std::nullopt;
+    return Route::LinearFluxkSm90;
 #endif
   }
-  if (!accepted(fluxk::gemm_bf16_sm80(a, s), "ops.linear (fluxk gemm_bf16_sm80)")) return false;
-  count_route(Route::LinearFluxkSm80);
+  if (!accepted(fluxk::gemm_bf16_sm80(a, s), "ops.linear (fluxk gemm_bf16_sm80)")) return std::nullopt;
+  return Route::LinearFluxkSm80;
+}
+
+}  // namespace
+
+bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
+                  int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+  if (xdt != DType::BF16 || wdt != DType::BF16) return false;
+  const std::optional<Route> served = gemm_bf16(x, w, bias, out, M, N, K, epi, s);
+  if (!served) return false;
+  count_route(*served);
+  return true;
+}
+
+bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M) {
+  return xdt == DType::BF16 && M >= kNf4DequantizeMinRows && (w.rows * w.cols) % 32 == 0 && w.blocksize % 32 == 0;
+}
+
+bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
+                                  const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s) {
+  nf4_dequantize(w, absmax, weight_bf16, DType::BF16, s);
+  const std::optional<Route> served = gemm_bf16(x, weight_bf16, bias, out, M, w.rows, w.cols, epi, s);
+  if (!served) return false;
+  count_route(*served == Route::LinearFluxkSm90 ? Route::LinearNf4DequantizedSm90 : Route::LinearNf4DequantizedSm80);
   return true;
 }
 

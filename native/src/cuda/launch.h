@@ -124,6 +124,15 @@ void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, flo
 // device), in which case the caller runs the portable launcher above. Other CUDA errors throw.
 bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
                   int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+// Large M: the NF4 weight dequantized into a bf16 workspace [N, K] (the values bitsandbytes' dequantize_4bit gives,
+// as its own large-batch path does), then the bf16 GEMM. Measured on an H200 (2026-11-26, fluxlab bench --profile):
+// the fused NF4 GEMM ran [4608,3072]x[12288,3072]ᵀ+gelu in 0.80 ms against 0.60 ms for the bf16 ping-pong GEMM,
+// and dequantizing 94 MB costs ~0.03 ms; at 512 rows the two are even, so the fused kernel keeps M < 1024.
+// `absmax`: the decoded per-block scales (w.absmax, or nf4_absmax's output for double quant).
+constexpr int64_t kNf4DequantizeMinRows = 1024;
+bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M);
+bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
+                                  const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s);
 // `w` as stored (plain or double-quant absmax).
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
                       int64_t K, const LinearEpilogue& epi, cudaStream_t s);
@@ -143,7 +152,8 @@ bool fluxk_sdpa_bias_wide(const void* q, const void* k, const void* v, void* out
 // Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
 enum class Route : int {
   LinearFluxkSm90, LinearFluxkSm80, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
-  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable,
+  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
+  LinearNf4DequantizedSm80,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
   SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
   kCount

@@ -142,11 +142,24 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
   [[maybe_unused]] const void* bp = b.defined() ? b.data() : nullptr;
   const std::string wdesc = cat("nf4 [", N, ",", K, "]", w.double_quant() ? " double quant" : "");
   bool done = false;
+#if FLUXLAB_WITH_CUDA
+  const int64_t blocks = (N * K + w.blocksize - 1) / w.blocksize;
+  if (cuda::fluxk_linear_nf4_dequantized_applies(x.dtype, view, M)) {
+    // Workspaces from the caching allocator, freed when this returns: stream-ordered reuse, capturable.
+    Tensor weight_bf16 = empty({N, K}, DType::BF16, x.device());
+    Tensor decoded = w.double_quant() ? empty({blocks}, DType::F32, x.device()) : Tensor();
+    FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts), {
+      if (decoded.defined()) cuda::nf4_absmax(view, decoded.ptr<float>(), stream);
+      done = cuda::fluxk_linear_nf4_dequantized(x.data(), view, decoded.defined() ? decoded.ptr<float>() : view.absmax,
+                                                weight_bf16.data(), bp, out.data(), M, ep.e, stream);
+    });
+    if (done) return out;
+  }
+#endif
   FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts),
                  done = cuda::fluxk_linear_nf4(x.data(), x.dtype, view, bp, out.data(), M, N, K, ep.e, stream));
   if (done) return out;
 #if FLUXLAB_WITH_CUDA
-  const int64_t blocks = (N * K + w.blocksize - 1) / w.blocksize;
   Tensor absmax = empty({blocks}, DType::F32, x.device());
 #endif
   FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts), {
