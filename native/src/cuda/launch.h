@@ -124,12 +124,13 @@ void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, flo
 // device), in which case the caller runs the portable launcher above. Other CUDA errors throw.
 bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
                   int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s);
-// Large M: the NF4 weight dequantized into a bf16 workspace [N, K] (the values bitsandbytes' dequantize_4bit gives,
-// as its own large-batch path does), then the bf16 GEMM. Measured on an H200 (2026-11-26, fluxlab bench --profile):
-// the fused NF4 GEMM ran [4608,3072]x[12288,3072]ᵀ+gelu in 0.80 ms against 0.60 ms for the bf16 ping-pong GEMM,
-// and dequantizing 94 MB costs ~0.03 ms; at 512 rows the two are even, so the fused kernel keeps M < 1024.
+// M >= 512: the NF4 weight dequantized into a bf16 workspace [N, K] (the values bitsandbytes' dequantize_4bit
+// gives, as its own large-batch path does), then the bf16 ping-pong GEMM. Measured on an H200 (2026-11-26,
+// fluxlab bench --profile, per call): fused NF4 [4608,3072]x[12288,3072]ᵀ+gelu 0.80 ms against 0.64 ms
+// dequantized; at 512 rows [512,12288]x[3072,12288]ᵀ+gate 167 µs fused against 97 µs for the bf16 GEMM plus
+// ~30 µs of dequantization (94 MB), [512,3072]x[9216,3072]ᵀ even. Below 512 rows the fused kernel stays.
 // `absmax`: the decoded per-block scales (w.absmax, or nf4_absmax's output for double quant).
-constexpr int64_t kNf4DequantizeMinRows = 1024;
+constexpr int64_t kNf4DequantizeMinRows = 512;
 bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M);
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
                                   const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s);
