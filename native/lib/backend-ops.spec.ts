@@ -578,7 +578,7 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
     }
   });
 
-  it('linear with NF4 weights, x bfloat16: gemv (M ≤ 16), fluxk GEMM, dequantized + bf16 GEMM (M ≥ 512), portable fallbacks', (t) => {
+  it('linear with NF4 weights, x bfloat16: gemv (M ≤ 16), fluxk GEMM, dequantized + bf16 GEMM (M ≥ 4096 with gelu or gate), portable fallbacks', (t) => {
     if (!gpuOrSkip(t)) return;
     const big = () => (onHopper() ? ROUTE.nf4.sm90 : ROUTE.nf4.sm80);
     const dequantized = () => (onHopper() ? ROUTE.nf4.dequantized.sm90 : ROUTE.nf4.dequantized.sm80);
@@ -596,10 +596,10 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
       [[1, 4608, 3072, 12288], 'gelu'],
       [[1, 4608, 12288, 3072], 'gate+residual'],
       [[1, 512, 4096, 10240], 'none'],
-      [[1, 511, 128, 200], 'gelu'],
-      [[1, 512, 128, 200], 'gelu'],
-      [[3, 345, 256, 136], 'gate+residual'],
-      [[1, 1031, 64, 8], 'none'],
+      [[1, 4095, 128, 200], 'gelu'],
+      [[1, 4096, 128, 200], 'gelu'],
+      [[2, 2053, 256, 136], 'gate+residual'],
+      [[1, 4100, 64, 8], 'none'],
     ];
     for (const [i, [[B, L, K, N], epi]] of cases.entries()) {
       for (const doubleQuant of [false, true]) {
@@ -610,7 +610,7 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
         const qc = qg.to('cpu') as NF4Tensor;
         const M = B * L;
         const fluxk = K % 64 === 0 && N % 8 === 0;
-        const expected = !fluxk ? ROUTE.nf4.portable : M <= 16 ? ROUTE.nf4.gemv : M >= 512 ? dequantized() : big();
+        const expected = !fluxk ? ROUTE.nf4.portable : M <= 16 ? ROUTE.nf4.gemv : M >= 4096 && epi !== 'none' ? dequantized() : big();
         linearCase(`linear nf4${doubleQuant ? ' dq' : ''}`, 'bfloat16', [B, L, K, N], epi, (d) => (d === 0 ? qc : qg), expected, 500 + 10 * i);
         qg.dispose();
         qc.dispose();

@@ -149,8 +149,9 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
   return true;
 }
 
-bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M) {
-  return xdt == DType::BF16 && M >= kNf4DequantizeMinRows && (w.rows * w.cols) % 32 == 0 && w.blocksize % 32 == 0;
+bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M, const LinearEpilogue& epi) {
+  return xdt == DType::BF16 && M >= kNf4DequantizeMinRows && (epi.gelu_tanh || epi.gate || epi.residual) &&
+         (w.rows * w.cols) % 32 == 0 && w.blocksize % 32 == 0;
 }
 
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,

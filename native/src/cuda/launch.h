@@ -124,14 +124,15 @@ void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, flo
 // device), in which case the caller runs the portable launcher above. Other CUDA errors throw.
 bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
                   int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s);
-// M >= 512: the NF4 weight dequantized into a bf16 workspace [N, K] (the values bitsandbytes' dequantize_4bit
-// gives, as its own large-batch path does), then the bf16 ping-pong GEMM. Measured on an H200 (2026-11-26,
-// fluxlab bench --profile, per call): fused NF4 [4608,3072]x[12288,3072]ᵀ+gelu 0.80 ms against 0.64 ms
-// dequantized; at 512 rows [512,12288]x[3072,12288]ᵀ+gate 167 µs fused against 97 µs for the bf16 GEMM plus
-// ~30 µs of dequantization (94 MB), [512,3072]x[9216,3072]ᵀ even. Below 512 rows the fused kernel stays.
-// `absmax`: the decoded per-block scales (w.absmax, or nf4_absmax's output for double quant).
-constexpr int64_t kNf4DequantizeMinRows = 512;
-bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M);
+// The NF4 weight dequantized into a bf16 workspace [N, K] (the values bitsandbytes' dequantize_4bit gives, as its
+// own large-batch path does), then the bf16 ping-pong GEMM, whose epilogue overlaps the next tile's main loop where
+// the fused NF4 kernel's does not. Taken for M >= 4096 with a gelu or gate/residual epilogue, where it measured
+// faster on an H100 (2026-11-26, fluxlab bench --profile, fused -> dequantized per call): [4608,3072]x[12288,3072]ᵀ
+// +gelu 0.79 -> 0.64 ms, [4608,12288]x[3072,12288]ᵀ+gate 0.70 -> 0.61 ms, [4096,3072]x[12288,3072]ᵀ+gelu 0.68 ->
+// 0.58 ms. It lost elsewhere: bias only ([4608,3072]x[9216,3072]ᵀ 0.44 -> 0.54 ms) and below 4096 rows (the
+// ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows).
+constexpr int64_t kNf4DequantizeMinRows = 4096;
+bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M, const LinearEpilogue& epi);
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
                                   const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s);
 // `w` as stored (plain or double-quant absmax).
