@@ -92,7 +92,13 @@ void group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor* 
           T* oc = po + bg * n + c * spatial;
           for (int64_t i = 0; i < spatial; i++) {
             const float v = (to_f(xc[i]) - m) * scale + shift;
-            oc[i] = from_f<T>(silu ? v / (1.f + std::exp(-v)) : v);
+            if (!silu) {
+              oc[i] = from_f<T>(v);
+              continue;
+            }
+            // torch's group_norm then silu: the norm's output in T, then silu in float32 (cpu ops.silu's formula)
+            const float r = to_f(from_f<T>(v));
+            oc[i] = from_f<T>(r / (1.f + std::exp(-r)));
           }
         }
       }

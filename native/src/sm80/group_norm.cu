@@ -157,7 +157,13 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const T* x, int64_t gro
   }
 }
 
-__device__ __forceinline__ float silu(float v) { return v / (1.f + __expf(-v)); }
+// SiLU of the normalised value as torch computes group_norm then silu: the norm's output rounded to the tensor's
+// dtype first, then silu in float32 with expf (the unfused ops.silu kernel's formula), so fused == unfused bit for bit.
+template <class T>
+__device__ __forceinline__ float norm_then_silu(float y) {
+  const float r = to_f(from_f<T>(y));
+  return r / (1.f + expf(-r));
+}
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) apply_kernel(const T* x, T* out, int64_t channels, int64_t groups,
@@ -194,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const T* x, T* out, int
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         const float y = (q.v[e] - mean) * scale + shift;
-        q.v[e] = act ? silu(y) : y;
+        q.v[e] = act ? norm_then_silu<T>(y) : y;
       }
       q.store(os + i);
     }
@@ -204,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const T* x, T* out, int
     float scale, shift;
     affine(ch0 + i / spatial, scale, shift);
     const float y = (to_f(xs[i]) - mean) * scale + shift;
-    os[i] = from_f<T>(act ? silu(y) : y);
+    os[i] = from_f<T>(act ? norm_then_silu<T>(y) : y);
   }
 }
 
