@@ -337,6 +337,7 @@ describe('backend-ops: layout, gathers, convolution', () => {
         const b = mk([2, 5, 77], 2);
         both('concat dim 1', dtype, [a, b], (x, y) => ops.concat([x, y], 1), 0);
         both('concat dim -1', dtype, [a, a], (x, y) => ops.concat([x, y], -1), 0);
+        both('concat dim 0 (one run per input)', dtype, [a, b, a], (x, y, z) => ops.concat([x.reshape([6, 77]), y.reshape([10, 77]), z.reshape([6, 77])], 0), 0);
         both('slice inner', dtype, [b], (x) => ops.slice(x, 1, 1, 4), 0);
         both('slice last', dtype, [b], (x) => ops.slice(x, 2, 7, 70), 0);
         both('split [1,2] dim 1 (second)', dtype, [a], (x) => ops.split(x, [1, 2], 1)[1], 0);

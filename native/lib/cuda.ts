@@ -311,7 +311,11 @@ export const cuda = {
     try {
       result = fn();
     } catch (err) {
-      b.profileEnd();
+      try {
+        b.profileEnd();
+      } catch {
+        // After a device fault the recorded events cannot be waited for either: fn's error is the one to report.
+      }
       throw err;
     }
     if (result instanceof Promise) {

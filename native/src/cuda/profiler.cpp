@@ -47,10 +47,18 @@ void OpTimer::begin(int device, cudaStream_t stream, std::string context) {
   Record r;
   r.op = std::move(context);
   r.device = device;
-  r.start = new_event();
-  r.stop = new_event();
-  t_profile.records.push_back(r);
-  check(cudaEventRecord(r.start, stream), "cuda.profile: cudaEventRecord");
+  std::vector<Record> pending(1);  // owns the events until the record joins the profile
+  try {
+    r.start = new_event();
+    pending[0].start = r.start;
+    r.stop = new_event();
+    pending[0].stop = r.stop;
+    check(cudaEventRecord(r.start, stream), "cuda.profile: cudaEventRecord");
+  } catch (...) {
+    destroy_events(pending);
+    throw;
+  }
+  t_profile.records.push_back(std::move(r));
   active_ = true;
   stream_ = stream;
   slot_ = int(t_profile.records.size()) - 1;

@@ -93,24 +93,27 @@ Tensor concat(const std::vector<Tensor>& ts, int64_t dim) {
   auto os = contiguous_strides(shape);
   int64_t at = 0;
 #if FLUXLAB_WITH_CUDA
-  if (!first.device().is_cpu()) {
-    // Each input fills `outer` rows of its own width in the output: one pitched device-to-device copy per input
-    // runs at copy bandwidth, where the generic strided-index kernel took ~190 µs for Flux's [1,4096,24,128]
-    // (25 MB, ~10x the bandwidth floor on an H200), 57 times a step.
-    int64_t outer = 1;
-    for (int64_t d = 0; d < dim; d++) outer *= shape[size_t(d)];
-    const size_t esize = dtype_size(first.dtype);
-    const size_t out_row = size_t(os[size_t(dim)] * total) * esize;
-    for (const Tensor& t : ts) {
-      const size_t row = size_t(t.shape[size_t(dim)] * os[size_t(dim)]) * esize;
-      char* dst = static_cast<char*>(out.data()) + size_t(at * os[size_t(dim)]) * esize;
-      at += t.shape[size_t(dim)];
-      if (row == 0 || outer == 0) continue;
-      FL_CUDA_LAUNCH(first.device(), cat("ops.concat: ", t.desc(), " into ", out.desc()),
-                     cuda::check(cudaMemcpy2DAsync(dst, out_row, t.data(), row, row, size_t(outer),
+  // Each input fills `outer` rows of its own width in the output: one device-to-device copy per input (plain when
+  // outer is 1, pitched otherwise) runs at copy bandwidth, where the generic strided-index kernel below took
+  // ~190 µs for [1,4096,24,128] (25 MB) on an H200 (fluxlab bench --profile, bench/results/profiles). Pitches
+  // beyond cudaMemcpy2D's limit (2^31 bytes) take the kernel.
+  int64_t outer = 1;
+  for (int64_t d = 0; d < dim; d++) outer *= shape[size_t(d)];
+  const size_t esize = dtype_size(first.dtype);
+  const size_t out_row = size_t(os[size_t(dim)] * total) * esize;
+  if (!first.device().is_cpu() && (outer == 1 || out_row < (size_t(1) << 31))) {
+    FL_CUDA_LAUNCH(first.device(), cat("ops.concat: ", ts.size(), " tensors into ", out.desc()), {
+      for (const Tensor& t : ts) {
+        const size_t row = size_t(t.shape[size_t(dim)] * os[size_t(dim)]) * esize;
+        char* dst = static_cast<char*>(out.data()) + size_t(at * os[size_t(dim)]) * esize;
+        at += t.shape[size_t(dim)];
+        if (row == 0 || outer == 0) continue;
+        cuda::check(outer == 1 ? cudaMemcpyAsync(dst, t.data(), row, cudaMemcpyDeviceToDevice, stream)
+                               : cudaMemcpy2DAsync(dst, out_row, t.data(), row, row, size_t(outer),
                                                    cudaMemcpyDeviceToDevice, stream),
-                                 "ops.concat: cudaMemcpy2DAsync"));
-    }
+                    cat("ops.concat: copying ", t.desc(), " into ", out.desc()));
+      }
+    });
     return out;
   }
 #endif
