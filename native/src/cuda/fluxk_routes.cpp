@@ -113,9 +113,9 @@ void count_route(Route r) { g_routes[int(r)].fetch_add(1, std::memory_order_rela
 
 namespace {
 
-// The fluxk bf16 GEMM for the device; the route that served it, or nullopt when no kernel took the shape.
-std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, void* out, int64_t M, int64_t N,
-                               int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+// The fluxk bf16 GEMM's arguments for out[M,N] = epi(x[M,K]·w[N,K]ᵀ), or nullopt when fluxk declines them.
+std::optional<fluxk::GemmArgs> gemm_bf16_args(const void* x, const void* w, const void* bias, void* out, int64_t M,
+                                              int64_t N, int64_t K, const LinearEpilogue& epi) {
   if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return std::nullopt;
   fluxk::GemmArgs a;
   a.a = static_cast<const __nv_bfloat16*>(x);
@@ -128,6 +128,16 @@ std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, v
   a.n = int(N);
   a.k = int(K);
   if (!epilogue_args(epi, bias, M, &a.epi)) return std::nullopt;
+  if (M > 0 && N > 0 && fluxk::gemm_bf16_check(a) != cudaSuccess) return std::nullopt;
+  return a;
+}
+
+// The fluxk bf16 GEMM for the device; the route that served it, or nullopt when no kernel took the shape.
+std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, void* out, int64_t M, int64_t N,
+                               int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+  const std::optional<fluxk::GemmArgs> args = gemm_bf16_args(x, w, bias, out, M, N, K, epi);
+  if (!args) return std::nullopt;
+  const fluxk::GemmArgs& a = *args;
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
     if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.linear (fluxk gemm_bf16_sm90)")) return std::nullopt;
@@ -149,9 +159,13 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
   return true;
 }
 
-bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M, const LinearEpilogue& epi) {
-  return xdt == DType::BF16 && M >= kNf4DequantizeMinRows && (epi.gelu_tanh || epi.gate || epi.residual) &&
-         (w.rows * w.cols) % 32 == 0 && w.blocksize % 32 == 0;
+bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
+                                          int64_t M, const LinearEpilogue& epi) {
+  if (xdt != DType::BF16 || M < kNf4DequantizeMinRows || !(epi.gelu_tanh || epi.gate || epi.residual)) return false;
+  if ((w.rows * w.cols) % 32 != 0 || w.blocksize % 32 != 0) return false;
+  // The bf16 GEMM must take it, or the workspace and the dequantization would be spent for nothing; the workspace
+  // (a caching-allocator block) is 256-byte aligned, x stands in for it here.
+  return gemm_bf16_args(x, x, bias, out, M, w.rows, w.cols, epi).has_value();
 }
 
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
@@ -166,6 +180,7 @@ bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* 
 int64_t fluxk_linear_f32_workspace_elems(int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi) {
   if (epi.gelu_tanh || epi.gate || epi.residual) return 0;
   if (!fits_int(M) || !fits_int(N) || !fits_int(K) || M == 0 || K == 0 || K % 8 || N % 8) return 0;
+  if (!fits_int(fluxk::split_f32_ld(K))) return 0;  // the kernels index a split row with int
   const int64_t elems = fluxk::split_f32_workspace_elems(M, K);
   return fits_int(elems / 8) ? elems : 0;
 }

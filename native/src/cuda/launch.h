@@ -132,7 +132,8 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
 // 0.58 ms. It lost elsewhere: bias only ([4608,3072]x[9216,3072]ᵀ 0.44 -> 0.54 ms) and below 4096 rows (the
 // ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows).
 constexpr int64_t kNf4DequantizeMinRows = 4096;
-bool fluxk_linear_nf4_dequantized_applies(DType xdt, const NF4View& w, int64_t M, const LinearEpilogue& epi);
+bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
+                                          int64_t M, const LinearEpilogue& epi);
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
                                   const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s);
 // `w` as stored (plain or double-quant absmax).

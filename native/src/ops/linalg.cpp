@@ -144,7 +144,7 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
   bool done = false;
 #if FLUXLAB_WITH_CUDA
   const int64_t blocks = (N * K + w.blocksize - 1) / w.blocksize;
-  if (cuda::fluxk_linear_nf4_dequantized_applies(x.dtype, view, M, ep.e)) {
+  if (cuda::fluxk_linear_nf4_dequantized_applies(x.data(), x.dtype, view, bp, out.data(), M, ep.e)) {
     // Workspaces from the caching allocator, freed when this returns: stream-ordered reuse, capturable.
     Tensor weight_bf16 = empty({N, K}, DType::BF16, x.device());
     Tensor decoded = w.double_quant() ? empty({blocks}, DType::F32, x.device()) : Tensor();
