@@ -169,7 +169,10 @@ export interface ComponentResult {
   capture_s?: number | null;
   /** Device memory in live tensors when the timed calls started (the weights and inputs); null on the CPU. */
   resident_gb: number | null;
-  /** Peak device memory in live tensors during the timed calls (resident + working memory); null on the CPU. */
+  /**
+   * Peak device memory during the timed calls (resident + working memory; compiled: + the graphs' pools); null on
+   * the CPU.
+   */
   peak_gb: number | null;
   /** With `profile`: GPU time per op of one more call (cuda.profile). */
   profile?: ComponentProfile;
@@ -265,8 +268,13 @@ export function benchTransformerStep(
   else model.uncompile();
   try {
     const before = model.graphInfo().reduce((s, g) => s + g.captureMs, 0);
-    const { times, resident_gb, peak_gb, profile } = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts);
+    const timed = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts);
+    const { times, resident_gb, profile } = timed;
     const captured = model.graphInfo().reduce((s, g) => s + g.captureMs, 0) - before;
+    // A replay's intermediates live in the graphs' private pools, outside the tensor peak: count them, as the
+    // pipeline rows do.
+    const pools = model.graphInfo().reduce((s, g) => s + g.poolBytes, 0);
+    const peak_gb = timed.peak_gb === null ? null : timed.peak_gb + pools / GIB;
     return {
       component: 'transformer',
       quantization: opts.quantization,
