@@ -113,8 +113,7 @@ def build_tests(quick):
                         (12288, 3072, "none")]:
         for sched in (1, 2):
             gemm(timings, "time", 1, 0, 4608, n, k, epi, 0, sched)
-    # Other token counts: 4096 image tokens alone (double blocks' image stream) and 512 text tokens
-    # (below two ping-pong tiles per CTA, where the default stays cooperative).
+    # Other token counts: 4096 image tokens alone (double blocks' image stream), 512 text tokens and 1024.
     for (m, k, n, epi) in [(4096, 12288, 3072, "gate"), (4096, 3072, 12288, "gelu"), (4096, 3072, 3072, "gate"),
                            (4096, 3072, 9216, "none"), (512, 12288, 3072, "gate"), (512, 3072, 12288, "gelu"),
                            (1024, 3072, 12288, "gelu")]:

@@ -13,7 +13,7 @@
 // which replaces 2 qkNormRope + 3 concat launches per block (the concat of [context; x] read and wrote q, k and v
 // again). Napkin math at 1024² (B 1, 512 + 4096 tokens, 24 × 128, bf16): reads 4608 × 9216 × 2 B = 85 MB of
 // projections, writes 85 MB, the float32 cos/sin rows (4.7 MB) come from L2 for the 24 heads of a token: ~175 MB,
-// ~58 µs at 3 TB/s (H100), ~40 µs at 4.4 TB/s (H200); measured before: qkNormRope ×4 ~200 µs + concat ×3 ~570 µs
+// ~58 µs at 3 TB/s (H100), ~40 µs at 4.4 TB/s (H200); measured before (bench/results/profiles, H200): qkNormRope ×4 ~200 µs + concat ×3 ~570 µs
 // per double block. In single blocks v, formerly a view of its own GEMM's output, is now copied too (+57 MB).
 #include <cmath>
 #include <type_traits>

@@ -127,7 +127,8 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
 // The NF4 weight dequantized into a bf16 workspace [N, K] (the values bitsandbytes' dequantize_4bit gives, as its
 // own large-batch path does), then the bf16 ping-pong GEMM, whose epilogue overlaps the next tile's main loop where
 // the fused NF4 kernel's does not. Taken for M >= 4096 with a gelu or gate/residual epilogue, where it measured
-// faster on an H100 (2026-11-26, fluxlab bench --profile, fused -> dequantized per call): [4608,3072]x[12288,3072]ᵀ
+// faster on an H100 (2026-11-26, fluxlab bench --profile, bench/results/profiles/*-h100-cd21096-nf4-*.log; fused ->
+// dequantized per call): [4608,3072]x[12288,3072]ᵀ
 // +gelu 0.79 -> 0.64 ms, [4608,12288]x[3072,12288]ᵀ+gate 0.70 -> 0.61 ms, [4096,3072]x[12288,3072]ᵀ+gelu 0.68 ->
 // 0.58 ms. It lost elsewhere: bias only ([4608,3072]x[9216,3072]ᵀ 0.44 -> 0.54 ms) and below 4096 rows (the
 // ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows).

@@ -1,6 +1,7 @@
 // Normalisations and softmax over the last dim. Layer/RMS norm rows of up to 4096 values get a block each and stay
 // in registers between the statistics and the output pass (read once, written once): a warp per row re-read each
-// row three times with 32 lanes in flight, ~60 µs for T5's [512, 4096] against ~4 µs of traffic on an H200.
+// row three times with 32 lanes in flight, ~60 µs for T5's [512, 4096] against ~4 µs of traffic on an H200
+// (bench/results/profiles/2026-11-26-h200-6ff134d-profile.log).
 // Longer rows, and softmax, take a warp per row. Group norm (+SiLU) is fluxk's
 // (src/sm80/group_norm.cu: two passes over chunks, so that a handful of very large groups, the VAE's 32 groups
 // of 8M values at 1024², still fill the GPU).
