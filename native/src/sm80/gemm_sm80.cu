@@ -385,8 +385,9 @@ cudaError_t split_f32_bf16x3(const float* x, int64_t ldx, int m, int k, __nv_bfl
 // Bytes: x 21 MB read + 31.5 MB of parts written by the split (≈ 0.02 ms at 3 TB/s), then the parts
 // (31.5 MB) and W (84 MB, each block re-read for its 3 parts straight from L2) and C (8.4 MB): the
 // GEMM stays compute bound. 24 layers: ≈ 5.7 ms against 72 ms.
-cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& f, cudaStream_t stream) {
-  GemmArgs a;
+cudaError_t split_f32_gemm_args(const GemmF32Args& f, GemmArgs* gemm, cudaStream_t stream) {
+  GemmArgs& a = *gemm;
+  a = GemmArgs{};
   a.a = f.workspace;
   a.lda = split_f32_ld(f.k);
   a.w = f.w;
@@ -400,7 +401,12 @@ cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& f, cudaStream_t stream) {
   a.epi.bias_f32 = f.bias;
   if (f.m == 0 || f.n == 0) return f.m < 0 || f.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
   if (!f.x || f.ldx < f.k || gemm_bf16_check(a) != cudaSuccess) return cudaErrorInvalidValue;
-  cudaError_t e = split_f32_bf16x3(f.x, f.ldx, f.m, f.k, f.workspace, stream);
+  return split_f32_bf16x3(f.x, f.ldx, f.m, f.k, f.workspace, stream);
+}
+
+cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& f, cudaStream_t stream) {
+  GemmArgs a;
+  const cudaError_t e = split_f32_gemm_args(f, &a, stream);
   if (e != cudaSuccess) return e;
   return gemm_bf16_sm80(a, stream);
 }

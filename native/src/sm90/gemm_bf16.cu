@@ -576,22 +576,9 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
 // The split (sm80/gemm_sm80.cu, a memory-bound pass) and one wgmma GEMM over K' = 3·K64 with a
 // float32 store. Napkin math beside gemm_f32_bf16w_sm80: T5-XXL's wo at 512 tokens ≈ 0.22 ms.
 cudaError_t gemm_f32_bf16w_sm90(const GemmF32Args& f, cudaStream_t stream) {
+  if (f.m != 0 && f.n != 0 && !sm90::device_is_sm90()) return cudaErrorNotSupported;
   GemmArgs a;
-  a.a = f.workspace;
-  a.lda = split_f32_ld(f.k);
-  a.w = f.w;
-  a.ldw = f.ldw;
-  a.c_f32 = f.c;
-  a.ldc = f.ldc;
-  a.m = f.m;
-  a.n = f.n;
-  a.k = f.k;
-  a.a_parts = 3;
-  a.epi.bias_f32 = f.bias;
-  if (f.m == 0 || f.n == 0) return f.m < 0 || f.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
-  if (!f.x || f.ldx < f.k || gemm_bf16_check(a) != cudaSuccess) return cudaErrorInvalidValue;
-  if (!sm90::device_is_sm90()) return cudaErrorNotSupported;
-  cudaError_t e = split_f32_bf16x3(f.x, f.ldx, f.m, f.k, f.workspace, stream);
+  const cudaError_t e = split_f32_gemm_args(f, &a, stream);
   if (e != cudaSuccess) return e;
   return gemm_bf16_sm90(a, stream);
 }

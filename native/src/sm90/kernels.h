@@ -99,6 +99,9 @@ cudaError_t gemm_f32_bf16w_sm90(const GemmF32Args& args, cudaStream_t stream);
 cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& args, cudaStream_t stream);
 // The split alone: x [M,K] float32 → out [M, 3·K64] bf16 in the a_parts = 3 layout (any sm_80+).
 cudaError_t split_f32_bf16x3(const float* x, int64_t ldx, int m, int k, __nv_bfloat16* out, cudaStream_t stream);
+// Checks f, splits x into f.workspace and fills *gemm: the bf16 GEMM over the parts (a_parts 3, float32 store) that
+// the gemm_f32_bf16w_* entry points then run. Nothing is enqueued when m or n is 0.
+cudaError_t split_f32_gemm_args(const GemmF32Args& f, GemmArgs* gemm, cudaStream_t stream);
 
 // A bitsandbytes NF4 weight W[N,K]: the flattened N*K values, two 4-bit codes per byte, the first
 // value in the high nibble; one float32 absmax per 64 consecutive values of that flattened order.
