@@ -32,19 +32,17 @@ struct RowNorm {
   const T* scale;
   int64_t rows_per_group;
 
-  // MOD: modulated by this row's sc/sh (found once per row), else the optional affine w/b.
-  template <bool MOD>
+  // sc/sh: this row's modulation (null without), found once per row rather than per value.
   __device__ __forceinline__ float apply(float n, int64_t i, const T* sc, const T* sh) const {
-    if constexpr (MOD) return n * (1.f + to_f(sc[i])) + to_f(sh[i]);
     if (w) n *= load_any(w, pdt, i);
     if (b) n += load_any(b, pdt, i);
+    if (sc) n = n * (1.f + to_f(sc[i])) + to_f(sh[i]);
     return n;
   }
 };
 
 // PER > 0: each thread keeps PER values of the row in registers (C <= PER * kRowThreads); PER == 0 re-reads x.
-// MOD: p.scale/p.shift modulate (layerNormModulate; the affine branches are compiled out of that hot path).
-template <class T, int PER, bool MOD>
+template <class T, int PER>
 __global__ void __launch_bounds__(kRowThreads) row_norm_kernel(const RowNorm<T> p) {
   __shared__ float red[32];
   const int tid = threadIdx.x;
@@ -79,43 +77,32 @@ __global__ void __launch_bounds__(kRowThreads) row_norm_kernel(const RowNorm<T> 
       }
     }
     const float rstd = rsqrtf(block_sum<kRowThreads>(sq, red) / float(C) + p.eps);
-    const T* sc = MOD ? p.scale + (row / p.rows_per_group) * C : nullptr;
-    const T* sh = MOD ? p.shift + (row / p.rows_per_group) * C : nullptr;
+    const T* sc = p.scale ? p.scale + (row / p.rows_per_group) * C : nullptr;
+    const T* sh = p.scale ? p.shift + (row / p.rows_per_group) * C : nullptr;
     T* o = p.out + row * C;
     if constexpr (PER > 0) {
 #pragma unroll
       for (int j = 0; j < PER; j++) {
         const int64_t i = tid + int64_t(j) * kRowThreads;
-        if (i < C) o[i] = from_f<T>(p.template apply<MOD>((v[j] - mean) * rstd, i, sc, sh));
+        if (i < C) o[i] = from_f<T>(p.apply((v[j] - mean) * rstd, i, sc, sh));
       }
     } else {
-      for (int64_t i = tid; i < C; i += kRowThreads) {
-        o[i] = from_f<T>(p.template apply<MOD>((to_f(xr[i]) - mean) * rstd, i, sc, sh));
-      }
+      for (int64_t i = tid; i < C; i += kRowThreads) o[i] = from_f<T>(p.apply((to_f(xr[i]) - mean) * rstd, i, sc, sh));
     }
-  }
-}
-
-template <class T, bool MOD>
-void launch_row_norm_as(const RowNorm<T>& p, cudaStream_t s) {
-  const unsigned grid = unsigned(p.rows < 65535 * 16 ? p.rows : 65535 * 16);
-  if (p.C <= 4 * kRowThreads) {
-    row_norm_kernel<T, 4, MOD><<<grid, kRowThreads, 0, s>>>(p);
-  } else if (p.C <= 8 * kRowThreads) {
-    row_norm_kernel<T, 8, MOD><<<grid, kRowThreads, 0, s>>>(p);
-  } else if (p.C <= 16 * kRowThreads) {
-    row_norm_kernel<T, 16, MOD><<<grid, kRowThreads, 0, s>>>(p);
-  } else {
-    row_norm_kernel<T, 0, MOD><<<grid, kRowThreads, 0, s>>>(p);
   }
 }
 
 template <class T>
 void launch_row_norm(const RowNorm<T>& p, cudaStream_t s) {
-  if (p.scale) {
-    launch_row_norm_as<T, true>(p, s);
+  const unsigned grid = unsigned(p.rows < 65535 * 16 ? p.rows : 65535 * 16);
+  if (p.C <= 4 * kRowThreads) {
+    row_norm_kernel<T, 4><<<grid, kRowThreads, 0, s>>>(p);
+  } else if (p.C <= 8 * kRowThreads) {
+    row_norm_kernel<T, 8><<<grid, kRowThreads, 0, s>>>(p);
+  } else if (p.C <= 16 * kRowThreads) {
+    row_norm_kernel<T, 16><<<grid, kRowThreads, 0, s>>>(p);
   } else {
-    launch_row_norm_as<T, false>(p, s);
+    row_norm_kernel<T, 0><<<grid, kRowThreads, 0, s>>>(p);
   }
 }
 
