@@ -32,11 +32,13 @@ struct RowNorm {
   const T* scale;
   int64_t rows_per_group;
 
-  // sc/sh: this row's modulation (null without), found once per row rather than per value.
-  __device__ __forceinline__ float apply(float n, int64_t i, const T* sc, const T* sh) const {
+  __device__ __forceinline__ float apply(float n, int64_t row, int64_t i) const {
     if (w) n *= load_any(w, pdt, i);
     if (b) n += load_any(b, pdt, i);
-    if (sc) n = n * (1.f + to_f(sc[i])) + to_f(sh[i]);
+    if (scale) {
+      const int64_t m = (row / rows_per_group) * C + i;
+      n = n * (1.f + to_f(scale[m])) + to_f(shift[m]);
+    }
     return n;
   }
 };
@@ -77,17 +79,15 @@ __global__ void __launch_bounds__(kRowThreads) row_norm_kernel(const RowNorm<T> 
       }
     }
     const float rstd = rsqrtf(block_sum<kRowThreads>(sq, red) / float(C) + p.eps);
-    const T* sc = p.scale ? p.scale + (row / p.rows_per_group) * C : nullptr;
-    const T* sh = p.scale ? p.shift + (row / p.rows_per_group) * C : nullptr;
     T* o = p.out + row * C;
     if constexpr (PER > 0) {
 #pragma unroll
       for (int j = 0; j < PER; j++) {
         const int64_t i = tid + int64_t(j) * kRowThreads;
-        if (i < C) o[i] = from_f<T>(p.apply((v[j] - mean) * rstd, i, sc, sh));
+        if (i < C) o[i] = from_f<T>(p.apply((v[j] - mean) * rstd, row, i));
       }
     } else {
-      for (int64_t i = tid; i < C; i += kRowThreads) o[i] = from_f<T>(p.apply((to_f(xr[i]) - mean) * rstd, i, sc, sh));
+      for (int64_t i = tid; i < C; i += kRowThreads) o[i] = from_f<T>(p.apply((to_f(xr[i]) - mean) * rstd, row, i));
     }
   }
 }
