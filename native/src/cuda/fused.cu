@@ -1,4 +1,8 @@
-// Fused ops of the Flux transformer (CPU references in cpu/fused.cpp); layer_norm_modulate is norm.cu's row norm.
+// Fused ops of the Flux transformer (CPU references in cpu/fused.cpp).
+// layer_norm_modulate: one block per row; rows of up to 4096 values stay in registers between the mean, the
+// variance and the output pass, so the row is read from memory once and written once. Napkin math at 1024²:
+// [4608, 3072] bf16 = 28 MB in + 28 MB out ≈ 20 µs at 3 TB/s, against ~60 µs for the unfused layerNorm + modulate
+// (two extra passes over the tensor).
 // qk_norm_rope: a group of G lanes per (token, head) row of D (G = 16 for D = 128 in bf16: two rows per warp); a
 // lane owns pieces of E contiguous values (16-byte loads and stores; E even, so whole interleaved pairs and the
 // rotation needs no exchange between lanes), the sum of squares is reduced over the group by shuffles, and q/k are
@@ -9,8 +13,8 @@
 // which replaces 2 qkNormRope + 3 concat launches per block (the concat of [context; x] read and wrote q, k and v
 // again). Napkin math at 1024² (B 1, 512 + 4096 tokens, 24 × 128, bf16): reads 4608 × 9216 × 2 B = 85 MB of
 // projections, writes 85 MB, the float32 cos/sin rows (4.7 MB) come from L2 for the 24 heads of a token: ~175 MB,
-// ~58 µs at 3 TB/s (H100), ~40 µs at 4.4 TB/s (H200); measured before (bench/results/profiles, H200):
-// qkNormRope ×4 ~200 µs + concat ×3 ~570 µs per double block. In single blocks v, formerly a view of its own GEMM's output, is now copied too (+57 MB).
+// ~58 µs at 3 TB/s (H100), ~40 µs at 4.4 TB/s (H200); measured before (bench/results/profiles, H200): qkNormRope ×4 ~200 µs + concat ×3 ~570 µs
+// per double block. In single blocks v, formerly a view of its own GEMM's output, is now copied too (+57 MB).
 #include <cmath>
 #include <type_traits>
 
@@ -19,6 +23,62 @@
 namespace fl::cuda {
 
 namespace {
+
+constexpr int kNormThreads = 256;
+
+// PER > 0: each thread keeps PER values of the row in registers (C <= PER * kNormThreads); PER == 0 re-reads x.
+template <class T, int PER>
+__global__ void __launch_bounds__(kNormThreads)
+    layer_norm_modulate_kernel(const T* x, T* out, int64_t rows, int64_t C, const T* shift, const T* scale,
+                               int64_t rows_per_group, float eps) {
+  __shared__ float red[32];
+  const int tid = threadIdx.x;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * C;
+    float v[PER > 0 ? PER : 1];
+    float sum = 0.f;
+    if constexpr (PER > 0) {
+#pragma unroll
+      for (int j = 0; j < PER; j++) {
+        const int64_t i = tid + int64_t(j) * kNormThreads;
+        v[j] = i < C ? to_f(xr[i]) : 0.f;
+        sum += v[j];
+      }
+    } else {
+      for (int64_t i = tid; i < C; i += kNormThreads) sum += to_f(xr[i]);
+    }
+    const float mean = block_sum<kNormThreads>(sum, red) / float(C);
+    float sq = 0.f;
+    if constexpr (PER > 0) {
+#pragma unroll
+      for (int j = 0; j < PER; j++) {
+        const int64_t i = tid + int64_t(j) * kNormThreads;
+        const float d = v[j] - mean;
+        if (i < C) sq += d * d;
+      }
+    } else {
+      for (int64_t i = tid; i < C; i += kNormThreads) {
+        const float d = to_f(xr[i]) - mean;
+        sq += d * d;
+      }
+    }
+    const float rstd = rsqrtf(block_sum<kNormThreads>(sq, red) / float(C) + eps);
+    const T* sh = shift + (row / rows_per_group) * C;
+    const T* sc = scale + (row / rows_per_group) * C;
+    T* o = out + row * C;
+    if constexpr (PER > 0) {
+#pragma unroll
+      for (int j = 0; j < PER; j++) {
+        const int64_t i = tid + int64_t(j) * kNormThreads;
+        if (i < C) o[i] = from_f<T>((v[j] - mean) * rstd * (1.f + to_f(sc[i])) + to_f(sh[i]));
+      }
+    } else {
+      for (int64_t i = tid; i < C; i += kNormThreads) {
+        o[i] = from_f<T>((to_f(xr[i]) - mean) * rstd * (1.f + to_f(sc[i])) + to_f(sh[i]));
+      }
+    }
+  }
+}
 
 // ---- rows of QK-norm + RoPE ----------------------------------------------------------------------------------
 // Geometry of a row of D values among lanes: pieces of E contiguous values (E = 16 bytes of T where D allows, else
@@ -313,6 +373,27 @@ unsigned rows_grid(int64_t rows, int64_t per_block) {
 }
 
 }  // namespace
+
+void layer_norm_modulate(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* shift,
+                         const void* scale, int64_t rows_per_group, float eps, cudaStream_t s) {
+  const unsigned grid = rows_grid(rows, 1);
+  FL_CUDA_FLOAT_SWITCH(dt, T, {
+    auto args = [&](auto kernel) {
+      kernel<<<grid, kNormThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), rows, C,
+                                           static_cast<const T*>(shift), static_cast<const T*>(scale), rows_per_group,
+                                           eps);
+    };
+    if (C <= 4 * kNormThreads) {
+      args(layer_norm_modulate_kernel<T, 4>);
+    } else if (C <= 8 * kNormThreads) {
+      args(layer_norm_modulate_kernel<T, 8>);
+    } else if (C <= 16 * kNormThreads) {
+      args(layer_norm_modulate_kernel<T, 16>);
+    } else {
+      args(layer_norm_modulate_kernel<T, 0>);
+    }
+  });
+}
 
 void qk_norm_rope(const void* x, void* out, DType dt, int64_t rows, int64_t L, int64_t H, int64_t D, const void* w,
                   DType pdt, const void* cos, const void* sin, DType cdt, float eps, cudaStream_t s) {
