@@ -32,7 +32,7 @@ import { RandomWeights } from '../flux/random-weights';
 import { T5EncoderModel } from '../flux/t5';
 import { FluxTransformer2DModel } from '../flux/transformer';
 import { AutoencoderKL } from '../flux/vae';
-import { UsageError } from './command.js';
+import { UsageError, integerOption } from './command.js';
 
 export const usage = `usage: fluxlab bench [--model DIR | --random-weights flux1-dev|tiny-flux [--seed S]]
        [--size WxH] [--steps N] [--configs Q:C[:O],...] [--runs N] [--warmup-steps N]
@@ -103,12 +103,6 @@ export const DEFAULT_CONFIGS: readonly BenchConfig[] = [
   { quantization: 'nf4', compile: 'eager', offload: 'none' },
   { quantization: 'nf4', compile: 'compile', offload: 'none' },
 ];
-
-function integer(option: string, value: string, min: number): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${option} expects an integer ≥ ${min}, got '${value}'`);
-  return n;
-}
 
 function size(option: string, value: string): { width: number; height: number } {
   const m = /^(\d+)x(\d+)$/.exec(value.trim());
@@ -199,30 +193,30 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
         args.randomWeights = value as RandomPreset;
         break;
       case '--seed':
-        args.seed = integer(arg, value, 0);
+        args.seed = integerOption(arg, value, 0);
         seedGiven = true;
         break;
       case '--size':
         ({ width: args.width, height: args.height } = size(arg, value));
         break;
       case '--steps':
-        args.steps = integer(arg, value, 1);
+        args.steps = integerOption(arg, value, 1);
         break;
       case '--configs':
         args.configs = parseConfigs(value);
         break;
       case '--runs':
-        args.runs = integer(arg, value, 1);
+        args.runs = integerOption(arg, value, 1);
         break;
       case '--warmup-steps':
-        args.warmupSteps = integer(arg, value, 1);
+        args.warmupSteps = integerOption(arg, value, 1);
         break;
       case '--prompt':
         if (value.trim() === '') throw new UsageError('--prompt is empty');
         args.prompt = value;
         break;
       case '--max-sequence-length':
-        args.maxSequenceLength = integer(arg, value, 1);
+        args.maxSequenceLength = integerOption(arg, value, 1);
         if (args.maxSequenceLength > 512) throw new UsageError(`--max-sequence-length ${value} exceeds 512`);
         break;
       case '--device':
@@ -237,7 +231,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
         args.sizes = value.split(',').map((s) => size(arg, s));
         break;
       case '--iterations':
-        args.iterations = integer(arg, value, 1);
+        args.iterations = integerOption(arg, value, 1);
         break;
     }
   }

@@ -11,3 +11,10 @@ export interface CommandModule {
 export class UsageError extends Error {
   override name = 'UsageError';
 }
+
+/** `value` of `option` as an integer ≥ min (a UsageError naming the option otherwise). */
+export function integerOption(option: string, value: string, min: number): number {
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${option} expects an integer ≥ ${min}, got '${value}'`);
+  return n;
+}

@@ -16,7 +16,7 @@ import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../flux/safete
 import { dumpTensor } from '../flux/dump';
 import { QuantizationOptions } from '../flux/quantization';
 import { FloatDType } from '../flux/nn';
-import { UsageError } from './command.js';
+import { UsageError, integerOption } from './command.js';
 
 export const usage = `usage: fluxlab generate [MODEL] --prompt TEXT [--prompt TEXT ...] [--prompt2 TEXT ...]
        [--height H] [--width W] [--steps N] [--guidance G] [--max-sequence-length L]
@@ -71,12 +71,6 @@ const VALUE_OPTIONS = new Set([
 ]);
 const FLAG_OPTIONS = new Set(['--double-quant', '--help', '-h']);
 
-function integer(option: string, value: string, min: number): number {
-  const n = Number(value);
-  if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${option} expects an integer ≥ ${min}, got '${value}'`);
-  return n;
-}
-
 function float(option: string, value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${option} expects a number, got '${value}'`);
@@ -122,22 +116,22 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateArgs {
         args.prompts2.push(value);
         break;
       case '--height':
-        args.height = integer(arg, value, 1);
+        args.height = integerOption(arg, value, 1);
         break;
       case '--width':
-        args.width = integer(arg, value, 1);
+        args.width = integerOption(arg, value, 1);
         break;
       case '--steps':
-        args.steps = integer(arg, value, 1);
+        args.steps = integerOption(arg, value, 1);
         break;
       case '--guidance':
         args.guidance = float(arg, value);
         break;
       case '--max-sequence-length':
-        args.maxSequenceLength = integer(arg, value, 1);
+        args.maxSequenceLength = integerOption(arg, value, 1);
         break;
       case '--seed':
-        args.seed = integer(arg, value, 0);
+        args.seed = integerOption(arg, value, 0);
         break;
       case '--latents': {
         const colon = value.lastIndexOf(':');
@@ -146,7 +140,7 @@ export function parseGenerateArgs(argv: readonly string[]): GenerateArgs {
         break;
       }
       case '--num-images-per-prompt':
-        args.numImagesPerPrompt = integer(arg, value, 1);
+        args.numImagesPerPrompt = integerOption(arg, value, 1);
         break;
       case '--device':
         if (value !== 'cpu' && value !== 'cuda' && !/^cuda:\d+$/.test(value)) throw new UsageError(`--device expects cpu, cuda or cuda:N, got '${value}'`);
