@@ -263,6 +263,19 @@ function componentDir(root: string, index: ReturnType<typeof readModelIndex>, na
   return dir;
 }
 
+/** The device ('cuda' resolved to 'cuda:N'), dtype and quantization plan a load asks for, checked. */
+function loadTarget(options: { device?: Device; dtype?: FloatDType; quantization?: QuantizationOptions }): {
+  device: Device;
+  dtype: FloatDType;
+  quantization: ReturnType<typeof resolveQuantization>;
+} {
+  const requested: Device = options.device ?? 'cpu';
+  const dtype = options.dtype ?? 'float32';
+  if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
+  if (requested !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${requested}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
+  return { device: resolveDevice(requested), dtype, quantization: resolveQuantization(options.quantization, dtype) };
+}
+
 export class FluxPipeline {
   private constructor(
     /** The directory the pipeline was loaded from. */
@@ -290,12 +303,7 @@ export class FluxPipeline {
    * loads the embedded tiny pipeline, whose weights are RANDOM (it exists so everything runs anywhere).
    */
   static async fromPretrained(pathOrRepoId?: string | null, options: FluxPipelineLoadOptions = {}): Promise<FluxPipeline> {
-    const requested: Device = options.device ?? 'cpu';
-    const dtype = options.dtype ?? 'float32';
-    if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
-    if (requested !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${requested}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
-    const device = resolveDevice(requested);
-    const quantization = resolveQuantization(options.quantization, dtype);
+    const { device, dtype, quantization } = loadTarget(options);
     const randomWeights = pathOrRepoId === undefined || pathOrRepoId === null || pathOrRepoId === '';
     if (randomWeights) {
       console.warn(
@@ -351,12 +359,7 @@ export class FluxPipeline {
    * `overrides` replaces config fields per component (e.g. `{ transformer: { num_layers: 1 } }`).
    */
   static async fromRandom(preset: RandomPreset = 'flux1-dev', options: FluxPipelineRandomOptions = {}): Promise<FluxPipeline> {
-    const requested: Device = options.device ?? 'cpu';
-    const dtype = options.dtype ?? 'float32';
-    if (!isFloatDTypeName(dtype)) throw new Error(`dtype '${String(dtype)}' is not one of float32, bfloat16, float16`);
-    if (requested !== 'cpu' && !cuda.isAvailable()) throw new Error(`device '${requested}' requested but CUDA is unavailable: ${cuda.unavailableReason()}`);
-    const device = resolveDevice(requested);
-    const quantization = resolveQuantization(options.quantization, dtype);
+    const { device, dtype, quantization } = loadTarget(options);
     const configs = presetConfigs(preset, EMBEDDED_MODEL_DIR);
     for (const [component, fields] of Object.entries(options.overrides ?? {})) {
       if (!(component in configs)) throw new Error(`fromRandom: overrides names '${component}', not one of ${Object.keys(configs).join(', ')}`);
