@@ -1,26 +1,15 @@
 // The goldens on the GPU: float32 within 1e-3, bfloat16 within 2e-2 (the fixtures' README), NF4 with float32
 // compute within 1e-3. Skips without a usable CUDA device, except under FLUXLAB_REQUIRE_GPU=1 (the GPU machine),
 // where a missing GPU fails.
-import { cuda } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { assertGpu, gpuSuiteSkip } from './gpu.testing';
 import { dumpTensor, DumpedTensor } from './dump';
 import { GoldenCase, compareToGolden, fixturesDir, formatComparisons, goldenCases } from './golden';
 import { FluxPipeline, FluxPipelineLoadOptions } from './pipeline';
 
-function gpuUnavailableReason(): string | undefined {
-  try {
-    return cuda.isAvailable() ? undefined : cuda.unavailableReason() || 'no CUDA device';
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
-
-const reason = gpuUnavailableReason();
-const required = process.env.FLUXLAB_REQUIRE_GPU === '1';
-const skip = reason !== undefined && !required ? `no GPU: ${reason}` : false;
-if (skip) console.log(`pipeline.gpu.spec: skipped (${skip}); FLUXLAB_REQUIRE_GPU=1 makes this a failure`);
+const skip = gpuSuiteSkip('pipeline.gpu.spec');
 
 const loaded = new Map<string, FluxPipeline>();
 after(() => {
@@ -52,7 +41,7 @@ async function run(c: GoldenCase, dir: string, options: FluxPipelineLoadOptions)
 
 describe('FluxPipeline goldens on CUDA', { skip }, () => {
   it('has a GPU (FLUXLAB_REQUIRE_GPU=1)', () => {
-    assert.equal(reason, undefined, `FLUXLAB_REQUIRE_GPU=1 but CUDA is unusable: ${reason}`);
+    assertGpu();
   });
 
   const fixtures = fixturesDir();

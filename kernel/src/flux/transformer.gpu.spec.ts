@@ -3,10 +3,11 @@
 // compiled graphs against eager execution (bitwise, or ≤ 1e-6 where a kernel's summation order may vary), and a
 // compiled pipeline against the eager one. Skips without a usable CUDA device, except under FLUXLAB_REQUIRE_GPU=1
 // (the GPU machine), where a missing GPU fails.
-import { Tensor, cuda, memory, tidy, type Device } from '@fluxlab/native';
+import { Tensor, memory, tidy, type Device } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { assertGpu, gpuSuiteSkip } from './gpu.testing';
 import { fixturesDir, relativeL2 } from './golden';
 import { latentImageIds, textIds } from './latents';
 import { FloatDType, Nf4Plan, WeightSource } from './nn';
@@ -16,18 +17,7 @@ import { Bf16ValuedWeights } from './bf16-values.testing';
 import { RandomWeights } from './random-weights';
 import { FluxTransformer2DModel, FluxTransformerInputs } from './transformer';
 
-function gpuUnavailableReason(): string | undefined {
-  try {
-    return cuda.isAvailable() ? undefined : cuda.unavailableReason() || 'no CUDA device';
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
-
-const reason = gpuUnavailableReason();
-const required = process.env.FLUXLAB_REQUIRE_GPU === '1';
-const skip = reason !== undefined && !required ? `no GPU: ${reason}` : false;
-if (skip) console.log(`transformer.gpu.spec: skipped (${skip}); FLUXLAB_REQUIRE_GPU=1 makes this a failure`);
+const skip = gpuSuiteSkip('transformer.gpu.spec');
 
 const FULL_WIDTH = { ...FLUX1_DEV_CONFIGS.transformer, num_layers: 1, num_single_layers: 1 };
 const TEXT = 64;
@@ -73,7 +63,7 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
   const nf4 = (computeDtype: FloatDType): Nf4Plan => ({ quantizeOnLoad: true, doubleQuant: false, computeDtype, skipModules: [] });
 
   before(() => {
-    assert.equal(reason, undefined, `FLUXLAB_REQUIRE_GPU=1 but CUDA is unusable: ${reason}`);
+    assertGpu();
     cpu = model('cpu', 'float32');
     const inputs = stepInputs(cpu, 32, 16, 100);
     reference = run(cpu, inputs);
