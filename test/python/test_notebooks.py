@@ -68,7 +68,12 @@ def test_nbclient_executes_the_speed_and_memory_notebook(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert [o for o in outputs if o["output_type"] == "error"] == []
     streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    assert "'nf4'" in streams and "transformer MiB" in streams
+    # console.table of the dense (bf16 on a GPU, float32 on the CPU) and NF4 rows: NF4 holds the transformer in less
+    table = [line for line in streams.splitlines() if line.startswith("│")]
+    header = [cell.strip() for cell in table[0].split("│")[1:-1]]
+    nf4, dense = sorted(({h: c.strip() for h, c in zip(header, line.split("│")[1:-1])} for line in table[1:]),
+                        key=lambda r: r["weights"] != "'nf4'")
+    assert nf4["weights"] == "'nf4'" and float(nf4["transformer MiB"]) < float(dense["transformer MiB"]), (nf4, dense)
     assert "sameImage: true" in "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
     # The step profile on a GPU, or the reason it is skipped without one.
     assert "ms of GPU time in ops" in streams or "cuda.profile needs a CUDA device" in streams
