@@ -444,6 +444,16 @@ export async function run(argv: string[]): Promise<number> {
   for (const note of notes) say(`note: ${note}`);
   // Which kernels served linear / sdpa / conv2d (fluxk tensor-core routes or the portable fallback).
   if (device !== 'cpu') cuda.resetRouteCounts();
+  const header = {
+    gpu: env.gpu,
+    commit: env.commit,
+    date: env.date,
+    timestamp: env.timestamp,
+    device,
+    addon: env.addon,
+    model: source.label,
+    random_weights: source.random,
+  };
   let report: Record<string, unknown>;
   if (args.component) {
     const components = await runComponents(args, device, source, log);
@@ -451,14 +461,7 @@ export async function run(argv: string[]): Promise<number> {
     say(formatComponents(components));
     for (const c of components) if (c.profile) say(`\n${formatProfile(c)}`);
     report = {
-      gpu: env.gpu,
-      commit: env.commit,
-      date: env.date,
-      timestamp: env.timestamp,
-      device,
-      addon: env.addon,
-      model: source.label,
-      random_weights: source.random,
+      ...header,
       text_tokens: args.maxSequenceLength,
       iterations: args.iterations,
       notes,
@@ -481,14 +484,7 @@ export async function run(argv: string[]): Promise<number> {
     say(`${args.width}x${args.height}, ${args.steps} steps, ${args.maxSequenceLength} T5 tokens, batch 1, bfloat16 activations`);
     say(formatRows(rows));
     report = {
-      gpu: env.gpu,
-      commit: env.commit,
-      date: env.date,
-      timestamp: env.timestamp,
-      device,
-      addon: env.addon,
-      model: source.label,
-      random_weights: source.random,
+      ...header,
       height: args.height,
       width: args.width,
       steps: args.steps,

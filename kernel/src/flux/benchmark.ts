@@ -202,6 +202,20 @@ export interface Timed {
 
 const PROFILE_CONTEXTS = 25;
 
+type Figures = Pick<ComponentResult, 'median_s' | 'min_s' | 'iterations' | 'resident_gb' | 'peak_gb' | 'profile'>;
+
+/** The figures of a ComponentResult from timed calls; `extraPeakBytes` adds memory outside the tensor peak. */
+function figures(timed: Timed, extraPeakBytes = 0): Figures {
+  return {
+    median_s: median(timed.times),
+    min_s: Math.min(...timed.times),
+    iterations: timed.times.length,
+    resident_gb: timed.resident_gb,
+    peak_gb: timed.peak_gb === null ? null : timed.peak_gb + extraPeakBytes / GIB,
+    profile: timed.profile,
+  };
+}
+
 /**
  * Times `fn` (device work, returns tensors to free) `iterations` times after `warmup` calls. The warm-up calls
  * (and a compiled model's capture) happen before the memory baseline, so the peak is that of steady-state calls.
@@ -269,12 +283,10 @@ export function benchTransformerStep(
   try {
     const before = model.graphInfo().reduce((s, g) => s + g.captureMs, 0);
     const timed = timeIterations(device, () => model.forward({ ...inputs, rotary }), opts);
-    const { times, resident_gb, profile } = timed;
     const captured = model.graphInfo().reduce((s, g) => s + g.captureMs, 0) - before;
     // A replay's intermediates live in the graphs' private pools, outside the tensor peak: count them, as the
     // pipeline rows do.
     const pools = model.graphInfo().reduce((s, g) => s + g.poolBytes, 0);
-    const peak_gb = timed.peak_gb === null ? null : timed.peak_gb + pools / GIB;
     return {
       component: 'transformer',
       quantization: opts.quantization,
@@ -283,13 +295,8 @@ export function benchTransformerStep(
       width: opts.width,
       height: opts.height,
       tokens: opts.textLength,
-      median_s: median(times),
-      min_s: Math.min(...times),
-      iterations: times.length,
+      ...figures(timed, pools),
       capture_s: compiled ? (model.compiled ? captured / 1000 : null) : undefined,
-      resident_gb,
-      peak_gb,
-      profile,
       note: compiled && !model.compiled ? `compile() is a no-op on ${device}` : undefined,
     };
   } finally {
@@ -303,19 +310,14 @@ export function benchTransformerStep(
 export function benchT5(model: T5EncoderModel, opts: TimingOptions & { tokens: number; quantization: BenchQuantization }): ComponentResult {
   const ids = Tensor.fromArray(Int32Array.from({ length: opts.tokens }, (_, i) => (i * 7919) % model.config.vocab_size), [1, opts.tokens], { device: model.device });
   try {
-    const { times, resident_gb, peak_gb, profile } = timeIterations(model.device, () => model.forward(ids), opts);
+    const timed = timeIterations(model.device, () => model.forward(ids), opts);
     return {
       component: 't5',
       quantization: opts.quantization,
       compile: 'eager',
       shape: `${opts.tokens} tokens`,
       tokens: opts.tokens,
-      median_s: median(times),
-      min_s: Math.min(...times),
-      iterations: times.length,
-      resident_gb,
-      peak_gb,
-      profile,
+      ...figures(timed),
     };
   } finally {
     ids.dispose();
@@ -327,7 +329,7 @@ export function benchVaeDecode(model: AutoencoderKL, opts: TimingOptions & { hei
   const factor = model.scaleFactor;
   const z = randn([1, model.config.latent_channels, opts.height / factor, opts.width / factor], model.device, model.dtype, 4);
   try {
-    const { times, resident_gb, peak_gb, profile } = timeIterations(model.device, () => model.decode(z), opts);
+    const timed = timeIterations(model.device, () => model.decode(z), opts);
     return {
       component: 'vae',
       quantization: opts.quantization,
@@ -335,12 +337,7 @@ export function benchVaeDecode(model: AutoencoderKL, opts: TimingOptions & { hei
       shape: `decode ${opts.width}x${opts.height}`,
       width: opts.width,
       height: opts.height,
-      median_s: median(times),
-      min_s: Math.min(...times),
-      iterations: times.length,
-      resident_gb,
-      peak_gb,
-      profile,
+      ...figures(timed),
     };
   } finally {
     z.dispose();
