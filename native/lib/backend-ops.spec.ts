@@ -860,6 +860,89 @@ describe('backend-ops: fused norms, timestep embedding, device randn', () => {
     });
   }
 
+  // jointQkv from the projections' inputs: on sm_90 (bf16, D = 128) the GEMM epilogue writes q, k and v itself
+  // (fluxk's kQkNormRope); the result must be the bits of ops.linear + ops.jointQkv on the GPU, and match the CPU.
+  // Flux's double block (512 + 4096 tokens) and single block (4608) at full width, partial tiles, a batch of two,
+  // streams below the ping-pong GEMM's 512 rows or at the NF4 GEMV's ≤ 16 (those take the unfused way), D = 64.
+  it('jointQkv from projections: the fused GEMM epilogue (bf16, nf4, nf4 double quant)', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const fusedRoute = {
+      bf16: 'linear bf16 + jointQkv: fluxk sm90 (wgmma, fused epilogue)',
+      nf4: 'linear nf4 + jointQkv: fluxk sm90 (wgmma, fused epilogue)',
+    };
+    // [B, token counts, H, D, K, compare with the CPU]
+    const cases: [number, number[], number, number, number, boolean][] = [
+      [1, [512, 4096], 24, 128, 3072, false],
+      [1, [4608], 24, 128, 3072, false],
+      [2, [300, 77], 3, 128, 256, true],
+      [1, [1000], 2, 128, 192, true],
+      [1, [9, 700], 2, 128, 128, true],
+      [1, [600], 2, 64, 128, true],
+    ];
+    for (const [i, [B, lengths, H, D, K, withCpu]] of cases.entries()) {
+      for (const kind of ['bf16', 'nf4', 'nf4 dq'] as const) {
+        tidy(() => {
+          const total = lengths.reduce((a, b) => a + b, 0);
+          const ang = Tensor.randn([total, D / 2], { seed: 1320 + i }).toArray() as Float32Array;
+          const cosv = new Float32Array(total * D);
+          const sinv = new Float32Array(total * D);
+          for (let j = 0; j < ang.length; j++) {
+            cosv[2 * j] = cosv[2 * j + 1] = Math.cos(ang[j]);
+            sinv[2 * j] = sinv[2 * j + 1] = Math.sin(ang[j]);
+          }
+          const tables = [Tensor.fromArray(cosv, [total, D]), Tensor.fromArray(sinv, [total, D])];
+          const gpuTables = tables.map((table) => table.to('cuda'));
+          let row = 0;
+          const streams = lengths.map((L, s) => {
+            const seed = 1300 + 10 * i + s;
+            const dense = Tensor.randn([3 * H * D, K], { seed: seed + 1, std: 1 / Math.sqrt(K), dtype: 'bfloat16', device: 'cuda' });
+            const gpuWeight = kind === 'bf16' ? dense : ops.nf4Quantize(dense, { doubleQuant: kind === 'nf4 dq' });
+            const rows = (dev: 0 | 1) => {
+              const [cos, sin] = (dev === 0 ? tables : gpuTables).map((table) => ops.slice(table, 0, row, row + L));
+              return { cos, sin };
+            };
+            const stream = {
+              L,
+              x: bigPair([B, L, K], seed, 'bfloat16'),
+              weight: [withCpu ? gpuWeight.to('cpu') : gpuWeight, gpuWeight],
+              bias: bigPair([3 * H * D], seed + 2, 'bfloat16', 0.1),
+              normQ: bigPair([D], seed + 3, 'bfloat16'),
+              normK: bigPair([D], seed + 4, 'bfloat16'),
+              tables: [rows(0), rows(1)],
+            };
+            row += L;
+            return stream;
+          });
+          const projected = (dev: 0 | 1) =>
+            ops.jointQkv(
+              streams.map((s) => ({ x: s.x[dev], weight: s.weight[dev], bias: s.bias[dev], normQ: s.normQ[dev], normK: s.normK[dev], ...s.tables[dev] })),
+              H,
+              1e-6,
+            );
+          const key = kind === 'bf16' ? fusedRoute.bf16 : fusedRoute.nf4;
+          const before = cuda.routeCounts()[key] ?? 0;
+          const gpu = projected(1);
+          const fusedStreams = (cuda.routeCounts()[key] ?? 0) - before;
+          const eligible = streams.filter((s) => onHopper() && D === 128 && (kind === 'bf16' ? B * s.L >= 512 : B * s.L > 16)).length;
+          const what = `jointQkv from projections (${kind}) B ${B} L [${lengths}] H ${H} D ${D} K ${K}`;
+          assert.equal(fusedStreams, eligible, `${what}: ${fusedStreams} streams ran '${key}', expected ${eligible}`);
+          const unfused = ops.jointQkv(
+            streams.map((s) => ({ qkv: ops.linear(s.x[1], s.weight[1], s.bias[1]), normQ: s.normQ[1], normK: s.normK[1], ...s.tables[1] })),
+            H,
+            1e-6,
+          );
+          for (const name of ['q', 'k', 'v'] as const) {
+            check(`${what} ${name} = linear + jointQkv (GPU)`, 'bfloat16', unfused[name], gpu[name], 0, eligible > 0 ? key : undefined);
+          }
+          if (withCpu) {
+            const cpu = projected(0);
+            for (const name of ['q', 'k', 'v'] as const) check(`${what} ${name}`, 'bfloat16', cpu[name], gpu[name]);
+          }
+        });
+      }
+    }
+  });
+
   it('timestepEmbedding', (t) => {
     if (!gpuOrSkip(t)) return;
     for (const [B, dim, flip, shift] of [

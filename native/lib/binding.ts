@@ -192,6 +192,8 @@ export interface Binding {
   qkNormRope(x: NativeTensor, weight: NativeTensor, cos: NativeTensor, sin: NativeTensor, eps: number): NativeTensor;
   /** `streams`: [qkv, normQ, normK, cos, sin] per stream, flattened; returns [q, k, v]. */
   jointQkv(streams: NativeTensor[], heads: number, eps: number): NativeTensor[];
+  /** `values`: [x, weight (tensor or nf4), bias | null, normQ, normK, cos, sin] per stream, flattened; [q, k, v]. */
+  jointQkvProjection(values: (NativeTensor | NativeNF4 | null)[], heads: number, eps: number): NativeTensor[];
   timestepEmbedding(
     t: NativeTensor,
     dim: number,

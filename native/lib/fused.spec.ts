@@ -308,6 +308,38 @@ describe('jointQkv', () => {
     });
   });
 
+  it('projects streams given as { x, weight, bias } (dense and nf4 weights) bitwise as linear + jointQkv', () => {
+    tidy(() => {
+      const [H, D, K] = [2, 64, 64];
+      const { cos, sin } = ropeTables(9, D, 130);
+      for (const dtype of ['float32', 'bfloat16'] as DType[]) {
+        const streams = [4, 5].map((L, i) => {
+          const dense = randTensor([3 * H * D, K], 131 + i, { dtype, scale: 0.2 }).t;
+          return {
+            x: randTensor([2, L, K], 133 + i, { dtype }).t,
+            weight: i === 0 ? dense : ops.nf4Quantize(dense, { doubleQuant: true }),
+            bias: i === 0 ? randTensor([3 * H * D], 135, { dtype, scale: 0.1 }).t : null,
+            normQ: randTensor([D], 136 + i, { dtype }).t,
+            normK: randTensor([D], 138 + i, { dtype }).t,
+            cos: ops.slice(cos, 0, i * 4, i * 4 + L),
+            sin: ops.slice(sin, 0, i * 4, i * 4 + L),
+          };
+        });
+        const projected = ops.jointQkv(streams, H);
+        const composed = ops.jointQkv(
+          streams.map(({ x, weight, bias, ...tables }) => ({ qkv: ops.linear(x, weight, bias), ...tables })),
+          H,
+        );
+        for (const name of ['q', 'k', 'v'] as const) {
+          assert.deepEqual(bits(projected[name]), bits(composed[name]), `${dtype} ${name}`);
+        }
+        const { x, weight, bias, ...tables } = streams[0];
+        assert.throws(() => ops.jointQkv([streams[0], { qkv: ops.linear(x, weight, bias), ...tables }], H), /every stream as qkv, or every stream as \{ x, weight, bias \}/);
+        assert.throws(() => ops.jointQkv([{ ...streams[0], x: randTensor([2, 4, K + 8], 140, { dtype }).t }], H), /jointQkv|linear/);
+      }
+    });
+  });
+
   it('rejects mismatched streams with errors naming the stream', () => {
     tidy(() => {
       const D = 4;

@@ -47,10 +47,8 @@ export interface SdpaOptions {
   layout?: 'BHLD' | 'BLHD';
 }
 
-/** One token stream of ops.jointQkv. */
-export interface JointQkvStream {
-  /** [B, L, 3·H·D]: the stream's q, k and v projections side by side. */
-  qkv: Tensor;
+/** The norms and rotary rows of one token stream of ops.jointQkv. */
+export interface JointQkvTables {
   /** RMS QK-norm weights [D]. */
   normQ: Tensor;
   normK: Tensor;
@@ -58,6 +56,12 @@ export interface JointQkvStream {
   cos: Tensor;
   sin: Tensor;
 }
+
+/**
+ * One token stream of ops.jointQkv: its projections `qkv` [B, L, 3·H·D] (q, k and v side by side), or what makes
+ * them: x [B, L, K], the row-stacked weight [3·H·D, K] (dense or nf4) and bias, projected inside the op.
+ */
+export type JointQkvStream = JointQkvTables & ({ qkv: Tensor } | { x: Tensor; weight: Tensor; bias?: Tensor | null });
 
 /** The fused epilogue of ops.linear: out = residual + gate ⊙ act(x·Wᵀ + bias), float32 math, one rounding. */
 export interface LinearOptions {
@@ -185,14 +189,37 @@ export const ops = {
    * ΣL₍<ᵢ₎ … of q, k, v [B, ΣLᵢ, H, D], streams in order (Flux: context first, as diffusers concatenates
    * [context; x]). q and k are exactly ops.qkNormRope of their parts (normQ/normK [D], the stream's cos/sin rows
    * [Lᵢ, D]; bitwise the same on each device), v is copied. Ready for ops.sdpa with layout 'BLHD'.
+   * Streams given as { x, weight, bias } (all of them, or none) are projected here, bitwise as ops.linear would:
+   * on CUDA (sm_90, bfloat16, D = 128) the projection GEMM writes q, k and v itself, with no qkv in between.
    */
   jointQkv(streams: JointQkvStream[], heads: number, eps = 1e-6): { q: Tensor; k: Tensor; v: Tensor } {
     if (!Array.isArray(streams) || streams.length === 0) throw new TypeError('ops.jointQkv: needs a non-empty array of streams');
     if (!Number.isInteger(heads) || heads < 1) throw new RangeError(`ops.jointQkv: heads must be a positive integer, got ${heads}`);
-    const handles = streams.flatMap((s, i) => {
-      if (s === null || typeof s !== 'object') throw new TypeError(`ops.jointQkv: stream ${i} must be { qkv, normQ, normK, cos, sin }`);
+    const shape = 'a stream must be { qkv, normQ, normK, cos, sin } or { x, weight, bias?, normQ, normK, cos, sin }';
+    streams.forEach((s, i) => {
+      if (s === null || typeof s !== 'object') throw new TypeError(`ops.jointQkv: stream ${i}: ${shape}`);
+    });
+    const projected = streams.map((s) => 'x' in s);
+    if (projected.some((p) => p !== projected[0])) {
+      throw new TypeError('ops.jointQkv: give every stream as qkv, or every stream as { x, weight, bias }');
+    }
+    const tables = (s: JointQkvTables, i: number): NativeTensor[] => {
       const name = (field: string) => `streams[${i}].${field}`;
-      return [h(s.qkv, 'jointQkv', name('qkv')), h(s.normQ, 'jointQkv', name('normQ')), h(s.normK, 'jointQkv', name('normK')), h(s.cos, 'jointQkv', name('cos')), h(s.sin, 'jointQkv', name('sin'))];
+      return [h(s.normQ, 'jointQkv', name('normQ')), h(s.normK, 'jointQkv', name('normK')), h(s.cos, 'jointQkv', name('cos')), h(s.sin, 'jointQkv', name('sin'))];
+    };
+    if (projected[0]) {
+      const values = streams.flatMap((s, i) => {
+        if (!('x' in s)) throw new TypeError(`ops.jointQkv: stream ${i}: ${shape}`);
+        const name = (field: string) => `streams[${i}].${field}`;
+        const weight = s.weight instanceof NF4Tensor ? s.weight.nf4Handle('ops.jointQkv') : h(s.weight, 'jointQkv', name('weight'));
+        return [h(s.x, 'jointQkv', name('x')), weight, hOpt(s.bias, 'jointQkv', name('bias')), ...tables(s, i)];
+      });
+      const [q, k, v] = binding().jointQkvProjection(values, heads, eps).map(wrap);
+      return { q, k, v };
+    }
+    const handles = streams.flatMap((s, i) => {
+      if (!('qkv' in s)) throw new TypeError(`ops.jointQkv: stream ${i}: ${shape}`);
+      return [h(s.qkv, 'jointQkv', `streams[${i}].qkv`), ...tables(s, i)];
     });
     const [q, k, v] = binding().jointQkv(handles, heads, eps).map(wrap);
     return { q, k, v };

@@ -6,7 +6,7 @@
 // at load) and ops.jointQkv turns them into the joint attention inputs (QK-norm, RoPE, no concatenation); GELU,
 // gates and residuals run in the GEMMs' epilogues. The step computes everything on the device (the timestep embedding too), so compile()
 // can capture it as a CUDA graph. The RoPE table is computed once per image size on the host with torch's roundings.
-import { Tensor, ops, tidy, type Device, type JointQkvStream } from '@fluxlab/native';
+import { Tensor, ops, tidy, type Device, type JointQkvStream, type JointQkvTables } from '@fluxlab/native';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
@@ -109,6 +109,18 @@ class QkvProjection {
     if (this.stacked) return this.stacked.forward(x);
     return tidy(() => ops.concat(this.parts!.map((p) => p.forward(x)), 2));
   }
+
+  /**
+   * The stream of ops.jointQkv for x: the projection's inputs when one GEMM of the stacked weight in x's dtype
+   * computes it (the op then projects, on sm_90 straight into q, k, v), else the projection itself.
+   */
+  jointStream(x: Tensor, tables: JointQkvTables): JointQkvStream {
+    const stacked = this.stacked;
+    if (stacked && (stacked.computeDtype === undefined || stacked.computeDtype === x.dtype)) {
+      return { x, weight: stacked.weight, bias: stacked.bias, ...tables };
+    }
+    return { qkv: this.forward(x), ...tables };
+  }
 }
 
 /** FluxAttention: per-head RMS QK-norm, RoPE on the joint sequence, optional context projections (double blocks). */
@@ -156,9 +168,9 @@ class FluxAttention {
       const l = context ? context.shape[1] : 0;
       const streams: JointQkvStream[] = [];
       if (context) {
-        streams.push({ qkv: this.add_qkv!.forward(context), normQ: this.norm_added_q!.weight, normK: this.norm_added_k!.weight, ...ropeRows(rope, 0, l) });
+        streams.push(this.add_qkv!.jointStream(context, { normQ: this.norm_added_q!.weight, normK: this.norm_added_k!.weight, ...ropeRows(rope, 0, l) }));
       }
-      streams.push({ qkv: this.to_qkv.forward(x), normQ: this.norm_q.weight, normK: this.norm_k.weight, ...ropeRows(rope, l, l + s) });
+      streams.push(this.to_qkv.jointStream(x, { normQ: this.norm_q.weight, normK: this.norm_k.weight, ...ropeRows(rope, l, l + s) }));
       const { q, k, v } = ops.jointQkv(streams, this.heads, this.norm_q.eps); // [B, L+S, H, D] each
       const attended = ops.sdpa(q, k, v, { layout: 'BLHD' }).reshape([b, l + s, this.heads * this.headDim]);
       if (!context) return { x: attended };

@@ -73,6 +73,34 @@ Napi::Value joint_qkv_js(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// jointQkvProjection(values, heads, eps): values = [x, weight (tensor or nf4 descriptor), bias | null, normQ, normK,
+// cos, sin] per stream, flattened; returns [q, k, v].
+Napi::Value joint_qkv_projection_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.jointQkv";
+  if (info.Length() < 1 || !info[0].IsArray()) fail("ops.jointQkv: expects an array of stream values");
+  Napi::Array a = info[0].As<Napi::Array>();
+  FL_CHECK(a.Length() > 0 && a.Length() % 7 == 0, "ops.jointQkv: expects 7 values per stream, got ", a.Length());
+  const uint32_t count = a.Length() / 7;
+  std::vector<ops::NF4> nf4(count);  // sized once: streams point into it
+  std::vector<ops::QkvProjectionStream> streams;
+  for (uint32_t s = 0; s < count; s++) {
+    const uint32_t i = 7 * s;
+    const Napi::Value weight = a.Get(i + 1);
+    const Napi::Value bias = a.Get(i + 2);
+    const bool dense = NativeTensor::is(weight);
+    if (!dense) nf4[s] = nf4_arg(weight, w);
+    const Tensor* b = bias.IsNull() || bias.IsUndefined() ? nullptr : &tensor_value(bias, w);
+    streams.push_back({&tensor_value(a.Get(i), w), dense ? &tensor_value(weight, w) : nullptr,
+                       dense ? nullptr : &nf4[s], b,
+                       &tensor_value(a.Get(i + 3), w), &tensor_value(a.Get(i + 4), w), &tensor_value(a.Get(i + 5), w),
+                       &tensor_value(a.Get(i + 6), w)});
+  }
+  std::vector<Tensor> out = ops::joint_qkv_projection(streams, int_arg(info[1], w), float(number_arg(info[2], w)));
+  Napi::Array result = Napi::Array::New(info.Env(), out.size());
+  for (uint32_t i = 0; i < out.size(); i++) result.Set(i, NativeTensor::wrap(info.Env(), std::move(out[i])));
+  return result;
+}
+
 Napi::Value timestep_embedding_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.timestepEmbedding";
   return W(info, ops::timestep_embedding(tensor_arg(info, 0, w), int_arg(info[1], w), bool_arg(info[2], w),
@@ -217,6 +245,7 @@ void register_op_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("layerNormModulate", Napi::Function::New<guarded<layer_norm_modulate_js>>(env, "layerNormModulate"));
   exports.Set("qkNormRope", Napi::Function::New<guarded<qk_norm_rope_js>>(env, "qkNormRope"));
   exports.Set("jointQkv", Napi::Function::New<guarded<joint_qkv_js>>(env, "jointQkv"));
+  exports.Set("jointQkvProjection", Napi::Function::New<guarded<joint_qkv_projection_js>>(env, "jointQkvProjection"));
   exports.Set("timestepEmbedding", Napi::Function::New<guarded<timestep_embedding_js>>(env, "timestepEmbedding"));
   exports.Set("dynamicMap", Napi::Function::New<guarded<dynamic_map_js>>(env, "dynamicMap"));
 }

@@ -38,6 +38,8 @@ const char* route_name(Route r) {
     case Route::LinearNf4DequantizedSm90: return "linear nf4: dequantized + fluxk sm90 (wgmma)";
     case Route::LinearNf4DequantizedSm80: return "linear nf4: dequantized + fluxk sm80 (mma.sync)";
     case Route::LinearNf4Portable: return "linear nf4: portable";
+    case Route::LinearJointQkvFluxkSm90: return "linear bf16 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
+    case Route::LinearNf4JointQkvFluxkSm90: return "linear nf4 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
     case Route::SdpaFluxkSm80: return "sdpa: fluxk sm80 (mma.sync)";
     case Route::SdpaPortable: return "sdpa: portable";
@@ -250,6 +252,76 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
   if (!accepted(fluxk::gemm_nf4_sm80(a, s), "ops.linear (fluxk gemm_nf4_sm80)")) return false;
   count_route(Route::LinearNf4FluxkSm80);
   return true;
+}
+
+bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
+                            int64_t M, int64_t K, const JointQkvStream& st, const JointQkvOutputs& out,
+                            cudaStream_t s) {
+  if (!use_sm90() || xdt != DType::BF16 || out.dtype != DType::BF16 || out.D != 128) return false;
+  if (st.norm_q_dtype != DType::BF16 || st.norm_k_dtype != DType::BF16 || st.table_dtype != DType::F32) return false;
+  const int64_t N = 3 * out.H * out.D;
+  if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(st.L) || !fits_int(out.Ltot) || !fits_int(out.H)) {
+    return false;
+  }
+  fluxk::EpilogueArgs e;
+  e.kind = fluxk::Epilogue::kQkNormRope;
+  e.bias = static_cast<const __nv_bfloat16*>(bias);
+  e.q = static_cast<__nv_bfloat16*>(out.q);
+  e.k = static_cast<__nv_bfloat16*>(out.k);
+  e.v = static_cast<__nv_bfloat16*>(out.v);
+  e.norm_q = static_cast<const __nv_bfloat16*>(st.norm_q);
+  e.norm_k = static_cast<const __nv_bfloat16*>(st.norm_k);
+  e.rope_cos = static_cast<const float*>(st.cos);
+  e.rope_sin = static_cast<const float*>(st.sin);
+  e.heads = int(out.H);
+  e.tokens = int(st.L);
+  e.joint_tokens = int(out.Ltot);
+  e.joint_offset = int(st.offset);
+  e.eps = out.eps;
+  if (!fluxk::qk_norm_rope_args_valid(e, int(M), int(N))) return false;
+#if FLUXLAB_HAVE_SM90
+  if (nf4) {
+    if (!nf4->standard_codes || nf4->blocksize != 64 || (nf4->absmax_codes && nf4->nested_blocksize != 256)) {
+      return false;
+    }
+    fluxk::Nf4GemmArgs a;
+    a.a = static_cast<const __nv_bfloat16*>(x);
+    a.lda = K;
+    a.w.packed = nf4->packed;
+    a.w.n = int(N);
+    a.w.k = int(K);
+    if (nf4->absmax_codes) {
+      a.w.absmax_q = nf4->absmax_codes;
+      a.w.absmax_code = nf4->nested_map;
+      a.w.nested_absmax = nf4->nested_absmax;
+      a.w.nested_offset = nf4->offset;
+    } else {
+      a.w.absmax = nf4->absmax;
+    }
+    a.m = int(M);
+    a.epi = e;
+    if (M <= 16 || !accepted(fluxk::gemm_nf4_sm90(a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
+    count_route(Route::LinearNf4JointQkvFluxkSm90);
+    return true;
+  }
+  if (wdt != DType::BF16) return false;
+  fluxk::GemmArgs a;
+  a.a = static_cast<const __nv_bfloat16*>(x);
+  a.lda = K;
+  a.w = static_cast<const __nv_bfloat16*>(w);
+  a.ldw = K;
+  a.m = int(M);
+  a.n = int(N);
+  a.k = int(K);
+  a.epi = e;
+  if (fluxk::gemm_bf16_check(a) != cudaSuccess) return false;
+  if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.jointQkv (fluxk gemm_bf16_sm90)")) return false;
+  count_route(Route::LinearJointQkvFluxkSm90);
+  return true;
+#else
+  (void)x, (void)w, (void)wdt, (void)nf4, (void)s;
+  return false;
+#endif
 }
 
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& sh, bool has_bias,

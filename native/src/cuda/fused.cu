@@ -18,6 +18,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "../sm90/epilogue.cuh"
 #include "common.cuh"
 
 namespace fl::cuda {
@@ -211,7 +212,9 @@ __device__ __forceinline__ void load_row_table(const void* base, DType dt, int64
 }
 
 // rmsNorm over the row (sum of squares: a lane's pieces in order, then the group's shuffle tree), × w, then Flux's
-// interleaved rotation; one rounding to T. Every lane of the warp must call it (shuffles), valid row or not.
+// interleaved rotation, with fluxk's epilogue functions: the GEMM epilogue kQkNormRope sums squares in this order
+// and so computes these rows bitwise alike. One rounding to T. Every lane of the warp must call it (shuffles),
+// valid row or not.
 template <class T, int E, int CH>
 __device__ __forceinline__ void norm_rope_store(const float (&x)[CH][E], const float (&w)[CH][E],
                                                 const float (&cs)[CH][E], const float (&sn)[CH][E], T* out, int sub,
@@ -223,7 +226,7 @@ __device__ __forceinline__ void norm_rope_store(const float (&x)[CH][E], const f
     for (int e = 0; e < E; e++) sq += x[c][e] * x[c][e];
   }
   for (int o = G / 2; o > 0; o >>= 1) sq += __shfl_xor_sync(kFullMask, sq, o);
-  const float rstd = rsqrtf(sq / float(D) + eps);
+  const float rstd = fluxk::qk_rstd(sq, float(D), eps);
   if (!valid) return;
 #pragma unroll
   for (int c = 0; c < CH; c++) {
@@ -232,9 +235,8 @@ __device__ __forceinline__ void norm_rope_store(const float (&x)[CH][E], const f
     float y[E];
 #pragma unroll
     for (int e = 0; e < E; e += 2) {
-      const float a = x[c][e] * rstd * w[c][e], b = x[c][e + 1] * rstd * w[c][e + 1];
-      y[e] = a * cs[c][e] - b * sn[c][e];
-      y[e + 1] = b * cs[c][e + 1] + a * sn[c][e + 1];
+      fluxk::qk_norm_rope_pair(x[c][e], x[c][e + 1], rstd, w[c][e], w[c][e + 1], cs[c][e], cs[c][e + 1], sn[c][e],
+                               sn[c][e + 1], y[e], y[e + 1]);
     }
     store_vals<T, E>(out + int64_t(piece) * E, y, aligned);
   }

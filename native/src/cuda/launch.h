@@ -147,6 +147,21 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
 int64_t fluxk_linear_f32_workspace_elems(int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi);
 bool fluxk_linear_f32(const float* x, const void* w_bf16, const float* bias, float* out, int64_t M, int64_t N,
                       int64_t K, const LinearEpilogue& epi, void* workspace, cudaStream_t s);
+// One stream of joint_qkv computed from its projection inputs by the GEMM itself (fluxk's kQkNormRope epilogue): x
+// [M = B·stream.L, K] times the fused QKV weight [3·H·D, K] (bf16 `w`, or `nf4` as stored) plus bias, written into
+// q, k, v [B, Ltot, H, D] bitwise as linear followed by joint_qkv writes them. Declines (false) unless x, the
+// outputs and the norm weights are bf16, the rotary tables float32, D = 128 and the device runs the sm90 kernels.
+struct JointQkvOutputs {
+  void* q;
+  void* k;
+  void* v;
+  DType dtype;
+  int64_t Ltot, H, D;
+  float eps;
+};
+bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
+                            int64_t M, int64_t K, const JointQkvStream& stream, const JointQkvOutputs& out,
+                            cudaStream_t s);
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
                 bool has_mask, float scale, cudaStream_t s);
 // bf16/f16 head_dim 64 with any bias/mask (T5, CLIP) and head_dim >= 256 (the VAE mid block): src/sm80/vae_t5.h.
@@ -157,7 +172,7 @@ bool fluxk_sdpa_bias_wide(const void* q, const void* k, const void* v, void* out
 enum class Route : int {
   LinearFluxkSm90, LinearFluxkSm80, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
-  LinearNf4DequantizedSm80,
+  LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
   SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
   kCount

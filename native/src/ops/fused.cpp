@@ -73,75 +73,175 @@ Tensor qk_norm_rope(const Tensor& x, const Tensor& w, const Tensor& cos, const T
   return out;
 }
 
-std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t heads, float eps) {
+namespace {
+
+// A stream of joint_qkv as the checks see it: its projections' [B, L, width] and dtype (computed, or to be computed
+// by the GEMM epilogue from x), the tensor that stands for them in messages and device checks, and its tables.
+struct JointStream {
+  const Tensor* rows;
+  int64_t B, L, width;
+  DType dtype;
+  const Tensor *norm_q, *norm_k, *cos, *sin;
+  std::string ctx;
+};
+
+struct JointGeometry {
+  int64_t B = 0, H = 0, D = 0, total = 0;
+  std::vector<int64_t> offsets;
+};
+
+JointGeometry check_joint(const std::vector<JointStream>& streams, int64_t heads, const char* what) {
   FL_CHECK(!streams.empty(), "ops.jointQkv: needs at least one stream");
   FL_CHECK(heads >= 1, "ops.jointQkv: heads must be a positive integer, got ", heads);
-  const Tensor& first = *streams[0].qkv;
-  auto ctx = [&](size_t i) {
-    const QkvStream& st = streams[i];
-    return cat("stream ", i, ": ",
-               describe({{"qkv", st.qkv}, {"normQ", st.norm_q}, {"normK", st.norm_k}, {"cos", st.cos}, {"sin", st.sin}}));
-  };
-  FL_CHECK(first.ndim() == 3, "ops.jointQkv: qkv must be [B,L,3·H·D] (", ctx(0), ")");
-  const int64_t B = first.shape[0], width = first.shape[2];
-  FL_CHECK(width % (3 * heads) == 0, "ops.jointQkv: qkv's last dim ", width, " is not 3·heads·D for ", heads,
-           " heads (", ctx(0), ")");
-  const int64_t D = width / (3 * heads);
-  FL_CHECK(D >= 2 && D % 2 == 0, "ops.jointQkv: the head dim must be even, got ", D, " (", ctx(0), ")");
-  int64_t total = 0;
-  std::vector<int64_t> offsets;
+  const JointStream& first = streams[0];
+  JointGeometry g;
+  g.B = first.B;
+  g.H = heads;
+  FL_CHECK(first.width % (3 * heads) == 0, "ops.jointQkv: ", what, "'s last dim ", first.width,
+           " is not 3·heads·D for ", heads, " heads (", first.ctx, ")");
+  g.D = first.width / (3 * heads);
+  FL_CHECK(g.D >= 2 && g.D % 2 == 0, "ops.jointQkv: the head dim must be even, got ", g.D, " (", first.ctx, ")");
   for (size_t i = 0; i < streams.size(); i++) {
-    const QkvStream& st = streams[i];
-    FL_CHECK(st.qkv && st.norm_q && st.norm_k && st.cos && st.sin, "ops.jointQkv: stream ", i, " lacks a tensor");
-    check_float("jointQkv", "qkv", *st.qkv);
+    const JointStream& st = streams[i];
     check_float("jointQkv", "normQ", *st.norm_q);
     check_float("jointQkv", "normK", *st.norm_k);
     check_float("jointQkv", "cos", *st.cos);
     check_float("jointQkv", "sin", *st.sin);
-    check_same_device("jointQkv", {{"stream 0 qkv", &first},
-                                   {"qkv", st.qkv},
+    check_same_device("jointQkv", {{"stream 0", first.rows},
+                                   {what, st.rows},
                                    {"normQ", st.norm_q},
                                    {"normK", st.norm_k},
                                    {"cos", st.cos},
                                    {"sin", st.sin}});
-    const Tensor& x = *st.qkv;
-    FL_CHECK(x.ndim() == 3 && x.shape[0] == B && x.shape[2] == width, "ops.jointQkv: qkv must be [", B, ",L,", width,
-             "] like stream 0's (", ctx(i), ")");
-    FL_CHECK(x.dtype == first.dtype, "ops.jointQkv: every qkv must have stream 0's dtype ", dtype_name(first.dtype),
-             " (", ctx(i), ")");
-    FL_CHECK(st.norm_q->numel() == D && st.norm_k->numel() == D, "ops.jointQkv: normQ and normK must have D = ", D,
-             " values (", ctx(i), ")");
-    const int64_t L = x.shape[1];
-    FL_CHECK(st.cos->shape == Shape({L, D}) && st.sin->shape == Shape({L, D}), "ops.jointQkv: cos and sin must be [L,D] = [",
-             L, ",", D, "] (", ctx(i), ")");
-    FL_CHECK(st.cos->dtype == st.sin->dtype, "ops.jointQkv: cos and sin dtypes differ (", ctx(i), ")");
-    offsets.push_back(total);
-    total += L;
+    FL_CHECK(st.B == g.B && st.width == first.width, "ops.jointQkv: ", what, " must be [", g.B, ",L,", first.width,
+             "] like stream 0's (", st.ctx, ")");
+    FL_CHECK(st.dtype == first.dtype, "ops.jointQkv: every ", what, " must have stream 0's dtype ",
+             dtype_name(first.dtype), " (", st.ctx, ")");
+    FL_CHECK(st.norm_q->numel() == g.D && st.norm_k->numel() == g.D, "ops.jointQkv: normQ and normK must have D = ",
+             g.D, " values (", st.ctx, ")");
+    FL_CHECK(st.cos->shape == Shape({st.L, g.D}) && st.sin->shape == Shape({st.L, g.D}),
+             "ops.jointQkv: cos and sin must be [L,D] = [", st.L, ",", g.D, "] (", st.ctx, ")");
+    FL_CHECK(st.cos->dtype == st.sin->dtype, "ops.jointQkv: cos and sin dtypes differ (", st.ctx, ")");
+    g.offsets.push_back(g.total);
+    g.total += st.L;
   }
-  const Shape shape{B, total, heads, D};
-  std::vector<Tensor> out{empty(shape, first.dtype, first.device()), empty(shape, first.dtype, first.device()),
-                          empty(shape, first.dtype, first.device())};
-  if (out[0].numel() == 0) return out;
+  return g;
+}
+
+std::string qkv_context(size_t i, const QkvStream& st) {
+  return cat("stream ", i, ": ",
+             describe({{"qkv", st.qkv}, {"normQ", st.norm_q}, {"normK", st.norm_k}, {"cos", st.cos}, {"sin", st.sin}}));
+}
+
+// q, k, v from the streams' computed projections (`which` selects the streams to write; the others are already).
+void join_computed(const std::vector<QkvStream>& streams, const std::vector<size_t>& which, const JointGeometry& g,
+                   float eps, std::vector<Tensor>& out) {
+  if (which.empty() || out[0].numel() == 0) return;
+  const Tensor& first = *streams[which[0]].qkv;
   if (first.device().is_cpu()) {
-    for (size_t i = 0; i < streams.size(); i++) {
+    for (size_t i : which) {
       const QkvStream& st = streams[i];
       if (st.qkv->numel() == 0) continue;
-      cpu::joint_qkv_stream(*st.qkv, *st.norm_q, *st.norm_k, *st.cos, *st.sin, offsets[i], heads, eps, out[0], out[1],
+      cpu::joint_qkv_stream(*st.qkv, *st.norm_q, *st.norm_k, *st.cos, *st.sin, g.offsets[i], g.H, eps, out[0], out[1],
                             out[2]);
     }
-  } else {
+    return;
+  }
 #if FLUXLAB_WITH_CUDA
-    std::vector<cuda::JointQkvStream> launch;
-    for (size_t i = 0; i < streams.size(); i++) {
-      const QkvStream& st = streams[i];
-      launch.push_back({st.qkv->data(), st.qkv->shape[1], offsets[i], st.norm_q->data(), st.norm_q->dtype,
-                        st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(), st.cos->dtype});
+  std::vector<cuda::JointQkvStream> launch;
+  for (size_t i : which) {
+    const QkvStream& st = streams[i];
+    launch.push_back({st.qkv->data(), st.qkv->shape[1], g.offsets[i], st.norm_q->data(), st.norm_q->dtype,
+                      st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(), st.cos->dtype});
+  }
+#endif
+  FL_CUDA_LAUNCH(first.device(),
+                 cat("ops.jointQkv: ", which.size(), " streams, ", qkv_context(which[0], streams[which[0]])),
+                 cuda::joint_qkv(launch.data(), int(launch.size()), first.dtype, g.B, g.total, g.H, g.D, eps,
+                                 out[0].data(), out[1].data(), out[2].data(), stream));
+}
+
+}  // namespace
+
+std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t heads, float eps) {
+  std::vector<JointStream> desc;
+  for (size_t i = 0; i < streams.size(); i++) {
+    const QkvStream& st = streams[i];
+    FL_CHECK(st.qkv && st.norm_q && st.norm_k && st.cos && st.sin, "ops.jointQkv: stream ", i, " lacks a tensor");
+    check_float("jointQkv", "qkv", *st.qkv);
+    FL_CHECK(st.qkv->ndim() == 3, "ops.jointQkv: qkv must be [B,L,3·H·D] (", qkv_context(i, st), ")");
+    desc.push_back({st.qkv, st.qkv->shape[0], st.qkv->shape[1], st.qkv->shape[2], st.qkv->dtype, st.norm_q, st.norm_k,
+                    st.cos, st.sin, qkv_context(i, st)});
+  }
+  const JointGeometry g = check_joint(desc, heads, "qkv");
+  const Tensor& first = *streams[0].qkv;
+  const Shape shape{g.B, g.total, g.H, g.D};
+  std::vector<Tensor> out{empty(shape, first.dtype, first.device()), empty(shape, first.dtype, first.device()),
+                          empty(shape, first.dtype, first.device())};
+  std::vector<size_t> all(streams.size());
+  for (size_t i = 0; i < all.size(); i++) all[i] = i;
+  join_computed(streams, all, g, eps, out);
+  return out;
+}
+
+std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>& streams, int64_t heads, float eps) {
+  std::vector<JointStream> desc;
+  for (size_t i = 0; i < streams.size(); i++) {
+    const QkvProjectionStream& st = streams[i];
+    FL_CHECK(st.x && (st.weight || st.weight_nf4) && st.norm_q && st.norm_k && st.cos && st.sin,
+             "ops.jointQkv: stream ", i, " lacks a tensor");
+    const std::string wdesc =
+        st.weight ? st.weight->desc() : cat("nf4 [", st.weight_nf4->rows, ",", st.weight_nf4->cols, "]");
+    std::string ctx = cat("stream ", i, ": x ", st.x->desc(), ", weight ", wdesc, ", ",
+                          describe({{"bias", st.bias}, {"normQ", st.norm_q}, {"normK", st.norm_k}}), ", ",
+                          describe({{"cos", st.cos}, {"sin", st.sin}}));
+    check_float("jointQkv", "x", *st.x);
+    FL_CHECK(st.x->ndim() == 3, "ops.jointQkv: x must be [B,L,K] (", ctx, ")");
+    const int64_t N = st.weight ? (st.weight->ndim() == 2 ? st.weight->shape[0] : -1) : st.weight_nf4->rows;
+    FL_CHECK(N >= 0, "ops.jointQkv: weight must be [N,K] (", ctx, ")");
+    desc.push_back({st.x, st.x->shape[0], st.x->shape[1], N, st.x->dtype, st.norm_q, st.norm_k, st.cos, st.sin,
+                    std::move(ctx)});
+  }
+  const JointGeometry g = check_joint(desc, heads, "x");
+  const Tensor& first = *streams[0].x;
+  const Shape shape{g.B, g.total, g.H, g.D};
+  std::vector<Tensor> out{empty(shape, first.dtype, first.device()), empty(shape, first.dtype, first.device()),
+                          empty(shape, first.dtype, first.device())};
+  // The GEMM epilogue writes a stream's rows where it can (CUDA, sm90, bf16, D = 128); the others are projected by
+  // linear and joined as joint_qkv joins them, so both ways give the same bits.
+  std::vector<Tensor> projected(streams.size());
+  std::vector<QkvStream> computed(streams.size());
+  std::vector<size_t> remaining;
+  for (size_t i = 0; i < streams.size(); i++) {
+    const QkvProjectionStream& st = streams[i];
+    bool fused = false;
+#if FLUXLAB_WITH_CUDA
+    const bool shapes_ok = st.x->shape[2] == (st.weight ? st.weight->shape[1] : st.weight_nf4->cols) &&
+                           (!st.bias || st.bias->numel() == desc[i].width);
+    const bool same_device = (st.weight ? st.weight->device() : st.weight_nf4->device()) == first.device() &&
+                             (!st.bias || st.bias->device() == first.device());
+    if (first.device().is_cuda() && shapes_ok && same_device && out[0].numel() > 0 &&
+        (!st.bias || st.bias->dtype == st.x->dtype) && (!st.weight_nf4 || st.weight_nf4->standard_codes)) {
+      const cuda::JointQkvStream target{nullptr, st.x->shape[1], g.offsets[i], st.norm_q->data(), st.norm_q->dtype,
+                                        st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(),
+                                        st.cos->dtype};
+      const cuda::JointQkvOutputs outs{out[0].data(), out[1].data(), out[2].data(), first.dtype, g.total, g.H, g.D,
+                                       eps};
+      const NF4View view = st.weight_nf4 ? st.weight_nf4->view() : NF4View{};
+      FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", desc[i].ctx),
+                     fused = cuda::fluxk_linear_joint_qkv(
+                         st.x->data(), st.x->dtype, st.weight ? st.weight->data() : nullptr,
+                         st.weight ? st.weight->dtype : DType::BF16, st.weight_nf4 ? &view : nullptr,
+                         st.bias ? st.bias->data() : nullptr, g.B * st.x->shape[1], st.x->shape[2], target, outs,
+                         stream));
     }
 #endif
-    FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", streams.size(), " streams, ", ctx(0)),
-                   cuda::joint_qkv(launch.data(), int(launch.size()), first.dtype, B, total, heads, D, eps,
-                                   out[0].data(), out[1].data(), out[2].data(), stream));
+    if (fused) continue;
+    projected[i] = st.weight ? linear(*st.x, *st.weight, st.bias, {}) : linear_nf4(*st.x, *st.weight_nf4, st.bias, {});
+    computed[i] = {&projected[i], st.norm_q, st.norm_k, st.cos, st.sin};
+    remaining.push_back(i);
   }
+  join_computed(computed, remaining, g, eps, out);
   return out;
 }
 

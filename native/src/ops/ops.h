@@ -79,6 +79,20 @@ struct QkvStream {
 };
 // The joint attention inputs {q, k, v}, each [B,ΣL,H,D], streams in order along L: q and k as qk_norm_rope, v copied.
 std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t heads, float eps);
+// A stream given by its projection inputs: qkv = linear(x [B,L,K], weight [3·H·D, K] (dense, or nf4), bias).
+struct QkvProjectionStream {
+  const Tensor* x;
+  const Tensor* weight;    // null when weight_nf4 is set
+  const NF4* weight_nf4;
+  const Tensor* bias;      // may be null
+  const Tensor* norm_q;
+  const Tensor* norm_k;
+  const Tensor* cos;
+  const Tensor* sin;
+};
+// joint_qkv of the streams' projections, bitwise as linear then joint_qkv; on sm90 with bf16 activations and
+// head dim 128 the projection GEMM writes q, k, v itself (no [B,L,3·H·D] intermediate).
+std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>& streams, int64_t heads, float eps);
 Tensor timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                           float max_period);
 Tensor randn_philox(const Shape& shape, DType dtype, Device device, uint64_t seed, float mean, float std);

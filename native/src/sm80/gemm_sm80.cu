@@ -270,6 +270,7 @@ cudaError_t launch_epi(const Sm80Params& p, cudaStream_t stream) {
     case Epilogue::kNone: return launch<kNf4, 0>(p, stream);
     case Epilogue::kGeluTanh: return launch<kNf4, 1>(p, stream);
     case Epilogue::kGateResidual: return launch<kNf4, 2>(p, stream);
+    case Epilogue::kQkNormRope: break;  // sm90 only
   }
   return cudaErrorInvalidValue;
 }
@@ -332,9 +333,13 @@ bool nf4_args_valid(const Nf4GemmArgs& a);  // gemv_nf4.cu
 
 cudaError_t gemm_bf16_check(const GemmArgs& a) {
   using sm80::aligned16;
-  if (a.m < 0 || a.n < 0 || a.k <= 0 || !a.a || !a.w || (!a.c == !a.c_f32)) return cudaErrorInvalidValue;
+  // kQkNormRope writes its own outputs (EpilogueArgs::q, k, v) instead of C
+  const bool qk = a.epi.kind == Epilogue::kQkNormRope;
+  if (a.m < 0 || a.n < 0 || a.k <= 0 || !a.a || !a.w) return cudaErrorInvalidValue;
+  if (qk ? (a.c || a.c_f32 || !qk_norm_rope_args_valid(a.epi, a.m, a.n)) : (!a.c == !a.c_f32))
+    return cudaErrorInvalidValue;
   if (a.k % 8 || a.n % 8 || a.lda % 8 || a.ldw % 8 || a.ldc % 8) return cudaErrorInvalidValue;
-  if (!aligned16(a.a) || !aligned16(a.w) || !aligned16(a.c ? static_cast<const void*>(a.c) : a.c_f32))
+  if (!aligned16(a.a) || !aligned16(a.w) || (!qk && !aligned16(a.c ? static_cast<const void*>(a.c) : a.c_f32)))
     return cudaErrorInvalidValue;
   if (a.a_parts < 1 || a.a_parts > 4) return cudaErrorInvalidValue;
   if (a.a_parts > 1 && a.lda < a.a_parts * sm80::round_up64(a.k)) return cudaErrorInvalidValue;

@@ -161,6 +161,7 @@ cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream) {
     case Epilogue::kNone: return launch<MT, 0>(a, stream);
     case Epilogue::kGeluTanh: return launch<MT, 1>(a, stream);
     case Epilogue::kGateResidual: return launch<MT, 2>(a, stream);
+    case Epilogue::kQkNormRope: break;  // sm90 only
   }
   return cudaErrorInvalidValue;
 }
@@ -171,11 +172,14 @@ bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) 
 }  // namespace sm80
 
 bool nf4_args_valid(const Nf4GemmArgs& a) {
-  if (!a.a || !a.c || !a.w.packed || a.m < 0 || a.w.n <= 0 || a.w.k <= 0) return false;
+  // kQkNormRope writes its own outputs (EpilogueArgs::q, k, v) instead of C
+  const bool qk = a.epi.kind == Epilogue::kQkNormRope;
+  if (!a.a || !a.w.packed || a.m < 0 || a.w.n <= 0 || a.w.k <= 0) return false;
+  if (qk ? (a.c || !qk_norm_rope_args_valid(a.epi, a.m, a.w.n)) : !a.c) return false;
   if (a.w.k % 64 || a.w.n % 8) return false;
   if (!a.w.absmax && !(a.w.absmax_q && a.w.absmax_code && a.w.nested_absmax)) return false;
-  if (a.lda % 8 || a.ldc % 8 || a.lda < a.w.k || a.ldc < a.w.n) return false;
-  if (!sm80::is_aligned16(a.a) || !sm80::is_aligned16(a.c) || !sm80::is_aligned16(a.w.packed)) return false;
+  if (a.lda % 8 || a.lda < a.w.k || (!qk && (a.ldc % 8 || a.ldc < a.w.n))) return false;
+  if (!sm80::is_aligned16(a.a) || (!qk && !sm80::is_aligned16(a.c)) || !sm80::is_aligned16(a.w.packed)) return false;
   if (a.epi.kind == Epilogue::kGateResidual) {
     if (!a.epi.residual || !a.epi.gate || a.epi.gate_rows_per_batch <= 0) return false;
     if (a.epi.ldr % 8 || a.epi.ldg % 8) return false;

@@ -247,6 +247,81 @@ constexpr int kPpSmemBytes = kPpStages * 2 * kPpTileBytes + 2 * kPpStages * 8 + 
 static_assert(kPpSmemBytes <= 232448, "shared memory budget");
 constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
 
+constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
+
+#if FLUXK_SM90_DEVICE
+// kQkNormRope on a ping-pong tile: 128 tokens x one head of q, k or v (tn = part · heads + head). acc[h][4j + 2r + e]
+// is row 64h + 16·warp + lane/4 + 8r, column 8j + 2·(lane%4) + e, so a row's 128 values live in a quad of lanes.
+// The squares are summed in joint_qkv's order (each piece of 8 columns in column order from the quad's rounded
+// values, then the butterfly over the 16 pieces), so rows come out bitwise as the stored projection + joint_qkv.
+__device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, const float (&acc)[2][kPpBN / 2],
+                                                      const uint32_t (&bias2)[kPpBN / 8], int tm, int tn, int m,
+                                                      int warp, int lane) {
+  const int part = tn / e.heads;
+  const int head = tn - part * e.heads;
+  __nv_bfloat16* out = part == 0 ? e.q : part == 1 ? e.k : e.v;
+  const __nv_bfloat16* norm = (part == 0 ? e.norm_q : e.norm_k) + 2 * (lane % 4);
+  const int quad_base = lane & ~3;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
+      uint32_t y2[kPpBN / 8];  // the row's column pairs as the bf16 projection stores them
+#pragma unroll
+      for (int j = 0; j < kPpBN / 8; ++j) {
+        const __nv_bfloat162 b = bf16x2_from_bits(bias2[j]);
+        y2[j] = pack_bf16x2(acc[h][4 * j + 2 * r] + __low2float(b), acc[h][4 * j + 2 * r + 1] + __high2float(b));
+      }
+      const bool valid = row < m;
+      const int l = valid ? row % e.tokens : 0;
+      const int64_t joint_row = static_cast<int64_t>(row / e.tokens) * e.joint_tokens + e.joint_offset + l;
+      __nv_bfloat16* dst = out + (joint_row * e.heads + head) * 128 + 2 * (lane % 4);
+      if (part == 2) {
+        if (valid) {
+#pragma unroll
+          for (int j = 0; j < kPpBN / 8; ++j) *reinterpret_cast<uint32_t*>(dst + 8 * j) = y2[j];
+        }
+        continue;
+      }
+      float piece[kPpBN / 8];
+#pragma unroll
+      for (int j = 0; j < kPpBN / 8; ++j) {
+        float sq = 0.f;
+#pragma unroll
+        for (int src = 0; src < 4; ++src) {
+          const __nv_bfloat162 x = bf16x2_from_bits(__shfl_sync(0xffffffffu, y2[j], quad_base + src));
+          const float x0 = __low2float(x), x1 = __high2float(x);
+          sq += x0 * x0;
+          sq += x1 * x1;
+        }
+        piece[j] = sq;
+      }
+      float s8[8], s4[4];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s8[j] = piece[j] + piece[j + 8];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s4[j] = s8[j] + s8[j + 4];
+      const float rstd = qk_rstd((s4[0] + s4[2]) + (s4[1] + s4[3]), 128.f, e.eps);
+      if (!valid) continue;
+      const float* cs = e.rope_cos + static_cast<int64_t>(l) * 128 + 2 * (lane % 4);
+      const float* sn = e.rope_sin + static_cast<int64_t>(l) * 128 + 2 * (lane % 4);
+#pragma unroll
+      for (int j = 0; j < kPpBN / 8; ++j) {
+        const float2 c = *reinterpret_cast<const float2*>(cs + 8 * j);
+        const float2 sv = *reinterpret_cast<const float2*>(sn + 8 * j);
+        const __nv_bfloat162 wt = *reinterpret_cast<const __nv_bfloat162*>(norm + 8 * j);
+        const __nv_bfloat162 x = bf16x2_from_bits(y2[j]);
+        float o0, o1;
+        qk_norm_rope_pair(__low2float(x), __high2float(x), rstd, __low2float(wt), __high2float(wt), c.x, c.y, sv.x,
+                          sv.y, o0, o1);
+        *reinterpret_cast<uint32_t*>(dst + 8 * j) = pack_bf16x2(o0, o1);
+      }
+    }
+  }
+}
+#endif
+
 template <int EPI>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
@@ -364,26 +439,31 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int col = col_base + 8 * j;
         bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
       }
+      if constexpr (EPI == kQkEpi) {
+        pingpong_qk_norm_rope(p.epi, acc, bias2, tm, tn, p.m, warp, lane);
+      } else {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < 2; ++h) {
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
-          if (row >= p.m) continue;
-          uint32_t res2[kPpBN / 8], gate2[kPpBN / 8];
+          for (int r = 0; r < 2; ++r) {
+            const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
+            if (row >= p.m) continue;
+            uint32_t res2[kPpBN / 8], gate2[kPpBN / 8];
 #pragma unroll
-          for (int j = 0; j < kPpBN / 8; ++j) {
-            const int col = col_base + 8 * j;
-            const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
-            res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
-            gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
-          }
+            for (int j = 0; j < kPpBN / 8; ++j) {
+              const int col = col_base + 8 * j;
+              const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
+              res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
+              gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
+            }
 #pragma unroll
-          for (int j = 0; j < kPpBN / 8; ++j) {
-            const int col = col_base + 8 * j;
-            if (col < p.n) {
-              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) = epilogue_pair_loaded<EPI>(
-                  acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1], bias2[j], res2[j], gate2[j]);
+            for (int j = 0; j < kPpBN / 8; ++j) {
+              const int col = col_base + 8 * j;
+              if (col < p.n) {
+                *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
+                    epilogue_pair_loaded<EPI>(acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1], bias2[j], res2[j],
+                                              gate2[j]);
+              }
             }
           }
         }
@@ -427,6 +507,7 @@ cudaError_t launch_pingpong_epi(const GemmArgs& a, cudaStream_t stream, int sms)
     case Epilogue::kNone: return launch_pingpong<0>(a, stream, sms);
     case Epilogue::kGeluTanh: return launch_pingpong<1>(a, stream, sms);
     case Epilogue::kGateResidual: return launch_pingpong<2>(a, stream, sms);
+    case Epilogue::kQkNormRope: return launch_pingpong<kQkEpi>(a, stream, sms);
   }
   return cudaErrorInvalidValue;
 }
@@ -502,6 +583,7 @@ cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
     case Epilogue::kNone: return launch<BN, 0, CL>(a, stream, sms);
     case Epilogue::kGeluTanh: return launch<BN, 1, CL>(a, stream, sms);
     case Epilogue::kGateResidual: return launch<BN, 2, CL>(a, stream, sms);
+    case Epilogue::kQkNormRope: break;  // ping-pong only
   }
   return cudaErrorInvalidValue;
 }

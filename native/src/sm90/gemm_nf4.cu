@@ -93,6 +93,75 @@ __device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t
 }
 #endif
 
+constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
+constexpr int kQkBarrier = 3;  // both consumer warpgroups (1 + cw are each one's own)
+
+#if FLUXK_SM90_DEVICE
+// kQkNormRope on a tile: its 128 weight rows are one head's dims of q, k or v (tn = part · heads + head), staged by
+// the two consumer warpgroups as [token][64 dims] halves. 16 lanes per token, lane `sub` owning dims 8·sub .. +7:
+// joint_qkv's own row layout for bf16 at D = 128 (16 lanes, 8 values each), so sums and results are bitwise its.
+// ct: the thread's index among the 256 consumer threads.
+template <int BT>
+__device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const uint8_t* staging, int tm, int tn, int m,
+                                                 int ct) {
+  const int part = tn / e.heads;
+  const int head = tn - part * e.heads;
+  __nv_bfloat16* out = part == 0 ? e.q : part == 1 ? e.k : e.v;
+  const int sub = ct % 16;
+  const uint8_t* src = staging + (sub / 8) * BT * kStagePitch + (sub % 8) * 16;
+  float w[8];
+  if (part < 2) {
+    const uint4 raw = *reinterpret_cast<const uint4*>((part == 0 ? e.norm_q : e.norm_k) + 8 * sub);
+    const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      w[2 * i] = __low2float(w2[i]);
+      w[2 * i + 1] = __high2float(w2[i]);
+    }
+  }
+  for (int tok = ct / 16; tok < BT; tok += 16) {
+    const int row = tm * BT + tok;
+    const bool valid = row < m;
+    const uint4 raw = *reinterpret_cast<const uint4*>(src + tok * kStagePitch);
+    const int l = valid ? row % e.tokens : 0;
+    const int64_t joint_row = static_cast<int64_t>(row / e.tokens) * e.joint_tokens + e.joint_offset + l;
+    uint4* dst = reinterpret_cast<uint4*>(out + (joint_row * e.heads + head) * 128 + 8 * sub);
+    if (part == 2) {
+      if (valid) *dst = raw;
+      continue;
+    }
+    const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    float x[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      x[2 * i] = __low2float(x2[i]);
+      x[2 * i + 1] = __high2float(x2[i]);
+    }
+    float sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sq += x[i] * x[i];
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+    const float rstd = qk_rstd(sq, 128.f, e.eps);
+    if (!valid) continue;
+    const float4* cs = reinterpret_cast<const float4*>(e.rope_cos + static_cast<int64_t>(l) * 128 + 8 * sub);
+    const float4* sn = reinterpret_cast<const float4*>(e.rope_sin + static_cast<int64_t>(l) * 128 + 8 * sub);
+    const float4 c[2] = {cs[0], cs[1]}, sv[2] = {sn[0], sn[1]};
+    const float cf[8] = {c[0].x, c[0].y, c[0].z, c[0].w, c[1].x, c[1].y, c[1].z, c[1].w};
+    const float sf[8] = {sv[0].x, sv[0].y, sv[0].z, sv[0].w, sv[1].x, sv[1].y, sv[1].z, sv[1].w};
+    uint32_t y[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float y0, y1;
+      qk_norm_rope_pair(x[2 * i], x[2 * i + 1], rstd, w[2 * i], w[2 * i + 1], cf[2 * i], cf[2 * i + 1], sf[2 * i],
+                        sf[2 * i + 1], y0, y1);
+      y[i] = pack_bf16x2(y0, y1);
+    }
+    *dst = make_uint4(y[0], y[1], y[2], y[3]);
+  }
+}
+#endif
+
 template <int BT, int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_w,
@@ -287,6 +356,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         stg[(tok + 1) * (kStagePitch / 2) + local0 + 8] =
             __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 3], b1));
       }
+      if constexpr (EPI == kQkEpi) {
+        named_barrier_sync(kQkBarrier, 256);
+        nf4_qk_norm_rope<BT>(p.epi, s_stage_out, tm, tn, p.m, cw * 128 + tid);
+        named_barrier_sync(kQkBarrier, 256);
+        continue;
+      }
       named_barrier_sync(1 + cw, 128);
       for (int idx = tid; idx < BT * 8; idx += 128) {
         const int tok = idx >> 3;
@@ -392,6 +467,9 @@ cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
     case Epilogue::kNone: return launch<BT, 0, CL>(a, stream, sms);
     case Epilogue::kGeluTanh: return launch<BT, 1, CL>(a, stream, sms);
     case Epilogue::kGateResidual: return launch<BT, 2, CL>(a, stream, sms);
+    case Epilogue::kQkNormRope:
+      if constexpr (CL == 1) return launch<BT, kQkEpi, 1>(a, stream, sms);
+      break;
   }
   return cudaErrorInvalidValue;
 }

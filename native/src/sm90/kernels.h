@@ -19,8 +19,16 @@ namespace fluxk {
 //   kNone:         out = acc + bias[c]
 //   kGeluTanh:     out = gelu_tanh(acc + bias[c])
 //   kGateResidual: out = residual[r, c] + gate[r / gate_rows_per_batch, c] * (acc + bias[c])
+//   kQkNormRope:   the fused QKV projection of one token stream of Flux's joint attention (N = 3·heads·128,
+//                  columns (part, head, d), part 0 q, 1 k, 2 v), written straight into the joint attention
+//                  inputs q, k, v [B, joint_tokens, heads, 128] at rows joint_offset + l (row r = b·tokens + l):
+//                  y = bf16(acc + bias[c]) as a bf16 projection stores it; q and k rows are RMS-normed over d
+//                  with norm_q / norm_k and eps, then rotated by Flux's interleaved RoPE (rope_cos / rope_sin
+//                  [tokens, 128] float32), rounded once; v rows are y. Bitwise what the addon's joint_qkv
+//                  computes from the stored projection. C (c / ldc) is unused. sm90 only: the ping-pong bf16
+//                  GEMM and the NF4 GEMM (cluster 0/1); the other paths decline it.
 // bias may be null (no bias). out is rounded to bf16 once, at the end.
-enum class Epilogue : int { kNone = 0, kGeluTanh = 1, kGateResidual = 2 };
+enum class Epilogue : int { kNone = 0, kGeluTanh = 1, kGateResidual = 2, kQkNormRope = 3 };
 
 struct EpilogueArgs {
   Epilogue kind = Epilogue::kNone;
@@ -31,7 +39,29 @@ struct EpilogueArgs {
   const __nv_bfloat16* gate = nullptr;      // [M / gate_rows_per_batch, ldg]
   int64_t ldg = 0;
   int gate_rows_per_batch = 1;
+  // kQkNormRope only
+  __nv_bfloat16* q = nullptr;  // [B, joint_tokens, heads, 128] each, 16-byte aligned
+  __nv_bfloat16* k = nullptr;
+  __nv_bfloat16* v = nullptr;
+  const __nv_bfloat16* norm_q = nullptr;  // [128]
+  const __nv_bfloat16* norm_k = nullptr;
+  const float* rope_cos = nullptr;  // [tokens, 128]
+  const float* rope_sin = nullptr;
+  int heads = 0, tokens = 0, joint_tokens = 0, joint_offset = 0;
+  float eps = 0.f;
 };
+
+// The kQkNormRope arguments for an M x N product (what every path that runs it requires).
+inline bool qk_norm_rope_args_valid(const EpilogueArgs& e, int m, int n) {
+  const auto aligned = [](const void* p) { return p && (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
+  if (!aligned(e.q) || !aligned(e.k) || !aligned(e.v) || !aligned(e.norm_q) || !aligned(e.norm_k) ||
+      !aligned(e.rope_cos) || !aligned(e.rope_sin))
+    return false;
+  if (e.heads < 1 || static_cast<int64_t>(n) != 3 * 128 * static_cast<int64_t>(e.heads)) return false;
+  if (e.tokens < 1 || m % e.tokens != 0 || e.joint_offset < 0 || e.joint_offset > e.joint_tokens - e.tokens)
+    return false;
+  return !(e.bias && (reinterpret_cast<uintptr_t>(e.bias) & 15));
+}
 
 // sm90 bf16 GEMM schedules (docs/kernels.md). kCooperative: both consumer warpgroups share a
 // 128 x tile_n tile, then both run the epilogue. kPingPong: each consumer warpgroup owns whole
