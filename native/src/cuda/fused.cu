@@ -223,9 +223,9 @@ __device__ __forceinline__ void norm_rope_store(const float (&x)[CH][E], const f
 #pragma unroll
   for (int c = 0; c < CH; c++) {
 #pragma unroll
-    for (int e = 0; e < E; e++) sq += x[c][e] * x[c][e];
+    for (int e = 0; e < E; e++) sq = fluxk::qk_square_add(sq, x[c][e]);
   }
-  for (int o = G / 2; o > 0; o >>= 1) sq += __shfl_xor_sync(kFullMask, sq, o);
+  for (int o = G / 2; o > 0; o >>= 1) sq = __fadd_rn(sq, __shfl_xor_sync(kFullMask, sq, o));
   const float rstd = fluxk::qk_rstd(sq, float(D), eps);
   if (!valid) return;
 #pragma unroll

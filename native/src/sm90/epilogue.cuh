@@ -76,17 +76,23 @@ __device__ __forceinline__ uint32_t load_gate2(const EpilogueArgs& e, int row, i
                                             col);
 }
 
-// Flux's QK-norm and RoPE (kQkNormRope; the addon's joint_qkv uses the same two functions, so both round alike).
+// Flux's QK-norm and RoPE (kQkNormRope; the addon's joint_qkv uses the same functions, so both round alike: the
+// intrinsics fix each rounding, where the compiler would otherwise contract each call site its own way).
+// One term of a head row's sum of squares.
+__device__ __forceinline__ float qk_square_add(float sq, float x) { return __fmaf_rn(x, x, sq); }
+
 // rstd of a head row of d values whose squares sum to sq (RMSNorm: x · rsqrt(mean(x²) + eps)).
-__device__ __forceinline__ float qk_rstd(float sq, float d, float eps) { return rsqrtf(sq / d + eps); }
+__device__ __forceinline__ float qk_rstd(float sq, float d, float eps) {
+  return rsqrtf(__fadd_rn(__fdiv_rn(sq, d), eps));
+}
 
 // One interleaved pair (x0, x1) of a row: normed and weighted ((x · rstd) · w), then rotated by the pair's
 // cos/sin (x0' = x0·cos − x1·sin, x1' = x1·cos + x0·sin: diffusers' apply_rotary_emb, use_real_unbind_dim -1).
 __device__ __forceinline__ void qk_norm_rope_pair(float x0, float x1, float rstd, float w0, float w1, float c0,
                                                   float c1, float s0, float s1, float& y0, float& y1) {
-  const float a = x0 * rstd * w0, b = x1 * rstd * w1;
-  y0 = a * c0 - b * s0;
-  y1 = b * c1 + a * s1;
+  const float a = __fmul_rn(__fmul_rn(x0, rstd), w0), b = __fmul_rn(__fmul_rn(x1, rstd), w1);
+  y0 = __fmaf_rn(a, c0, -__fmul_rn(b, s0));
+  y1 = __fmaf_rn(b, c1, __fmul_rn(a, s1));
 }
 
 // Full epilogue for a pair of adjacent columns (col, col + 1) of one row; col is even.

@@ -100,64 +100,78 @@ constexpr int kQkBarrier = 3;  // both consumer warpgroups (1 + cw are each one'
 // kQkNormRope on a tile: its 128 weight rows are one head's dims of q, k or v (tn = part · heads + head), staged by
 // the two consumer warpgroups as [token][64 dims] halves. 16 lanes per token, lane `sub` owning dims 8·sub .. +7:
 // joint_qkv's own row layout for bf16 at D = 128 (16 lanes, 8 values each), so sums and results are bitwise its.
-// ct: the thread's index among the 256 consumer threads.
+// Tokens go in batches of 2 per lane (4 spill at BT = 256) whose table rows are read-only loads issued before the
+// batch's first store: the compiler keeps plain loads behind stores it cannot prove disjoint, one L2 round trip per
+// token. ct: the thread's index among the 256 consumer threads.
 template <int BT>
 __device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const uint8_t* staging, int tm, int tn, int m,
                                                  int ct) {
+  constexpr int kBatch = 2;
+  static_assert(BT % (16 * kBatch) == 0, "whole batches of tokens");
   const int part = tn / e.heads;
   const int head = tn - part * e.heads;
   __nv_bfloat16* out = part == 0 ? e.q : part == 1 ? e.k : e.v;
   const int sub = ct % 16;
   const uint8_t* src = staging + (sub / 8) * BT * kStagePitch + (sub % 8) * 16;
-  float w[8];
-  if (part < 2) {
-    const uint4 raw = *reinterpret_cast<const uint4*>((part == 0 ? e.norm_q : e.norm_k) + 8 * sub);
-    const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+  const uint4 w_raw = part < 2 ? *reinterpret_cast<const uint4*>((part == 0 ? e.norm_q : e.norm_k) + 8 * sub)
+                               : make_uint4(0u, 0u, 0u, 0u);
+  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w_raw);
+  for (int first = ct / 16; first < BT; first += 16 * kBatch) {
+    uint4 raw[kBatch];
+    uint4* dst[kBatch];
+    bool valid[kBatch];
+    float4 cs[kBatch][2], sn[kBatch][2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      w[2 * i] = __low2float(w2[i]);
-      w[2 * i + 1] = __high2float(w2[i]);
+    for (int u = 0; u < kBatch; ++u) {
+      const int tok = first + 16 * u;
+      const int row = tm * BT + tok;
+      valid[u] = row < m;
+      raw[u] = *reinterpret_cast<const uint4*>(src + tok * kStagePitch);
+      const int l = valid[u] ? row % e.tokens : 0;
+      const int64_t joint_row = static_cast<int64_t>(row / e.tokens) * e.joint_tokens + e.joint_offset + l;
+      dst[u] = reinterpret_cast<uint4*>(out + (joint_row * e.heads + head) * 128 + 8 * sub);
+      if (part < 2) {
+        const float4* c = reinterpret_cast<const float4*>(e.rope_cos + static_cast<int64_t>(l) * 128 + 8 * sub);
+        const float4* sv = reinterpret_cast<const float4*>(e.rope_sin + static_cast<int64_t>(l) * 128 + 8 * sub);
+        cs[u][0] = __ldg(c);
+        cs[u][1] = __ldg(c + 1);
+        sn[u][0] = __ldg(sv);
+        sn[u][1] = __ldg(sv + 1);
+      }
     }
-  }
-  for (int tok = ct / 16; tok < BT; tok += 16) {
-    const int row = tm * BT + tok;
-    const bool valid = row < m;
-    const uint4 raw = *reinterpret_cast<const uint4*>(src + tok * kStagePitch);
-    const int l = valid ? row % e.tokens : 0;
-    const int64_t joint_row = static_cast<int64_t>(row / e.tokens) * e.joint_tokens + e.joint_offset + l;
-    uint4* dst = reinterpret_cast<uint4*>(out + (joint_row * e.heads + head) * 128 + 8 * sub);
     if (part == 2) {
-      if (valid) *dst = raw;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+        if (valid[u]) *dst[u] = raw[u];
       continue;
     }
-    const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
-    float x[8];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      x[2 * i] = __low2float(x2[i]);
-      x[2 * i + 1] = __high2float(x2[i]);
+    for (int u = 0; u < kBatch; ++u) {
+      const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw[u]);
+      float x[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        x[2 * i] = __low2float(x2[i]);
+        x[2 * i + 1] = __high2float(x2[i]);
+      }
+      float sq = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sq = qk_square_add(sq, x[i]);
+#pragma unroll
+      for (int o = 8; o > 0; o >>= 1) sq = __fadd_rn(sq, __shfl_xor_sync(0xffffffffu, sq, o));
+      const float rstd = qk_rstd(sq, 128.f, e.eps);
+      const float cf[8] = {cs[u][0].x, cs[u][0].y, cs[u][0].z, cs[u][0].w, cs[u][1].x, cs[u][1].y, cs[u][1].z, cs[u][1].w};
+      const float sf[8] = {sn[u][0].x, sn[u][0].y, sn[u][0].z, sn[u][0].w, sn[u][1].x, sn[u][1].y, sn[u][1].z, sn[u][1].w};
+      uint32_t y[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float y0, y1;
+        qk_norm_rope_pair(x[2 * i], x[2 * i + 1], rstd, __low2float(w2[i]), __high2float(w2[i]), cf[2 * i],
+                          cf[2 * i + 1], sf[2 * i], sf[2 * i + 1], y0, y1);
+        y[i] = pack_bf16x2(y0, y1);
+      }
+      if (valid[u]) *dst[u] = make_uint4(y[0], y[1], y[2], y[3]);
     }
-    float sq = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) sq += x[i] * x[i];
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-    const float rstd = qk_rstd(sq, 128.f, e.eps);
-    if (!valid) continue;
-    const float4* cs = reinterpret_cast<const float4*>(e.rope_cos + static_cast<int64_t>(l) * 128 + 8 * sub);
-    const float4* sn = reinterpret_cast<const float4*>(e.rope_sin + static_cast<int64_t>(l) * 128 + 8 * sub);
-    const float4 c[2] = {cs[0], cs[1]}, sv[2] = {sn[0], sn[1]};
-    const float cf[8] = {c[0].x, c[0].y, c[0].z, c[0].w, c[1].x, c[1].y, c[1].z, c[1].w};
-    const float sf[8] = {sv[0].x, sv[0].y, sv[0].z, sv[0].w, sv[1].x, sv[1].y, sv[1].z, sv[1].w};
-    uint32_t y[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float y0, y1;
-      qk_norm_rope_pair(x[2 * i], x[2 * i + 1], rstd, w[2 * i], w[2 * i + 1], cf[2 * i], cf[2 * i + 1], sf[2 * i],
-                        sf[2 * i + 1], y0, y1);
-      y[i] = pack_bf16x2(y0, y1);
-    }
-    *dst = make_uint4(y[0], y[1], y[2], y[3]);
   }
 }
 #endif
