@@ -741,13 +741,23 @@ describe('backend-ops: fused norms, timestep embedding, device randn', () => {
   for (const dtype of FLOATS) {
     it(`layerNormModulate ${dtype}`, (t) => {
       if (!gpuOrSkip(t)) return;
-      // [B, L, C] with per-batch, [B,D] and shared parameters; C up to 4096 stays in registers, 5000 does not
+      // [B, L, C] with per-batch, [B,D] and shared parameters. 16-byte pieces where C % (16 bytes of the dtype) == 0,
+      // single values otherwise; rows of ≤ 16 pieces share a warp (64: 8 lanes a row in 16-bit, 74 rows), a row of up
+      // to 4096 values stays in registers (1000: lanes with fewer pieces; 3072 and 4096 fill them; 999: 32 single
+      // values a lane), longer rows re-read (5000, 4100: 16-byte pieces in float32, single values in 16-bit), as do
+      // single-value rows beyond 1024 (3071)
       const cases: [number[], 'B1D' | 'BD' | 'D'][] = [
         [[2, 333, 1], 'B1D'],
         [[2, 5, 3], 'BD'],
+        [[2, 37, 64], 'B1D'],
         [[3, 77, 77], 'B1D'],
+        [[3, 50, 200], 'BD'],
+        [[2, 3, 1000], 'D'],
+        [[2, 4, 999], 'B1D'],
         [[2, 33, 3072], 'BD'],
+        [[2, 9, 3071], 'B1D'],
         [[1, 9, 4096], 'D'],
+        [[2, 5, 4100], 'BD'],
         [[2, 7, 5000], 'B1D'],
         [[1, 4608, 3072], 'B1D'],
       ];
@@ -760,6 +770,17 @@ describe('backend-ops: fused norms, timestep embedding, device randn', () => {
           both(`layerNormModulate [${B},${L},${C}] shift/scale ${kind}`, dtype, [x, sh, sc], (a, b, c) => ops.layerNormModulate(a, b, c, 1e-6));
         });
       }
+      // x as a view one value into its storage (not 16-byte aligned): the single-value path at Flux's width
+      tidy(() => {
+        const [B, L, C] = [2, 6, 3072];
+        const n = B * L * C;
+        const x = bigPair([n + 1], 950, dtype, 3);
+        const sh = bigPair([B, 1, C], 951, dtype);
+        const sc = bigPair([B, 1, C], 952, dtype, 0.5);
+        both(`layerNormModulate [${B},${L},${C}] x at offset 1`, dtype, [x, sh, sc], (a, b, c) =>
+          ops.layerNormModulate(ops.slice(a, 0, 1, n + 1).reshape([B, L, C]), b, c, 1e-6),
+        );
+      });
     });
 
     it(`qkNormRope ${dtype}`, (t) => {

@@ -1,8 +1,16 @@
 // Fused ops of the Flux transformer (CPU references in cpu/fused.cpp).
-// layer_norm_modulate: one block per row; rows of up to 4096 values stay in registers between the mean, the
-// variance and the output pass, so the row is read from memory once and written once. Napkin math at 1024²:
-// [4608, 3072] bf16 = 28 MB in + 28 MB out ≈ 20 µs at 3 TB/s, against ~60 µs for the unfused layerNorm + modulate
-// (two extra passes over the tensor).
+// layer_norm_modulate: a warp per row (a group of G < 32 lanes for rows of ≤ 16 pieces), 16-byte loads and stores (8
+// bf16) where C % 8 == 0 and the pointers are aligned, single values otherwise; rows of up to 4096 values stay in
+// registers as stored (Flux's 3072 bf16: 12 vectors, 48 registers a lane) between the mean, the variance and the
+// output pass; both statistics are reduced by shuffles (no shared memory, no barrier); the shift/scale rows are read
+// as vectors in the output pass (12 KB, shared by all rows of a batch: L1/L2 hits).
+// Napkin math at 1024² on an H100: [4608, 3072] bf16 = 28.3 MB in + 28.3 MB out = 56.6 MB, 16.9 µs at the 3.35 TB/s
+// peak, ~19.5 µs at the ~2.9 TB/s a copy reaches: ≤ ~22 µs expected with launch and tail. Enough in flight: 90
+// registers a lane (ptxas, sm_90a) → 5 blocks of 4 warps per SM, up to 20 rows of 6 KB loading per SM (~15 MB on
+// the GPU) against the ~3 MB (2.9 TB/s × ~1 µs) that keeps HBM3 busy; ~13 instructions per value, ~6 µs of issue
+// on the whole GPU, hidden under the transfer. The block-per-row kernel this replaces (256 threads of 2-byte
+// accesses, two shared-memory reductions per row) measured 47.7 µs there, 1.19 TB/s
+// (bench/results/profiles/2026-11-26-h100-97df9f2-gelu-fdividef.log). This kernel is not measured yet.
 // qk_norm_rope: a group of G lanes per (token, head) row of D (G = 16 for D = 128 in bf16: two rows per warp); a
 // lane owns pieces of E contiguous values (16-byte loads and stores; E even, so whole interleaved pairs and the
 // rotation needs no exchange between lanes), the sum of squares is reduced over the group by shuffles, and q/k are
@@ -24,62 +32,6 @@
 namespace fl::cuda {
 
 namespace {
-
-constexpr int kNormThreads = 256;
-
-// PER > 0: each thread keeps PER values of the row in registers (C <= PER * kNormThreads); PER == 0 re-reads x.
-template <class T, int PER>
-__global__ void __launch_bounds__(kNormThreads)
-    layer_norm_modulate_kernel(const T* x, T* out, int64_t rows, int64_t C, const T* shift, const T* scale,
-                               int64_t rows_per_group, float eps) {
-  __shared__ float red[32];
-  const int tid = threadIdx.x;
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const T* xr = x + row * C;
-    float v[PER > 0 ? PER : 1];
-    float sum = 0.f;
-    if constexpr (PER > 0) {
-#pragma unroll
-      for (int j = 0; j < PER; j++) {
-        const int64_t i = tid + int64_t(j) * kNormThreads;
-        v[j] = i < C ? to_f(xr[i]) : 0.f;
-        sum += v[j];
-      }
-    } else {
-      for (int64_t i = tid; i < C; i += kNormThreads) sum += to_f(xr[i]);
-    }
-    const float mean = block_sum<kNormThreads>(sum, red) / float(C);
-    float sq = 0.f;
-    if constexpr (PER > 0) {
-#pragma unroll
-      for (int j = 0; j < PER; j++) {
-        const int64_t i = tid + int64_t(j) * kNormThreads;
-        const float d = v[j] - mean;
-        if (i < C) sq += d * d;
-      }
-    } else {
-      for (int64_t i = tid; i < C; i += kNormThreads) {
-        const float d = to_f(xr[i]) - mean;
-        sq += d * d;
-      }
-    }
-    const float rstd = rsqrtf(block_sum<kNormThreads>(sq, red) / float(C) + eps);
-    const T* sh = shift + (row / rows_per_group) * C;
-    const T* sc = scale + (row / rows_per_group) * C;
-    T* o = out + row * C;
-    if constexpr (PER > 0) {
-#pragma unroll
-      for (int j = 0; j < PER; j++) {
-        const int64_t i = tid + int64_t(j) * kNormThreads;
-        if (i < C) o[i] = from_f<T>((v[j] - mean) * rstd * (1.f + to_f(sc[i])) + to_f(sh[i]));
-      }
-    } else {
-      for (int64_t i = tid; i < C; i += kNormThreads) {
-        o[i] = from_f<T>((to_f(xr[i]) - mean) * rstd * (1.f + to_f(sc[i])) + to_f(sh[i]));
-      }
-    }
-  }
-}
 
 // ---- rows of QK-norm + RoPE ----------------------------------------------------------------------------------
 // Geometry of a row of D values among lanes: pieces of E contiguous values (E = 16 bytes of T where D allows, else
@@ -374,25 +326,258 @@ unsigned rows_grid(int64_t rows, int64_t per_block) {
   return unsigned(blocks < 65535 * 16 ? blocks : 65535 * 16);
 }
 
+// ---- rows of layer norm + modulation -------------------------------------------------------------------------
+// G lanes per row (a power of two ≤ 32: 32 / G rows per warp), lane j of a group owning pieces j + G·c of E
+// contiguous values: E = 16 bytes of T where C % E == 0 and x, out, shift, scale are 16-byte aligned (then every
+// row and every parameter row is too), else E = 1 (odd C, offset views). G < 32 only for rows of ≤ 16 pieces.
+constexpr int kLnmWarps = 4;
+// Pieces a lane keeps in registers: at most 128 values (C ≤ 4096 at 32 lanes; Flux's 3072 bf16 is 12 vectors), and
+// at most 32 single values on the E = 1 path (odd shapes: C ≤ 1024 in registers; longer rows re-read).
+template <int E>
+constexpr int lnm_max_pieces() {
+  return 128 / E < 32 ? 128 / E : 32;
+}
+
+// Blocks per SM promised to ptxas (__launch_bounds__): a budget of the row as stored (16-bit values two to a
+// register on the 16-byte path) plus 48 registers. Left alone, ptxas hoisted the output pass's shift/scale loads as
+// far as registers allowed and chose anywhere from 80 to 235 registers, spilling in some instantiations; with the
+// budget Flux's 3072 bf16 takes 90 (5 blocks, 20 warps an SM) and no instantiation spills (sm_90a, sm_80).
+template <class T, int E, int NV>
+constexpr int lnm_min_blocks() {
+  const int row_regs = E == 1 ? NV : NV * E * int(sizeof(T)) / 4;
+  const int blocks = 65536 / (kLnmWarps * 32 * (row_regs + 48));
+  return blocks < 1 ? 1 : blocks > 8 ? 8 : blocks;
+}
+
+// A piece as stored: one T, or 16 bytes.
+template <class T, int E>
+using LnmPiece = std::conditional_t<E == 1, T, uint4>;
+
+template <class T, int E>
+__device__ __forceinline__ LnmPiece<T, E> load_piece(const T* p) {
+  static_assert(E == 1 || E * sizeof(T) == 16, "a piece is one value or 16 bytes");
+  if constexpr (E == 1) {
+    return *p;
+  } else {
+    return *reinterpret_cast<const uint4*>(p);
+  }
+}
+
+template <class T, int E>
+__device__ __forceinline__ LnmPiece<T, E> zero_piece() {
+  if constexpr (E == 1) {
+    return from_f<T>(0.f);
+  } else {
+    return make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
+// Two 16-bit floats of a 32-bit word (the first in the low half, as in memory); exact.
+template <class T>
+__device__ __forceinline__ float2 unpack2(uint32_t w) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+  } else {
+    return __half22float2(__halves2half2(__ushort_as_half(uint16_t(w)), __ushort_as_half(uint16_t(w >> 16))));
+  }
+}
+
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return uint32_t(__bfloat16_as_ushort(h.x)) | uint32_t(__bfloat16_as_ushort(h.y)) << 16;
+  } else {
+    const __half2 h = __floats2half2_rn(a, b);
+    return uint32_t(__half_as_ushort(h.x)) | uint32_t(__half_as_ushort(h.y)) << 16;
+  }
+}
+
+template <class T, int E>
+__device__ __forceinline__ void unpack_piece(const LnmPiece<T, E>& p, float (&f)[E]) {
+  if constexpr (E == 1) {
+    f[0] = to_f(p);
+  } else if constexpr (std::is_same_v<T, float>) {
+    f[0] = __uint_as_float(p.x), f[1] = __uint_as_float(p.y), f[2] = __uint_as_float(p.z), f[3] = __uint_as_float(p.w);
+  } else {
+    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 v = unpack2<T>(w[i]);
+      f[2 * i] = v.x, f[2 * i + 1] = v.y;
+    }
+  }
+}
+
+// Rounds each value once to T (round to nearest even, as from_f).
+template <class T, int E>
+__device__ __forceinline__ LnmPiece<T, E> pack_piece(const float (&f)[E]) {
+  if constexpr (E == 1) {
+    return from_f<T>(f[0]);
+  } else if constexpr (std::is_same_v<T, float>) {
+    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+  } else {
+    return make_uint4(pack2<T>(f[0], f[1]), pack2<T>(f[2], f[3]), pack2<T>(f[4], f[5]), pack2<T>(f[6], f[7]));
+  }
+}
+
+template <class T, int E>
+__device__ __forceinline__ void store_piece(T* p, const LnmPiece<T, E>& v) {
+  if constexpr (E == 1) {
+    *p = v;
+  } else {
+    *reinterpret_cast<uint4*>(p) = v;
+  }
+}
+
+// (x − mean)·rstd·(1 + scale) + shift in float32 for a piece, one rounding to T.
+template <class T, int E>
+__device__ __forceinline__ void modulate_piece(const LnmPiece<T, E>& xp, const T* sh, const T* sc, T* o, float mean,
+                                               float rstd) {
+  float xv[E], s[E], k[E], y[E];
+  unpack_piece<T, E>(xp, xv);
+  unpack_piece<T, E>(load_piece<T, E>(sh), s);
+  unpack_piece<T, E>(load_piece<T, E>(sc), k);
+#pragma unroll
+  for (int e = 0; e < E; e++) y[e] = (xv[e] - mean) * rstd * (1.f + k[e]) + s[e];
+  store_piece<T, E>(o, pack_piece<T, E>(y));
+}
+
+__device__ __forceinline__ float group_sum(float v, int G) {
+  for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+// NV > 0: a lane's NV pieces stay in registers between the mean, the variance and the output pass (x read once).
+// NV == 0: each pass re-reads the row (L1/L2 serve the repeats). Statistics in float32: the mean first, then the
+// mean of squared deviations from it. Every lane of a warp runs the loop the same number of times (the shuffles);
+// lanes past the last row load nothing and store nothing. `g` (lanes per row) is read for NV == 1 only: longer rows
+// take the whole warp, a compile-time 32, so a lane's pieces sit at constant offsets from its first one.
+template <class T, int E, int NV>
+__global__ void __launch_bounds__(kLnmWarps * 32, (lnm_min_blocks<T, E, NV>()))
+    layer_norm_modulate_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t rows, int64_t C, int g,
+                               int64_t pieces, const T* __restrict__ shift, const T* __restrict__ scale,
+                               int64_t rows_per_group, float eps) {
+  const int G = NV == 1 ? g : 32;
+  const int lane = threadIdx.x % 32, sub = lane % G;
+  const int rows_per_warp = 32 / G;
+  const int64_t step = int64_t(gridDim.x) * kLnmWarps * rows_per_warp;
+  for (int64_t first = (int64_t(blockIdx.x) * kLnmWarps + threadIdx.x / 32) * rows_per_warp; first < rows;
+       first += step) {
+    const int64_t row = first + lane / G;
+    const bool valid = row < rows;
+    const int64_t r = valid ? row : 0;
+    const int64_t lane_offset = r * C + int64_t(sub) * E;
+    const int64_t param_offset = (r / rows_per_group) * C + int64_t(sub) * E;
+    const T* xl = x + lane_offset;
+    T* ol = out + lane_offset;
+    const T* shl = shift + param_offset;
+    const T* scl = scale + param_offset;
+    if constexpr (NV > 0) {
+      LnmPiece<T, E> v[NV];
+      float sum = 0.f;
+#pragma unroll
+      for (int c = 0; c < NV; c++) {
+        v[c] = valid && sub + int64_t(G) * c < pieces ? load_piece<T, E>(xl + c * G * E) : zero_piece<T, E>();
+        float f[E];
+        unpack_piece<T, E>(v[c], f);
+#pragma unroll
+        for (int e = 0; e < E; e++) sum += f[e];
+      }
+      const float mean = group_sum(sum, G) / float(C);
+      float sq = 0.f;
+#pragma unroll
+      for (int c = 0; c < NV; c++) {
+        if (sub + int64_t(G) * c >= pieces) continue;
+        float f[E];
+        unpack_piece<T, E>(v[c], f);
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+          const float d = f[e] - mean;
+          sq += d * d;
+        }
+      }
+      const float rstd = rsqrtf(group_sum(sq, G) / float(C) + eps);
+      if (!valid) continue;
+#pragma unroll
+      for (int c = 0; c < NV; c++) {
+        const int off = c * G * E;
+        if (sub + int64_t(G) * c < pieces) modulate_piece<T, E>(v[c], shl + off, scl + off, ol + off, mean, rstd);
+      }
+    } else {
+      const int64_t mine = valid ? pieces - sub : 0;
+      float sum = 0.f;
+#pragma unroll 4
+      for (int64_t i = 0; i < mine; i += G) {
+        float f[E];
+        unpack_piece<T, E>(load_piece<T, E>(xl + i * E), f);
+#pragma unroll
+        for (int e = 0; e < E; e++) sum += f[e];
+      }
+      const float mean = group_sum(sum, G) / float(C);
+      float sq = 0.f;
+#pragma unroll 4
+      for (int64_t i = 0; i < mine; i += G) {
+        float f[E];
+        unpack_piece<T, E>(load_piece<T, E>(xl + i * E), f);
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+          const float d = f[e] - mean;
+          sq += d * d;
+        }
+      }
+      const float rstd = rsqrtf(group_sum(sq, G) / float(C) + eps);
+#pragma unroll 2
+      for (int64_t i = 0; i < mine; i += G) {
+        modulate_piece<T, E>(load_piece<T, E>(xl + i * E), shl + i * E, scl + i * E, ol + i * E, mean, rstd);
+      }
+    }
+  }
+}
+
+// The plan for C (G lanes per row, the fewest instantiated pieces per lane that hold the row, or 0: re-read).
+template <class T, int E>
+void launch_layer_norm_modulate(const T* x, T* out, int64_t rows, int64_t C, const T* shift, const T* scale,
+                                int64_t rows_per_group, float eps, cudaStream_t s) {
+  const int64_t pieces = C / E;
+  int G = 1;
+  while (G < 32 && G < pieces) G *= 2;
+  const int64_t per_lane = (pieces + G - 1) / G;
+  const unsigned grid = rows_grid(rows, int64_t(kLnmWarps) * (32 / G));
+  auto go = [&](auto nv) {
+    layer_norm_modulate_kernel<T, E, decltype(nv)::value><<<grid, kLnmWarps * 32, 0, s>>>(
+        x, out, rows, C, G, pieces, shift, scale, rows_per_group, eps);
+  };
+  constexpr int kMax = lnm_max_pieces<E>();
+  if (per_lane <= 1) return go(std::integral_constant<int, 1>{});
+  if (per_lane <= 2) return go(std::integral_constant<int, 2>{});
+  if (per_lane <= 4) return go(std::integral_constant<int, 4>{});
+  if (per_lane <= 8) return go(std::integral_constant<int, 8>{});
+  if (per_lane <= 12) return go(std::integral_constant<int, 12>{});
+  if (per_lane <= 16) return go(std::integral_constant<int, 16>{});
+  if constexpr (kMax >= 24) {
+    if (per_lane <= 24) return go(std::integral_constant<int, 24>{});
+  }
+  if constexpr (kMax >= 32) {
+    if (per_lane <= 32) return go(std::integral_constant<int, 32>{});
+  }
+  go(std::integral_constant<int, 0>{});
+}
+
 }  // namespace
 
 void layer_norm_modulate(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* shift,
                          const void* scale, int64_t rows_per_group, float eps, cudaStream_t s) {
-  const unsigned grid = rows_grid(rows, 1);
   FL_CUDA_FLOAT_SWITCH(dt, T, {
-    auto args = [&](auto kernel) {
-      kernel<<<grid, kNormThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), rows, C,
-                                           static_cast<const T*>(shift), static_cast<const T*>(scale), rows_per_group,
-                                           eps);
-    };
-    if (C <= 4 * kNormThreads) {
-      args(layer_norm_modulate_kernel<T, 4>);
-    } else if (C <= 8 * kNormThreads) {
-      args(layer_norm_modulate_kernel<T, 8>);
-    } else if (C <= 16 * kNormThreads) {
-      args(layer_norm_modulate_kernel<T, 16>);
+    constexpr int kVec = 16 / int(sizeof(T));
+    const T* px = static_cast<const T*>(x);
+    const T* psh = static_cast<const T*>(shift);
+    const T* psc = static_cast<const T*>(scale);
+    T* po = static_cast<T*>(out);
+    if (C % kVec == 0 && aligned16({x, out, shift, scale})) {
+      launch_layer_norm_modulate<T, kVec>(px, po, rows, C, psh, psc, rows_per_group, eps, s);
     } else {
-      args(layer_norm_modulate_kernel<T, 0>);
+      launch_layer_norm_modulate<T, 1>(px, po, rows, C, psh, psc, rows_per_group, eps, s);
     }
   });
 }
