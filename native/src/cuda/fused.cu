@@ -10,7 +10,8 @@
 // the GPU) against the ~3 MB (2.9 TB/s × ~1 µs) that keeps HBM3 busy; ~13 instructions per value, ~6 µs of issue
 // on the whole GPU, hidden under the transfer. The block-per-row kernel this replaces (256 threads of 2-byte
 // accesses, two shared-memory reductions per row) measured 47.7 µs there, 1.19 TB/s
-// (bench/results/profiles/2026-11-26-h100-97df9f2-gelu-fdividef.log). This kernel is not measured yet.
+// (bench/results/profiles/2026-11-26-h100-97df9f2-gelu-fdividef.log); this one 24 µs (0.935 ms for 38 calls, H100,
+// bench/results/profiles/2026-11-26-h100-9e2e8ed-qkv-epilogue.log).
 // qk_norm_rope: a group of G lanes per (token, head) row of D (G = 16 for D = 128 in bf16: two rows per warp); a
 // lane owns pieces of E contiguous values (16-byte loads and stores; E even, so whole interleaved pairs and the
 // rotation needs no exchange between lanes), the sum of squares is reduced over the group by shuffles, and q/k are
