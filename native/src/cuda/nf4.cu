@@ -57,33 +57,46 @@ __global__ void dequantize_kernel(NF4View v, const float* absmax, T* out) {
   }
 }
 
-// The same values, 32 per thread (16 packed bytes: one 16-byte load, 64 bytes of 2-byte output as four 16-byte
-// stores): memory bound at ~2.5 bytes per weight, e.g. [12288, 3072] ≈ 94 MB ≈ 30 µs at 3 TB/s, where the
-// scalar kernel above issues a byte load and an int64 division per value. blocksize % 32 == 0 keeps a run of 32
-// inside one absmax block.
+// The same values, 8 per 16-byte store, memory bound at 2.5 bytes per weight: [12288, 3072] ≈ 94 MB ≈ 32 µs at the
+// ~2.9 TB/s an H100 copies. Lane l of a warp converts output vector o = base + 32·i + l from one 4-byte load, so a
+// warp instruction loads 128 and stores 512 contiguous bytes, kUnroll vectors in flight per lane. The kernel before
+// gave each thread 64 contiguous output bytes (a warp's store instruction touching 32 vectors 64 bytes apart): the
+// NF4 gelu projection [4608,3072]x[12288,3072]ᵀ took 0.656 ms against 0.560 ms with bf16 weights in the same step,
+// ~96 µs of dequantizing (H100, bench/results/profiles/2026-11-26-h100-9e2e8ed-qkv-epilogue.log).
+constexpr int kDequantUnroll = 4;
+
 template <class T>
-__global__ void dequantize_runs_kernel(const uint8_t* packed, const float* quant_map, const float* absmax,
-                                       int64_t blocksize, int64_t runs, T* out) {
+__global__ void dequantize_vec_kernel(const uint32_t* packed, const float* quant_map, const float* absmax,
+                                      int64_t vecs_per_block, int64_t vecs, uint4* out) {
   static_assert(sizeof(T) == 2, "16-bit outputs");
   __shared__ float map[16];
   if (threadIdx.x < 16) map[threadIdx.x] = quant_map[threadIdx.x];
   __syncthreads();
-  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < runs; r += int64_t(gridDim.x) * blockDim.x) {
-    const uint4 bytes = reinterpret_cast<const uint4*>(packed)[r];
-    const float scale = absmax[(r * 32) / blocksize];
-    const uint32_t words[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
-    uint4* dst = reinterpret_cast<uint4*>(out) + r * 4;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  constexpr int64_t kChunk = 32 * kDequantUnroll;
+  for (int64_t chunk = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; chunk * kChunk < vecs; chunk += warps) {
+    uint32_t words[kDequantUnroll];
+    float scales[kDequantUnroll];
 #pragma unroll
-    for (int w = 0; w < 4; w++) {
+    for (int i = 0; i < kDequantUnroll; i++) {
+      const int64_t o = chunk * kChunk + 32 * i + lane;
+      words[i] = o < vecs ? __ldg(packed + o) : 0u;
+      scales[i] = o < vecs ? __ldg(absmax + o / vecs_per_block) : 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < kDequantUnroll; i++) {
+      const int64_t o = chunk * kChunk + 32 * i + lane;
+      if (o >= vecs) continue;
       // 4 packed bytes, little-endian in the word: byte j holds values 2j (high nibble) and 2j + 1 (low nibble)
-      T v[8];
+      alignas(16) T v[8];
 #pragma unroll
       for (int j = 0; j < 4; j++) {
-        const uint32_t byte = (words[w] >> (8 * j)) & 0xffu;
-        v[2 * j] = from_f<T>(__fmul_rn(map[byte >> 4], scale));
-        v[2 * j + 1] = from_f<T>(__fmul_rn(map[byte & 0x0fu], scale));
+        const uint32_t byte = (words[i] >> (8 * j)) & 0xffu;
+        v[2 * j] = from_f<T>(__fmul_rn(map[byte >> 4], scales[i]));
+        v[2 * j + 1] = from_f<T>(__fmul_rn(map[byte & 0x0fu], scales[i]));
       }
-      dst[w] = *reinterpret_cast<const uint4*>(v);
+      out[o] = *reinterpret_cast<const uint4*>(v);
     }
   }
 }
@@ -189,16 +202,18 @@ void nf4_absmax(const NF4View& v, float* out, cudaStream_t s) {
 
 void nf4_dequantize(const NF4View& v, const float* absmax, void* out, DType dt, cudaStream_t s) {
   const int64_t n = v.rows * v.cols;
-  const bool runs = (dt == DType::BF16 || dt == DType::F16) && n % 32 == 0 && v.blocksize % 32 == 0 &&
-                    reinterpret_cast<uintptr_t>(v.packed) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
-  if (runs) {
-    const int64_t count = n / 32;
+  const bool vec = (dt == DType::BF16 || dt == DType::F16) && n % 8 == 0 && v.blocksize % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(v.packed) % 4 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (vec) {
+    const int64_t vecs = n / 8;
+    const unsigned grid = grid_for((vecs + kDequantUnroll - 1) / kDequantUnroll, 256);
+    const uint32_t* packed = reinterpret_cast<const uint32_t*>(v.packed);
     if (dt == DType::BF16) {
-      dequantize_runs_kernel<__nv_bfloat16><<<grid_for(count, 256), 256, 0, s>>>(
-          v.packed, v.quant_map, absmax, v.blocksize, count, static_cast<__nv_bfloat16*>(out));
+      dequantize_vec_kernel<__nv_bfloat16><<<grid, 256, 0, s>>>(packed, v.quant_map, absmax, v.blocksize / 8, vecs,
+                                                                static_cast<uint4*>(out));
     } else {
-      dequantize_runs_kernel<__half><<<grid_for(count, 256), 256, 0, s>>>(v.packed, v.quant_map, absmax, v.blocksize,
-                                                                          count, static_cast<__half*>(out));
+      dequantize_vec_kernel<__half><<<grid, 256, 0, s>>>(packed, v.quant_map, absmax, v.blocksize / 8, vecs,
+                                                         static_cast<uint4*>(out));
     }
     return;
   }
