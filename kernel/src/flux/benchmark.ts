@@ -1,11 +1,12 @@
 // Measurements behind `fluxlab bench` (and usable from a notebook): the whole pipeline per configuration
-// (quantization × compile × offload), and single components (one transformer step, T5, the VAE decoder) timed
+// (quantization × compile × offload: none, model, group or sequential CPU offloading), and single components (one transformer step, T5, the VAE decoder) timed
 // with CUDA events on the GPU and the host clock on the CPU. Every figure is a median of repeated runs after a
 // warm-up at the same shapes (allocator caches, lazily loaded kernels and, compiled, the graph capture happen
 // there), the way the diffusers guide "Compile and offloading quantized models" measures its table.
 import { Generator, Tensor, cuda, memory, tidy, type Device } from '@fluxlab/native';
 import { AutoencoderKL } from './vae';
 import { DeviceClock } from './timing';
+import { GroupOffloadOptions, OffloadTransport } from './offload';
 import { FluxPipeline, GenerateOptions } from './pipeline';
 import { latentImageIds, latentSize, textIds } from './latents';
 import { T5EncoderModel } from './t5';
@@ -21,8 +22,22 @@ export interface BenchConfig {
   offload: BenchOffload;
 }
 
-/** The offload modes fluxlab implements (offloading is not built yet: 'none' only). */
-export const SUPPORTED_OFFLOAD: readonly BenchOffload[] = ['none'];
+/** The offload modes: none, enableModelCpuOffload, enableGroupOffload (BENCH_GROUP_OFFLOAD), enableSequentialCpuOffload. */
+export const SUPPORTED_OFFLOAD: readonly BenchOffload[] = ['none', 'model', 'group', 'sequential'];
+
+/**
+ * What the 'group' rows run: block-level groups of one block, the next one copied on a side stream while the current
+ * one computes (the group offloading that can hide transfers; leaf_level without a stream is the 'sequential' row).
+ */
+export const BENCH_GROUP_OFFLOAD: GroupOffloadOptions = { type: 'block_level', blocksPerGroup: 1, useStream: true };
+
+/** Puts `pipe` in the offload mode of a row (from whatever mode it was in). */
+export function applyOffload(pipe: FluxPipeline, offload: BenchOffload, transport?: OffloadTransport<Tensor>): void {
+  if (offload === 'none') pipe.disableOffload();
+  else if (offload === 'model') pipe.enableModelCpuOffload({ transport });
+  else if (offload === 'group') pipe.enableGroupOffload({ ...BENCH_GROUP_OFFLOAD, transport });
+  else pipe.enableSequentialCpuOffload({ transport });
+}
 
 /** One row of the table (snake_case: the JSON file's field names). Seconds and GiB (2^30 bytes, as torch prints). */
 export interface BenchRow extends BenchConfig {
@@ -46,6 +61,8 @@ export interface BenchRow extends BenchConfig {
   graph_gb: number;
   /** CPU runs: peak host bytes held by tensors. */
   peak_host_gb: number | null;
+  /** Pinned host memory after a measured run: the offloaded weights' host copies (0 without offloading). */
+  pinned_host_gb: number;
   /** Seconds to build or load the pipeline of this quantization (shared by its rows). */
   load_s: number;
   runs: number;
@@ -70,6 +87,8 @@ export interface PipelineBenchOptions {
   guidanceScale?: number;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /** How offloaded weights move, one per loaded pipeline (default: CUDA; specs pass a CPU stand-in). */
+  offloadTransport?: (pipe: FluxPipeline) => OffloadTransport<Tensor>;
 }
 
 const GIB = 2 ** 30;
@@ -87,7 +106,7 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
   const runs = options.runs ?? 1;
   const warmupSteps = options.warmupSteps ?? 2;
   for (const c of options.configs) {
-    if (!SUPPORTED_OFFLOAD.includes(c.offload)) throw new Error(`offload '${c.offload}' is not built yet (offloading comes later); use offload 'none'`);
+    if (!SUPPORTED_OFFLOAD.includes(c.offload)) throw new Error(`offload '${c.offload}' is not one of ${SUPPORTED_OFFLOAD.join(', ')}`);
   }
   const rows: BenchRow[] = [];
   const quantizations = [...new Set(options.configs.map((c) => c.quantization))];
@@ -96,6 +115,7 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
     const pipe = await options.load(quantization);
     const loadS = (performance.now() - start) / 1000;
     log(`${quantization}: loaded in ${loadS.toFixed(1)} s`);
+    const transport = options.offloadTransport?.(pipe);
     try {
       const generate = (steps: number): GenerateOptions => ({
         prompt: options.prompt ?? 'a photo of a cat',
@@ -108,6 +128,7 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
         progress: false,
       });
       for (const config of options.configs.filter((c) => c.quantization === quantization)) {
+        applyOffload(pipe, config.offload, transport);
         const compiled = config.compile === 'compile';
         if (compiled) pipe.compile();
         else pipe.transformer.uncompile();
@@ -122,7 +143,8 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
         for (let r = 0; r < runs; r++) measured.push(await pipe.generate(generate(options.steps)));
         const last = measured[measured.length - 1];
         const onDevice = pipe.device !== 'cpu';
-        const graphPools = pipe.transformer.graphInfo().reduce((sum, g) => sum + g.poolBytes, 0);
+        // Pools as the runs held them (model offload drops the graphs when the transformer leaves the device).
+        const graphPools = Math.max(...measured.map((m) => m.memory.graphPoolBytes));
         const row: BenchRow = {
           ...config,
           latency_s: median(measured.map((m) => m.timings.totalMs)) / 1000,
@@ -134,17 +156,24 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
           peak_reserved_gb: onDevice ? (memory.stats(pipe.device).peakReserved / GIB) : null,
           graph_gb: last.memory.graphBytes / GIB,
           peak_host_gb: onDevice ? null : Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) / GIB,
+          pinned_host_gb: Math.max(...measured.map((m) => m.memory.pinnedHostBytes)) / GIB,
           load_s: loadS,
           runs,
           finite,
         };
-        if (compiled && !capturing) row.note = `compile() is a no-op on ${pipe.device} (CUDA graphs need a CUDA device): ran eagerly`;
+        if (compiled && !capturing) {
+          row.note =
+            config.offload === 'group' || config.offload === 'sequential'
+              ? `compile() falls back to eager under ${config.offload} offload (the weights stream through the device inside each step; graphs replay fixed addresses)`
+              : `compile() is a no-op on ${pipe.device} (CUDA graphs need a CUDA device): ran eagerly`;
+        }
         if (!finite) row.note = `${row.note ? `${row.note}; ` : ''}NON-FINITE latents after the warm-up run`;
-        log(`${quantization} ${config.compile}: ${row.latency_s.toFixed(2)} s, step ${(row.step_s * 1000).toFixed(1)} ms`);
+        log(`${quantization} ${config.compile} ${config.offload}: ${row.latency_s.toFixed(2)} s, step ${(row.step_s * 1000).toFixed(1)} ms`);
         rows.push(row);
       }
     } finally {
       pipe.dispose();
+      transport?.dispose();
       if (pipe.device !== 'cpu') memory.emptyCache(pipe.device);
     }
   }

@@ -9,7 +9,21 @@ export type {
   GenerateOptions,
   GenerationMemory,
   GenerationTimings,
+  OffloadOptions,
+  PipelineOffloadInfo,
+  PipelineOffloadMode,
 } from './pipeline';
+export { CudaTransport, Offloader, applyGroupOffloading, planOffload } from './offload';
+export type {
+  GroupOffloadHandle,
+  GroupOffloadOptions,
+  GroupOffloadType,
+  OffloadComponentInfo,
+  OffloadEvent,
+  OffloadInfo,
+  OffloadPolicy,
+  OffloadTransport,
+} from './offload';
 export { CLIPTextModel } from './clip';
 export type { CLIPTextOutput } from './clip';
 export { T5EncoderModel } from './t5';
@@ -19,7 +33,7 @@ export type { GraphInfo } from './graphs';
 export { RandomWeights } from './random-weights';
 export { FLUX1_DEV_CONFIGS, RANDOM_PRESETS, presetConfigs } from './presets';
 export type { PipelineConfigs, RandomPreset } from './presets';
-export { benchPipeline, benchT5, benchTransformerStep, benchVaeDecode } from './benchmark';
+export { BENCH_GROUP_OFFLOAD, applyOffload, benchPipeline, benchT5, benchTransformerStep, benchVaeDecode } from './benchmark';
 export type { BenchConfig, BenchRow, ComponentResult, PipelineBenchOptions } from './benchmark';
 export { AutoencoderKL } from './vae';
 export { FlowMatchEulerDiscreteScheduler, calculateShift } from './scheduler';

@@ -13,6 +13,7 @@ import { latentImageIds, latentSize, packLatents, textIds as makeTextIds, unpack
 import { Checkpoint } from './checkpoint';
 import { CheckpointWeights, ComponentLoadOptions, FloatDType, Nf4Plan, WeightSource, isFloatDTypeName } from './nn';
 import { PipelineConfigs, RandomPreset, presetConfigs } from './presets';
+import { CudaTransport, GroupOffloadOptions, OffloadEvent, OffloadInfo, OffloadPolicy, OffloadTransport, Offloader, checkGroupOptions } from './offload';
 import { QuantizationOptions, onLoadPlan, prequantizedPlan, resolveQuantization } from './quantization';
 import { RandomWeights } from './random-weights';
 import { FlowMatchEulerDiscreteScheduler, fluxSchedule } from './scheduler';
@@ -57,10 +58,41 @@ export interface FluxPipelineLoadOptions {
   variant?: string;
   /** Called as each component finishes loading. */
   onLoad?: (event: { component: string; ms: number }) => void;
+  /**
+   * Offload as each component is loaded ('model', 'sequential' or group options: what enableModelCpuOffload(),
+   * enableSequentialCpuOffload() and enableGroupOffload() do after a load), so the device never holds more than one
+   * component, loading included. CUDA only.
+   */
+  offload?: OffloadRequest;
 }
 
 /** The components that hold weights. */
 type ModelComponent = 'text_encoder' | 'text_encoder_2' | 'transformer' | 'vae';
+
+/** The pipeline's offloading: enableModelCpuOffload, enableSequentialCpuOffload or enableGroupOffload. */
+export type PipelineOffloadMode = 'model' | 'sequential' | 'group';
+
+export interface OffloadOptions {
+  /** How weights move between host and device (default: CUDA pinned memory and streams; specs pass their own). */
+  transport?: OffloadTransport<Tensor>;
+  /** Called with every upload, prefetch, wait and release (what is where, when). */
+  onEvent?: (event: OffloadEvent) => void;
+}
+
+export interface PipelineOffloadInfo extends OffloadInfo {
+  mode: PipelineOffloadMode;
+}
+
+/** An offload mode as a load option asks for it: 'model', 'sequential', or group offload's options. */
+export type OffloadRequest = 'model' | 'sequential' | GroupOffloadOptions;
+
+/** The mode and per-model policy of a request; `what` names the call in errors. */
+function offloadPlan(request: OffloadRequest, what: string): { mode: PipelineOffloadMode; policy: OffloadPolicy } {
+  if (request === 'model') return { mode: 'model', policy: { kind: 'model' } };
+  if (request === 'sequential') return { mode: 'sequential', policy: { kind: 'group', type: 'leaf_level', useStream: false } };
+  if (typeof request !== 'object' || request === null) throw new Error(`${what}: offload must be 'model', 'sequential' or group options, got ${String(request)}`);
+  return { mode: 'group', policy: { kind: 'group', ...checkGroupOptions(request, what) } };
+}
 
 export interface FluxPipelineRandomOptions {
   device?: Device;
@@ -72,6 +104,8 @@ export interface FluxPipelineRandomOptions {
   /** Config fields to replace, per component, e.g. { transformer: { num_layers: 1, num_single_layers: 1 } }. */
   overrides?: Partial<Record<keyof PipelineConfigs, Record<string, unknown>>>;
   onLoad?: (event: { component: string; ms: number }) => void;
+  /** Offload as each component is drawn (see FluxPipelineLoadOptions.offload). */
+  offload?: OffloadRequest;
 }
 
 export interface EncodePromptOptions {
@@ -165,10 +199,14 @@ export interface GenerationMemory {
   /** Live bytes per component (allocation tag). */
   byComponent: Record<string, number>;
   /**
-   * Bytes held by the transformer's captured CUDA graphs (0 when eager): their private memory pools, which the
-   * allocated figures leave out, plus their static input tensors, which they include.
+   * Bytes held by the transformer's captured CUDA graphs at the end of the denoising loop (0 when eager): their
+   * private memory pools, which the allocated figures leave out, plus their static input tensors, which they include.
    */
   graphBytes: number;
+  /** Of graphBytes, the graphs' private pools (outside peakAllocatedBytes). */
+  graphPoolBytes: number;
+  /** Pinned host memory when it finished (offloaded weights' host copies, memory.hostStats().pinned). */
+  pinnedHostBytes: number;
 }
 
 /** What generate() returns: the images (displayed inline by the kernel) and how long and how much it took. */
@@ -277,6 +315,10 @@ function loadTarget(options: { device?: Device; dtype?: FloatDType; quantization
 }
 
 export class FluxPipeline {
+  private offloader?: Offloader<Tensor>;
+  private offloadMode?: PipelineOffloadMode;
+  private offloadObserver?: (event: OffloadEvent) => void;
+
   private constructor(
     /** The directory the pipeline was loaded from. */
     readonly modelPath: string,
@@ -347,6 +389,7 @@ export class FluxPipeline {
       randomWeights,
       weightsDescription: randomWeights ? 'embedded tiny-flux (random weights)' : root,
       onLoad: options.onLoad,
+      offload: options.offload,
     });
   }
 
@@ -379,6 +422,7 @@ export class FluxPipeline {
       randomWeights: true,
       weightsDescription: description,
       onLoad: options.onLoad,
+      offload: options.offload,
     });
   }
 
@@ -394,10 +438,21 @@ export class FluxPipeline {
     randomWeights: boolean;
     weightsDescription: string;
     onLoad?: FluxPipelineLoadOptions['onLoad'];
+    offload?: OffloadRequest;
   }): Promise<FluxPipeline> {
     const { device, dtype, configs } = spec;
     const loadTimings: Record<string, number> = {};
     const loaded: { dispose(): void }[] = [];
+    // Offloading on load: each component leaves the device as soon as it is built (checked before anything loads).
+    let built: FluxPipeline | undefined;
+    const offloading =
+      spec.offload === undefined
+        ? undefined
+        : {
+            ...offloadPlan(spec.offload, 'load option offload'),
+            offloader: new Offloader<Tensor>(new CudaTransport(device, 'the load option offload'), { onEvent: (event) => built?.offloadObserver?.(event) }),
+          };
+    const offloadLoaded = (component: ModelComponent, model: object): void => offloading?.offloader.attach(model, component, offloading.policy);
     const timed = async <T>(component: string, load: () => T): Promise<T> => {
       const start = performance.now();
       const value = memory.withTag(component, load);
@@ -418,13 +473,17 @@ export class FluxPipeline {
       const textEncoder = await timed('text_encoder', () =>
         CLIPTextModel.fromWeights(configs.text_encoder, spec.source('text_encoder'), options('text_encoder')),
       );
+      offloadLoaded('text_encoder', textEncoder);
       const textEncoder2 = await timed('text_encoder_2', () =>
         T5EncoderModel.fromWeights(configs.text_encoder_2, spec.source('text_encoder_2'), options('text_encoder_2')),
       );
+      offloadLoaded('text_encoder_2', textEncoder2);
       const transformer = await timed('transformer', () =>
         FluxTransformer2DModel.fromWeights(configs.transformer, spec.source('transformer'), options('transformer')),
       );
+      offloadLoaded('transformer', transformer);
       const vae = await timed('vae', () => AutoencoderKL.fromWeights(configs.vae, spec.source('vae'), options('vae')));
+      offloadLoaded('vae', vae);
       if (transformer.config.joint_attention_dim !== textEncoder2.config.d_model) {
         throw new Error(`transformer joint_attention_dim ${transformer.config.joint_attention_dim} != text_encoder_2 d_model ${textEncoder2.config.d_model}`);
       }
@@ -434,7 +493,7 @@ export class FluxPipeline {
       if (transformer.config.in_channels !== vae.config.latent_channels * 4) {
         throw new Error(`transformer in_channels ${transformer.config.in_channels} != 4 × vae latent_channels ${vae.config.latent_channels}`);
       }
-      return new FluxPipeline(
+      built = new FluxPipeline(
         spec.modelPath,
         device,
         dtype,
@@ -449,7 +508,11 @@ export class FluxPipeline {
         loadTimings,
         spec.weightsDescription,
       );
+      built.offloader = offloading?.offloader;
+      built.offloadMode = offloading?.mode;
+      return built;
     } catch (err) {
+      offloading?.offloader.dispose();
       for (const model of loaded) model.dispose();
       throw err;
     }
@@ -461,7 +524,88 @@ export class FluxPipeline {
    * generation and are bound by their kernels, not by launches: they stay eager. On the CPU a no-op, with a message.
    */
   compile(): this {
+    const blocked = this.offloader?.compileBlockedReason(this.transformer);
+    if (blocked !== undefined) {
+      console.warn(`fluxlab: compile(): ${blocked}`);
+      return this;
+    }
     this.transformer.compile();
+    return this;
+  }
+
+  /**
+   * diffusers' enable_model_cpu_offload: every component's weights move to pinned host memory; a component is
+   * uploaded when the pipeline calls it and the previously used one leaves (text_encoder → text_encoder_2 →
+   * transformer → vae), so the GPU holds the largest component plus activations. The transformer stays resident
+   * through the steps; at the end of generate() everything is back in host memory. Compiled graphs are dropped when
+   * the transformer leaves and recaptured at its next call (~0.02 s at FLUX.1-dev's size). Needs a CUDA device.
+   */
+  enableModelCpuOffload(options: OffloadOptions = {}): this {
+    return this.setOffload('model', options, 'enableModelCpuOffload()');
+  }
+
+  /**
+   * diffusers' enable_sequential_cpu_offload: each module's own weights (a Linear, a norm, a conv) are uploaded
+   * right before it runs and dropped right after, on every component — the least memory and the slowest (every
+   * weight crosses PCIe on every call, without overlap). leaf_level group offload without a stream. Needs CUDA.
+   */
+  enableSequentialCpuOffload(options: OffloadOptions = {}): this {
+    return this.setOffload('sequential', options, 'enableSequentialCpuOffload()');
+  }
+
+  /**
+   * diffusers' enable_group_offload on every component: 'block_level' streams groups of `blocksPerGroup` consecutive
+   * blocks (the rest of each model stays for the whole call), 'leaf_level' each module's own weights; `useStream`
+   * copies the next group on a side stream while the current one computes. The transformer then runs eagerly
+   * (compile() says why). Needs a CUDA device. `applyGroupOffloading(model, …)` does it for one model.
+   */
+  enableGroupOffload(options: GroupOffloadOptions & OffloadOptions): this {
+    const { type, blocksPerGroup, useStream } = options;
+    return this.setOffload({ type, blocksPerGroup, useStream }, options, 'enableGroupOffload()');
+  }
+
+  /** Ends offloading: every weight back on the device (diffusers' remove_all_hooks followed by .to(device)). */
+  disableOffload(): this {
+    const offloader = this.offloader;
+    this.offloader = undefined;
+    this.offloadMode = undefined;
+    offloader?.dispose({ restore: true });
+    return this;
+  }
+
+  /** Where the weights are: the mode, and per component its groups, resident groups, host and device bytes. */
+  offloadInfo(): PipelineOffloadInfo | undefined {
+    if (this.offloader === undefined || this.offloadMode === undefined) return undefined;
+    return { mode: this.offloadMode, ...this.offloader.info() };
+  }
+
+  private setOffload(request: OffloadRequest, options: OffloadOptions, what: string): this {
+    const { mode, policy } = offloadPlan(request, what);
+    const components: [ModelComponent, object][] = [
+      ['text_encoder', this.textEncoder],
+      ['text_encoder_2', this.textEncoder2],
+      ['transformer', this.transformer],
+      ['vae', this.vae],
+    ];
+    this.offloadObserver = options.onEvent;
+    const current = this.offloader;
+    if (current !== undefined && (options.transport === undefined || options.transport === current.transport)) {
+      // Another mode over the same host copies: only the grouping and the hooks change.
+      for (const [name, model] of components) current.attach(model, name, policy);
+      this.offloadMode = mode;
+      return this;
+    }
+    const transport = options.transport ?? new CudaTransport(this.device, what);
+    this.disableOffload();
+    const offloader = new Offloader<Tensor>(transport, { onEvent: (event) => this.offloadObserver?.(event) });
+    try {
+      for (const [name, model] of components) offloader.attach(model, name, policy);
+    } catch (err) {
+      offloader.dispose({ restore: true });
+      throw err;
+    }
+    this.offloader = offloader;
+    this.offloadMode = mode;
     return this;
   }
 
@@ -661,6 +805,11 @@ export class FluxPipeline {
         await new Promise((r) => setImmediate(r));
       }
       throwIfAborted(options.signal);
+      // Read before the VAE runs: model offload drops the transformer's graphs when the VAE comes in.
+      const graphs = this.transformer.graphInfo();
+      const captureMs = graphs.reduce((sum, g) => sum + g.captureMs, 0) - capturedBefore;
+      const graphPoolBytes = graphs.reduce((sum, g) => sum + g.poolBytes, 0);
+      const graphBytes = graphs.reduce((sum, g) => sum + g.poolBytes + g.staticBytes, 0);
       trace?.('latents_final', latents);
 
       progress({ stage: 'decode', step: steps, steps });
@@ -700,7 +849,7 @@ export class FluxPipeline {
       const stepMs = stepMarks.slice(1).map((mark, i) => clock.elapsedMs(stepMarks[i], mark));
       const timings: GenerationTimings = {
         totalMs: performance.now() - start,
-        captureMs: this.transformer.graphInfo().reduce((sum, g) => sum + g.captureMs, 0) - capturedBefore,
+        captureMs,
         encodePromptMs: clock.elapsedMs(0, afterEncode),
         prepareLatentsMs: clock.elapsedMs(afterEncode, afterLatents),
         denoiseMs: clock.elapsedMs(afterLatents, stepMarks[stepMarks.length - 1]),
@@ -709,22 +858,28 @@ export class FluxPipeline {
         postprocessMs: clock.elapsedMs(afterDecode, afterPost),
       };
       scope.dispose();
+      this.offloader?.offloadAll();
       progress({ stage: 'done', step: steps, steps });
       const stats = onDevice ? memory.stats(this.device) : undefined;
-      const host = onDevice ? undefined : memory.hostStats();
-      const graphBytes = this.transformer.graphBytes;
+      const host = memory.hostStats();
+      const graphFigures = { graphBytes, graphPoolBytes, pinnedHostBytes: host.pinned };
       const usage: GenerationMemory = stats
-        ? { device: this.device, peakAllocatedBytes: stats.peakAllocated, allocatedBytes: stats.allocated, reservedBytes: stats.reserved, byComponent: { ...stats.byTag }, graphBytes }
-        : { device: this.device, peakAllocatedBytes: host!.peakAllocated, allocatedBytes: host!.allocated, byComponent: { ...host!.byTag }, graphBytes };
+        ? { device: this.device, peakAllocatedBytes: stats.peakAllocated, allocatedBytes: stats.allocated, reservedBytes: stats.reserved, byComponent: { ...stats.byTag }, ...graphFigures }
+        : { device: this.device, peakAllocatedBytes: host.peakAllocated, allocatedBytes: host.allocated, byComponent: { ...host.byTag }, ...graphFigures };
       return new FluxGenerationResult(images, imageWidth, imageHeight, seed, timings, usage, this.randomWeights, warnings, this.weightsDescription);
     } finally {
       scope.dispose();
       clock.dispose();
+      // diffusers' maybe_free_model_hooks: also after an error or an interrupt, the weights go back to host memory.
+      this.offloader?.offloadAll();
     }
   }
 
-  /** Frees every component's weights. */
+  /** Frees every component's weights (with offloading: the host copies too). */
   dispose(): void {
+    const offloader = this.offloader;
+    this.offloader = undefined;
+    offloader?.dispose();
     this.textEncoder.dispose();
     this.textEncoder2.dispose();
     this.transformer.dispose();
