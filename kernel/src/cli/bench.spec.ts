@@ -20,9 +20,14 @@ function fluxlab(args: string[]): { status: number | null; stdout: string; stder
 const small = ['--size', '32x32', '--steps', '2', '--max-sequence-length', '16', '--device', 'cpu'];
 
 describe('parseBenchArgs', () => {
-  it('defaults to the four rows of the diffusers guide at 1024x1024, 28 steps', () => {
+  it('defaults to the rows of the diffusers guide (and bf16, group offload) at 1024x1024, 28 steps', () => {
     const args = parseBenchArgs([]);
     assert.deepEqual(args.configs, DEFAULT_CONFIGS);
+    assert.equal(args.configsGiven, false);
+    assert.deepEqual(
+      DEFAULT_CONFIGS.map((c) => `${c.quantization}:${c.compile}:${c.offload}`),
+      ['bf16:eager:none', 'bf16:compile:none', 'nf4:eager:none', 'nf4:compile:none', 'nf4:compile:model', 'nf4:eager:group'],
+    );
     assert.deepEqual([args.width, args.height, args.steps, args.runs, args.warmupSteps, args.maxSequenceLength], [1024, 1024, 28, 1, 2, 512]);
     assert.equal(args.json, undefined);
     assert.equal(args.model, undefined);
@@ -40,6 +45,12 @@ describe('parseBenchArgs', () => {
       { quantization: 'bf16', compile: 'eager', offload: 'none' },
     ]);
     assert.equal(args.json, 'out.json');
+    assert.equal(args.configsGiven, true);
+    assert.deepEqual(parseConfigs('nf4:compile:model,bf16:eager:sequential,nf4:eager:group'), [
+      { quantization: 'nf4', compile: 'compile', offload: 'model' },
+      { quantization: 'bf16', compile: 'eager', offload: 'sequential' },
+      { quantization: 'nf4', compile: 'eager', offload: 'group' },
+    ]);
     assert.equal(parseBenchArgs(['--json']).json, '-');
     assert.equal(parseBenchArgs(['--json', '--steps', '3']).json, '-');
     const components = parseBenchArgs(['--component', 'all']);
@@ -47,7 +58,7 @@ describe('parseBenchArgs', () => {
   });
 
   it('rejects what it cannot run, naming the problem', () => {
-    assert.throws(() => parseConfigs('bf16:eager:model'), /offload 'model' is not built yet/);
+    assert.throws(() => parseConfigs('bf16:eager:disk'), /offload 'disk' is not one of none, model, group, sequential/);
     assert.throws(() => parseConfigs('int8:eager'), /quantization 'int8' is not bf16 or nf4/);
     assert.throws(() => parseConfigs('bf16'), /not QUANTIZATION:COMPILE/);
     assert.throws(() => parseConfigs('bf16:eager,bf16:eager:none'), /lists bf16:eager:none twice/);
@@ -86,8 +97,8 @@ describe('fluxlab bench on the CPU (embedded tiny pipeline)', () => {
     const run = fluxlab([...small, '--json', out]);
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /fluxlab bench — embedded tiny-flux \(RANDOM WEIGHTS\)/);
-    assert.match(run.stdout, /note: offload: none only — CPU offloading .* is not built yet/);
-    assert.match(run.stdout, /quantization\s+compile\s+offload\s+latency s\s+step s\s+capture s\s+text enc s\s+VAE s\s+peak VRAM GiB/);
+    assert.match(run.stdout, /note: offload rows left out: CPU offloading needs a CUDA device/);
+    assert.match(run.stdout, /quantization\s+compile\s+offload\s+latency s\s+step s\s+capture s\s+text enc s\s+VAE s\s+peak VRAM GiB\s+graphs GiB\s+pinned GiB/);
     assert.match(run.stdout, /^nf4\s+compile\s+none\s+\d+\.\d{3}/m);
     const report = JSON.parse(readFileSync(out, 'utf8'));
     for (const key of ['gpu', 'commit', 'date', 'height', 'width', 'steps', 'rows']) assert.ok(key in report, `top-level ${key}`);
@@ -105,6 +116,7 @@ describe('fluxlab bench on the CPU (embedded tiny pipeline)', () => {
       assert.equal(row.peak_vram_gb, null, 'no VRAM on the CPU');
       assert.equal(row.capture_s, null, 'nothing is captured on the CPU');
       assert.equal(row.graph_gb, 0);
+      assert.equal(row.pinned_host_gb, 0, 'nothing is offloaded (or pinned) in these rows');
       assert.equal(row.finite, true);
     }
     assert.match(report.rows[1].note, /compile\(\) is a no-op on cpu/);
@@ -156,10 +168,16 @@ describe('fluxlab bench on the CPU (embedded tiny pipeline)', () => {
   });
 
   it('exits 2 with the usage on bad arguments', () => {
-    const run = fluxlab(['--configs', 'bf16:eager:group']);
+    const run = fluxlab(['--configs', 'bf16:eager:disk']);
     assert.equal(run.status, 2);
-    assert.match(run.stderr, /offload 'group' is not built yet/);
+    assert.match(run.stderr, /offload 'disk' is not one of none, model, group, sequential/);
     assert.match(run.stderr, /usage: fluxlab bench/);
+  });
+
+  it('refuses offload rows asked for on the CPU (exit 1: offloading needs a CUDA device)', () => {
+    const run = fluxlab([...small, '--configs', 'nf4:eager:none,nf4:compile:model']);
+    assert.equal(run.status, 1);
+    assert.match(run.stderr, /--configs nf4:compile:model: CPU offloading needs a CUDA device/);
   });
 });
 
@@ -179,6 +197,7 @@ describe('formatRows', () => {
         peak_reserved_gb: 11,
         graph_gb: 0.4,
         peak_host_gb: null,
+        pinned_host_gb: 0,
         load_s: 9,
         runs: 1,
         finite: true,
@@ -187,6 +206,6 @@ describe('formatRows', () => {
     const [header, rule, row] = text.split('\n');
     assert.match(header, /^quantization/);
     assert.match(rule, /^-+\s+-+/);
-    assert.match(row, /^nf4\s+compile\s+none\s+3\.210\s+0\.1049\s+1\.50\s+0\.0300\s+0\.0900\s+10\.20\s+0\.40$/);
+    assert.match(row, /^nf4\s+compile\s+none\s+3\.210\s+0\.1049\s+1\.50\s+0\.0300\s+0\.0900\s+10\.20\s+0\.40\s+0\.00$/);
   });
 });

@@ -1,6 +1,6 @@
 // `fluxlab bench`: the table of the diffusers guide "Compile and offloading quantized models", measured on this
 // machine — one row per quantization (bf16 | nf4: bitsandbytes NF4 on the transformer and T5, the guide's recipe)
-// × compile (eager | compile: CUDA graphs) × offload (none; offloading is not built yet) — or, with --component,
+// × compile (eager | compile: CUDA graphs) × offload (none | model | group | sequential CPU offloading) — or, with --component,
 // single components (one transformer step, T5, the VAE decoder). Without weights, --random-weights builds a
 // model at FLUX.1-dev's real shapes with RANDOM WEIGHTS (loudly labelled: timings and memory are real, images
 // are noise). Figures go to stdout as a table and, with --json, to a file (bench/results/ keeps the claimed ones).
@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
+  BENCH_GROUP_OFFLOAD,
   BenchCompile,
   BenchConfig,
   BenchOffload,
@@ -41,12 +42,15 @@ export const usage = `usage: fluxlab bench [--model DIR | --random-weights flux1
 
 Runs the FLUX.1 pipeline end to end per configuration and prints the table of the diffusers guide
 "Compile and offloading quantized models": whole-pipeline latency, median transformer step, graph capture,
-text encoders, VAE decode and peak VRAM.
+text encoders, VAE decode, peak VRAM and the pinned host memory of offloaded weights.
   Q (quantization): bf16 (bfloat16 weights) | nf4 (bitsandbytes NF4 transformer + T5, bf16 compute)
-  C (compile): eager | compile (CUDA graphs of the transformer step)
-  O (offload): none (default; CPU offloading is not built yet)
-Defaults: --configs bf16:eager,bf16:compile,nf4:eager,nf4:compile --size 1024x1024 --steps 28 --runs 1
---warmup-steps 2 --max-sequence-length 512; the device is cuda when available, else cpu.
+  C (compile): eager | compile (CUDA graphs of the transformer step; eager under group and sequential offload)
+  O (offload): none (default) | model (enableModelCpuOffload: one component on the GPU at a time)
+               | group (enableGroupOffload: block_level, 1 block per group, next block prefetched on a side stream)
+               | sequential (enableSequentialCpuOffload: each layer uploaded before it runs; slow at full size)
+Defaults: --configs bf16:eager,bf16:compile,nf4:eager,nf4:compile,nf4:compile:model,nf4:eager:group
+--size 1024x1024 --steps 28 --runs 1 --warmup-steps 2 --max-sequence-length 512; the device is cuda when
+available, else cpu (where offloading does not apply: the default offload rows are left out).
 MODEL: a diffusers FLUX.1 directory or cached repo id; --random-weights builds RANDOM WEIGHTS at the preset's
 real shapes (FLUX.1-dev: 12B transformer, T5-XXL, CLIP-L, VAE); neither: the embedded tiny pipeline (random).
 --component times single components instead: one transformer step per size (default 1024x1024,512x512) for each
@@ -65,6 +69,8 @@ export interface BenchArgs {
   height: number;
   steps: number;
   configs: BenchConfig[];
+  /** --configs was given (else the defaults, whose offload rows a CPU run leaves out). */
+  configsGiven: boolean;
   runs: number;
   warmupSteps: number;
   prompt: string;
@@ -97,11 +103,18 @@ const VALUE_OPTIONS = new Set([
   '--iterations',
 ]);
 
+/**
+ * The diffusers guide's rows (quantization; + compile; + compile and model CPU offloading) beside bf16, plus group
+ * offloading with a prefetch stream. Sequential offload is asked for explicitly: every step uploads the whole
+ * transformer without overlap (~7 GB in NF4, ~24 GB in bf16), tens of seconds per generation at full size.
+ */
 export const DEFAULT_CONFIGS: readonly BenchConfig[] = [
   { quantization: 'bf16', compile: 'eager', offload: 'none' },
   { quantization: 'bf16', compile: 'compile', offload: 'none' },
   { quantization: 'nf4', compile: 'eager', offload: 'none' },
   { quantization: 'nf4', compile: 'compile', offload: 'none' },
+  { quantization: 'nf4', compile: 'compile', offload: 'model' },
+  { quantization: 'nf4', compile: 'eager', offload: 'group' },
 ];
 
 function size(option: string, value: string): { width: number; height: number } {
@@ -125,10 +138,7 @@ export function parseConfigs(value: string): BenchConfig[] {
       if (rest.length > 0 || compile === undefined) throw new UsageError(`--configs: '${item}' is not QUANTIZATION:COMPILE[:OFFLOAD]`);
       if (quantization !== 'bf16' && quantization !== 'nf4') throw new UsageError(`--configs: quantization '${quantization}' is not bf16 or nf4`);
       if (compile !== 'eager' && compile !== 'compile') throw new UsageError(`--configs: compile '${compile}' is not eager or compile`);
-      if (!['none', 'model', 'group', 'sequential'].includes(offload)) throw new UsageError(`--configs: offload '${offload}' is not none, model, group or sequential`);
-      if (!SUPPORTED_OFFLOAD.includes(offload as BenchOffload)) {
-        throw new UsageError(`--configs: offload '${offload}' is not built yet (CPU offloading comes in a later issue); use none`);
-      }
+      if (!SUPPORTED_OFFLOAD.includes(offload as BenchOffload)) throw new UsageError(`--configs: offload '${offload}' is not one of ${SUPPORTED_OFFLOAD.join(', ')}`);
       return { quantization, compile, offload } as BenchConfig;
     });
   if (configs.length === 0) throw new UsageError('--configs lists no configuration');
@@ -146,6 +156,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
     height: 1024,
     steps: 28,
     configs: [...DEFAULT_CONFIGS],
+    configsGiven: false,
     runs: 1,
     warmupSteps: 2,
     prompt: 'a photo of a cat holding a sign that says hello world',
@@ -204,6 +215,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
         break;
       case '--configs':
         args.configs = parseConfigs(value);
+        args.configsGiven = true;
         break;
       case '--runs':
         args.runs = integerOption(arg, value, 1);
@@ -317,7 +329,7 @@ function table(header: string[], rows: string[][]): string {
 
 export function formatRows(rows: readonly BenchRow[]): string {
   return table(
-    ['quantization', 'compile', 'offload', 'latency s', 'step s', 'capture s', 'text enc s', 'VAE s', 'peak VRAM GiB', 'graphs GiB'],
+    ['quantization', 'compile', 'offload', 'latency s', 'step s', 'capture s', 'text enc s', 'VAE s', 'peak VRAM GiB', 'graphs GiB', 'pinned GiB'],
     rows.map((r) => [
       r.quantization,
       r.compile,
@@ -329,6 +341,7 @@ export function formatRows(rows: readonly BenchRow[]): string {
       fmt(r.vae_s, 4),
       r.peak_vram_gb === null ? `host ${fmt(r.peak_host_gb, 3)}` : fmt(r.peak_vram_gb, 2),
       fmt(r.graph_gb, 2),
+      fmt(r.pinned_host_gb, 2),
     ]),
   );
 }
@@ -430,12 +443,26 @@ export async function run(argv: string[]): Promise<number> {
   if (device === 'cpu' && args.randomWeights === 'flux1-dev') {
     throw new Error('--random-weights flux1-dev on the CPU would draw 17 billion float32 parameters (~68 GB) and run for hours; use a CUDA device, or tiny-flux');
   }
+  let configs = args.configs;
+  const notes: string[] = [];
+  if (device === 'cpu' && !args.component && configs.some((c) => c.offload !== 'none')) {
+    if (args.configsGiven) {
+      const asked = configs.filter((c) => c.offload !== 'none').map((c) => `${c.quantization}:${c.compile}:${c.offload}`);
+      throw new Error(`--configs ${asked.join(',')}: CPU offloading needs a CUDA device (on the CPU the weights already are in host memory)`);
+    }
+    configs = configs.filter((c) => c.offload === 'none');
+    notes.push('offload rows left out: CPU offloading needs a CUDA device (on the CPU the weights already are in host memory)');
+  }
+  if (!args.component && configs.some((c) => c.offload !== 'none')) {
+    const group = `block_level, ${BENCH_GROUP_OFFLOAD.blocksPerGroup} block per group${BENCH_GROUP_OFFLOAD.useStream ? ', prefetch on a side stream' : ''}`;
+    notes.push(
+      `offload: model = enableModelCpuOffload(), group = enableGroupOffload(${group}), sequential = enableSequentialCpuOffload(); ` +
+        'host copies in pinned memory (pinned_host_gb); compile is eager under group and sequential offload',
+    );
+  }
   const source = sourceOf(args);
   const env = environment(device);
-  const notes = [
-    'offload: none only — CPU offloading (model / group / sequential) is not built yet',
-    ...(source.random ? [`${source.label}: timings and memory are those of the model's shapes; the images are noise`] : []),
-  ];
+  if (source.random) notes.push(`${source.label}: timings and memory are those of the model's shapes; the images are noise`);
   const jsonOnly = args.json === '-';
   const say = (line: string): void => void (jsonOnly ? process.stderr : process.stdout).write(`${line}\n`);
   const log = (line: string): void => void process.stderr.write(`bench: ${line}\n`);
@@ -470,7 +497,7 @@ export async function run(argv: string[]): Promise<number> {
   } else {
     const rows = await benchPipeline({
       load: (q) => source.pipeline(q, device),
-      configs: args.configs,
+      configs,
       height: args.height,
       width: args.width,
       steps: args.steps,
