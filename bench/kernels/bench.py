@@ -132,6 +132,9 @@ def build_tests(quick):
     # The three schedules back to back at the Flux size.
     for backend in (4, 1, 3, 4):
         attn(timings, "time", backend, 1, 24, 4608, 4608)
+    # The layout the transformer runs ([B, L, H, D] from ops.jointQkv) against [B, H, L, D], adjacent.
+    for layout in ("blhd", "bhld", "blhd"):
+        attn(timings, "time", 4, 1, 24, 4608, 4608, layout)
 
     # 4. The portable sm80 paths (correctness first, then one timing each).
     for (m, n, k, epi) in [(333, 264, 200, "nobias"), (4608, 3072, 3072, "gelu"), (77, 3072, 3072, "gate")]:
