@@ -100,6 +100,10 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& args, cudaStream_t stream);
 cudaError_t gemm_bf16_sm80(const GemmArgs& args, cudaStream_t stream);
 // The checks every gemm_bf16 path makes before enqueuing (cudaErrorInvalidValue when they fail).
 cudaError_t gemm_bf16_check(const GemmArgs& args);
+// The skinny path, m <= 16, any sm_80+ (streams W once: Flux's modulation linears at M = 1): gemm_bf16_check's
+// requirements plus lda, ldw >= k, ldc >= n; bf16 output, a_parts 1; kNone, kGeluTanh or kGateResidual.
+// tile_n, cluster and schedule are ignored.
+cudaError_t gemv_bf16(const GemmArgs& args, cudaStream_t stream);
 
 // C[M,N] (float32) = X[M,K] (float32) · W[N,K]ᵀ (bf16) + bias (float32): the float32 GEMM of a weight
 // whose values are bf16, on bf16 tensor cores. X is split exactly into three bf16 parts by truncation
