@@ -437,7 +437,12 @@ describe('backend-ops: NF4 quantization and random numbers', () => {
 
 /** The route names of native/src/cuda/fluxk_routes.cpp. */
 const ROUTE = {
-  linear: { sm90: 'linear bf16: fluxk sm90 (wgmma)', sm80: 'linear bf16: fluxk sm80 (mma.sync)', portable: 'linear: portable' },
+  linear: {
+    sm90: 'linear bf16: fluxk sm90 (wgmma)',
+    sm80: 'linear bf16: fluxk sm80 (mma.sync)',
+    gemv: 'linear bf16: fluxk gemv (M<=16)',
+    portable: 'linear: portable',
+  },
   f32Split: {
     sm90: 'linear f32 (bf16 weight): fluxk 3xbf16 split sm90 (wgmma)',
     sm80: 'linear f32 (bf16 weight): fluxk 3xbf16 split sm80 (mma.sync)',
@@ -530,8 +535,14 @@ function linearCase(
   });
 }
 
+/** The fluxk kernel of a bf16 x bf16-weight linear of M rows that fluxk takes: the skinny kernel up to 16 rows. */
+function bf16LinearRoute(M: number): string {
+  return M <= 16 ? ROUTE.linear.gemv : onHopper() ? ROUTE.linear.sm90 : ROUTE.linear.sm80;
+}
+
 describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
-  // [B, L, K, N]: M = B·L; K, N multiples of 8 (fluxk) or not (portable)
+  // [B, L, K, N]: M = B·L; K, N multiples of 8 (fluxk) or not (portable); M ≤ 16 takes the skinny kernel (odd M,
+  // N a multiple of 8 but not 16, K not a multiple of 32, gate rows per batch L), M = 17 the GEMM again
   const shapes: number[][] = [
     [1, 1, 64, 64],
     [3, 1, 128, 72],
@@ -541,6 +552,10 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
     [7, 11, 64, 77],
     [2, 3, 16, 32],
     [1, 4, 32, 8],
+    [1, 7, 200, 136],
+    [2, 8, 328, 264],
+    [1, 16, 1024, 24],
+    [1, 17, 200, 136],
   ];
   for (const dtype of FLOATS) {
     it(`linear ${dtype} weights with every epilogue, awkward shapes`, (t) => {
@@ -551,7 +566,7 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
         for (const epi of ['none', 'gelu', 'gate+residual', 'gate', 'residual', 'gelu+gate+residual'] as Epi[]) {
           // fluxk's epilogues: bias, gelu_tanh, or gate+residual (a missing term is supplied) — not gelu with a gate
           const fluxk = eligible && epi !== 'gelu+gate+residual';
-          const expected = fluxk ? (onHopper() ? ROUTE.linear.sm90 : ROUTE.linear.sm80) : ROUTE.linear.portable;
+          const expected = fluxk ? bf16LinearRoute(B * L) : ROUTE.linear.portable;
           linearCase('linear', dtype, [B, L, K, N], epi, (d) => w[d], expected, 10 * i);
         }
         w[0].dispose();
@@ -562,7 +577,6 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
 
   it('linear bfloat16 at the Flux transformer sizes (1024²: 4096 + 512 tokens)', (t) => {
     if (!gpuOrSkip(t)) return;
-    const fluxk = () => (onHopper() ? ROUTE.linear.sm90 : ROUTE.linear.sm80);
     const cases: [string, number[], Epi][] = [
       ['attn.to_q', [1, 4608, 3072, 3072], 'none'],
       ['ff.net.0.proj (GELU)', [1, 4608, 3072, 12288], 'gelu'],
@@ -570,10 +584,12 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
       ['single proj_out (gate, residual)', [1, 4608, 15360, 3072], 'gate+residual'],
       ['context qkv', [1, 512, 3072, 9216], 'none'],
       ['norm1.linear (modulation, M=1)', [1, 1, 3072, 18432], 'none'],
+      ['single norm.linear (modulation, M=1)', [1, 1, 3072, 9216], 'none'],
+      ['norm1.linear (modulation, batch 16)', [16, 1, 3072, 18432], 'none'],
     ];
     for (const [i, [name, [B, L, K, N], epi]] of cases.entries()) {
       const w = bigPair([N, K], 200 + i, 'bfloat16', 1 / Math.sqrt(K));
-      linearCase(`linear ${name}`, 'bfloat16', [B, L, K, N], epi, (d) => w[d], fluxk(), 300 + 10 * i);
+      linearCase(`linear ${name}`, 'bfloat16', [B, L, K, N], epi, (d) => w[d], bf16LinearRoute(B * L), 300 + 10 * i);
       w[0].dispose();
       w[1].dispose();
     }

@@ -29,6 +29,7 @@ const char* route_name(Route r) {
   switch (r) {
     case Route::LinearFluxkSm90: return "linear bf16: fluxk sm90 (wgmma)";
     case Route::LinearFluxkSm80: return "linear bf16: fluxk sm80 (mma.sync)";
+    case Route::LinearFluxkGemv: return "linear bf16: fluxk gemv (M<=16)";
     case Route::LinearPortable: return "linear: portable";
     case Route::LinearF32SplitSm90: return "linear f32 (bf16 weight): fluxk 3xbf16 split sm90 (wgmma)";
     case Route::LinearF32SplitSm80: return "linear f32 (bf16 weight): fluxk 3xbf16 split sm80 (mma.sync)";
@@ -155,6 +156,15 @@ std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, v
 bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void* bias, void* out, int64_t M,
                   int64_t N, int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
   if (xdt != DType::BF16 || wdt != DType::BF16) return false;
+  // M <= 16 (the modulation linears, M = 1 per image): the skinny kernel streams the weight once from every SM,
+  // where the GEMMs' 128-row tiles would leave most SMs idle and most of each tile unused.
+  if (M <= 16) {
+    const std::optional<fluxk::GemmArgs> args = gemm_bf16_args(x, w, bias, out, M, N, K, epi);
+    if (args && accepted(fluxk::gemv_bf16(*args, s), "ops.linear (fluxk gemv_bf16)")) {
+      count_route(Route::LinearFluxkGemv);
+      return true;
+    }
+  }
   const std::optional<Route> served = gemm_bf16(x, w, bias, out, M, N, K, epi, s);
   if (!served) return false;
   count_route(*served);

@@ -170,7 +170,7 @@ bool fluxk_sdpa_bias_wide(const void* q, const void* k, const void* v, void* out
                           cudaStream_t s);
 // Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
 enum class Route : int {
-  LinearFluxkSm90, LinearFluxkSm80, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
+  LinearFluxkSm90, LinearFluxkSm80, LinearFluxkGemv, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
   LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
