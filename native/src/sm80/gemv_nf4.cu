@@ -8,6 +8,28 @@
 // activations as B (columns = tokens). The reduction over k is order-free, so each mma's 16
 // "virtual" k slots are mapped onto actual k so that both operands come from contiguous loads:
 // slot pair (2c, 2c+1) of mma i is k = 32c + 4i + {0, 1}, slot pair (2c+8, 2c+9) is k = 32c + 4i + {2, 3}.
+// Summation order of an output: within a warp its chunks in increasing order, each chunk's 8 mmas in order (the
+// tensor core sums an mma's 16 products in fp32); then the four warps' sums in warp order 0..3; epilogue in fp32,
+// one rounding. The values multiplied are bitsandbytes' own: bf16(code[nibble] · absmax), the product in fp32.
+//
+// Napkin math (H100 SXM, ~2.9 TB/s copy; not measured until the lead runs bench/kernels/bench.py):
+//   M = 1, [18432, 3072]: 28.3 MB packed + 3.5 MB absmax (plain; 0.9 MB as double-quant codes) = 31.9 MB
+//   -> 11 us at 2.9 TB/s (target <= 13 us: 2.5 TB/s); [9216, 3072]: 15.9 MB -> 5.5 us. Measured before this
+//   version: 31 us and 19.5 us in the H100 step profile (1.0 TB/s). Two causes, both addressed:
+//   (1) Bytes in flight. The old loop loaded a chunk, then spent ~350 instructions dequantizing it with no load
+//   outstanding. Now each warp keeps the packed words and absmax of the next two chunks in flight while it
+//   dequantizes the current one: 2 KB per warp; M <= 8 fits 6 CTAs (24 warps, <= 80 registers) in an SM, 48 KB per
+//   SM in flight (M 9..16: 5 CTAs, 40 KB) against the ~23 KB that ~3 TB/s x ~1 us of loaded DRAM latency / 132
+//   SMs needs.
+//   (2) Issue slots. 2.5 TB/s of NF4 is ~4.4 G values per ms: per SM ~17 K code pairs per us, against ~7 K warp
+//   instructions (224 K thread instructions) per us, so at most ~13 instructions per pair at full issue. Each
+//   nibble used to cost a shift, a mask, an address add and a lookup (~10 per pair). Now the code book rows are
+//   256 bytes apart (entry i of lane l at byte 256·i + 4·l), so one PRMT builds a nibble's whole address from a
+//   byte of nibbles and the lane's offset (the word's nibbles are split into low and high bytes once per 4 pairs):
+//   per pair 2 PRMT + 2 LDS + 2 FMUL + 1 F2F (bf16x2) + 0.75 = ~7.75 instructions, with the loads, absmax and
+//   mmas ~8.6 per pair, ~65% of the issue slots at 2.5 TB/s. Shared memory: 2 conflict-free 4-byte lookups per
+//   pair, ~60% of its 128 B/clk at 2.5 TB/s. Both are high: if the measured figure stays short of 2.5 TB/s, the
+//   next step is one 8-byte lookup per byte (a 256-entry table of code pairs, 16 half-warp copies: 32 KB).
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
 #include "../sm90/nf4.cuh"
@@ -18,17 +40,102 @@ namespace sm80 {
 namespace {
 
 constexpr int kWarps = 4;
+constexpr int kLutRow = 64;  // floats per code-book entry: 32 lanes' copies, then 128 unused bytes
 
-__device__ __forceinline__ uint32_t byte_of(uint32_t word, int pos) { return (word >> (8 * pos)) & 0xFF; }
+#if FLUXK_SM80_DEVICE
+// The packed weight is read once: no L1 allocation (x, re-read by every warp, stays there).
+__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// One chunk's weight operands of a lane, loaded ahead of use: 16 packed bytes of rows a and b and their absmax
+// as stored (plain: the float's bits in q; double quant: the 8-bit code in q and the nested absmax in nested).
+struct Nf4Chunk {
+  uint4 wa, wb;
+  uint32_t qa, qb;
+  float na, nb;
+};
+
+__device__ __forceinline__ Nf4Chunk load_chunk(const Nf4Weight& w, const uint8_t* pa, const uint8_t* pb,
+                                               int64_t blk_a, int64_t blk_b) {
+  Nf4Chunk ch;
+  ch.wa = ldg_stream(pa);
+  ch.wb = ldg_stream(pb);
+  if (w.absmax) {
+    ch.qa = __float_as_uint(__ldg(w.absmax + blk_a));
+    ch.qb = __float_as_uint(__ldg(w.absmax + blk_b));
+    ch.na = ch.nb = 0.f;
+  } else {
+    ch.qa = __ldg(w.absmax_q + blk_a);
+    ch.qb = __ldg(w.absmax_q + blk_b);
+    ch.na = __ldg(w.nested_absmax + blk_a / 256);
+    ch.nb = __ldg(w.nested_absmax + blk_b / 256);
+  }
+  return ch;
+}
+
+// nf4_absmax's value from what load_chunk fetched (double quant: multiply, then add, two roundings).
+__device__ __forceinline__ float chunk_scale(const Nf4Weight& w, uint32_t q, float nested) {
+  if (w.absmax) return __uint_as_float(q);
+  return __fadd_rn(__fmul_rn(__ldg(w.absmax_code + q), nested), w.nested_offset);
+}
+
+// The code book value of the nibble in byte j of `nibbles` (one nibble per byte), for this lane: the PRMT puts
+// the nibble in bits 8..11 and the lane's byte offset (lane4 = 4·lane) in bits 0..7 of the address.
+__device__ __forceinline__ float lut_at(const char* lut, uint32_t nibbles, uint32_t lane4, int j) {
+  const uint32_t off = __byte_perm(nibbles, lane4, 0x5504u | (static_cast<uint32_t>(j) << 4));
+  return *reinterpret_cast<const float*>(lut + off);
+}
+
+// Byte j of a packed word, dequantized with scale s into bf16x2 (first value, the high nibble, in the low half:
+// the lower k in mma fragments): bitsandbytes' bf16(code · absmax), product in fp32. hi / lo: the word's high /
+// low nibbles, one per byte.
+__device__ __forceinline__ uint32_t nf4_pair_at(const char* lut, uint32_t hi, uint32_t lo, int j, float s,
+                                                uint32_t lane4) {
+  const float v0 = lut_at(lut, hi, lane4, j) * s;
+  const float v1 = lut_at(lut, lo, lane4, j) * s;
+  return pack_bf16x2(v0, v1);
+}
+
+// The mmas of one chunk (NW packed words per row per lane: 4 for a whole chunk, 2 for the half chunk).
+template <int MT, int NW>
+__device__ __forceinline__ void nf4_chunk_mma(float (&acc)[MT][4], const uint32_t (&wa)[NW], const uint32_t (&wb)[NW],
+                                              float sa, float sb, const uint4 (&xv)[MT][NW], const char* lut,
+                                              uint32_t lane4) {
+#pragma unroll
+  for (int q = 0; q < NW; ++q) {
+    const uint32_t ha = (wa[q] >> 4) & 0x0F0F0F0Fu, la = wa[q] & 0x0F0F0F0Fu;
+    const uint32_t hb = (wb[q] >> 4) & 0x0F0F0F0Fu, lb = wb[q] & 0x0F0F0F0Fu;
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+      uint32_t a[4];
+      a[0] = nf4_pair_at(lut, ha, la, 2 * p, sa, lane4);
+      a[1] = nf4_pair_at(lut, hb, lb, 2 * p, sb, lane4);
+      a[2] = nf4_pair_at(lut, ha, la, 2 * p + 1, sa, lane4);
+      a[3] = nf4_pair_at(lut, hb, lb, 2 * p + 1, sb, lane4);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const uint32_t xw[4] = {xv[mt][q].x, xv[mt][q].y, xv[mt][q].z, xv[mt][q].w};
+        mma_bf16_16816(acc[mt], a, xw[2 * p], xw[2 * p + 1]);
+      }
+    }
+  }
+}
+#endif
 
 template <int MT, int EPI>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
     gemv_nf4_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m, const Nf4Weight w,
                     __nv_bfloat16* __restrict__ out, int64_t ldc, const EpilogueArgs epi) {
 #if FLUXK_SM80_DEVICE
-  __shared__ float lut[16 * 32];
-  __shared__ float red[kWarps][MT][32][4];
-  fill_lane_lut(lut, threadIdx.x, kWarps * 32);
+  __shared__ __align__(256) float lut[16 * kLutRow];
+  // [warp][token tile][accumulator register][lane]: conflict-free stores and reads
+  __shared__ float red[kWarps][MT][4][32];
+  for (int i = threadIdx.x; i < 16 * 32; i += kWarps * 32) lut[(i / 32) * kLutRow + i % 32] = kNf4Code[i / 32];
   __syncthreads();
 
   const int warp = threadIdx.x / 32;
@@ -43,7 +150,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const uint8_t* pb = w.packed + static_cast<int64_t>(row_b) * (k / 2);
   const int64_t blk_a = static_cast<int64_t>(row_a) * (k / 64);
   const int64_t blk_b = static_cast<int64_t>(row_b) * (k / 64);
-  const float* lut_lane = lut + lane;
+  const char* lutb = reinterpret_cast<const char*>(lut);
+  const uint32_t lane4 = 4u * lane;
 
   float acc[MT][4];
 #pragma unroll
@@ -52,12 +160,16 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int h = 0; h < 4; ++h) acc[mt][h] = 0.f;
 
   const int full_chunks = k / 128;
-#pragma unroll 2
+  // Chunk kc of this lane: packed bytes kc·64 + 16c of its rows, absmax block 2·kc + c/2.
+  const auto load = [&](int kc) {
+    return load_chunk(w, pa + kc * 64 + 16 * c, pb + kc * 64 + 16 * c, blk_a + 2 * kc + c / 2,
+                      blk_b + 2 * kc + c / 2);
+  };
+  const Nf4Chunk none = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), 0u, 0u, 0.f, 0.f};
+  Nf4Chunk cur = warp < full_chunks ? load(warp) : none;
+  Nf4Chunk next = warp + kWarps < full_chunks ? load(warp + kWarps) : none;
   for (int kc = warp; kc < full_chunks; kc += kWarps) {
-    const uint4 wa = __ldg(reinterpret_cast<const uint4*>(pa + kc * 64 + 16 * c));
-    const uint4 wb = __ldg(reinterpret_cast<const uint4*>(pb + kc * 64 + 16 * c));
-    const float sa = nf4_absmax(w, blk_a + 2 * kc + c / 2);
-    const float sb = nf4_absmax(w, blk_b + 2 * kc + c / 2);
+    const Nf4Chunk after = kc + 2 * kWarps < full_chunks ? load(kc + 2 * kWarps) : none;
     uint4 xv[MT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
@@ -69,21 +181,12 @@ __global__ void __launch_bounds__(kWarps * 32)
                             : make_uint4(0, 0, 0, 0);
       }
     }
-    const uint32_t wa_w[4] = {wa.x, wa.y, wa.z, wa.w};
-    const uint32_t wb_w[4] = {wb.x, wb.y, wb.z, wb.w};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      uint32_t a[4];
-      a[0] = nf4_pair(byte_of(wa_w[i / 2], 2 * (i % 2)), sa, lut_lane);
-      a[1] = nf4_pair(byte_of(wb_w[i / 2], 2 * (i % 2)), sb, lut_lane);
-      a[2] = nf4_pair(byte_of(wa_w[i / 2], 2 * (i % 2) + 1), sa, lut_lane);
-      a[3] = nf4_pair(byte_of(wb_w[i / 2], 2 * (i % 2) + 1), sb, lut_lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const uint32_t xw[4] = {xv[mt][i / 2].x, xv[mt][i / 2].y, xv[mt][i / 2].z, xv[mt][i / 2].w};
-        mma_bf16_16816(acc[mt], a, xw[2 * (i % 2)], xw[2 * (i % 2) + 1]);
-      }
-    }
+    const uint32_t wa_w[4] = {cur.wa.x, cur.wa.y, cur.wa.z, cur.wa.w};
+    const uint32_t wb_w[4] = {cur.wb.x, cur.wb.y, cur.wb.z, cur.wb.w};
+    nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, chunk_scale(w, cur.qa, cur.na), chunk_scale(w, cur.qb, cur.nb), xv, lutb,
+                         lane4);
+    cur = next;
+    next = after;
   }
 
   // K % 128 == 64: one half chunk of 64 values, taken by the next warp in the rotation. A lane
@@ -107,42 +210,29 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     const uint32_t wa_w[2] = {wa.x, wa.y};
     const uint32_t wb_w[2] = {wb.x, wb.y};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      uint32_t a[4];
-      a[0] = nf4_pair(byte_of(wa_w[i / 2], 2 * (i % 2)), sa, lut_lane);
-      a[1] = nf4_pair(byte_of(wb_w[i / 2], 2 * (i % 2)), sb, lut_lane);
-      a[2] = nf4_pair(byte_of(wa_w[i / 2], 2 * (i % 2) + 1), sa, lut_lane);
-      a[3] = nf4_pair(byte_of(wb_w[i / 2], 2 * (i % 2) + 1), sb, lut_lane);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const uint32_t xw[4] = {xv[mt][i / 2].x, xv[mt][i / 2].y, xv[mt][i / 2].z, xv[mt][i / 2].w};
-        mma_bf16_16816(acc[mt], a, xw[2 * (i % 2)], xw[2 * (i % 2) + 1]);
-      }
-    }
+    nf4_chunk_mma<MT, 2>(acc, wa_w, wb_w, sa, sb, xv, lutb, lane4);
   }
 
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int h = 0; h < 4; ++h) red[warp][mt][lane][h] = acc[mt][h];
+    for (int h = 0; h < 4; ++h) red[warp][mt][h][lane] = acc[mt][h];
   __syncthreads();
-  if (warp == 0) {
+  // Every thread finishes MT of the tile's outputs: accumulator h of lane l of token tile mt is row
+  // g + 8·(h / 2), token mt·8 + 2c + h % 2 of the mma layout.
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
+  for (int mt = 0; mt < MT; ++mt) {
+    const int h = threadIdx.x / 32;
+    const int l = threadIdx.x % 32;
+    float v = red[0][mt][h][l];
 #pragma unroll
-      for (int h = 0; h < 4; ++h) {
-        float v = red[0][mt][lane][h];
-#pragma unroll
-        for (int s = 1; s < kWarps; ++s) v += red[s][mt][lane][h];
-        const int tok = mt * 8 + 2 * c + (h & 1);
-        const int n = n0 + g + 8 * (h >> 1);
-        if (tok < m && n < w.n) {
-          v = epilogue_pointwise<EPI>(v, bias_at(epi.bias, n));
-          if (EPI == static_cast<int>(Epilogue::kGateResidual)) v = gate_residual(epi, v, tok, n);
-          out[static_cast<int64_t>(tok) * ldc + n] = __float2bfloat16_rn(v);
-        }
-      }
+    for (int s = 1; s < kWarps; ++s) v += red[s][mt][h][l];
+    const int tok = mt * 8 + 2 * (l % 4) + (h & 1);
+    const int n = n0 + l / 4 + 8 * (h >> 1);
+    if (tok < m && n < w.n) {
+      v = epilogue_pointwise<EPI>(v, bias_at(epi.bias, n));
+      if (EPI == static_cast<int>(Epilogue::kGateResidual)) v = gate_residual(epi, v, tok, n);
+      out[static_cast<int64_t>(tok) * ldc + n] = __float2bfloat16_rn(v);
     }
   }
 #endif
