@@ -66,6 +66,8 @@ def build_tests(quick):
     attn(first, "time", 3, 1, 24, 4608, 4608)
     nf4(first, "check", 3, 0, 1, 18432, 3072, "none")
     nf4(first, "time", 3, 0, 1, 18432, 3072, "none")
+    gemm(first, "check", 3, 0, 1, 18432, 3072, "none")
+    gemm(first, "time", 3, 0, 1, 18432, 3072, "none")
     first.append(dict(op="copy", mode="time"))
 
     # 2. Correctness of every variant (tile width x cluster), odd shapes and epilogues included.
@@ -88,8 +90,17 @@ def build_tests(quick):
                 nf4(checks, "check", 1, tile, m, n, k, epi, dq, cl)
     for (m, n, k, epi, dq) in [(2, 9216, 3072, "gelu", True), (7, 3072, 320, "nobias", False),
                                (8, 136, 64, "gate", False), (9, 3072, 3072, "none", True),
-                               (16, 3072, 3072, "gate", False), (16, 264, 192, "none", False)]:
+                               (16, 3072, 3072, "gate", False), (16, 264, 192, "none", False),
+                               (1, 136, 64, "gate", True), (3, 264, 448, "gelu", False), (13, 1160, 3072, "gate", True),
+                               (1, 9216, 3072, "none", True), (5, 3080, 192, "nobias", True)]:
         nf4(checks, "check", 3, 0, m, n, k, epi, dq)
+    # The skinny bf16 kernel (gemv, M <= 16): odd M, N a multiple of 8 but not of 16, K a multiple of 8 but not of
+    # 32, every epilogue; gate rows per batch are M // 2 (gate rows 1, 3, 8 for M 3, 7, 16).
+    for (m, n, k, epi) in [(1, 136, 64, "gate"), (3, 264, 200, "gelu"), (7, 3080, 3072, "nobias"),
+                           (7, 136, 200, "gate"), (16, 264, 64, "none"), (16, 3072, 3072, "gate"),
+                           (9, 1160, 4104, "gelu"), (3, 9216, 3072, "none"), (1, 8, 8, "none"),
+                           (16, 18432, 3072, "gelu")]:
+        gemm(checks, "check", 3, 0, m, n, k, epi)
     for backend in (4, 1, 3):
         for (b, h, lq, lkv, layout) in [(2, 3, 200, 333, "bhld"), (1, 2, 1, 77, "bhld"), (1, 4, 640, 640, "blhd"),
                                         (2, 2, 129, 128, "blhd")]:
@@ -124,8 +135,14 @@ def build_tests(quick):
     nf4(timings, "time", 1, 0, 4608, 12288, 3072, "none", True)
     for (k, n) in [(3072, 3072), (12288, 3072), (3072, 9216), (15360, 3072)]:
         nf4(timings, "time", 1, 0, 4608, n, k, "none")
+    # The skinny (modulation) shapes: GB/s of weight + activations; torch = F.linear on the bf16 weight. bf16 gemv
+    # beside the sm90 GEMM that served M <= 16 before it, adjacent so both see the same clocks.
     for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
         nf4(timings, "time", 3, 0, m, n, k, "none")
+    nf4(timings, "time", 3, 0, 1, 18432, 3072, "none", True)
+    for (m, n) in [(1, 18432), (1, 9216), (1, 3072), (16, 18432)]:
+        for backend in (3, 1):
+            gemm(timings, "time", backend, 0, m, n, 3072, "none")
     attn(timings, "time", 1, 1, 24, 4608, 4608)
     attn(timings, "time", 4, 1, 24, 4096, 4096)
     attn(timings, "time", 3, 1, 24, 4096, 4096)
@@ -395,12 +412,18 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                     bias, res, gate = epi_inputs(m, n, epi, rpb)
                     sets.append((a, w, torch.empty(m, n, device=dev, dtype=torch.bfloat16), bias, res, gate))
                 flops = 2.0 * m * n * k
+                skinny = m <= 16
+                ref_fn = (lambda i: F.linear(sets[i][0], sets[i][1])) if skinny else \
+                    (lambda i: torch.matmul(sets[i][0], sets[i][1].t(), out=sets[i][2]))
                 mine, ref = timepair(lambda i: call_gemm(backend, sets[i][0], sets[i][1], sets[i][2], m, n, k, epi,
                                                          sets[i][3], sets[i][4], sets[i][5], rpb, tile, tc.get("cl", 0),
                                                          tc.get("sched", 0)),
-                                     lambda i: torch.matmul(sets[i][0], sets[i][1].t(), out=sets[i][2]), n_rot)
+                                     ref_fn, n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
+                if skinny:  # memory bound: bytes of weight, x and out
+                    nbytes = 2 * (n * k + m * k + m * n)
+                    r.update(gbps=nbytes / mine["ms"] / 1e6, torch_gbps=nbytes / ref["ms"] / 1e6)
                 r["ok"] = True
         elif op == "nf4":
             m, n, k, epi, tile, backend, dq = (tc["m"], tc["n"], tc["k"], tc["epi"], tc["tile"], tc["backend"],
@@ -429,12 +452,17 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                     a = torch.randn(m, k, device=dev).bfloat16()
                     sets.append((a, qq, wd, torch.empty(m, n, device=dev, dtype=torch.bfloat16)))
                 flops = 2.0 * m * n * k
+                # torch has no NF4 kernel here: its yardstick is the bf16 (dequantized) weight, F.linear for the
+                # skinny shapes; its GB/s counts the bf16 bytes it reads
+                ref_fn = (lambda i: F.linear(sets[i][0], sets[i][2])) if m <= 16 else \
+                    (lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]))
                 mine, ref = timepair(lambda i: call_nf4(backend, sets[i][0], sets[i][1], n, k, sets[i][3], m, "none",
                                                         None, None, None, 1, tile, tc.get("cl", 0)),
-                                     lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]), n_rot)
+                                     ref_fn, n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"],
-                         gbps=(wbytes + 2 * m * (k + n)) / mine["ms"] / 1e6, detail=mine)
+                         gbps=(wbytes + 2 * m * (k + n)) / mine["ms"] / 1e6,
+                         torch_gbps=2 * (n * k + m * (k + n)) / ref["ms"] / 1e6, detail=mine)
                 r["ok"] = True
         elif op == "attn":
             b, h, lq, lkv, layout, backend = tc["b"], tc["h"], tc["lq"], tc["lkv"], tc["layout"], tc["backend"]
@@ -519,7 +547,7 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
 # ----------------------------------------------------------------------------------------------
 def describe(tc):
     if tc["op"] == "gemm":
-        be = {0: "auto", 1: "sm90", 2: "sm80"}[tc["backend"]]
+        be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
         tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
         sched = {0: "", 1: " coop", 2: " pingpong"}[tc.get("sched", 0)]
@@ -539,7 +567,7 @@ def describe(tc):
 def table(tests, results):
     lines = []
     hdr = f"{'kernel':<40} {'shape':<28} {'status':<6} {'err':>9} {'torch err':>9} {'ms':>8} {'TFLOP/s':>8} " \
-          f"{'torch':>8} {'ratio':>6} {'GB/s':>7}"
+          f"{'torch':>8} {'ratio':>6} {'GB/s':>7} {'torch GB/s':>10}"
     lines.append(hdr)
     lines.append("-" * len(hdr))
     for tc in tests:
@@ -556,7 +584,7 @@ def table(tests, results):
             errs = f("err", ".2e")
         lines.append(f"{name:<40} {shape:<28} {status:<6} {errs:>9} {f('torch_err', '.2e'):>9} {f('ms', '.4f'):>8} "
                      f"{f('tflops', '.1f'):>8} {f('torch_tflops', '.1f'):>8} {f('ratio', '.3f'):>6} "
-                     f"{f('gbps', '.0f'):>7}")
+                     f"{f('gbps', '.0f'):>7} {f('torch_gbps', '.0f'):>10}")
         if not r.get("ok") and r.get("error"):
             lines.append(f"    -> {r['error'][:300]}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ extern "C" {
 
 const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 
-// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync); schedule: GemmSchedule (sm90)
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16); schedule: GemmSchedule (sm90)
 int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc,
                  int m, int n, int k, int epi, const void* bias, const void* residual, long long ldr,
                  const void* gate, long long ldg, int rows_per_batch, int tile_n, int cluster, int schedule,
@@ -49,6 +49,7 @@ int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long 
     case 0: return gemm_bf16(g, s);
     case 1: return gemm_bf16_sm90(g, s);
     case 2: return gemm_bf16_sm80(g, s);
+    case 3: return gemv_bf16(g, s);
   }
   return cudaErrorInvalidValue;
 }
