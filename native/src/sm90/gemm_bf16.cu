@@ -57,11 +57,12 @@ struct GemmParams {
   EpilogueArgs epi;
 };
 
+template <int GROUP_M = kGroupM>
 __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
-  const int per_group = kGroupM * tiles_n;
+  const int per_group = GROUP_M * tiles_n;
   const int group = t / per_group;
-  const int first_m = group * kGroupM;
-  const int group_m = min(tiles_m - first_m, kGroupM);
+  const int first_m = group * GROUP_M;
+  const int group_m = min(tiles_m - first_m, GROUP_M);
   const int r = t - group * per_group;
   tm = first_m + r % group_m;
   tn = r / group_m;
@@ -246,6 +247,12 @@ constexpr int kPpTileBytes = kBM * kBK * 2;  // A and W tiles are both 128 x 64
 constexpr int kPpSmemBytes = kPpStages * 2 * kPpTileBytes + 2 * kPpStages * 8 + 1024;
 static_assert(kPpSmemBytes <= 232448, "shared memory budget");
 constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
+// Rows of tiles walked together. Measured on an H100, 132 SMs (bench/kernels/tile_walk.sh; figures in
+// bench/results/profiles/2026-11-26-h100-436fdb2-tile-walk.txt): 6 rows against 8, [4608,3072]x[12288,3072]ᵀ+gelu
+// 600 -> 673 TFLOP/s, [4096, ...] 616 -> 673, N = 9216 +5%, the N = 3072 shapes and M ≤ 1536 within noise; 4 came
+// close to 6, 9, 12 and 16 behind 8. 6 divides the 132 persistent CTAs, so a CTA's successive tiles (132 apart in
+// the walk) keep one row block of A. The NF4 kernel (one tile per CTA, 256-token tiles) measured best at 8.
+constexpr int kPpGroupM = 6;
 
 constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
 
@@ -381,7 +388,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       uint32_t phase = 0;
       for (int i = 0; i < local_tiles; ++i) {
         int tm, tn;
-        tile_coords(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
+        tile_coords<kPpGroupM>(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
         for (int kb = 0; kb < p.k_blocks; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
           mbar_arrive_expect_tx(&full[stage], 2 * kPpTileBytes);
@@ -406,7 +413,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (cw == 1) named_barrier_arrive(kTurnBarrier + 0, 256);
     for (int i = cw; i < local_tiles; i += 2) {
       int tm, tn;
-      tile_coords(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
+      tile_coords<kPpGroupM>(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
       const int64_t first = static_cast<int64_t>(i) * p.k_blocks;  // this tile's place in the ring order
       int stage = static_cast<int>(first % kPpStages);
       uint32_t phase = static_cast<uint32_t>((first / kPpStages) & 1);
