@@ -12,7 +12,9 @@
 // tensor core sums an mma's 16 products in fp32); then the four warps' sums in warp order 0..3; epilogue in fp32,
 // one rounding. The values multiplied are bitsandbytes' own: bf16(code[nibble] · absmax), the product in fp32.
 //
-// Napkin math (H100 SXM, ~2.9 TB/s copy; not measured until the lead runs bench/kernels/bench.py):
+// Napkin math (H100 SXM, ~2.9 TB/s copy). Measured (H100, bench/kernels/results/2026-11-26-h100-f2c5f07-gemv.txt):
+// M = 1 [18432, 3072] 25.8 us (1.24 TB/s of packed bytes: still issue bound, below the 2.5 TB/s aimed at),
+// [9216, 3072] 16.5 us, M = 16 [18432, 3072] 35.0 us.
 //   M = 1, [18432, 3072]: 28.3 MB packed + 3.5 MB absmax (plain; 0.9 MB as double-quant codes) = 31.9 MB
 //   -> 11 us at 2.9 TB/s (target <= 13 us: 2.5 TB/s); [9216, 3072]: 15.9 MB -> 5.5 us. Measured before this
 //   version: 31 us and 19.5 us in the H100 step profile (1.0 TB/s). Two causes, both addressed:
