@@ -595,7 +595,7 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
     }
   });
 
-  it('linear with NF4 weights, x bfloat16: gemv (M ≤ 16), fluxk GEMM, dequantized + bf16 GEMM (M ≥ 4096 with gelu or gate), portable fallbacks', (t) => {
+  it('linear with NF4 weights, x bfloat16: gemv (M ≤ 16), fluxk GEMM, dequantized + bf16 GEMM (gelu from 4096 rows, gate from 1536), portable fallbacks', (t) => {
     if (!gpuOrSkip(t)) return;
     const big = () => (onHopper() ? ROUTE.nf4.sm90 : ROUTE.nf4.sm80);
     const dequantized = () => (onHopper() ? ROUTE.nf4.dequantized.sm90 : ROUTE.nf4.dequantized.sm80);
@@ -615,6 +615,8 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
       [[1, 512, 4096, 10240], 'none'],
       [[1, 4095, 128, 200], 'gelu'],
       [[1, 4096, 128, 200], 'gelu'],
+      [[1, 1535, 128, 200], 'gate+residual'],
+      [[1, 1536, 128, 200], 'gate+residual'],
       [[2, 2053, 256, 136], 'gate+residual'],
       [[1, 4100, 64, 8], 'none'],
     ];
@@ -627,7 +629,8 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
         const qc = qg.to('cpu') as NF4Tensor;
         const M = B * L;
         const fluxk = K % 64 === 0 && N % 8 === 0;
-        const expected = !fluxk ? ROUTE.nf4.portable : M <= 16 ? ROUTE.nf4.gemv : M >= 4096 && epi !== 'none' ? dequantized() : big();
+        const minRows = epi.includes('gate') || epi.includes('residual') ? 1536 : 4096; // src/cuda/launch.h
+        const expected = !fluxk ? ROUTE.nf4.portable : M <= 16 ? ROUTE.nf4.gemv : M >= minRows && epi !== 'none' ? dequantized() : big();
         linearCase(`linear nf4${doubleQuant ? ' dq' : ''}`, 'bfloat16', [B, L, K, N], epi, (d) => (d === 0 ? qc : qg), expected, 500 + 10 * i);
         qg.dispose();
         qc.dispose();

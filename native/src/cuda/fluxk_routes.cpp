@@ -173,7 +173,9 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
 
 bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
                                           int64_t M, const LinearEpilogue& epi) {
-  if (xdt != DType::BF16 || M < kNf4DequantizeMinRows || !(epi.gelu_tanh || epi.gate || epi.residual)) return false;
+  const bool gated = epi.gate || epi.residual;
+  if (xdt != DType::BF16 || !(epi.gelu_tanh || gated)) return false;
+  if (M < (gated ? kNf4DequantizeMinRowsGated : kNf4DequantizeMinRows)) return false;
   if ((w.rows * w.cols) % 32 != 0 || w.blocksize % 32 != 0) return false;
   // The bf16 GEMM must take it, or the workspace and the dequantization would be spent for nothing; the workspace
   // (a caching-allocator block) is 256-byte aligned, x stands in for it here.

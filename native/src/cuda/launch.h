@@ -131,8 +131,12 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
 // dequantized per call): [4608,3072]x[12288,3072]ᵀ
 // +gelu 0.79 -> 0.64 ms, [4608,12288]x[3072,12288]ᵀ+gate 0.70 -> 0.61 ms, [4096,3072]x[12288,3072]ᵀ+gelu 0.68 ->
 // 0.58 ms. It lost elsewhere: bias only ([4608,3072]x[9216,3072]ᵀ 0.44 -> 0.54 ms) and below 4096 rows (the
-// ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows).
+// ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows). With the gate/residual epilogue it
+// also wins from 1536 rows (the single blocks at 512²): [1536,12288]x[3072,12288]ᵀ+gate 10.71 -> 9.62 ms per step,
+// while 1024-row gates and gelu below 4096 rows lost (3.06 -> 3.48, 9.05 -> 9.57 ms; same H100, same commit,
+// bench/results/profiles/2026-11-26-h100-8ae5232-nf4-dequantized-from-{4096,1024}-rows.log).
 constexpr int64_t kNf4DequantizeMinRows = 4096;
+constexpr int64_t kNf4DequantizeMinRowsGated = 1536;
 bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
                                           int64_t M, const LinearEpilogue& epi);
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
