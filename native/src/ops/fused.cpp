@@ -90,6 +90,12 @@ struct JointGeometry {
   std::vector<int64_t> offsets;
 };
 
+// q, k, v [B, ΣL, H, D], uninitialised.
+std::vector<Tensor> joint_outputs(const JointGeometry& g, DType dtype, Device device) {
+  const Shape shape{g.B, g.total, g.H, g.D};
+  return {empty(shape, dtype, device), empty(shape, dtype, device), empty(shape, dtype, device)};
+}
+
 JointGeometry check_joint(const std::vector<JointStream>& streams, int64_t heads, const char* what) {
   FL_CHECK(!streams.empty(), "ops.jointQkv: needs at least one stream");
   FL_CHECK(heads >= 1, "ops.jointQkv: heads must be a positive integer, got ", heads);
@@ -174,10 +180,7 @@ std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t hea
                     st.cos, st.sin, qkv_context(i, st)});
   }
   const JointGeometry g = check_joint(desc, heads, "qkv");
-  const Tensor& first = *streams[0].qkv;
-  const Shape shape{g.B, g.total, g.H, g.D};
-  std::vector<Tensor> out{empty(shape, first.dtype, first.device()), empty(shape, first.dtype, first.device()),
-                          empty(shape, first.dtype, first.device())};
+  std::vector<Tensor> out = joint_outputs(g, streams[0].qkv->dtype, streams[0].qkv->device());
   std::vector<size_t> all(streams.size());
   for (size_t i = 0; i < all.size(); i++) all[i] = i;
   join_computed(streams, all, g, eps, out);
@@ -204,9 +207,7 @@ std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>&
   }
   const JointGeometry g = check_joint(desc, heads, "x");
   const Tensor& first = *streams[0].x;
-  const Shape shape{g.B, g.total, g.H, g.D};
-  std::vector<Tensor> out{empty(shape, first.dtype, first.device()), empty(shape, first.dtype, first.device()),
-                          empty(shape, first.dtype, first.device())};
+  std::vector<Tensor> out = joint_outputs(g, first.dtype, first.device());
   // The GEMM epilogue writes a stream's rows where it can (CUDA, sm90, bf16, D = 128); the others are projected by
   // linear and joined as joint_qkv joins them, so both ways give the same bits.
   std::vector<Tensor> projected(streams.size());

@@ -26,6 +26,7 @@
 //   The weight loads skip L1 (read once) so that x, re-read by every warp, stays there.
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
+#include "gemv.cuh"
 #include "mma.cuh"
 
 namespace fluxk {
@@ -34,18 +35,6 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kRows = 16;  // weight rows per CTA: the mma's M
-
-#if FLUXK_SM80_DEVICE
-// Streamed once: no L1 allocation; L2 fetches 256 bytes around the request (a batch reads 512 contiguous bytes of
-// each of its rows, so the neighbouring sectors are wanted anyway).
-__device__ __forceinline__ uint4 ldg_stream(const __nv_bfloat16* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-#endif
 
 // One batch of U k-steps starting at step s0. kChecked: the batch reaches past K, so each lane's 16-byte piece is
 // loaded only when it lies inside K (K % 8 == 0: a piece is wholly inside or outside) and is zero otherwise.
@@ -86,9 +75,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     gemv_bf16_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m, const __nv_bfloat16* __restrict__ w,
                      int64_t ldw, int n, int k, __nv_bfloat16* __restrict__ out, int64_t ldc, const EpilogueArgs epi) {
 #if FLUXK_SM80_DEVICE
-  // [warp][token tile][accumulator register][lane]: lane-contiguous, so the stores and the final reads of a warp
-  // hit 32 different banks.
-  __shared__ float red[kWarps][MT][4][32];
+  __shared__ float red[kWarps][MT][4][32];  // gemv_reduce_store's meeting point (gemv.cuh)
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -119,28 +106,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   for (; s0 + U <= full_steps; s0 += kWarps * U) gemv_bf16_batch<MT, U, false>(acc, wa, wb, xp, xok, s0, k, c);
   if (s0 < steps) gemv_bf16_batch<MT, U, true>(acc, wa, wb, xp, xok, s0, k, c);
 
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int h = 0; h < 4; ++h) red[warp][mt][h][lane] = acc[mt][h];
-  __syncthreads();
-  // Every thread finishes MT of the tile's 16 x 8·MT outputs: accumulator h of lane l of token tile mt is
-  // row g + 8·(h / 2), token mt·8 + 2c + h % 2 of the mma layout.
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int h = threadIdx.x / 32;
-    const int l = threadIdx.x % 32;
-    float v = red[0][mt][h][l];
-#pragma unroll
-    for (int s = 1; s < kWarps; ++s) v += red[s][mt][h][l];
-    const int tok = mt * 8 + 2 * (l % 4) + (h & 1);
-    const int row = n0 + l / 4 + 8 * (h >> 1);
-    if (tok < m && row < n) {
-      v = epilogue_pointwise<EPI>(v, bias_at(epi.bias, row));
-      if (EPI == static_cast<int>(Epilogue::kGateResidual)) v = gate_residual(epi, v, tok, row);
-      out[static_cast<int64_t>(tok) * ldc + row] = __float2bfloat16_rn(v);
-    }
-  }
+  gemv_reduce_store<MT, EPI>(red, acc, n0, n, m, epi, out, ldc);
 #endif
 }
 

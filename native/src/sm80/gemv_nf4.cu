@@ -35,6 +35,7 @@
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
 #include "../sm90/nf4.cuh"
+#include "gemv.cuh"
 #include "mma.cuh"
 
 namespace fluxk {
@@ -45,15 +46,6 @@ constexpr int kWarps = 4;
 constexpr int kLutRow = 64;  // floats per code-book entry: 32 lanes' copies, then 128 unused bytes
 
 #if FLUXK_SM80_DEVICE
-// The packed weight is read once: no L1 allocation (x, re-read by every warp, stays there).
-__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
 // One chunk's weight operands of a lane, loaded ahead of use: 16 packed bytes of rows a and b and their absmax
 // as stored (plain: the float's bits in q; double quant: the 8-bit code in q and the nested absmax in nested).
 struct Nf4Chunk {
@@ -215,28 +207,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
     nf4_chunk_mma<MT, 2>(acc, wa_w, wb_w, sa, sb, xv, lutb, lane4);
   }
 
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int h = 0; h < 4; ++h) red[warp][mt][h][lane] = acc[mt][h];
-  __syncthreads();
-  // Every thread finishes MT of the tile's outputs: accumulator h of lane l of token tile mt is row
-  // g + 8·(h / 2), token mt·8 + 2c + h % 2 of the mma layout.
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-    const int h = threadIdx.x / 32;
-    const int l = threadIdx.x % 32;
-    float v = red[0][mt][h][l];
-#pragma unroll
-    for (int s = 1; s < kWarps; ++s) v += red[s][mt][h][l];
-    const int tok = mt * 8 + 2 * (l % 4) + (h & 1);
-    const int n = n0 + l / 4 + 8 * (h >> 1);
-    if (tok < m && n < w.n) {
-      v = epilogue_pointwise<EPI>(v, bias_at(epi.bias, n));
-      if (EPI == static_cast<int>(Epilogue::kGateResidual)) v = gate_residual(epi, v, tok, n);
-      out[static_cast<int64_t>(tok) * ldc + n] = __float2bfloat16_rn(v);
-    }
-  }
+  gemv_reduce_store<MT, EPI>(red, acc, n0, w.n, m, epi, out, ldc);
 #endif
 }
 
