@@ -638,6 +638,51 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
     }
   });
 
+  // x in two parts along K (Flux's single-block proj_out over [attention | MLP]): on sm_90 the ping-pong GEMM reads each
+  // k-block from its part (an NF4 weight dequantized whole first, where linear would dequantize it); the result must
+  // be the bits of linear over the concatenation. Full width, partial tiles, and the cases that concatenate instead:
+  // fewer than 512 rows, a first part not a multiple of 64 wide, NF4 below the dequantized route's rows.
+  it('linear with x in two parts: bitwise linear of the concatenation (bf16 and nf4 weights)', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const twoPart = { bf16: 'linear bf16, x in two parts: fluxk sm90 (wgmma)', nf4: 'linear nf4, x in two parts: dequantized + fluxk sm90 (wgmma)' };
+    // [B, L, K1, K2, N, epilogue, weight]
+    const cases: [number, number, number, number, number, Epi, 'bf16' | 'nf4'][] = [
+      [1, 4608, 3072, 12288, 3072, 'gate+residual', 'bf16'],
+      [1, 4608, 3072, 12288, 3072, 'gate+residual', 'nf4'],
+      [1, 1536, 3072, 12288, 3072, 'gate+residual', 'nf4'],
+      [2, 300, 192, 320, 264, 'gate+residual', 'bf16'],
+      [1, 777, 64, 136, 72, 'none', 'bf16'],
+      [1, 700, 64, 128, 200, 'gelu', 'bf16'],
+      [1, 300, 128, 256, 128, 'gate+residual', 'bf16'],
+      [1, 600, 96, 160, 128, 'none', 'bf16'],
+      [1, 1000, 128, 256, 136, 'gate+residual', 'nf4'],
+    ];
+    for (const [i, [B, L, K1, K2, N, epi, kind]] of cases.entries()) {
+      tidy(() => {
+        const seed = 1500 + 10 * i;
+        const parts = [K1, K2].map((k, j) => Tensor.randn([B, L, k], { seed: seed + j, dtype: 'bfloat16', device: 'cuda' }));
+        const dense = Tensor.randn([N, K1 + K2], { seed: seed + 2, std: 1 / Math.sqrt(K1 + K2), dtype: 'bfloat16', device: 'cuda' });
+        const weight = kind === 'bf16' ? dense : ops.nf4Quantize(dense, { doubleQuant: i % 2 === 0 });
+        const bias = Tensor.randn([N], { seed: seed + 3, std: 0.1, dtype: 'bfloat16', device: 'cuda' });
+        const opts = {
+          activation: epi.includes('gelu') ? ('gelu_tanh' as const) : undefined,
+          gate: epi.includes('gate') ? Tensor.randn([B, 1, N], { seed: seed + 4, dtype: 'bfloat16', device: 'cuda' }) : undefined,
+          residual: epi.includes('residual') ? Tensor.randn([B, L, N], { seed: seed + 5, dtype: 'bfloat16', device: 'cuda' }) : undefined,
+        };
+        const M = B * L;
+        const gated = epi.includes('gate') || epi.includes('residual');
+        const inPlace = onHopper() && M >= 512 && K1 % 64 === 0 && (kind === 'bf16' || (epi !== 'none' && M >= (gated ? 1536 : 4096)));
+        const key = twoPart[kind];
+        const before = cuda.routeCounts()[key] ?? 0;
+        const got = ops.linear(parts, weight, bias, opts);
+        const taken = (cuda.routeCounts()[key] ?? 0) - before;
+        const what = `linear ${kind} x parts [${B},${L},${K1}] + [${B},${L},${K2}] x [${N},${K1 + K2}] ${epi}`;
+        assert.equal(taken, inPlace ? 1 : 0, `${what}: '${key}' ran ${taken} times, expected ${inPlace ? 1 : 0}`);
+        check(`${what} = linear of the concatenation`, 'bfloat16', ops.linear(ops.concat(parts, 2), weight, bias, opts), got, 0, inPlace ? key : undefined);
+      });
+    }
+  });
+
   // A float32 layer stored as bf16 (T5's wo under bitsandbytes, FLUX.1-dev's checkpoint): float32 x splits exactly into
   // three bf16 parts, so the tensor cores compute the float32 product; the float32 limits apply, and at T5's size
   // the error must not exceed twice (in rms) that of the float32 SIMT kernel on the same values.

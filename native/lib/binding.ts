@@ -178,6 +178,15 @@ export interface Binding {
     gate: NativeTensor | null,
     residual: NativeTensor | null,
   ): NativeTensor;
+  /** linear of x given as parts along its last dim (their concatenation, not built on CUDA). */
+  linearParts(
+    xs: NativeTensor[],
+    weight: NativeTensor | NativeNF4,
+    bias: NativeTensor | null,
+    activation: 'gelu_tanh' | null,
+    gate: NativeTensor | null,
+    residual: NativeTensor | null,
+  ): NativeTensor;
   matmul(a: NativeTensor, b: NativeTensor): NativeTensor;
   sdpa(
     q: NativeTensor,

@@ -97,6 +97,30 @@ describe('linear epilogues', () => {
     });
   });
 
+  it('x in parts along its last dim: bitwise the product with their concatenation (dense and nf4 weights)', () => {
+    tidy(() => {
+      for (const dtype of ['float32', 'bfloat16'] as DType[]) {
+        const parts = [randTensor([B, L, 64], 20, { dtype }).t, randTensor([B, L, 128], 21, { dtype }).t];
+        const dense = randTensor([N, 192], 22, { dtype, scale: 0.2 }).t;
+        const opts = { gate: randTensor([B, 1, N], 23, { dtype }).t, residual: randTensor([B, L, N], 24, { dtype }).t };
+        const bias = randTensor([N], 25, { dtype }).t;
+        for (const weight of [dense, ops.nf4Quantize(dense, { doubleQuant: true })]) {
+          const whole = ops.linear(ops.concat(parts, 2), weight, bias, opts);
+          const got = ops.linear(parts, weight, bias, opts);
+          assert.deepEqual(got.shape, [B, L, N]);
+          assert.deepEqual(toF64(got), toF64(whole), `${dtype} ${weight instanceof NF4Tensor ? 'nf4' : 'dense'}`);
+        }
+        const head = ops.slice(dense, 1, 0, 64);
+        assert.deepEqual(toF64(ops.linear([parts[0]], head, bias)), toF64(ops.linear(parts[0], head, bias)), 'one part');
+      }
+      const x = randTensor([B, L, 64], 26).t;
+      assert.throws(() => ops.linear([], Tensor.zeros([N, 64])), /non-empty array/);
+      assert.throws(() => ops.linear([x, Tensor.zeros([B, L + 1, 64])], Tensor.zeros([N, 128])), /parts of x differ before the last dim/);
+      assert.throws(() => ops.linear([x, Tensor.zeros([B, L, 64], { dtype: 'bfloat16' })], Tensor.zeros([N, 128])), /parts of x must share/);
+      assert.throws(() => ops.linear([x, x], Tensor.zeros([N, 100])), /last dim of x must equal K = 100/);
+    });
+  });
+
   it('rejects gates and residuals that do not fit, and unknown activations', () => {
     tidy(() => {
       const x = Tensor.zeros([B, L, K]);

@@ -91,9 +91,10 @@ export const ops = {
    * x[...,K] · weightᵀ + bias → [...,N]. weight [N,K] float32 / bfloat16 / float16 / nf4; result in x's dtype.
    * `opts` fuses Flux's epilogues: residual + gate ⊙ activation(x·Wᵀ + bias). On CUDA, bfloat16 x with bfloat16
    * or nf4 weights runs on the tensor-core kernels where the shape allows (docs/native.md, routing).
+   * x may be given as parts along its last dim ([x₁, x₂, …]): the product with their concatenation, which CUDA's
+   * GEMM reads in place for two bf16 parts (Flux's single-block proj_out over [attention | MLP]).
    */
-  linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
-    const xh = h(x, 'linear', 'x');
+  linear(x: Tensor | Tensor[], weight: Tensor, bias?: Tensor | null, opts: LinearOptions = {}): Tensor {
     const act = opts.activation ?? null;
     if (act !== null && act !== 'gelu_tanh') {
       throw new RangeError(`ops.linear: unknown activation '${String(act)}' (only 'gelu_tanh' is fused)`);
@@ -101,6 +102,13 @@ export const ops = {
     const b = hOpt(bias, 'linear', 'bias');
     const gate = hOpt(opts.gate, 'linear', 'gate');
     const residual = hOpt(opts.residual, 'linear', 'residual');
+    if (Array.isArray(x)) {
+      if (x.length === 0) throw new TypeError('ops.linear: x parts must be a non-empty array');
+      const parts = x.map((p, i) => h(p, 'linear', `x[${i}]`));
+      const w = weight instanceof NF4Tensor ? weight.nf4Handle('ops.linear') : h(weight, 'linear', 'weight');
+      return wrap(binding().linearParts(parts, w, b, act, gate, residual));
+    }
+    const xh = h(x, 'linear', 'x');
     if (weight instanceof NF4Tensor) {
       return wrap(binding().linearNF4(xh, weight.nf4Handle('ops.linear'), b, act, gate, residual));
     }

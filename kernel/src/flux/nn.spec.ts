@@ -1,4 +1,4 @@
-import { Generator, NF4Tensor, Tensor, ops, tidy } from '@fluxlab/native';
+import { Tensor, ops, tidy } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,82 +16,6 @@ describe('isSkippedModule (bitsandbytes replace_with_bnb_linear)', () => {
     assert.ok(isSkippedModule('proj_out', ['proj_out']));
     assert.ok(isSkippedModule('transformer_blocks.0.attn.to_q', ['transformer_blocks.0']));
     assert.ok(!isSkippedModule('transformer_blocks.10.attn.to_q', ['transformer_blocks.1']));
-  });
-});
-
-describe('WeightLoader.splitInputs (column blocks of a Linear, exact)', () => {
-  const relative = (a: Float32Array, b: Float32Array): number => {
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < a.length; i++) {
-      num += (a[i] - b[i]) ** 2;
-      den += b[i] ** 2;
-    }
-    return Math.sqrt(num / den);
-  };
-
-  for (const [label, nf4] of [
-    ['dense float32', undefined],
-    ['plain NF4', { quantizeOnLoad: true, doubleQuant: false, computeDtype: 'float32', skipModules: [] }],
-  ] as const) {
-    it(`${label}: the pieces hold the weight's columns and sum to the whole layer`, () => {
-      const loader = new WeightLoader('test', new RandomWeights({ seed: 3 }), { device: 'cpu', dtype: 'float32', nf4 });
-      try {
-        const whole = loader.linear('proj_out', 320, 64);
-        const dense = tidy(() => (whole.weight instanceof NF4Tensor ? ops.nf4Dequantize(whole.weight) : ops.contiguous(whole.weight)));
-        const x = Tensor.randn([2, 5, 320], { generator: new Generator(1) });
-        const expected = whole.forward(x);
-        const pieces = loader.splitInputs('proj_out', [64, 256])!;
-        assert.ok(pieces, 'split');
-        assert.ok(whole.weight.isDisposed, 'the whole weight is freed');
-        assert.deepEqual([...loader.linears.keys()], ['proj_out[0:64]', 'proj_out[64:320]']);
-        assert.deepEqual(pieces.map((p) => [...p.weight.shape]), [[64, 64], [64, 256]]);
-        assert.equal(pieces[0].bias, whole.bias);
-        assert.equal(pieces[1].bias, undefined);
-        for (const [i, [start, end]] of [[0, 64], [64, 320]].entries()) {
-          const columns = tidy(() => ops.slice(dense, 1, start, end).toArray() as Float32Array);
-          const piece = pieces[i].weight instanceof NF4Tensor ? (pieces[i].weight as NF4Tensor).toArray() : (pieces[i].weight.toArray() as Float32Array);
-          assert.deepEqual(piece, columns, `piece ${i} holds exactly columns [${start}, ${end})`);
-        }
-        const [a, b] = ops.split(x, [64, 256], 2);
-        const summed = pieces[1].forward(b, { residual: pieces[0].forward(a) });
-        assert.ok(relative(summed.toArray() as Float32Array, expected.toArray() as Float32Array) < 1e-6);
-        for (const t of [dense, x, expected, a, b, summed]) t.dispose();
-      } finally {
-        loader.dispose();
-      }
-    });
-  }
-
-  it('splits double-quant NF4 through its decoded absmax: the pieces compute what the whole computed', () => {
-    const nf4 = { quantizeOnLoad: true, doubleQuant: true, computeDtype: 'float32', skipModules: [] } as const;
-    const loader = new WeightLoader('test', new RandomWeights({ seed: 4 }), { device: 'cpu', dtype: 'float32', nf4 });
-    try {
-      const whole = loader.linear('proj_out', 320, 64);
-      const dense = ops.nf4Dequantize(whole.weight as NF4Tensor);
-      const pieces = loader.splitInputs('proj_out', [64, 256])!;
-      assert.ok(pieces.every((p) => p.weight instanceof NF4Tensor && !p.weight.doubleQuant));
-      for (const [i, [start, end]] of [[0, 64], [64, 320]].entries()) {
-        const columns = tidy(() => ops.slice(dense, 1, start, end).toArray() as Float32Array);
-        assert.deepEqual((pieces[i].weight as NF4Tensor).toArray(), columns, `piece ${i}`);
-      }
-      dense.dispose();
-    } finally {
-      loader.dispose();
-    }
-  });
-
-  it('leaves NF4 whole where blocks straddle the cut', () => {
-    const nf4 = { quantizeOnLoad: true, doubleQuant: false, computeDtype: 'float32', skipModules: [] } as const;
-    const loader = new WeightLoader('test', new RandomWeights(), { device: 'cpu', dtype: 'float32', nf4 });
-    try {
-      const whole = loader.linear('proj_out', 160, 32);
-      assert.equal(loader.splitInputs('proj_out', [32, 128]), undefined);
-      assert.ok(!whole.weight.isDisposed);
-      assert.deepEqual([...loader.linears.keys()], ['proj_out']);
-    } finally {
-      loader.dispose();
-    }
   });
 });
 

@@ -294,37 +294,6 @@ export class WeightLoader {
   }
 
   /**
-   * Replaces the loaded Linear `name` by column blocks of its weight (the input features cut into `widths`), so
-   * that x·Wᵀ + b = Σᵢ xᵢ·Wᵢᵀ (+ b, on the first piece) runs without concatenating the xᵢ. Exact: the pieces hold
-   * the same values. NF4 pieces keep the codes and absmax of their blocks, which needs K and every width to be
-   * multiples of the blocksize; double-quant absmax is first decoded to the float32 values the dequantization
-   * uses (NF4Tensor.concatRows), since its nested blocks span rows. Returns undefined, leaving the layer whole,
-   * where blocks straddle the cut. linearLayers() then lists the pieces as `name[start:end]`.
-   */
-  splitInputs(name: string, widths: readonly number[]): Linear[] | undefined {
-    const layer = this.linears.get(name);
-    if (layer === undefined) throw new Error(`${this.component}: splitInputs: no Linear '${name}' was loaded`);
-    const weight = layer.weight;
-    const [rows, cols] = weight.shape;
-    if (widths.reduce((a, b) => a + b, 0) !== cols) throw new Error(`${this.component}: splitInputs: widths [${widths.join(', ')}] do not add up to ${cols}`);
-    if (weight instanceof NF4Tensor && (cols % weight.blocksize !== 0 || widths.some((wd) => wd % weight.blocksize !== 0))) return undefined;
-    const plain = weight instanceof NF4Tensor && weight.doubleQuant ? NF4Tensor.concatRows([weight]) : weight;
-    const ranges = widths.map((width, i) => {
-      const start = widths.slice(0, i).reduce((a, b) => a + b, 0);
-      return [start, start + width] as const;
-    });
-    const pieces = ranges.map(([start, end]) =>
-      this.track(() => (plain instanceof NF4Tensor ? nf4Columns(plain, start, end) : ops.slice(plain, 1, start, end))),
-    );
-    const layers = pieces.map((piece, i) => new Linear(piece, i === 0 ? layer.bias : undefined, layer.computeDtype));
-    plain.dispose();
-    weight.dispose();
-    this.linears.delete(name);
-    ranges.forEach(([start, end], i) => this.linears.set(`${name}[${start}:${end}]`, layers[i]));
-    return layers;
-  }
-
-  /**
    * Replaces the loaded Linears `names` (the same input features) by one whose weight stacks theirs by output rows,
    * [ΣNᵢ, K] (biases likewise), so that one GEMM yields their outputs side by side (fused QKV: [B, L, 3·D]). Exact:
    * the same values in the same order; NF4 weights keep their codes and absmax (NF4Tensor.concatRows, double-quant
@@ -381,23 +350,6 @@ export class WeightLoader {
   }
 }
 
-/** Columns [start, end) of a plain NF4 weight [N, K] whose rows are whole blocks: the same codes and absmax. */
-function nf4Columns(weight: NF4Tensor, start: number, end: number): NF4Tensor {
-  const [rows, cols] = weight.shape;
-  const blocksize = weight.blocksize;
-  return tidy(() => {
-    const parts = weight.parts();
-    const packed = ops.slice(parts.packed.reshape([rows, cols / 2]), 1, start / 2, end / 2);
-    const absmax = ops.slice(parts.absmax!.reshape([rows, cols / blocksize]), 1, start / blocksize, end / blocksize);
-    return NF4Tensor.fromBitsandbytes({
-      weight: packed.reshape([(rows * (end - start)) / 2]),
-      absmax: absmax.reshape([(rows * (end - start)) / blocksize]),
-      quantMap: parts.quantMap,
-      quantState: { quant_type: 'nf4', blocksize, dtype: weight.originalDtype, shape: [rows, end - start] },
-    });
-  });
-}
-
 /**
  * torch.nn.Linear: y = x·Wᵀ + b. `computeDtype`, where set, is the dtype x is cast to and the product computed in,
  * independent of how the weight is stored: NF4 weights (bitsandbytes' Linear4bit compute dtype), or 'float32' over a
@@ -427,8 +379,18 @@ export class Linear {
     return this.weight instanceof NF4Tensor;
   }
 
-  /** y = x·Wᵀ + b, with an optional fused epilogue (activation, gate, residual). */
-  forward(x: Tensor, epilogue?: LinearEpilogue): Tensor {
+  /**
+   * y = x·Wᵀ + b, with an optional fused epilogue (activation, gate, residual). x may be given as parts along its
+   * last dim (ops.linear: the product with their concatenation, which the CUDA GEMM reads in place).
+   */
+  forward(x: Tensor | Tensor[], epilogue?: LinearEpilogue): Tensor {
+    if (Array.isArray(x)) {
+      const dtype = x[0].dtype;
+      const fused = x.every((p) => p.dtype === dtype) && (this.computeDtype === undefined || this.computeDtype === dtype) &&
+        [epilogue?.residual, epilogue?.gate].every((t) => t === undefined || t.dtype === dtype);
+      if (fused) return ops.linear(x, this.weight, this.bias, epilogue);
+      return tidy(() => this.forward(ops.concat(x, -1), epilogue));
+    }
     if (this.computeDtype !== undefined && x.dtype !== this.computeDtype) {
       // bitsandbytes computes in its compute dtype and casts back; the epilogue then runs in x's dtype.
       return tidy(() => {

@@ -236,25 +236,14 @@ class FluxSingleTransformerBlock {
   readonly norm: { linear: Linear };
   readonly proj_mlp: Linear;
   readonly attn: FluxAttention;
-  /**
-   * proj_out as its attention and MLP column blocks [D, D] and [D, 4D] (exact copies of the checkpoint's values),
-   * so x + gate·proj_out([attn, mlp]) = (x + gate·(attn·W₁ᵀ + b)) + gate·(mlp·W₂ᵀ): two GEMMs with fused
-   * epilogues and no [B, L+S, 5D] concatenation (at 1024², 141 MB written and read again per block). Undefined
-   * where NF4 blocks straddle the cut (D not a multiple of 64: the tiny test models only): proj_out then runs on
-   * the concatenation, as diffusers does.
-   */
-  readonly proj_out_split?: [Linear, Linear];
-  readonly proj_out?: Linear;
+  readonly proj_out: Linear;
 
   constructor(w: WeightLoader, prefix: string, heads: number, headDim: number) {
     const dim = heads * headDim;
     this.norm = { linear: w.linear(`${prefix}.norm.linear`, dim, 3 * dim) };
     this.proj_mlp = w.linear(`${prefix}.proj_mlp`, dim, 4 * dim);
     this.attn = new FluxAttention(w, `${prefix}.attn`, heads, headDim, false);
-    const projOut = w.linear(`${prefix}.proj_out`, 5 * dim, dim);
-    const split = w.splitInputs(`${prefix}.proj_out`, [dim, 4 * dim]);
-    if (split) this.proj_out_split = [split[0], split[1]];
-    else this.proj_out = projOut;
+    this.proj_out = w.linear(`${prefix}.proj_out`, 5 * dim, dim);
   }
 
   /** x [B, L+S, D] (text tokens first) → [B, L+S, D]. */
@@ -264,11 +253,9 @@ class FluxSingleTransformerBlock {
       const normed = ops.layerNormModulate(x, shift, scale, 1e-6);
       const mlp = this.proj_mlp.forward(normed, { activation: 'gelu_tanh' });
       const attended = this.attn.forward(normed, undefined, rope).x;
-      if (this.proj_out_split) {
-        const [attnOut, mlpOut] = this.proj_out_split;
-        return mlpOut.forward(mlp, { gate, residual: attnOut.forward(attended, { gate, residual: x }) });
-      }
-      return this.proj_out!.forward(ops.concat([attended, mlp], 2), { gate, residual: x });
+      // proj_out over [attended | mlp] as diffusers concatenates them; given as parts, the CUDA GEMM reads each
+      // k-block from its part, so the [B, L+S, 5D] tensor (141 MB at 1024²) is never written.
+      return this.proj_out.forward([attended, mlp], { gate, residual: x });
     });
   }
 }

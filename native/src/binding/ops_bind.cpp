@@ -31,6 +31,20 @@ Napi::Value linear_nf4_js(const Napi::CallbackInfo& info) {
                                  opt_tensor_arg(info, 2, "ops.linear"), linear_options(info)));
 }
 
+// linearParts(xs, weight (tensor or nf4 descriptor), bias, activation, gate, residual): linear of x given in parts
+// along its last dim.
+Napi::Value linear_parts_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.linear";
+  if (info.Length() < 2 || !info[0].IsArray()) fail("ops.linear: expects an array of x parts");
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<Tensor> xs;
+  for (uint32_t i = 0; i < a.Length(); i++) xs.push_back(tensor_value(a.Get(i), w));
+  const bool dense = NativeTensor::is(info[1]);
+  const ops::NF4 nf4 = dense ? ops::NF4{} : nf4_arg(info[1], w);
+  return W(info, ops::linear_parts(xs, dense ? &tensor_value(info[1], w) : nullptr, dense ? nullptr : &nf4,
+                                   opt_tensor_arg(info, 2, w), linear_options(info)));
+}
+
 Napi::Value matmul_js(const Napi::CallbackInfo& info) {
   return W(info, ops::matmul(tensor_arg(info, 0, "ops.matmul"), tensor_arg(info, 1, "ops.matmul")));
 }
@@ -225,6 +239,7 @@ Napi::Value dynamic_map_js(const Napi::CallbackInfo& info) {
 void register_op_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("linear", Napi::Function::New<guarded<linear_js>>(env, "linear"));
   exports.Set("linearNF4", Napi::Function::New<guarded<linear_nf4_js>>(env, "linearNF4"));
+  exports.Set("linearParts", Napi::Function::New<guarded<linear_parts_js>>(env, "linearParts"));
   exports.Set("matmul", Napi::Function::New<guarded<matmul_js>>(env, "matmul"));
   exports.Set("sdpa", Napi::Function::New<guarded<sdpa_js>>(env, "sdpa"));
   exports.Set("layerNorm", Napi::Function::New<guarded<layer_norm_js>>(env, "layerNorm"));

@@ -39,6 +39,8 @@ const char* route_name(Route r) {
     case Route::LinearNf4DequantizedSm90: return "linear nf4: dequantized + fluxk sm90 (wgmma)";
     case Route::LinearNf4DequantizedSm80: return "linear nf4: dequantized + fluxk sm80 (mma.sync)";
     case Route::LinearNf4Portable: return "linear nf4: portable";
+    case Route::LinearTwoPartFluxkSm90: return "linear bf16, x in two parts: fluxk sm90 (wgmma)";
+    case Route::LinearNf4TwoPartDequantizedSm90: return "linear nf4, x in two parts: dequantized + fluxk sm90 (wgmma)";
     case Route::LinearJointQkvFluxkSm90: return "linear bf16 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::LinearNf4JointQkvFluxkSm90: return "linear nf4 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
@@ -169,6 +171,46 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
   if (!served) return false;
   count_route(*served);
   return true;
+}
+
+namespace {
+
+// The two-part GEMM's arguments (gemm_bf16_args for x1 with the second part added), or nullopt.
+std::optional<fluxk::GemmArgs> two_part_args(const void* x1, int64_t k1, const void* x2, const void* w, const void* bias,
+                                             void* out, int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi) {
+  if (!use_sm90() || k1 <= 0 || k1 >= K) return std::nullopt;
+  std::optional<fluxk::GemmArgs> a = gemm_bf16_args(x1, w, bias, out, M, N, K, epi);
+  if (!a) return std::nullopt;
+  a->lda = k1;
+  a->a2 = static_cast<const __nv_bfloat16*>(x2);
+  a->lda2 = K - k1;
+  a->k_split = int(k1);
+  if (fluxk::gemm_bf16_check(*a) != cudaSuccess || M < 512) return std::nullopt;  // ping-pong from 512 rows
+  return a;
+}
+
+}  // namespace
+
+bool fluxk_linear_two_part_applies(const void* x1, int64_t k1, const void* x2, DType xdt, const void* bias, void* out,
+                                   int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi) {
+  // the weight (or the NF4 weight's workspace, a 256-byte aligned caching-allocator block) stands in as x1
+  return xdt == DType::BF16 && two_part_args(x1, k1, x2, x1, bias, out, M, N, K, epi).has_value();
+}
+
+bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt, const void* w, const void* bias,
+                           void* out, int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi, Route served_as,
+                           cudaStream_t s) {
+  if (xdt != DType::BF16) return false;
+  const std::optional<fluxk::GemmArgs> a = two_part_args(x1, k1, x2, w, bias, out, M, N, K, epi);
+  if (!a) return false;
+#if FLUXLAB_HAVE_SM90
+  if (!accepted(fluxk::gemm_bf16_sm90(*a, s), "ops.linear (fluxk gemm_bf16_sm90, two-part x)")) return false;
+  count_route(served_as);
+  return true;
+#else
+  (void)s, (void)served_as;
+  return false;
+#endif
 }
 
 bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,

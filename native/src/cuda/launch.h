@@ -119,6 +119,18 @@ void timestep_embedding(const void* t, DType tdt, int64_t B, int64_t dim, bool f
 // n normal samples mean + std * N(0,1) from Philox4x32-10 (core/philox.h) keyed by seed, into a float dtype.
 void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, float std, cudaStream_t s);
 
+// Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
+enum class Route : int {
+  LinearFluxkSm90, LinearFluxkSm80, LinearFluxkGemv, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
+  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
+  LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90, LinearTwoPartFluxkSm90,
+  LinearNf4TwoPartDequantizedSm90,
+  SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
+  SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
+  kCount
+};
+void count_route(Route r);
+
 // ---- fluxk routes (fluxk_routes.cpp): the tensor-core kernels of src/sm90 and src/sm80 -------------------------
 // Each returns true when it enqueued the op, false when the fluxk kernels decline it (dtype, shape, alignment,
 // device), in which case the caller runs the portable launcher above. Other CUDA errors throw.
@@ -141,6 +153,14 @@ bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4Vie
                                           int64_t M, const LinearEpilogue& epi);
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
                                   const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s);
+// x in two parts along K (x1 [M, k1], x2 [M, K - k1], both contiguous): the product with their concatenation on the
+// sm90 ping-pong GEMM, which reads each k-block from its part (fluxk GemmArgs::a2), with a bf16 weight [N, K] (an
+// NF4 weight dequantized into one first). `_applies` checks without enqueuing (before a dequantization).
+bool fluxk_linear_two_part_applies(const void* x1, int64_t k1, const void* x2, DType xdt, const void* bias, void* out,
+                                   int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi);
+bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt, const void* w, const void* bias,
+                           void* out, int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi, Route served_as,
+                           cudaStream_t s);
 // `w` as stored (plain or double-quant absmax).
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
                       int64_t K, const LinearEpilogue& epi, cudaStream_t s);
@@ -172,15 +192,5 @@ bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt
 bool fluxk_sdpa_bias_wide(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a,
                           const void* bias, DType bias_dt, const void* mask, DType mask_dt, float scale,
                           cudaStream_t s);
-// Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
-enum class Route : int {
-  LinearFluxkSm90, LinearFluxkSm80, LinearFluxkGemv, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
-  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
-  LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90,
-  SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
-  SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
-  kCount
-};
-void count_route(Route r);
 
 }  // namespace fl::cuda

@@ -173,6 +173,70 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
   return out;
 }
 
+Tensor linear_parts(const std::vector<Tensor>& xs, const Tensor* w, const NF4* w_nf4, const Tensor* bias,
+                    const LinearOptions& opts) {
+  FL_CHECK(!xs.empty() && (w || w_nf4), "ops.linear: needs x parts and a weight");
+  const auto apply = [&](const Tensor& x) { return w ? linear(x, *w, bias, opts) : linear_nf4(x, *w_nf4, bias, opts); };
+  if (xs.size() == 1) return apply(xs[0]);
+  const Tensor& x1 = xs[0];
+  for (const Tensor& x : xs) {
+    check_float("linear", "x part", x);
+    FL_CHECK(x.ndim() == x1.ndim() && x.ndim() >= 1 && x.device() == x1.device() && x.dtype == x1.dtype,
+             "ops.linear: the parts of x must share dims, device and dtype: ", x1.desc(), " and ", x.desc());
+    for (size_t d = 0; d + 1 < x.shape.size(); d++) {
+      FL_CHECK(x.shape[d] == x1.shape[d], "ops.linear: the parts of x differ before the last dim: ", x1.desc(), " and ",
+               x.desc());
+    }
+  }
+#if FLUXLAB_WITH_CUDA
+  // Two parts on CUDA: the ping-pong GEMM reads each k-block from its part, so [x1 | x2] is never built.
+  const int64_t N = w ? (w->ndim() == 2 ? w->shape[0] : -1) : w_nf4->rows;
+  const int64_t K = w ? (w->ndim() == 2 ? w->shape[1] : -1) : w_nf4->cols;
+  const int64_t k1 = x1.shape.back();
+  if (xs.size() == 2 && x1.device().is_cuda() && N > 0 && k1 + xs[1].shape.back() == K &&
+      (!w || (w->device() == x1.device() && w->dtype == x1.dtype)) && (!w_nf4 || w_nf4->device() == x1.device())) {
+    const Shape out_shape = with_last(x1.shape, N);
+    const int64_t M = numel_of(out_shape) / N;
+    Tensor b = bias_as("linear", bias, N, x1);
+    Epilogue ep = prepare_epilogue(x1, out_shape, M, N, opts);
+    Tensor out = empty(out_shape, x1.dtype, x1.device());
+    const void* bp = b.defined() ? b.data() : nullptr;
+    // An NF4 weight goes this way only where linear_nf4 would dequantize it too (launch.h: the rows measured).
+    const bool nf4_ok = !w_nf4 || (M > 0 && cuda::fluxk_linear_nf4_dequantized_applies(x1.data(), x1.dtype,
+                                                                                      w_nf4->view(), bp, out.data(), M,
+                                                                                      ep.e));
+    if (M > 0 && nf4_ok &&
+        cuda::fluxk_linear_two_part_applies(x1.data(), k1, xs[1].data(), x1.dtype, bp, out.data(), M, N, K, ep.e)) {
+      bool done = false;
+      const std::string what = cat("ops.linear: x parts ", x1.desc(), " + ", xs[1].desc(), ", weight ",
+                                   w ? w->desc() : cat("nf4 [", N, ",", K, "]"));
+      if (w) {
+        FL_CUDA_LAUNCH(x1.device(), what,
+                       done = cuda::fluxk_linear_two_part(x1.data(), k1, xs[1].data(), x1.dtype, w->data(), bp,
+                                                          out.data(), M, N, K, ep.e, cuda::Route::LinearTwoPartFluxkSm90,
+                                                          stream));
+      } else {
+        // As linear_nf4's dequantized route: bitsandbytes' values in a bf16 workspace, then the GEMM.
+        const NF4View view = w_nf4->view();
+        Tensor weight_bf16 = empty({N, K}, DType::BF16, x1.device());
+        Tensor decoded = w_nf4->double_quant() ? empty({(N * K + view.blocksize - 1) / view.blocksize}, DType::F32,
+                                                       x1.device())
+                                               : Tensor();
+        FL_CUDA_LAUNCH(x1.device(), what, {
+          if (decoded.defined()) cuda::nf4_absmax(view, decoded.ptr<float>(), stream);
+          cuda::nf4_dequantize(view, decoded.defined() ? decoded.ptr<float>() : view.absmax, weight_bf16.data(),
+                               DType::BF16, stream);
+          done = cuda::fluxk_linear_two_part(x1.data(), k1, xs[1].data(), x1.dtype, weight_bf16.data(), bp, out.data(),
+                                             M, N, K, ep.e, cuda::Route::LinearNf4TwoPartDequantizedSm90, stream);
+        });
+      }
+      if (done) return out;
+    }
+  }
+#endif
+  return apply(concat(xs, -1));
+}
+
 Tensor matmul(const Tensor& a0, const Tensor& b0) {
   check_float("matmul", "a", a0);
   check_float("matmul", "b", b0);

@@ -42,6 +42,10 @@ struct LinearOptions {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const LinearOptions& opts = {});
 Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts = {});
+// linear of x given in parts along its last dim (w dense, or w_nf4): the product with their concatenation; on CUDA
+// two bf16 parts are read in place by the GEMM (no concatenation), bitwise what linear of the concatenation gives.
+Tensor linear_parts(const std::vector<Tensor>& xs, const Tensor* w, const NF4* w_nf4, const Tensor* bias,
+                    const LinearOptions& opts = {});
 Tensor matmul(const Tensor& a, const Tensor& b);
 // q, k, v [B,H,L,D], or [B,L,H,D] when blhd (the output follows).
 Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,

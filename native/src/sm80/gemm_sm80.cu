@@ -342,6 +342,9 @@ cudaError_t gemm_bf16_check(const GemmArgs& a) {
   if (!aligned16(a.a) || !aligned16(a.w) || (!qk && !aligned16(a.c ? static_cast<const void*>(a.c) : a.c_f32)))
     return cudaErrorInvalidValue;
   if (a.a_parts < 1 || a.a_parts > 4) return cudaErrorInvalidValue;
+  if (a.a2 && (a.a_parts != 1 || a.c_f32 || a.k_split <= 0 || a.k_split >= a.k || a.k_split % 64 || a.lda2 % 8 ||
+               !aligned16(a.a2)))
+    return cudaErrorInvalidValue;
   if (a.a_parts > 1 && a.lda < a.a_parts * sm80::round_up64(a.k)) return cudaErrorInvalidValue;
   if (a.c_f32 && (a.epi.kind != Epilogue::kNone || a.epi.bias || a.cluster > 1)) return cudaErrorInvalidValue;
   if (a.epi.bias_f32 && (!a.c_f32 || (reinterpret_cast<uintptr_t>(a.epi.bias_f32) & 7)))
@@ -356,6 +359,7 @@ cudaError_t gemm_bf16_sm80(const GemmArgs& a, cudaStream_t stream) {
   if (a.m == 0 || a.n == 0) return a.m < 0 || a.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
   const cudaError_t valid = gemm_bf16_check(a);
   if (valid != cudaSuccess) return valid;
+  if (a.a2) return cudaErrorInvalidValue;  // two-part A: sm90 ping-pong only
   sm80::Sm80Params p{};
   p.a = a.a;
   p.lda = a.lda;

@@ -134,7 +134,7 @@ cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream) {
 
 cudaError_t gemv_bf16(const GemmArgs& a, cudaStream_t stream) {
   if (a.m == 0 || a.n == 0) return a.m < 0 || a.n < 0 ? cudaErrorInvalidValue : cudaSuccess;
-  if (a.m > 16 || a.k <= 0 || a.epi.kind == Epilogue::kQkNormRope || a.c_f32 || a.a_parts != 1)
+  if (a.m > 16 || a.k <= 0 || a.epi.kind == Epilogue::kQkNormRope || a.c_f32 || a.a_parts != 1 || a.a2)
     return cudaErrorInvalidValue;
   const cudaError_t valid = gemm_bf16_check(a);
   if (valid != cudaSuccess) return valid;

@@ -53,6 +53,7 @@ struct GemmParams {
   int m, n, k;
   int a_parts;  // k-blocks of A per k-block of W (GemmArgs::a_parts)
   int tiles_m, tiles_n, k_blocks;
+  int a_split_blocks;  // ping-pong: k-blocks from the first part of A (GemmArgs::k_split / 64; k_blocks if one)
   int units_m, num_units;  // a unit is CL vertically adjacent tiles, one per CTA of a cluster
   EpilogueArgs epi;
 };
@@ -355,8 +356,8 @@ __device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, con
 
 template <int EPI>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_w,
-                              const GemmParams p) {
+    gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a2,
+                              const __grid_constant__ CUtensorMap tma_w, const GemmParams p) {
 #if FLUXK_SM90_DEVICE
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -383,6 +384,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     setmaxnreg_dec<40>();
     if (tid == 0) {
       prefetch_tensor_map(&tma_a);
+      if (p.a_split_blocks < p.k_blocks) prefetch_tensor_map(&tma_a2);
       prefetch_tensor_map(&tma_w);
       int stage = 0;
       uint32_t phase = 0;
@@ -392,7 +394,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int kb = 0; kb < p.k_blocks; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
           mbar_arrive_expect_tx(&full[stage], 2 * kPpTileBytes);
-          tma_load_2d(s_a + stage * kPpTileBytes, &tma_a, &full[stage], kb * kBK, tm * kBM);
+          const bool second = kb >= p.a_split_blocks;
+          tma_load_2d(s_a + stage * kPpTileBytes, second ? &tma_a2 : &tma_a, &full[stage],
+                      (second ? kb - p.a_split_blocks : kb) * kBK, tm * kBM);
           tma_load_2d(s_w + stage * kPpTileBytes, &tma_w, &full[stage], kb * kBK, tn * kPpBN);
           if (++stage == kPpStages) {
             stage = 0;
@@ -506,9 +510,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 template <int EPI>
 cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
-  CUtensorMap tma_a, tma_w;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, a.k, a.lda, kBM);
+  CUtensorMap tma_a, tma_a2, tma_w;
+  const int k1 = a.a2 ? a.k_split : a.k;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, kBM);
   if (e != cudaSuccess) return e;
+  tma_a2 = tma_a;
+  if (a.a2) {
+    e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kBM);
+    if (e != cudaSuccess) return e;
+  }
   e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kPpBN);
   if (e != cudaSuccess) return e;
   GemmParams p;
@@ -522,6 +532,7 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.tiles_m = (a.m + kBM - 1) / kBM;
   p.tiles_n = (a.n + kPpBN - 1) / kPpBN;
   p.k_blocks = (a.k + kBK - 1) / kBK;
+  p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
   p.units_m = p.tiles_m;
   p.num_units = p.tiles_m * p.tiles_n;
   p.epi = a.epi;
@@ -529,7 +540,7 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPpSmemBytes);
   if (e != cudaSuccess) return e;
   const int grid = p.num_units < sms ? p.num_units : sms;
-  kernel<<<grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_w, p);
+  kernel<<<grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
   return cudaGetLastError();
 }
 
@@ -676,7 +687,7 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
     if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 1) return cudaErrorInvalidValue;
     return launch_pingpong_epi(a, stream, sms);
   }
-  if (schedule != GemmSchedule::kCooperative) return cudaErrorInvalidValue;
+  if (schedule != GemmSchedule::kCooperative || a.a2) return cudaErrorInvalidValue;  // two-part A: ping-pong only
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
   switch (tile_n) {
     case 256: return launch_cluster<256>(a, stream, sms);

@@ -86,6 +86,13 @@ struct GemmArgs {
   // K64 = k rounded up to 64 and lda >= that, and every part multiplies the same W block:
   // C = Σ_p A_p·Wᵀ in one fp32 accumulator (the split float32 operand of gemm_f32_bf16w). 1: plain A.
   int a_parts = 1;
+  // A in two parts along K, multiplied as their concatenation without building it: columns [0, k_split) of A are
+  // a's (lda), columns [k_split, k) are a2's (lda2). k_split % 64 == 0; a2 16-byte aligned, lda2 % 8 == 0.
+  // Flux's single-block proj_out over [attention | MLP]. sm90 ping-pong only (bf16 output, m >= 512); other
+  // paths decline it.
+  const __nv_bfloat16* a2 = nullptr;
+  int64_t lda2 = 0;
+  int k_split = 0;
   EpilogueArgs epi;
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing W tiles by TMA multicast
