@@ -10,6 +10,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook  # noqa: 
 TOUR = ROOT / "notebooks" / "01-kernel-tour.ipynb"
 GENERATE = ROOT / "notebooks" / "02-generate.ipynb"
 SPEED = ROOT / "notebooks" / "03-speed-and-memory.ipynb"
+OFFLOADING = ROOT / "notebooks" / "04-offloading.ipynb"
 
 
 def small_notebook():
@@ -77,6 +78,79 @@ def test_nbclient_executes_the_speed_and_memory_notebook(tmp_path):
     assert "sameImage: true" in "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
     # The step profile on a GPU, or the reason it is skipped without one.
     assert "ms of GPU time in ops" in streams or "cuda.profile needs a CUDA device" in streams
+
+
+def console_tables(text):
+    """The tables console.table printed in `text`, in order: each a list of rows {column: cell, quotes stripped}."""
+    tables, header, rows = [], None, None
+    for line in text.splitlines():
+        if line.startswith("┌"):
+            header, rows = None, []
+        elif line.startswith("│") and rows is not None:
+            cells = [cell.strip().strip("'") for cell in line.split("│")[1:-1]]
+            if header is None:
+                header = cells
+            else:
+                rows.append(dict(zip(header, cells)))
+        elif line.startswith("└") and rows is not None:
+            tables.append(rows)
+            rows = None
+    return tables
+
+
+def check_offloading_notebook(nb):
+    """The executed 04-offloading notebook: the CPU path (offloading refused, the baseline on the tiny pipeline) or,
+    on a CUDA GPU, every offload mode measured."""
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o for o in outputs if o["output_type"] == "error"] == []
+    stdout = "".join(o["text"] for o in outputs if o["output_type"] == "stream" and o["name"] == "stdout")
+    stderr = "".join(o["text"] for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr")
+    setup = next(o["data"]["text/plain"] for o in outputs if o["output_type"] == "execute_result")
+    on_gpu = "on cpu:" not in setup
+    tables = console_tables(stdout)
+
+    # §1, on any machine: how each mode groups every component, and the weights each mode keeps on the GPU.
+    plan = next(t for t in tables if t and "leaf groups" in t[0])
+    assert [r["component"] for r in plan] == ["text_encoder", "text_encoder_2", "transformer", "vae"]
+    assert all(int(r["leaf groups"]) > int(r["block groups"]) > 1 for r in plan), plan
+    held = {r["mode"]: float(r["weights on GPU MiB"]) for r in next(t for t in tables if t and "weights on GPU MiB" in t[0])}
+    assert held["none"] > held["model"] > held["group"] > held["sequential"] > 0, held
+
+    # §6: the measured rows; the warm-up images equal the baseline's.
+    final = [t for t in tables if t and "same image" in t[0]][-1]
+    rows = {(r["offload"], r["compile"]): r for r in final}
+    assert all(r["same image"] == "true" for key, r in rows.items() if key[1] == "eager"), final
+    none = rows[("none", "eager")]
+    if not on_gpu:
+        # Offloading is refused without CUDA (the lesson), the rest ran on the tiny pipeline.
+        assert list(rows) == [("none", "eager")]
+        assert stdout.count("throws ERR_FLUXLAB_OFFLOAD_DEVICE") == 4 and "requires a CUDA device" in stdout
+        assert stdout.count("This part needs a CUDA GPU") == 3
+        assert any("image/png" in o.get("data", {}) for o in outputs)
+        assert float(none["peak MiB"]) > 0 and float(none["pinned MiB"]) == 0
+    else:
+        assert set(rows) == {("none", "eager"), ("model", "eager"), ("group", "eager"), ("sequential", "eager"), ("model", "compile")}
+        for key, row in rows.items():
+            if key == ("none", "eager"):
+                continue
+            assert float(row["peak MiB"]) < float(none["peak MiB"]), (key, row, none)
+            assert float(row["pinned MiB"]) > 0, (key, row)
+            copied, napkin = float(row["copied MiB"]), float(row["napkin MiB"])
+            assert napkin <= copied <= 1.02 * napkin, (key, row)
+        assert float(rows[("model", "compile")]["capture ms"]) > 0
+        assert "transformer.compiled = false" in stdout and "group-offloaded" in stderr
+        assert "This part needs a CUDA GPU" not in stdout
+    # §7: the committed H100 rows.
+    h100 = next(t for t in tables if t and "step vs none" in t[0])
+    assert {r["offload"] for r in h100} == {"none", "model", "group"}
+    assert "NVIDIA H100" in stdout
+
+
+def test_nbclient_executes_the_offloading_notebook():
+    nb = nbformat.read(OFFLOADING, as_version=4)
+    # Run from notebooks/, as Jupyter would, so that §7 finds bench/results/ in this checkout.
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="fluxlab", resources={"metadata": {"path": str(OFFLOADING.parent)}}).execute()
+    check_offloading_notebook(nb)
 
 
 def fluxlab_run(*args):
