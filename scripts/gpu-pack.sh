@@ -18,6 +18,9 @@ rm -rf .gpu/node_modules .gpu/dist .gpu/native-dist
 mkdir -p .gpu/node_modules .gpu/dist
 cp -r node_modules/node-addon-api node_modules/node-api-headers .gpu/node_modules/
 tar -cf .gpu/dist/dist.tar native/dist kernel/dist
+# The notebooks as scripts (no Jupyter or kernel dependencies there): gpu-test.sh notebooks runs them.
+rm -rf .gpu/notebooks && mkdir -p .gpu/notebooks
+for nb in notebooks/*.ipynb; do node scripts/notebook-script.mjs "$nb" ".gpu/notebooks/$(basename "${nb%.ipynb}").js"; done
 # The commit the figures of `gpu-test.sh bench` belong to (+changes: the working tree differs from it).
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo +changes)" > .gpu/commit
 du -sh .gpu

@@ -10,6 +10,7 @@
 #            component figures (components.json) and the torch yardstick (torch.json), then a summary table;
 #            each part time-limited (~6 min in all on an H100)
 #   profile  component figures with resident/peak memory and each component's GPU time op by op (~3 min)
+#   notebooks every notebook's code cells in order, as the scripts gpu-pack.sh made (the GPU paths; ~3 min)
 # Logs go to $OUT. Default suites: native flux.
 set -uo pipefail
 OUT=${OUT:-$PWD/.gpu/out}
@@ -64,6 +65,13 @@ for suite in "${suites[@]}"; do
       timeout 300 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --component all --sizes 1024x1024 \
         --iterations 5 --profile --json "$OUT/components.json" > "$OUT/profile.log" 2>&1 || failed=1
       grep -vE "^bench:" "$OUT/profile.log" | head -60
+      continue ;;
+    notebooks)
+      for script in .gpu/notebooks/*.js; do
+        name=$(basename "${script%.js}")
+        (cd notebooks && timeout 480 node "../$script") > "$OUT/notebook-$name.log" 2>&1 || failed=1
+        echo "== notebook $name: $(tail -1 "$OUT/notebook-$name.log")"
+      done
       continue ;;
     *) echo "gpu-test: unknown suite $suite" >&2; failed=1; continue ;;
   esac
