@@ -19,17 +19,10 @@ EpilogueArgs make_epi(int kind, const void* bias, const void* residual, long lon
   e.gate_rows_per_batch = rows_per_batch;
   return e;
 }
-}  // namespace
 
-extern "C" {
-
-const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
-
-// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16); schedule: GemmSchedule (sm90)
-int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc,
-                 int m, int n, int k, int epi, const void* bias, const void* residual, long long ldr,
-                 const void* gate, long long ldg, int rows_per_batch, int tile_n, int cluster, int schedule,
-                 void* stream) {
+GemmArgs make_gemm(const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc, int m, int n,
+                   int k, int epi, const void* bias, const void* residual, long long ldr, const void* gate,
+                   long long ldg, int rows_per_batch, int tile_n, int cluster, int schedule) {
   GemmArgs g;
   g.a = static_cast<const __nv_bfloat16*>(a);
   g.lda = lda;
@@ -44,7 +37,11 @@ int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long 
   g.tile_n = tile_n;
   g.cluster = cluster;
   g.schedule = static_cast<GemmSchedule>(schedule);
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  return g;
+}
+
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
+int run_gemm_bf16(int backend, const GemmArgs& g, cudaStream_t s) {
   switch (backend) {
     case 0: return gemm_bf16(g, s);
     case 1: return gemm_bf16_sm90(g, s);
@@ -52,6 +49,49 @@ int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long 
     case 3: return gemv_bf16(g, s);
   }
   return cudaErrorInvalidValue;
+}
+
+Nf4Weight make_nf4_weight(const void* packed, int n, int k, const void* absmax, const void* absmax_q,
+                          const void* absmax_code, const void* nested_absmax, float nested_offset) {
+  Nf4Weight w;
+  w.packed = static_cast<const uint8_t*>(packed);
+  w.n = n;
+  w.k = k;
+  w.absmax = static_cast<const float*>(absmax);
+  w.absmax_q = static_cast<const uint8_t*>(absmax_q);
+  w.absmax_code = static_cast<const float*>(absmax_code);
+  w.nested_absmax = static_cast<const float*>(nested_absmax);
+  w.nested_offset = nested_offset;
+  return w;
+}
+}  // namespace
+
+extern "C" {
+
+const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
+
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16); schedule: GemmSchedule (sm90)
+int fk_gemm_bf16(int backend, const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc,
+                 int m, int n, int k, int epi, const void* bias, const void* residual, long long ldr,
+                 const void* gate, long long ldg, int rows_per_batch, int tile_n, int cluster, int schedule,
+                 void* stream) {
+  const GemmArgs g = make_gemm(a, lda, w, ldw, c, ldc, m, n, k, epi, bias, residual, ldr, gate, ldg, rows_per_batch,
+                               tile_n, cluster, schedule);
+  return run_gemm_bf16(backend, g, static_cast<cudaStream_t>(stream));
+}
+
+// fk_gemm_bf16 with A in two parts (GemmArgs::a2): columns [0, k_split) of A from a (lda), [k_split, k) from a2
+// (lda2), multiplied as their concatenation. The kernels accept it on the sm90 ping-pong schedule only.
+int fk_gemm_bf16_two_part(int backend, const void* a, long long lda, const void* a2, long long lda2, int k_split,
+                          const void* w, long long ldw, void* c, long long ldc, int m, int n, int k, int epi,
+                          const void* bias, const void* residual, long long ldr, const void* gate, long long ldg,
+                          int rows_per_batch, int schedule, void* stream) {
+  GemmArgs g = make_gemm(a, lda, w, ldw, c, ldc, m, n, k, epi, bias, residual, ldr, gate, ldg, rows_per_batch, 0, 0,
+                         schedule);
+  g.a2 = static_cast<const __nv_bfloat16*>(a2);
+  g.lda2 = lda2;
+  g.k_split = k_split;
+  return run_gemm_bf16(backend, g, static_cast<cudaStream_t>(stream));
 }
 
 // backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
@@ -62,14 +102,7 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
   Nf4GemmArgs g;
   g.a = static_cast<const __nv_bfloat16*>(a);
   g.lda = lda;
-  g.w.packed = static_cast<const uint8_t*>(packed);
-  g.w.n = n;
-  g.w.k = k;
-  g.w.absmax = static_cast<const float*>(absmax);
-  g.w.absmax_q = static_cast<const uint8_t*>(absmax_q);
-  g.w.absmax_code = static_cast<const float*>(absmax_code);
-  g.w.nested_absmax = static_cast<const float*>(nested_absmax);
-  g.w.nested_offset = nested_offset;
+  g.w = make_nf4_weight(packed, n, k, absmax, absmax_q, absmax_code, nested_absmax, nested_offset);
   g.c = static_cast<__nv_bfloat16*>(c);
   g.ldc = ldc;
   g.m = m;
@@ -82,6 +115,46 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
     case 1: return gemm_nf4_sm90(g, s);
     case 2: return gemm_nf4_sm80(g, s);
     case 3: return gemv_nf4(g, s);
+  }
+  return cudaErrorInvalidValue;
+}
+
+// The QKV projection of one token stream with the kQkNormRope epilogue: a [m, k] times the weight [3·heads·128, k]
+// (backend 1: bf16 w/ldw, gemm_bf16_sm90; backend 2: NF4 packed/absmax..., gemm_nf4_sm90), q, k, v
+// [m / tokens, joint_tokens, heads, 128] written at rows joint_offset + l; C is not written.
+int fk_gemm_qk_norm_rope(int backend, const void* a, long long lda, const void* w, long long ldw, const void* packed,
+                         const void* absmax, const void* absmax_q, const void* absmax_code, const void* nested_absmax,
+                         float nested_offset, const void* bias, const void* norm_q, const void* norm_k,
+                         const void* rope_cos, const void* rope_sin, void* q_out, void* k_out, void* v_out, int m,
+                         int k, int heads, int tokens, int joint_tokens, int joint_offset, float eps, void* stream) {
+  EpilogueArgs e = make_epi(static_cast<int>(Epilogue::kQkNormRope), bias, nullptr, 0, nullptr, 0, 1);
+  e.q = static_cast<__nv_bfloat16*>(q_out);
+  e.k = static_cast<__nv_bfloat16*>(k_out);
+  e.v = static_cast<__nv_bfloat16*>(v_out);
+  e.norm_q = static_cast<const __nv_bfloat16*>(norm_q);
+  e.norm_k = static_cast<const __nv_bfloat16*>(norm_k);
+  e.rope_cos = static_cast<const float*>(rope_cos);
+  e.rope_sin = static_cast<const float*>(rope_sin);
+  e.heads = heads;
+  e.tokens = tokens;
+  e.joint_tokens = joint_tokens;
+  e.joint_offset = joint_offset;
+  e.eps = eps;
+  const int n = 3 * 128 * heads;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (backend == 1) {
+    GemmArgs g = make_gemm(a, lda, w, ldw, nullptr, 0, m, n, k, 0, nullptr, nullptr, 0, nullptr, 0, 1, 0, 0, 0);
+    g.epi = e;
+    return gemm_bf16_sm90(g, s);
+  }
+  if (backend == 2) {
+    Nf4GemmArgs g;
+    g.a = static_cast<const __nv_bfloat16*>(a);
+    g.lda = lda;
+    g.w = make_nf4_weight(packed, n, k, absmax, absmax_q, absmax_code, nested_absmax, nested_offset);
+    g.m = m;
+    g.epi = e;
+    return gemm_nf4_sm90(g, s);
   }
   return cudaErrorInvalidValue;
 }
