@@ -7,6 +7,12 @@ namespace {
 
 Napi::Value W(const Napi::CallbackInfo& info, Tensor t) { return NativeTensor::wrap(info.Env(), std::move(t)); }
 
+Napi::Value W(const Napi::CallbackInfo& info, std::vector<Tensor> ts) {
+  Napi::Array result = Napi::Array::New(info.Env(), ts.size());
+  for (uint32_t i = 0; i < ts.size(); i++) result.Set(i, NativeTensor::wrap(info.Env(), std::move(ts[i])));
+  return result;
+}
+
 // Arguments 3-5 of linear / linearNF4: activation ('gelu_tanh' or null), gate, residual.
 ops::LinearOptions linear_options(const Napi::CallbackInfo& info) {
   const char* w = "ops.linear";
@@ -81,10 +87,7 @@ Napi::Value joint_qkv_js(const Napi::CallbackInfo& info) {
     streams.push_back({&tensor_value(a.Get(i), w), &tensor_value(a.Get(i + 1), w), &tensor_value(a.Get(i + 2), w),
                        &tensor_value(a.Get(i + 3), w), &tensor_value(a.Get(i + 4), w)});
   }
-  std::vector<Tensor> out = ops::joint_qkv(streams, int_arg(info[1], w), float(number_arg(info[2], w)));
-  Napi::Array result = Napi::Array::New(info.Env(), out.size());
-  for (uint32_t i = 0; i < out.size(); i++) result.Set(i, NativeTensor::wrap(info.Env(), std::move(out[i])));
-  return result;
+  return W(info, ops::joint_qkv(streams, int_arg(info[1], w), float(number_arg(info[2], w))));
 }
 
 // jointQkvProjection(values, heads, eps): values = [x, weight (tensor or nf4 descriptor), bias | null, normQ, normK,
@@ -109,10 +112,7 @@ Napi::Value joint_qkv_projection_js(const Napi::CallbackInfo& info) {
                        &tensor_value(a.Get(i + 3), w), &tensor_value(a.Get(i + 4), w), &tensor_value(a.Get(i + 5), w),
                        &tensor_value(a.Get(i + 6), w)});
   }
-  std::vector<Tensor> out = ops::joint_qkv_projection(streams, int_arg(info[1], w), float(number_arg(info[2], w)));
-  Napi::Array result = Napi::Array::New(info.Env(), out.size());
-  for (uint32_t i = 0; i < out.size(); i++) result.Set(i, NativeTensor::wrap(info.Env(), std::move(out[i])));
-  return result;
+  return W(info, ops::joint_qkv_projection(streams, int_arg(info[1], w), float(number_arg(info[2], w))));
 }
 
 Napi::Value timestep_embedding_js(const Napi::CallbackInfo& info) {
