@@ -190,7 +190,25 @@ def build_tests(quick):
     two_part(fused, "refuse", 333, 264, 192, 320, "gate")   # M < 512: the ping-pong schedule only
     two_part(fused, "time", 4608, 3072, 3072, 12288, "gate")
 
-    t = first + checks + timings + portable + fused
+    # 6. Ping-pong with 2-CTA clusters (vertically adjacent tiles share W: each CTA loads half and multicasts it),
+    # checks on odd shapes (odd tile-row counts leave the last pair's second tile out of range), then each Flux
+    # shape with clusters off/on adjacent; and the cooperative and NF4 cluster variants once more.
+    clusters = []
+    for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (640, 264, 200, "nobias"), (520, 136, 72, "gelu"),
+                           (4608, 12288, 3072, "gelu"), (4608, 3072, 12288, "gate"), (1000, 1160, 4104, "gelu"),
+                           (4096, 3072, 3072, "gate")]:
+        gemm(clusters, "check", 1, 0, m, n, k, epi, 2, 2)
+    for (m, k, n, epi) in [(4608, 3072, 12288, "none"), (4608, 3072, 12288, "gelu"), (4608, 12288, 3072, "gate"),
+                           (4608, 3072, 9216, "none"), (4608, 3072, 3072, "gate"), (4608, 15360, 3072, "gate"),
+                           (4096, 3072, 12288, "gelu"), (4096, 12288, 3072, "gate"), (512, 3072, 12288, "gelu"),
+                           (512, 12288, 3072, "gate")]:
+        for cl in (1, 2):
+            gemm(clusters, "time", 1, 0, m, n, k, epi, cl, 2)
+    for cl in (1, 2):
+        gemm(clusters, "time", 1, 256, 4608, 12288, 3072, "none", cl, 1)
+        nf4(clusters, "time", 1, 0, 4608, 12288, 3072, "none", False, cl)
+
+    t = first + checks + timings + portable + fused + clusters
     for i, x in enumerate(t):
         x["id"] = i
     return t
@@ -751,6 +769,17 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
         w = (torch.randn(n, k, device=dev) / math.sqrt(k)).bfloat16()
         c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
         call_gemm(1, a, w, c, m, n, k, "none", None, None, None, 1, 0)
+        call_gemm(1, a, w, c, m, n, k, "none", None, None, None, 1, 256, 1, 1)
+        call_gemm(1, a, w, c, m, n, k, "none", None, None, None, 1, 256, 2, 1)
+        call_gemm(1, a, w, c, m, n, k, "none", None, None, None, 1, 0, 2, 2)
+        # The gate/residual shape where pairs lost most (bench/kernels/ab.py): 4096x12288x3072, independent then pairs.
+        a2 = torch.randn(4096, 12288, device=dev).bfloat16()
+        w2 = (torch.randn(3072, 12288, device=dev) / math.sqrt(12288)).bfloat16()
+        c2 = torch.randn(4096, 3072, device=dev).bfloat16()
+        b2, g2 = torch.randn(3072, device=dev).bfloat16(), torch.randn(1, 3072, device=dev).bfloat16()
+        for cl in (1, 2):
+            call_gemm(1, a2, w2, c2, 4096, 3072, 12288, "gate", b2, c2, g2, 4096, 0, cl, 2)
+        torch.matmul(a, w.t(), out=c)
         q, _ = make_nf4(n, k, False)
         call_nf4(1, a, q, n, k, c, m, "none", None, None, None, 1, 0)
         for backend in (3, 4):

@@ -20,6 +20,7 @@
 // ~1e-4 relative. So F32 accumulates each W k-block's parts in a fresh register tile and adds it to
 // the float32 sum with round-to-nearest (DeepGEMM's promotion), as a float32 GEMM sums; tile 128
 // only (2 x 64 accumulators per thread).
+#include "cluster_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
@@ -241,7 +242,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 // thread) and the two take the CTA's tiles alternately. A turn barrier orders their main loops, so
 // while one warpgroup runs its epilogue from registers the other keeps the tensor cores busy. The
 // producer fills one stage ring in tile order; a consumer's stage/phase counters start at its
-// tile's place in that order (skipping the other warpgroup's k-blocks).
+// tile's place in that order (skipping the other warpgroup's k-blocks). With CL = 2, CTA pairs walk
+// units of two vertically adjacent tiles; each CTA loads its A tile and half of the shared W tile,
+// multicast to both, and a stage is refilled once the consuming warpgroups of both CTAs released it.
 constexpr int kPpBN = 128;
 constexpr int kPpStages = 7;
 constexpr int kPpTileBytes = kBM * kBK * 2;  // A and W tiles are both 128 x 64
@@ -354,7 +357,7 @@ __device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, con
 }
 #endif
 
-template <int EPI>
+template <int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a2,
                               const __grid_constant__ CUtensorMap tma_w, const GemmParams p) {
@@ -368,17 +371,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int wg = threadIdx.x / 128;
   const int tid = threadIdx.x % 128;
-  // Tiles of this CTA: blockIdx.x + i * gridDim.x for i < local_tiles (the grid is <= num_units).
-  const int local_tiles = (p.num_units - blockIdx.x + gridDim.x - 1) / gridDim.x;
+  const int cluster_id = blockIdx.x / CL;
+  const int num_clusters = gridDim.x / CL;
+  // Units of this cluster: cluster_id + i * num_clusters for i < local_tiles (the grid is <= num_units);
+  // this CTA takes the rank-th tile of each.
+  const int local_tiles = (p.num_units - cluster_id + num_clusters - 1) / num_clusters;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kPpStages; ++s) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], 4);  // one arrival per warp of the one warpgroup that consumes the stage
+      // One arrival per warp of the warpgroup that consumes the stage, in every CTA the stage's W half reaches.
+      mbar_init(&empty[s], 4 * CL);
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  if (CL > 1)
+    cluster_sync();
+  else
+    __syncthreads();
+  const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
 
   if (wg == 0) {
     setmaxnreg_dec<40>();
@@ -389,15 +400,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       int stage = 0;
       uint32_t phase = 0;
       for (int i = 0; i < local_tiles; ++i) {
-        int tm, tn;
-        tile_coords<kPpGroupM>(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
+        int tu, tn;
+        tile_coords<kPpGroupM / CL>(cluster_id + i * num_clusters, p.units_m, p.tiles_n, tu, tn);
+        const int tm = tu * CL + rank;
         for (int kb = 0; kb < p.k_blocks; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
           mbar_arrive_expect_tx(&full[stage], 2 * kPpTileBytes);
           const bool second = kb >= p.a_split_blocks;
           tma_load_2d(s_a + stage * kPpTileBytes, second ? &tma_a2 : &tma_a, &full[stage],
                       (second ? kb - p.a_split_blocks : kb) * kBK, tm * kBM);
-          tma_load_2d(s_w + stage * kPpTileBytes, &tma_w, &full[stage], kb * kBK, tn * kPpBN);
+          if (CL == 1) {
+            tma_load_2d(s_w + stage * kPpTileBytes, &tma_w, &full[stage], kb * kBK, tn * kPpBN);
+          } else {
+            // Both CTAs' tiles share W's rows: each loads its half and multicasts it to the pair.
+            tma_load_2d_multicast(s_w + stage * kPpTileBytes + rank * (kPpBN / 2) * 128, &tma_w, &full[stage],
+                                  kb * kBK, tn * kPpBN + rank * (kPpBN / 2), static_cast<uint16_t>(0x3));
+          }
           if (++stage == kPpStages) {
             stage = 0;
             phase ^= 1;
@@ -416,8 +434,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // warpgroup hands over after a tile only when the CTA has a next tile (the other's).
     if (cw == 1) named_barrier_arrive(kTurnBarrier + 0, 256);
     for (int i = cw; i < local_tiles; i += 2) {
-      int tm, tn;
-      tile_coords<kPpGroupM>(blockIdx.x + i * gridDim.x, p.tiles_m, p.tiles_n, tm, tn);
+      int tu, tn;
+      tile_coords<kPpGroupM / CL>(cluster_id + i * num_clusters, p.units_m, p.tiles_n, tu, tn);
+      const int tm = tu * CL + rank;
       const int64_t first = static_cast<int64_t>(i) * p.k_blocks;  // this tile's place in the ring order
       int stage = static_cast<int>(first % kPpStages);
       uint32_t phase = static_cast<uint32_t>((first / kPpStages) & 1);
@@ -445,7 +464,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         wgmma_commit();
         wgmma_wait<1>();
-        if (kb > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+        if (kb > 0 && lane == 0) {
+          mbar_arrive(&empty[prev_stage]);
+          if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
+        }
         prev_stage = stage;
         if (++stage == kPpStages) {
           stage = 0;
@@ -459,7 +481,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
-      if (p.k_blocks > 0 && lane == 0) mbar_arrive(&empty[prev_stage]);
+      if (p.k_blocks > 0 && lane == 0) {
+        mbar_arrive(&empty[prev_stage]);
+        if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
+      }
 
       // Accumulator layout of wgmma m64nNk16: acc[h][4j + 2r + e] holds row (64h + 16*warp + lane/4 + 8r),
       // column (8j + 2*(lane%4) + e) of the 128 x 128 tile.
@@ -505,10 +530,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  if (CL > 1) {
+    __syncwarp();
+    cluster_sync();  // no CTA leaves while its peer may still multicast into it or arrive on it
+  }
 #endif
 }
 
-template <int EPI>
+template <int EPI, int CL>
 cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   CUtensorMap tma_a, tma_a2, tma_w;
   const int k1 = a.a2 ? a.k_split : a.k;
@@ -519,7 +548,7 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
     e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kBM);
     if (e != cudaSuccess) return e;
   }
-  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kPpBN);
+  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kPpBN / CL);
   if (e != cudaSuccess) return e;
   GemmParams p;
   p.c = a.c;
@@ -533,23 +562,29 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.tiles_n = (a.n + kPpBN - 1) / kPpBN;
   p.k_blocks = (a.k + kBK - 1) / kBK;
   p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
-  p.units_m = p.tiles_m;
-  p.num_units = p.tiles_m * p.tiles_n;
+  p.units_m = (p.tiles_m + CL - 1) / CL;
+  p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
-  auto kernel = gemm_bf16_pingpong_kernel<EPI>;
+  auto kernel = gemm_bf16_pingpong_kernel<EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPpSmemBytes);
   if (e != cudaSuccess) return e;
-  const int grid = p.num_units < sms ? p.num_units : sms;
-  kernel<<<grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
-  return cudaGetLastError();
+  if (CL == 1) {
+    const int grid = p.num_units < sms ? p.num_units : sms;
+    kernel<<<grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    return cudaGetLastError();
+  }
+  static int max_clusters = 0;
+  return launch_clusters(kernel, kThreads, CL, p.num_units, kPpSmemBytes, sms, &max_clusters, stream, tma_a, tma_a2,
+                         tma_w, p);
 }
 
+template <int CL>
 cudaError_t launch_pingpong_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
   switch (a.epi.kind) {
-    case Epilogue::kNone: return launch_pingpong<0>(a, stream, sms);
-    case Epilogue::kGeluTanh: return launch_pingpong<1>(a, stream, sms);
-    case Epilogue::kGateResidual: return launch_pingpong<2>(a, stream, sms);
-    case Epilogue::kQkNormRope: return launch_pingpong<kQkEpi>(a, stream, sms);
+    case Epilogue::kNone: return launch_pingpong<0, CL>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch_pingpong<1, CL>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch_pingpong<2, CL>(a, stream, sms);
+    case Epilogue::kQkNormRope: return launch_pingpong<kQkEpi, CL>(a, stream, sms);
   }
   return cudaErrorInvalidValue;
 }
@@ -588,32 +623,9 @@ cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
     kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_w, p);
     return cudaGetLastError();
   }
-  static int max_clusters = 0;  // co-resident clusters of this kernel (GPC layout permitting)
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = CL;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  if (max_clusters == 0) {
-    cfg.gridDim = dim3((sms / CL) * CL);
-    int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess || n <= 0) {
-      cudaGetLastError();
-      n = sms / CL;
-    }
-    max_clusters = n;
-  }
-  const int clusters = p.num_units < max_clusters ? p.num_units : max_clusters;
-  cfg.gridDim = dim3(clusters * CL);
-  e = cudaLaunchKernelEx(&cfg, kernel, tma_a, tma_w, p);
-  if (e != cudaSuccess) return e;
-  return cudaGetLastError();
+  static int max_clusters = 0;
+  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_a,
+                         tma_w, p);
 }
 
 template <int BN, int CL>
@@ -632,8 +644,8 @@ cudaError_t launch_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
 
 template <int BN>
 cudaError_t launch_cluster(const GemmArgs& a, cudaStream_t stream, int sms) {
-  // Clusters are opt-in: on the H200 (2026-11-25, bench/kernels/results) they measured 1.3-1.9x
-  // slower than independent CTAs on every Flux shape; see docs/kernels.md.
+  // Clusters are opt-in here: 1.3-1.9x slower on every Flux shape until their release arrive was fixed (H200,
+  // 2026-11-25), then equal (H100, 128x256: 0.655 ms either way at 4608x3072x12288; docs/kernels.md).
   const int cl = a.cluster ? a.cluster : 1;
   if (cl == 1) return launch_epi<BN, 1>(a, stream, sms);
   if (cl == 2) return launch_epi<BN, 2>(a, stream, sms);
@@ -667,6 +679,16 @@ int pick_tile_n(int m, int n, int sms) {
 constexpr int kPingPongMinM = 512;
 GemmSchedule pick_schedule(int m) { return m >= kPingPongMinM ? GemmSchedule::kPingPong : GemmSchedule::kCooperative; }
 
+// Ping-pong in CTA pairs sharing W (half the W bytes from L2 per tile): interleaved A/B under sustained load on the
+// H100 (bench/kernels/ab.py, 2026-11-26; docs/kernels.md) with clusters off -> on: the QKV projection with the
+// QK-norm/RoPE epilogue 0.530 -> 0.496 ms (4608 rows) and 0.483 -> 0.449 (4096), plain 4608x3072x9216 0.473 ->
+// 0.444; but every gelu and gate/residual shape lost 1.5-14% and 512 rows lost 4-7%.
+constexpr int kPpClusterMinM = 4096;
+int pick_pingpong_cluster(const GemmArgs& a) {
+  const bool plain = a.epi.kind == Epilogue::kNone || a.epi.kind == Epilogue::kQkNormRope;
+  return plain && a.m >= kPpClusterMinM ? 2 : 1;
+}
+
 }  // namespace
 }  // namespace sm90
 
@@ -681,11 +703,12 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
   const GemmSchedule schedule = a.schedule != GemmSchedule::kAuto ? a.schedule
-                                : a.c_f32 || a.a_parts != 1 || a.tile_n || a.cluster > 1 ? GemmSchedule::kCooperative
+                                : a.c_f32 || a.a_parts != 1 || a.tile_n ? GemmSchedule::kCooperative
                                                                         : pick_schedule(a.m);
   if (schedule == GemmSchedule::kPingPong) {
-    if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 1) return cudaErrorInvalidValue;
-    return launch_pingpong_epi(a, stream, sms);
+    if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 2) return cudaErrorInvalidValue;
+    const int cl = a.cluster ? a.cluster : pick_pingpong_cluster(a);
+    return cl == 2 ? launch_pingpong_epi<2>(a, stream, sms) : launch_pingpong_epi<1>(a, stream, sms);
   }
   if (schedule != GemmSchedule::kCooperative || a.a2) return cudaErrorInvalidValue;  // two-part A: ping-pong only
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);

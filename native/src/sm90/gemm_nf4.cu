@@ -17,6 +17,7 @@
 //                global stores are 16-byte rows of C.
 // With CL = 2, clusters of two CTAs take adjacent weight blocks of the same token block: each
 // loads its own packed weight tile and half of the activation tile, multicast to both.
+#include "cluster_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
@@ -447,32 +448,9 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
     kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_w, p);
     return cudaGetLastError();
   }
-  static int max_clusters = 0;  // co-resident clusters of this kernel (GPC layout permitting)
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = CL;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  if (max_clusters == 0) {
-    cfg.gridDim = dim3((sms / CL) * CL);
-    int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess || n <= 0) {
-      cudaGetLastError();
-      n = sms / CL;
-    }
-    max_clusters = n;
-  }
-  const int clusters = p.num_units < max_clusters ? p.num_units : max_clusters;
-  cfg.gridDim = dim3(clusters * CL);
-  e = cudaLaunchKernelEx(&cfg, kernel, tma_x, tma_w, p);
-  if (e != cudaSuccess) return e;
-  return cudaGetLastError();
+  static int max_clusters = 0;
+  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_x, tma_w,
+                         p);
 }
 
 template <int BT, int CL>

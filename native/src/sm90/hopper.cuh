@@ -131,12 +131,15 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
-// Arrives on the mbarrier at the same shared-memory offset in CTA `rank` of the cluster.
+// Arrives on the mbarrier at the same shared-memory offset in CTA `rank` of the cluster. Default
+// (.release.cta) semantics: the arrival only says that this CTA's wgmmas finished reading a stage,
+// which wgmma.wait_group already ordered. A .release.cluster arrive compiles to a cluster-scope
+// MEMBAR per call, which ncu showed as the clustered GEMMs' top stall (H100, 2026-11-26).
 __device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank) {
   asm volatile(
       "{\n.reg .b32 remote;\n"
       "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_addr(bar)),
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_addr(bar)),
       "r"(rank)
       : "memory");
 }

@@ -66,7 +66,7 @@ inline bool qk_norm_rope_args_valid(const EpilogueArgs& e, int m, int n) {
 // sm90 bf16 GEMM schedules (docs/kernels.md). kCooperative: both consumer warpgroups share a
 // 128 x tile_n tile, then both run the epilogue. kPingPong: each consumer warpgroup owns whole
 // 128 x 128 tiles and they alternate, so one's epilogue overlaps the other's main loop (bf16
-// output, a_parts 1, no cluster). kAuto picks by measurement.
+// output, a_parts 1). kAuto picks by measurement.
 enum class GemmSchedule : int { kAuto = 0, kCooperative = 1, kPingPong = 2 };
 
 // C[M,N] = epilogue(A[M,K] · W[N,K]ᵀ). Row-major, unit stride along K and N.
@@ -95,11 +95,13 @@ struct GemmArgs {
   int k_split = 0;
   EpilogueArgs epi;
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
-  int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing W tiles by TMA multicast
-                    // (correct, but measured slower: docs/kernels.md)
+  // sm90: 2 = CTA pairs with vertically adjacent tiles sharing W tiles by TMA multicast, 1 = independent CTAs,
+  // 0 = by measurement (docs/kernels.md): pairs for ping-pong GEMMs of >= 4096 rows with the plain or QK-norm/RoPE
+  // epilogue, independent CTAs otherwise.
+  int cluster = 0;
   GemmSchedule schedule = GemmSchedule::kAuto;  // sm90: force a schedule (benchmarks); kAuto: ping-pong
                                                 // for m >= 512, except that c_f32, a_parts > 1 or a
-                                                // forced tile_n or cluster mean kCooperative
+                                                // forced tile_n mean kCooperative
 };
 
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
