@@ -26,7 +26,8 @@ sys.path.insert(0, HERE)
 from bench import EPI, Lib  # noqa: E402
 
 # (schedule, tile_n, cluster) as GemmArgs takes them.
-VARIANTS = {"pp": (2, 0, 0), "pp-cl2": (2, 0, 2), "coop-256": (1, 256, 1)}
+VARIANTS = {"pp": (2, 0, 1), "pp-cl2": (2, 0, 2), "coop-256": (1, 256, 1)}
+QK_BACKENDS = {"pp": 4, "pp-cl2": 3}  # capi.cu's fk_gemm_qk_norm_rope: ping-pong, independent CTAs / in pairs
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).
 STEP_SHAPES = [(4608, 3072, 9216, "qk"), (4096, 3072, 9216, "qk"), (512, 3072, 9216, "qk"), (4608, 3072, 9216, "none"), (4608, 3072, 12288, "gelu"), (4608, 15360, 3072, "gate"),
@@ -91,8 +92,10 @@ def main():
                      *(torch.empty(1, m, heads, 128, device=dev, dtype=torch.bfloat16) for _ in range(3)))
                     for _ in range(sets_n)]
 
-            def qk_variant(name):  # the capi's backend 1 = ping-pong, 3 = ping-pong in clusters
-                backend = {"pp": 1, "pp-cl2": 3}[name]
+            def qk_variant(name):
+                backend = QK_BACKENDS.get(name)
+                if backend is None:
+                    return None
 
                 def fn(i):
                     a, w, _, bias, _, _ = sets[i % sets_n]
@@ -109,9 +112,11 @@ def main():
             torch.matmul(a, w.t(), out=c)
 
         variant = qk_variant if epi == "qk" else gemm_variant
-        fns = [variant(v) for v in variants] + [cublas]
-        per_call = [flop / 600e12 * 1e3 for _ in fns]  # first guess (ms), refined by the warm-up
+        fns = [variant(v) for v in variants] + [cublas]  # None where a variant has no such epilogue
+        per_call = {}
         for j, fn in enumerate(fns):
+            if fn is None:
+                continue
             for i in range(3):
                 fn(i)
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -121,25 +126,27 @@ def main():
             e.record()
             torch.cuda.synchronize()
             per_call[j] = s.elapsed_time(e) / 10
-        times = [[] for _ in fns]
+        times = {j: [] for j in per_call}
         for r in range(args.rounds):
-            for j, fn in enumerate(fns):
+            for j in per_call:
                 calls = max(5, int(args.round_ms / per_call[j]))
                 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 torch.cuda.synchronize()
                 t0 = time.time()
                 s.record()
                 for i in range(calls):
-                    fn(i)
+                    fns[j](i)
                 e.record()
                 e.synchronize()
                 windows.append((shape_index, j, t0, time.time()))
                 times[j].append(s.elapsed_time(e) / calls)
-        med = [statistics.median(t) for t in times]
-        medians.append((f"{m} x {k} x {n} {epi}", [flop / x / 1e9 for x in med]))
-        best = min(med[:-1])
-        print(f"{m:5d} x {k:5d} x {n:5d} {epi:5s}  " + " ".join(f"{x:10.4f}" for x in med) +
-              f"  {med[-1] / best:6.3f}   ({', '.join(f'{flop / x / 1e9:.0f}' for x in med)} TFLOP/s)", flush=True)
+        med = [statistics.median(times[j]) if j in times else None for j in range(len(fns))]
+        tflops = [flop / x / 1e9 if x else None for x in med]
+        medians.append((f"{m} x {k} x {n} {epi}", tflops))
+        best = min(x for x in med[:-1] if x)
+        print(f"{m:5d} x {k:5d} x {n:5d} {epi:5s}  " + " ".join(f"{x:10.4f}" if x else f"{'-':>10s}" for x in med) +
+              f"  {med[-1] / best:6.3f}   ({', '.join(f'{x:.0f}' if x else '-' for x in tflops)} TFLOP/s)",
+              flush=True)
         del sets
     smi.terminate()
     samples = []
@@ -153,6 +160,8 @@ def main():
     for shape_index, (label, tflops) in enumerate(medians):
         cells = []
         for j, name in enumerate(variants + ["torch"]):
+            if tflops[j] is None:
+                continue
             inside = [(mhz, w) for (t, mhz, w) in samples
                       if any(si == shape_index and fj == j and t0 <= t <= t1 for si, fj, t0, t1 in windows)]
             if inside:

@@ -120,8 +120,8 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
 }
 
 // The QKV projection of one token stream with the kQkNormRope epilogue: a [m, k] times the weight [3·heads·128, k]
-// (backend 1: bf16 w/ldw, gemm_bf16_sm90; 3: the same on the ping-pong schedule in 2-CTA clusters; backend 2: NF4
-// packed/absmax..., gemm_nf4_sm90), q, k, v
+// (backend 1: bf16 w/ldw, gemm_bf16_sm90 as dispatched; 3 / 4: the same forced onto the ping-pong schedule in 2-CTA
+// clusters / independent CTAs; backend 2: NF4 packed/absmax..., gemm_nf4_sm90), q, k, v
 // [m / tokens, joint_tokens, heads, 128] written at rows joint_offset + l; C is not written.
 int fk_gemm_qk_norm_rope(int backend, const void* a, long long lda, const void* w, long long ldw, const void* packed,
                          const void* absmax, const void* absmax_q, const void* absmax_code, const void* nested_absmax,
@@ -143,9 +143,10 @@ int fk_gemm_qk_norm_rope(int backend, const void* a, long long lda, const void* 
   e.eps = eps;
   const int n = 3 * 128 * heads;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (backend == 1 || backend == 3) {
-    GemmArgs g = make_gemm(a, lda, w, ldw, nullptr, 0, m, n, k, 0, nullptr, nullptr, 0, nullptr, 0, 1, 0,
-                           backend == 3 ? 2 : 0, backend == 3 ? 2 : 0);
+  if (backend == 1 || backend == 3 || backend == 4) {
+    const int cluster = backend == 3 ? 2 : backend == 4 ? 1 : 0;
+    GemmArgs g = make_gemm(a, lda, w, ldw, nullptr, 0, m, n, k, 0, nullptr, nullptr, 0, nullptr, 0, 1, 0, cluster,
+                           backend == 1 ? 0 : 2);
     g.epi = e;
     return gemm_bf16_sm90(g, s);
   }
