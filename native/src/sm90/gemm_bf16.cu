@@ -682,8 +682,7 @@ GemmSchedule pick_schedule(int m) { return m >= kPingPongMinM ? GemmSchedule::kP
 // Ping-pong in CTA pairs sharing W (half the W bytes from L2 per tile): interleaved A/B under sustained load on the
 // H100 (bench/kernels/ab.py, 2026-11-26; docs/kernels.md) with clusters off -> on: the QKV projection with the
 // QK-norm/RoPE epilogue 0.530 -> 0.496 ms (4608 rows) and 0.483 -> 0.449 (4096), plain 4608x3072x9216 0.473 ->
-// 0.444; but gelu went either way, every gate/residual shape lost 3-14% (at 700 W the pairs ran at lower clocks)
-// and 512 rows lost 3-7%.
+// 0.444; but gelu went either way, every gate/residual shape lost 3-14% and 512 rows lost 3-7%.
 constexpr int kPpClusterMinM = 4096;
 int pick_pingpong_cluster(const GemmArgs& a) {
   const bool plain = a.epi.kind == Epilogue::kNone || a.epi.kind == Epilogue::kQkNormRope;
