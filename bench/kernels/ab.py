@@ -5,9 +5,10 @@ timed one after the other differ by ±5% for nothing (bench.py's pairs), and a k
 energy it spends per FLOP as much as on its latency hiding. Here every variant of a shape runs in turn, many rounds of
 back-to-back calls over rotating inputs, and the median per-call time of each decides; torch's matmul (cuBLAS, no
 epilogue) runs in the same rotation as the yardstick. nvidia-smi samples the SM clock and the board power every
-50 ms; each sample is credited to the variant that was running.
+50 ms; each sample is credited to the variant that was running (indicative only: samples lag and rounds are short, so
+the same kernel's clock differed by 20% between runs at the same TFLOP/s).
 
-Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--shapes all|M,K,N,epi;...]
+Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--variants pp,pp-cl2] [--shapes step|M,K,N,epi;...]
 Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: ping-pong variants only).
 Variants: "pp" ping-pong, "pp-cl2" ping-pong in 2-CTA clusters (W multicast), "coop-256" cooperative 128x256.
 """
@@ -30,9 +31,10 @@ VARIANTS = {"pp": (2, 0, 1), "pp-cl2": (2, 0, 2), "coop-256": (1, 256, 1)}
 QK_BACKENDS = {"pp": 4, "pp-cl2": 3}  # capi.cu's fk_gemm_qk_norm_rope: ping-pong, independent CTAs / in pairs
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).
-STEP_SHAPES = [(4608, 3072, 9216, "qk"), (4096, 3072, 9216, "qk"), (512, 3072, 9216, "qk"), (4608, 3072, 9216, "none"), (4608, 3072, 12288, "gelu"), (4608, 15360, 3072, "gate"),
-               (4096, 3072, 9216, "none"), (4096, 3072, 3072, "gate"), (4096, 3072, 12288, "gelu"),
-               (4096, 12288, 3072, "gate"), (512, 3072, 12288, "gelu"), (512, 12288, 3072, "gate")]
+STEP_SHAPES = [(4608, 3072, 9216, "qk"), (4096, 3072, 9216, "qk"), (512, 3072, 9216, "qk"), (4608, 3072, 9216, "none"),
+               (4608, 3072, 12288, "gelu"), (4608, 15360, 3072, "gate"), (4096, 3072, 9216, "none"),
+               (4096, 3072, 3072, "gate"), (4096, 3072, 12288, "gelu"), (4096, 12288, 3072, "gate"),
+               (512, 3072, 12288, "gelu"), (512, 12288, 3072, "gate")]
 
 
 def main():
