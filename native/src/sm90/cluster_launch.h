@@ -9,7 +9,8 @@ namespace sm90 {
 
 // Launches `kernel` as clusters of `cl` CTAs of `threads` threads: as many clusters as can be co-resident (the GPC
 // layout may leave SMs out), at most `units` (the kernel walks units of cl tiles). *max_clusters caches the
-// occupancy query; give each kernel instantiation its own.
+// occupancy query (0 = not asked yet, -1 = none fits); give each kernel instantiation its own. Returns
+// cudaErrorNotSupported, enqueuing nothing, where no cluster of this kernel fits on the device (a small MIG slice).
 template <typename... Params, typename... Args>
 cudaError_t launch_clusters(void (*kernel)(Params...), int threads, int cl, int units, int smem_bytes, int sms,
                             int* max_clusters, cudaStream_t stream, Args... args) {
@@ -29,10 +30,11 @@ cudaError_t launch_clusters(void (*kernel)(Params...), int threads, int cl, int 
     int n = 0;
     if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess || n <= 0) {
       cudaGetLastError();
-      n = sms / cl;
+      n = -1;
     }
     *max_clusters = n;
   }
+  if (*max_clusters < 0) return cudaErrorNotSupported;
   const int clusters = units < *max_clusters ? units : *max_clusters;
   cfg.gridDim = dim3(clusters * cl);
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);

@@ -707,8 +707,14 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
                                                                         : pick_schedule(a.m);
   if (schedule == GemmSchedule::kPingPong) {
     if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 2) return cudaErrorInvalidValue;
-    const int cl = a.cluster ? a.cluster : pick_pingpong_cluster(a);
-    return cl == 2 ? launch_pingpong_epi<2>(a, stream, sms) : launch_pingpong_epi<1>(a, stream, sms);
+    if (a.cluster == 2) return launch_pingpong_epi<2>(a, stream, sms);
+    if (a.cluster == 1) return launch_pingpong_epi<1>(a, stream, sms);
+    if (pick_pingpong_cluster(a) == 2) {
+      // Pairs picked by measurement: where none fits on this device, independent CTAs do the same work.
+      const cudaError_t paired = launch_pingpong_epi<2>(a, stream, sms);
+      if (paired != cudaErrorNotSupported) return paired;
+    }
+    return launch_pingpong_epi<1>(a, stream, sms);
   }
   if (schedule != GemmSchedule::kCooperative || a.a2) return cudaErrorInvalidValue;  // two-part A: ping-pong only
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
