@@ -50,8 +50,9 @@ def build_tests(quick):
     def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0, sched=0):
         lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, sched=sched))
 
-    def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False, cl=0):
-        lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, dq=dq))
+    def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False, cl=0, split=1):
+        lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, dq=dq,
+                        split=split))
 
     def attn(lst, mode, backend, b, h, lq, lkv, layout="bhld"):
         lst.append(dict(op="attn", mode=mode, backend=backend, b=b, h=h, lq=lq, lkv=lkv, layout=layout))
@@ -94,6 +95,12 @@ def build_tests(quick):
                                (1, 136, 64, "gate", True), (3, 264, 448, "gelu", False), (13, 1160, 3072, "gate", True),
                                (1, 9216, 3072, "none", True), (5, 3080, 192, "nobias", True)]:
         nf4(checks, "check", 3, 0, m, n, k, epi, dq)
+    # The split last round (stream-K) where it applies on 132 SMs: pieces within one tile and across two, a tile's
+    # first piece waiting for up to 7 others, K blocks odd (17), M odd, double quant, every epilogue.
+    for (m, n, k, epi, dq) in [(512, 3072, 3072, "gate", False), (512, 12288, 3072, "gelu", True),
+                               (1536, 9216, 3072, "none", False), (777, 3072, 1088, "nobias", True),
+                               (512, 3072, 12288, "gate", True)]:
+        nf4(checks, "check", 1, 0, m, n, k, epi, dq)
     # The skinny bf16 kernel (gemv, M <= 16): odd M, N a multiple of 8 but not of 16, K a multiple of 8 but not of
     # 32, every epilogue; gate rows per batch are M // 2 (gate rows 1, 3, 8 for M 3, 7, 16).
     for (m, n, k, epi) in [(1, 136, 64, "gate"), (3, 264, 200, "gelu"), (7, 3080, 3072, "nobias"),
@@ -135,6 +142,13 @@ def build_tests(quick):
     nf4(timings, "time", 1, 0, 4608, 12288, 3072, "none", True)
     for (k, n) in [(3072, 3072), (12288, 3072), (3072, 9216), (15360, 3072)]:
         nf4(timings, "time", 1, 0, 4608, n, k, "none")
+    # Whole tiles only against the split last round, adjacent, on the shapes where the split applies (132 SMs):
+    # the 4608 x 12288 x 3072 and the transformer's 512 / 1024 / 1536 / 4096-row NF4 GEMMs.
+    for (m, n, k) in [(4608, 12288, 3072), (512, 3072, 12288), (512, 12288, 3072), (512, 9216, 3072),
+                      (512, 3072, 3072), (1024, 9216, 3072), (1536, 9216, 3072), (1536, 12288, 3072),
+                      (4096, 9216, 3072)]:
+        for split in (0, 1):
+            nf4(timings, "time", 1, 0, m, n, k, "none", False, 0, split)
     # The skinny (modulation) shapes: GB/s of weight + activations; torch = F.linear on the bf16 weight. bf16 gemv
     # beside the sm90 GEMM that served M <= 16 before it, adjacent so both see the same clocks.
     for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
@@ -227,7 +241,7 @@ class Lib:
         self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, i, i, vp]
         self.lib.fk_gemm_nf4.restype = i
         self.lib.fk_gemm_nf4.argtypes = [i, vp, ll, vp, i, i, vp, vp, vp, vp, f, vp, ll, i, i, vp, vp, ll, vp, ll, i,
-                                         i, i, vp]
+                                         i, i, i, vp]
         self.lib.fk_gemm_bf16_two_part.restype = i
         self.lib.fk_gemm_bf16_two_part.argtypes = [i, vp, ll, vp, ll, i, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll,
                                                    i, i, vp]
@@ -388,12 +402,12 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
         w_deq = (code[idx.long()].reshape(-1, 64) * amax[:, None]).reshape(n, k).bfloat16()
         return q, w_deq
 
-    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, cluster=0):
+    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, cluster=0, split=1):
         lib.check(lib.lib.fk_gemm_nf4(backend, ptr(a), a.stride(0), ptr(q["packed"]), n, k, ptr(q["absmax"]),
                                       ptr(q["absmax_q"]), ptr(q["absmax_code"]), ptr(q["nested_absmax"]),
                                       ctypes.c_float(q["nested_offset"]), ptr(c), c.stride(0), m, EPI[epi],
                                       ptr(bias), ptr(res), res.stride(0) if res is not None else 0, ptr(gate),
-                                      gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
+                                      gate.stride(0) if gate is not None else 0, rpb, tile, cluster, split, sp),
                   "fk_gemm_nf4")
 
     def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, cluster=0, sched=0):
@@ -564,7 +578,8 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                 bias, res, gate = epi_inputs(m, n, epi, rpb)
                 c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
                 poison(c)
-                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, tc.get("cl", 0))
+                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, tc.get("cl", 0),
+                         tc.get("split", 1))
                 torch.cuda.synchronize()
                 ref = epi_ref(ref_matmul(a, w_deq), bias, res, gate, epi, rpb)
                 r["err"] = nerr(c, ref)
@@ -586,7 +601,8 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                 ref_fn = (lambda i: F.linear(sets[i][0], sets[i][2])) if m <= 16 else \
                     (lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]))
                 mine, ref = timepair(lambda i: call_nf4(backend, sets[i][0], sets[i][1], n, k, sets[i][3], m, "none",
-                                                        None, None, None, 1, tile, tc.get("cl", 0)),
+                                                        None, None, None, 1, tile, tc.get("cl", 0),
+                                                        tc.get("split", 1)),
                                      ref_fn, n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"],
@@ -826,7 +842,8 @@ def describe(tc):
         tile = f" tile_m={tc['tile']}" if tc["tile"] else ""
         dq = " dq" if tc["dq"] else ""
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
-        return f"gemm_nf4[{be}{tile}{cl}{dq}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+        whole = " whole-tiles" if tc.get("split", 1) == 0 else ""
+        return f"gemm_nf4[{be}{tile}{cl}{dq}{whole}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "qkrope":
         be = {1: "bf16 sm90", 2: "nf4 sm90"}[tc["backend"]]
         dq = " dq" if tc["dq"] else ""

@@ -268,8 +268,30 @@ bool fluxk_linear_f32(const float* x, const void* w, const float* bias, float* o
   return true;
 }
 
+int64_t fluxk_nf4_workspace_bytes(int64_t M, int64_t N, int64_t K) {
+  if (M <= 16 || !fits_int(M) || !fits_int(N) || !fits_int(K) || !use_sm90()) return 0;
+#if FLUXLAB_HAVE_SM90
+  fluxk::Nf4GemmArgs a;
+  a.m = int(M);
+  a.w.n = int(N);
+  a.w.k = int(K);
+  return int64_t(fluxk::gemm_nf4_sm90_workspace_bytes(a));
+#else
+  return 0;
+#endif
+}
+
+namespace {
+
+void set_nf4_workspace(fluxk::Nf4GemmArgs& a, void* workspace) {
+  a.workspace = workspace;
+  a.workspace_bytes = workspace ? size_t(fluxk_nf4_workspace_bytes(a.m, a.w.n, a.w.k)) : 0;
+}
+
+}  // namespace
+
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
-                      int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+                      int64_t K, const LinearEpilogue& epi, void* workspace, cudaStream_t s) {
   if (xdt != DType::BF16 || !w.standard_codes || w.blocksize != 64) return false;
   if (w.absmax_codes && w.nested_blocksize != 256) return false;
   if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return false;
@@ -298,6 +320,7 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
   }
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
+    set_nf4_workspace(a, workspace);
     if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.linear (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4FluxkSm90);
     return true;
@@ -310,7 +333,7 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
 
 bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
                             int64_t M, int64_t K, const JointQkvStream& st, const JointQkvOutputs& out,
-                            cudaStream_t s) {
+                            void* nf4_workspace, cudaStream_t s) {
   if (!use_sm90() || xdt != DType::BF16 || out.dtype != DType::BF16 || out.D != 128) return false;
   if (st.norm_q_dtype != DType::BF16 || st.norm_k_dtype != DType::BF16 || st.table_dtype != DType::F32) return false;
   const int64_t N = 3 * out.H * out.D;
@@ -354,6 +377,7 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
     }
     a.m = int(M);
     a.epi = e;
+    set_nf4_workspace(a, nf4_workspace);
     if (M <= 16 || !accepted(fluxk::gemm_nf4_sm90(a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4JointQkvFluxkSm90);
     return true;

@@ -172,10 +172,18 @@ struct Nf4GemmArgs {
   int tile_m = 0;   // sm90: 0 picks; 128, 192 or 256 force the token tile (benchmarks)
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing activation tiles by TMA
                     // multicast (correct, but measured slower: docs/kernels.md)
+  // sm90, independent CTAs: where the tiles' last round would leave SMs idle, the K range of that round's tiles is
+  // split over all SMs (stream-K), the pieces' float32 sums meeting in this workspace of
+  // gemm_nf4_sm90_workspace_bytes(args) bytes (16-byte aligned; its counters are zeroed on the stream). Null keeps
+  // whole tiles. The split depends only on the shape and the SM count, and pieces are added in K order: the same
+  // inputs give the same bits on the same GPU model.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
 };
 
 cudaError_t gemm_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16: gemv_nf4
 cudaError_t gemm_nf4_sm90(const Nf4GemmArgs& args, cudaStream_t stream);  // large m, wgmma
+size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& args);            // 0: no split pays (or not sm90)
 cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& args, cudaStream_t stream);  // large m, mma.sync
 cudaError_t gemv_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16, any sm_80+
 
