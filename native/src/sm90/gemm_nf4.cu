@@ -55,7 +55,7 @@ struct Nf4Config {
   static constexpr int kStagingBytes = 2 * BT * kStagePitch;
   static constexpr int kLutBytes = 16 * 32 * 4;
   static constexpr int kSmemBytes =
-      kStages * (kXBytes + kWBytes + kScaleBytes) + kStagingBytes + kLutBytes + 2 * kStages * 8 + 1024;
+      kLutBytes + kStages * (kXBytes + kWBytes + kScaleBytes) + kStagingBytes + 2 * kStages * 8 + 2048;
   static_assert(kSmemBytes <= 232448, "shared memory budget");
   static_assert(kXBytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
 };
@@ -133,13 +133,38 @@ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int
 }
 
 #if FLUXK_SM90_DEVICE
+// The lane-replicated code book sits at a 2048-byte aligned shared address: entry i of lane l at byte 128·i + 4·l,
+// so a code's address is (code << 7) | lane_addr. A rotation brings either nibble of the thread's byte of a packed
+// word to bits 7-10 (rotr by 8c - 3 for the high nibble, 8c - 7 for the low one, mod 32), and one LOP3 masks it
+// and ORs the lane's column in: 2 instructions per lookup address, where shifting the byte out, splitting its
+// nibbles and scaling them took 5-6 (the consumers' dequantization is what the tensor cores wait for: ncu, H100,
+// 2026-11-26, 232 instructions per k-block and warp, tensor pipe 62% busy).
+struct LutLane {
+  uint32_t addr;        // shared address of this lane's column (bits 7-10 clear)
+  uint32_t rot_hi, rot_lo;
+};
+
+__device__ __forceinline__ float lut_code(uint32_t word, uint32_t rot, uint32_t lane_addr) {
+  const uint32_t addr = (__funnelshift_r(word, word, rot) & 0x780u) | lane_addr;
+  float v;
+  asm("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
+}
+
+// The thread's byte of `word` (two codes, the first in the high nibble) times s, as a bf16x2 with the first value
+// in the low half: nf4_pair's values.
+__device__ __forceinline__ uint32_t nf4_pair_of_word(uint32_t word, float s, const LutLane& l) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lut_code(word, l.rot_hi, l.addr) * s, lut_code(word, l.rot_lo, l.addr) * s);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
 // Builds the A fragments of one k-block for this thread's rows g and g+8 (of its warp's 16):
 // fragment (kk, i) covers k = 16kk .. 16kk+15; registers 4kk+0/1 hold k pair (2c, 2c+1) of rows
 // g / g+8, registers 4kk+2/3 the pair (2c+8, 2c+9). Pair (2c, 2c+1) of k16 slice kk is byte
 // 8kk + c of the row's 32 packed bytes, i.e. byte c of 32-bit word 2kk; pair (2c+8, 2c+9) is byte
 // c of word 2kk+1.
 __device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t* w_stage, const float* scale_stage,
-                                                int row0, int shift, const float* lut_lane) {
+                                                int row0, const LutLane& lut) {
   const uint4 r0a = *reinterpret_cast<const uint4*>(w_stage + row0 * 32);
   const uint4 r0b = *reinterpret_cast<const uint4*>(w_stage + row0 * 32 + 16);
   const uint4 r1a = *reinterpret_cast<const uint4*>(w_stage + (row0 + 8) * 32);
@@ -150,10 +175,10 @@ __device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t
   const uint32_t w1[8] = {r1a.x, r1a.y, r1a.z, r1a.w, r1b.x, r1b.y, r1b.z, r1b.w};
 #pragma unroll
   for (int kk = 0; kk < 4; ++kk) {
-    f[4 * kk + 0] = nf4_pair((w0[2 * kk] >> shift) & 0xFF, s0, lut_lane);
-    f[4 * kk + 1] = nf4_pair((w1[2 * kk] >> shift) & 0xFF, s1, lut_lane);
-    f[4 * kk + 2] = nf4_pair((w0[2 * kk + 1] >> shift) & 0xFF, s0, lut_lane);
-    f[4 * kk + 3] = nf4_pair((w1[2 * kk + 1] >> shift) & 0xFF, s1, lut_lane);
+    f[4 * kk + 0] = nf4_pair_of_word(w0[2 * kk], s0, lut);
+    f[4 * kk + 1] = nf4_pair_of_word(w1[2 * kk], s1, lut);
+    f[4 * kk + 2] = nf4_pair_of_word(w0[2 * kk + 1], s0, lut);
+    f[4 * kk + 3] = nf4_pair_of_word(w1[2 * kk + 1], s1, lut);
   }
 }
 #endif
@@ -248,13 +273,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if FLUXK_SM90_DEVICE
   using Cfg = Nf4Config<BT>;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  uint8_t* s_x = smem;
+  uint8_t* smem = smem_raw + ((2048 - (smem_addr(smem_raw) & 2047)) & 2047);
+  float* s_lut = reinterpret_cast<float*>(smem);  // 2048-byte aligned (LutLane), then 1024-aligned swizzle atoms
+  uint8_t* s_x = smem + Cfg::kLutBytes;
   uint8_t* s_w = s_x + Cfg::kStages * Cfg::kXBytes;
   float* s_scale = reinterpret_cast<float*>(s_w + Cfg::kStages * Cfg::kWBytes);
   uint8_t* s_stage_out = reinterpret_cast<uint8_t*>(s_scale + Cfg::kStages * kRows);
-  float* s_lut = reinterpret_cast<float*>(s_stage_out + Cfg::kStagingBytes);
-  uint64_t* full = reinterpret_cast<uint64_t*>(s_lut + 16 * 32);
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_stage_out + Cfg::kStagingBytes);
   uint64_t* empty = full + Cfg::kStages;
 
   const int wg = threadIdx.x / 128;
@@ -344,9 +369,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int cw = wg - 1;
     const int g = lane / 4;
     const int c = lane % 4;
-    const int shift = 8 * c;
     const int row0 = cw * 64 + warp * 16 + g;  // this thread's first weight row in the tile
-    const float* lut_lane = s_lut + lane;
+    const LutLane lut{smem_addr(s_lut) + 4u * lane, static_cast<uint32_t>(8 * c - 3) & 31u,
+                      static_cast<uint32_t>(8 * c - 7) & 31u};
     uint8_t* staging = s_stage_out + cw * BT * kStagePitch;
     int stage = 0;
     uint32_t phase = 0;
@@ -385,7 +410,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < BT / 2; ++i) reg_fence(acc[i]);
 
       mbar_wait(&full[stage], phase);
-      build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, shift, lut_lane);
+      build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
       int kb = w.kb0;
       while (true) {
         issue(fa, stage);
@@ -394,7 +419,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         bool more = kb + 1 < w.kb1;
         if (more) {
           mbar_wait(&full[stage], phase);
-          build_fragments(fb, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, shift, lut_lane);
+          build_fragments(fb, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
         }
         wgmma_wait<0>();
 #pragma unroll
@@ -409,7 +434,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         more = kb + 1 < w.kb1;
         if (more) {
           mbar_wait(&full[stage], phase);
-          build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, shift, lut_lane);
+          build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
         }
         wgmma_wait<0>();
 #pragma unroll
