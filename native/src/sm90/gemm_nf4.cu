@@ -409,40 +409,36 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int i = 0; i < BT / 2; ++i) reg_fence(acc[i]);
 
+      // Two k-blocks' wgmma groups in flight: a k-block's group is queued behind the previous one before that one is
+      // waited for, so the tensor cores never drain between k-blocks (both warpgroups reaching wait_group 0 at the same
+      // time left them idle for the wake-up and the next issue). A fragment buffer is rebuilt once its group retired.
       mbar_wait(&full[stage], phase);
       build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
-      int kb = w.kb0;
-      while (true) {
-        issue(fa, stage);
-        int done = stage;
-        advance();
-        bool more = kb + 1 < w.kb1;
-        if (more) {
-          mbar_wait(&full[stage], phase);
-          build_fragments(fb, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
-        }
-        wgmma_wait<0>();
+      issue(fa, stage);
+      int pending = stage;  // the stage the older queued group reads
+      advance();
+      int kb = w.kb0 + 1;
+      auto step = [&](uint32_t(&next)[16], uint32_t(&older)[16]) {
+        mbar_wait(&full[stage], phase);
+        build_fragments(next, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
+        issue(next, stage);
+        wgmma_wait<1>();
 #pragma unroll
-        for (int i = 0; i < 16; ++i) reg_fence(fa[i]);
-        release(done);
-        ++kb;
-        if (!more) break;
-
-        issue(fb, stage);
-        done = stage;
+        for (int i = 0; i < 16; ++i) reg_fence(older[i]);
+        release(pending);
+        pending = stage;
         advance();
-        more = kb + 1 < w.kb1;
-        if (more) {
-          mbar_wait(&full[stage], phase);
-          build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
-        }
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 16; ++i) reg_fence(fb[i]);
-        release(done);
-        ++kb;
-        if (!more) break;
+        return ++kb < w.kb1;
+      };
+      while (kb < w.kb1 && step(fb, fa) && step(fa, fb)) {
       }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        reg_fence(fa[i]);
+        reg_fence(fb[i]);
+      }
+      release(pending);
 #pragma unroll
       for (int i = 0; i < BT / 2; ++i) reg_fence(acc[i]);
 
