@@ -47,8 +47,9 @@ def build_tests(quick):
     """Ordered by what matters most, so that a run cut short still answers the main questions."""
     first, checks, timings, portable, fused = [], [], [], [], []
 
-    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0, sched=0):
-        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, sched=sched))
+    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0, sched=0, split=1):
+        lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, sched=sched,
+                        split=split))
 
     def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False, cl=0, split=1):
         lst.append(dict(op="nf4", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, dq=dq,
@@ -101,6 +102,10 @@ def build_tests(quick):
                                (1536, 9216, 3072, "none", False), (777, 3072, 1088, "nobias", True),
                                (512, 3072, 12288, "gate", True)]:
         nf4(checks, "check", 1, 0, m, n, k, epi, dq)
+    # The same for the bf16 ping-pong kernel (128 x 128 tiles), K blocks odd (17, 65) and a partial last k-block.
+    for (m, n, k, epi) in [(512, 3072, 3072, "gate"), (1536, 3072, 15360, "gate"), (777, 3072, 1088, "gelu"),
+                           (1024, 3080, 4104, "nobias"), (4608, 12288, 3072, "gelu")]:
+        gemm(checks, "check", 1, 0, m, n, k, epi)
     # The skinny bf16 kernel (gemv, M <= 16): odd M, N a multiple of 8 but not of 16, K a multiple of 8 but not of
     # 32, every epilogue; gate rows per batch are M // 2 (gate rows 1, 3, 8 for M 3, 7, 16).
     for (m, n, k, epi) in [(1, 136, 64, "gate"), (3, 264, 200, "gelu"), (7, 3080, 3072, "nobias"),
@@ -149,6 +154,13 @@ def build_tests(quick):
                       (4096, 9216, 3072)]:
         for split in (0, 1):
             nf4(timings, "time", 1, 0, m, n, k, "none", False, 0, split)
+    # The same for the bf16 ping-pong kernel: the transformer's shapes whose 128 x 128 tiles leave the last round
+    # mostly idle (the single blocks' proj_out at 512² and 1024², the 512 / 1024-row gate projections, gelu at 4608).
+    for (m, n, k, epi) in [(1536, 3072, 15360, "gate"), (4608, 3072, 15360, "gate"), (1024, 3072, 12288, "gate"),
+                           (512, 3072, 12288, "gate"), (512, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"),
+                           (1536, 9216, 3072, "none")]:
+        for split in (0, 1):
+            gemm(timings, "time", 1, 0, m, n, k, epi, 0, 0, split)
     # The skinny (modulation) shapes: GB/s of weight + activations; torch = F.linear on the bf16 weight. bf16 gemv
     # beside the sm90 GEMM that served M <= 16 before it, adjacent so both see the same clocks.
     for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
@@ -241,7 +253,9 @@ class Lib:
         self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, i, i, vp]
         self.lib.fk_gemm_nf4.restype = i
         self.lib.fk_gemm_nf4.argtypes = [i, vp, ll, vp, i, i, vp, vp, vp, vp, f, vp, ll, i, i, vp, vp, ll, vp, ll, i,
-                                         i, i, i, vp]
+                                         i, i, vp]
+        self.lib.fk_set_split.restype = None
+        self.lib.fk_set_split.argtypes = [i]
         self.lib.fk_gemm_bf16_two_part.restype = i
         self.lib.fk_gemm_bf16_two_part.argtypes = [i, vp, ll, vp, ll, i, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll,
                                                    i, i, vp]
@@ -402,12 +416,12 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
         w_deq = (code[idx.long()].reshape(-1, 64) * amax[:, None]).reshape(n, k).bfloat16()
         return q, w_deq
 
-    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, cluster=0, split=1):
+    def call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, cluster=0):
         lib.check(lib.lib.fk_gemm_nf4(backend, ptr(a), a.stride(0), ptr(q["packed"]), n, k, ptr(q["absmax"]),
                                       ptr(q["absmax_q"]), ptr(q["absmax_code"]), ptr(q["nested_absmax"]),
                                       ctypes.c_float(q["nested_offset"]), ptr(c), c.stride(0), m, EPI[epi],
                                       ptr(bias), ptr(res), res.stride(0) if res is not None else 0, ptr(gate),
-                                      gate.stride(0) if gate is not None else 0, rpb, tile, cluster, split, sp),
+                                      gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
                   "fk_gemm_nf4")
 
     def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, cluster=0, sched=0):
@@ -529,6 +543,7 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
     def run(tc):
         r = {"id": tc["id"]}
         torch.manual_seed(1000 + tc["id"])
+        lib.lib.fk_set_split(tc.get("split", 1))
         op, mode = tc["op"], tc["mode"]
         if op == "gemm":
             m, n, k, epi, tile, backend = tc["m"], tc["n"], tc["k"], tc["epi"], tc["tile"], tc["backend"]
@@ -578,8 +593,7 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                 bias, res, gate = epi_inputs(m, n, epi, rpb)
                 c = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
                 poison(c)
-                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, tc.get("cl", 0),
-                         tc.get("split", 1))
+                call_nf4(backend, a, q, n, k, c, m, epi, bias, res, gate, rpb, tile, tc.get("cl", 0))
                 torch.cuda.synchronize()
                 ref = epi_ref(ref_matmul(a, w_deq), bias, res, gate, epi, rpb)
                 r["err"] = nerr(c, ref)
@@ -601,8 +615,7 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                 ref_fn = (lambda i: F.linear(sets[i][0], sets[i][2])) if m <= 16 else \
                     (lambda i: torch.matmul(sets[i][0], sets[i][2].t(), out=sets[i][3]))
                 mine, ref = timepair(lambda i: call_nf4(backend, sets[i][0], sets[i][1], n, k, sets[i][3], m, "none",
-                                                        None, None, None, 1, tile, tc.get("cl", 0),
-                                                        tc.get("split", 1)),
+                                                        None, None, None, 1, tile, tc.get("cl", 0)),
                                      ref_fn, n_rot)
                 r.update(ms=mine["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"],
@@ -836,7 +849,8 @@ def describe(tc):
         tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
         sched = {0: "", 1: " coop", 2: " pingpong"}[tc.get("sched", 0)]
-        return f"gemm_bf16[{be}{tile}{cl}{sched}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
+        whole = " whole-tiles" if tc.get("split", 1) == 0 else ""
+        return f"gemm_bf16[{be}{tile}{cl}{sched}{whole}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "nf4":
         be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
         tile = f" tile_m={tc['tile']}" if tc["tile"] else ""

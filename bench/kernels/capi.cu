@@ -40,20 +40,12 @@ GemmArgs make_gemm(const void* a, long long lda, const void* w, long long ldw, v
   return g;
 }
 
-// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
-int run_gemm_bf16(int backend, const GemmArgs& g, cudaStream_t s) {
-  switch (backend) {
-    case 0: return gemm_bf16(g, s);
-    case 1: return gemm_bf16_sm90(g, s);
-    case 2: return gemm_bf16_sm80(g, s);
-    case 3: return gemv_bf16(g, s);
-  }
-  return cudaErrorInvalidValue;
-}
+// Whether the sm90 GEMMs get their split workspace (fk_set_split), as the addon gives it.
+bool g_split = true;
 
-// The NF4 GEMM's split workspace (gemm_nf4_sm90_workspace_bytes), kept across calls as the addon's caching allocator
-// keeps its blocks, so timings see no allocation. Grown outside any timed region by the first call of a shape.
-void* nf4_split_workspace(size_t bytes) {
+// The split workspace (gemm_*_sm90_workspace_bytes), kept across calls as the addon's caching allocator keeps its
+// blocks, so timings see no allocation. Grown outside any timed region by the first call of a shape.
+void* split_workspace(size_t bytes) {
   static void* block = nullptr;
   static size_t capacity = 0;
   if (bytes > capacity) {
@@ -67,10 +59,23 @@ void* nf4_split_workspace(size_t bytes) {
   return block;
 }
 
-void use_split_workspace(Nf4GemmArgs& g) {
-  g.workspace_bytes = gemm_nf4_sm90_workspace_bytes(g);
-  g.workspace = g.workspace_bytes ? nf4_split_workspace(g.workspace_bytes) : nullptr;
+template <class Args>
+void use_split_workspace(Args& g, size_t bytes) {
+  g.workspace_bytes = g_split ? bytes : 0;
+  g.workspace = g.workspace_bytes ? split_workspace(g.workspace_bytes) : nullptr;
   if (!g.workspace) g.workspace_bytes = 0;
+}
+
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
+int run_gemm_bf16(int backend, GemmArgs g, cudaStream_t s) {
+  if (backend == 0 || backend == 1) use_split_workspace(g, gemm_bf16_sm90_workspace_bytes(g));
+  switch (backend) {
+    case 0: return gemm_bf16(g, s);
+    case 1: return gemm_bf16_sm90(g, s);
+    case 2: return gemm_bf16_sm80(g, s);
+    case 3: return gemv_bf16(g, s);
+  }
+  return cudaErrorInvalidValue;
 }
 
 Nf4Weight make_nf4_weight(const void* packed, int n, int k, const void* absmax, const void* absmax_q,
@@ -89,6 +94,9 @@ Nf4Weight make_nf4_weight(const void* packed, int n, int k, const void* absmax, 
 }  // namespace
 
 extern "C" {
+
+// 0: the sm90 GEMMs run whole tiles only (no split workspace), 1: as the addon runs them (the default).
+void fk_set_split(int on) { g_split = on != 0; }
 
 const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 
@@ -116,13 +124,11 @@ int fk_gemm_bf16_two_part(int backend, const void* a, long long lda, const void*
   return run_gemm_bf16(backend, g, static_cast<cudaStream_t>(stream));
 }
 
-// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16); split: give the sm90 kernel its
-// split workspace (as the addon does), 0 = whole tiles only
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
 int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, int n, int k, const void* absmax,
                 const void* absmax_q, const void* absmax_code, const void* nested_absmax, float nested_offset,
                 void* c, long long ldc, int m, int epi, const void* bias, const void* residual, long long ldr,
-                const void* gate, long long ldg, int rows_per_batch, int tile_m, int cluster, int split,
-                void* stream) {
+                const void* gate, long long ldg, int rows_per_batch, int tile_m, int cluster, void* stream) {
   Nf4GemmArgs g;
   g.a = static_cast<const __nv_bfloat16*>(a);
   g.lda = lda;
@@ -133,7 +139,7 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
   g.epi = make_epi(epi, bias, residual, ldr, gate, ldg, rows_per_batch);
   g.tile_m = tile_m;
   g.cluster = cluster;
-  if (split && (backend == 0 || backend == 1)) use_split_workspace(g);
+  if (backend == 0 || backend == 1) use_split_workspace(g, gemm_nf4_sm90_workspace_bytes(g));
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (backend) {
     case 0: return gemm_nf4(g, s);
@@ -173,6 +179,7 @@ int fk_gemm_qk_norm_rope(int backend, const void* a, long long lda, const void* 
     GemmArgs g = make_gemm(a, lda, w, ldw, nullptr, 0, m, n, k, 0, nullptr, nullptr, 0, nullptr, 0, 1, 0, cluster,
                            backend == 1 ? 0 : 2);
     g.epi = e;
+    use_split_workspace(g, gemm_bf16_sm90_workspace_bytes(g));
     return gemm_bf16_sm90(g, s);
   }
   if (backend == 2) {
@@ -182,7 +189,7 @@ int fk_gemm_qk_norm_rope(int backend, const void* a, long long lda, const void* 
     g.w = make_nf4_weight(packed, n, k, absmax, absmax_q, absmax_code, nested_absmax, nested_offset);
     g.m = m;
     g.epi = e;
-    use_split_workspace(g);
+    use_split_workspace(g, gemm_nf4_sm90_workspace_bytes(g));
     return gemm_nf4_sm90(g, s);
   }
   return cudaErrorInvalidValue;

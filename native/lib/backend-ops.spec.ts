@@ -575,7 +575,7 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
     });
   }
 
-  it('linear bfloat16 at the Flux transformer sizes (1024²: 4096 + 512 tokens)', (t) => {
+  it('linear bfloat16 at the Flux transformer sizes (1024²: 4096 + 512 tokens; 512²: 1024 + 512)', (t) => {
     if (!gpuOrSkip(t)) return;
     const cases: [string, number[], Epi][] = [
       ['attn.to_q', [1, 4608, 3072, 3072], 'none'],
@@ -583,6 +583,8 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
       ['ff.net.2 (gate, residual)', [1, 4608, 12288, 3072], 'gate+residual'],
       ['single proj_out (gate, residual)', [1, 4608, 15360, 3072], 'gate+residual'],
       ['context qkv', [1, 512, 3072, 9216], 'none'],
+      ['single proj_out at 512² (gate, residual)', [1, 1536, 15360, 3072], 'gate+residual'],
+      ['context ff.net.2 (gate, residual)', [1, 512, 12288, 3072], 'gate+residual'],
       ['norm1.linear (modulation, M=1)', [1, 1, 3072, 18432], 'none'],
       ['single norm.linear (modulation, M=1)', [1, 1, 3072, 9216], 'none'],
       ['norm1.linear (modulation, batch 16)', [16, 1, 3072, 18432], 'none'],

@@ -13,6 +13,7 @@
 #include "../core/gpu.h"
 #include "../sm90/kernels.h"
 #include "check.h"
+#include "fluxk_bridge.h"
 #include "launch.h"
 
 #ifndef FLUXLAB_HAVE_SM90
@@ -118,6 +119,26 @@ void count_route(Route r) { g_routes[int(r)].fetch_add(1, std::memory_order_rela
 
 namespace {
 
+#if FLUXLAB_HAVE_SM90
+// The workspace of the sm90 GEMMs' split last round (fluxk split_k.cuh), attached to `a`: a caching-allocator block
+// held by the returned tensor until the caller has enqueued the launch (stream-ordered reuse, capturable).
+Tensor attach_split_workspace(fluxk::GemmArgs& a) {
+  a.workspace_bytes = fluxk::gemm_bf16_sm90_workspace_bytes(a);
+  if (!a.workspace_bytes) return Tensor();
+  Tensor block = scratch(int64_t(a.workspace_bytes));
+  a.workspace = block.data();
+  return block;
+}
+
+Tensor attach_split_workspace(fluxk::Nf4GemmArgs& a) {
+  a.workspace_bytes = fluxk::gemm_nf4_sm90_workspace_bytes(a);
+  if (!a.workspace_bytes) return Tensor();
+  Tensor block = scratch(int64_t(a.workspace_bytes));
+  a.workspace = block.data();
+  return block;
+}
+#endif
+
 // The fluxk bf16 GEMM's arguments for out[M,N] = epi(x[M,K]·w[N,K]ᵀ), or nullopt when fluxk declines them.
 std::optional<fluxk::GemmArgs> gemm_bf16_args(const void* x, const void* w, const void* bias, void* out, int64_t M,
                                               int64_t N, int64_t K, const LinearEpilogue& epi) {
@@ -140,11 +161,12 @@ std::optional<fluxk::GemmArgs> gemm_bf16_args(const void* x, const void* w, cons
 // The fluxk bf16 GEMM for the device; the route that served it, or nullopt when no kernel took the shape.
 std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, void* out, int64_t M, int64_t N,
                                int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
-  const std::optional<fluxk::GemmArgs> args = gemm_bf16_args(x, w, bias, out, M, N, K, epi);
+  std::optional<fluxk::GemmArgs> args = gemm_bf16_args(x, w, bias, out, M, N, K, epi);
   if (!args) return std::nullopt;
-  const fluxk::GemmArgs& a = *args;
+  fluxk::GemmArgs& a = *args;
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
+    const Tensor workspace = attach_split_workspace(a);
     if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.linear (fluxk gemm_bf16_sm90)")) return std::nullopt;
     return Route::LinearFluxkSm90;
 #endif
@@ -204,7 +226,9 @@ bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt
   const std::optional<fluxk::GemmArgs> a = two_part_args(x1, k1, x2, w, bias, out, M, N, K, epi);
   if (!a) return false;
 #if FLUXLAB_HAVE_SM90
-  if (!accepted(fluxk::gemm_bf16_sm90(*a, s), "ops.linear (fluxk gemm_bf16_sm90, two-part x)")) return false;
+  fluxk::GemmArgs args = *a;
+  const Tensor workspace = attach_split_workspace(args);
+  if (!accepted(fluxk::gemm_bf16_sm90(args, s), "ops.linear (fluxk gemm_bf16_sm90, two-part x)")) return false;
   count_route(served_as);
   return true;
 #else
@@ -268,30 +292,8 @@ bool fluxk_linear_f32(const float* x, const void* w, const float* bias, float* o
   return true;
 }
 
-int64_t fluxk_nf4_workspace_bytes(int64_t M, int64_t N, int64_t K) {
-  if (M <= 16 || !fits_int(M) || !fits_int(N) || !fits_int(K) || !use_sm90()) return 0;
-#if FLUXLAB_HAVE_SM90
-  fluxk::Nf4GemmArgs a;
-  a.m = int(M);
-  a.w.n = int(N);
-  a.w.k = int(K);
-  return int64_t(fluxk::gemm_nf4_sm90_workspace_bytes(a));
-#else
-  return 0;
-#endif
-}
-
-namespace {
-
-void set_nf4_workspace(fluxk::Nf4GemmArgs& a, void* workspace) {
-  a.workspace = workspace;
-  a.workspace_bytes = workspace ? size_t(fluxk_nf4_workspace_bytes(a.m, a.w.n, a.w.k)) : 0;
-}
-
-}  // namespace
-
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
-                      int64_t K, const LinearEpilogue& epi, void* workspace, cudaStream_t s) {
+                      int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
   if (xdt != DType::BF16 || !w.standard_codes || w.blocksize != 64) return false;
   if (w.absmax_codes && w.nested_blocksize != 256) return false;
   if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return false;
@@ -320,7 +322,7 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
   }
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
-    set_nf4_workspace(a, workspace);
+    const Tensor workspace = attach_split_workspace(a);
     if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.linear (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4FluxkSm90);
     return true;
@@ -333,7 +335,7 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
 
 bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
                             int64_t M, int64_t K, const JointQkvStream& st, const JointQkvOutputs& out,
-                            void* nf4_workspace, cudaStream_t s) {
+                            cudaStream_t s) {
   if (!use_sm90() || xdt != DType::BF16 || out.dtype != DType::BF16 || out.D != 128) return false;
   if (st.norm_q_dtype != DType::BF16 || st.norm_k_dtype != DType::BF16 || st.table_dtype != DType::F32) return false;
   const int64_t N = 3 * out.H * out.D;
@@ -377,8 +379,9 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
     }
     a.m = int(M);
     a.epi = e;
-    set_nf4_workspace(a, nf4_workspace);
-    if (M <= 16 || !accepted(fluxk::gemm_nf4_sm90(a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
+    if (M <= 16) return false;
+    const Tensor workspace = attach_split_workspace(a);
+    if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4JointQkvFluxkSm90);
     return true;
   }
@@ -393,6 +396,7 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
   a.k = int(K);
   a.epi = e;
   if (fluxk::gemm_bf16_check(a) != cudaSuccess) return false;
+  const Tensor workspace = attach_split_workspace(a);
   if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.jointQkv (fluxk gemm_bf16_sm90)")) return false;
   count_route(Route::LinearJointQkvFluxkSm90);
   return true;

@@ -161,11 +161,9 @@ bool fluxk_linear_two_part_applies(const void* x1, int64_t k1, const void* x2, D
 bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt, const void* w, const void* bias,
                            void* out, int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi, Route served_as,
                            cudaStream_t s);
-// `w` as stored (plain or double-quant absmax). `workspace`: a block of fluxk_nf4_workspace_bytes(M, N, K) bytes on the
-// current device (or null when that is 0), where the sm90 kernel's split last round meets (fluxk Nf4GemmArgs).
-int64_t fluxk_nf4_workspace_bytes(int64_t M, int64_t N, int64_t K);
+// `w` as stored (plain or double-quant absmax).
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
-                      int64_t K, const LinearEpilogue& epi, void* workspace, cudaStream_t s);
+                      int64_t K, const LinearEpilogue& epi, cudaStream_t s);
 // float32 x with a bf16 weight (a float32 layer whose values are bf16: nn.ts stores it so): fluxk's exact
 // 3×bf16 split GEMM, the float32 product up to summation order. The workspace is
 // fluxk_linear_f32_workspace_elems(M, N, K, epi) bf16 values; 0 there means the route declines this shape or
@@ -185,10 +183,9 @@ struct JointQkvOutputs {
   int64_t Ltot, H, D;
   float eps;
 };
-// `nf4_workspace`: as fluxk_linear_nf4's, for N = 3·H·D.
 bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
                             int64_t M, int64_t K, const JointQkvStream& stream, const JointQkvOutputs& out,
-                            void* nf4_workspace, cudaStream_t s);
+                            cudaStream_t s);
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
                 bool has_mask, float scale, cudaStream_t s);
 // bf16/f16 head_dim 64 with any bias/mask (T5, CLIP) and head_dim >= 256 (the VAE mid block): src/sm80/vae_t5.h.

@@ -66,18 +66,6 @@ std::vector<int64_t> broadcast_strides(const Shape& t, const Shape& out) {
   return s;
 }
 
-#if FLUXLAB_WITH_CUDA
-Tensor nf4_split_workspace(const Device& device, int64_t M, int64_t N, int64_t K) {
-  if (!device.is_cuda()) return Tensor();
-  int64_t bytes = 0;
-  {
-    cuda::DeviceGuard guard(device.index);
-    bytes = cuda::fluxk_nf4_workspace_bytes(M, N, K);
-  }
-  return bytes > 0 ? empty({bytes}, DType::U8, device) : Tensor();
-}
-#endif
-
 Tensor as_dtype(const Tensor& t, DType d) {
   if (t.dtype == d) return t;
   return to(t, t.device(), d, false, false);

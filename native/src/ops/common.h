@@ -32,13 +32,6 @@ Tensor as_dtype(const Tensor& t, DType d);
 // Right-aligned broadcast strides (elements; 0 where broadcast) of `t` against `out`.
 std::vector<int64_t> broadcast_strides(const Shape& t, const Shape& out);
 
-#if FLUXLAB_WITH_CUDA
-// The workspace where the NF4 GEMM's split last round meets, for x [M, K] times an NF4 weight [N, K] on `device`
-// (undefined where none is needed): a caching-allocator block, stream-ordered, so it may be released while the
-// kernel is still queued.
-Tensor nf4_split_workspace(const Device& device, int64_t M, int64_t N, int64_t K);
-#endif
-
 }  // namespace fl::ops
 
 #if FLUXLAB_WITH_CUDA

@@ -229,15 +229,12 @@ std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>&
       const cuda::JointQkvOutputs outs{out[0].data(), out[1].data(), out[2].data(), first.dtype, g.total, g.H, g.D,
                                        eps};
       const NF4View view = st.weight_nf4 ? st.weight_nf4->view() : NF4View{};
-      const Tensor split_workspace =
-          st.weight_nf4 ? nf4_split_workspace(first.device(), g.B * st.x->shape[1], desc[i].width, st.x->shape[2])
-                        : Tensor();
       FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", desc[i].ctx),
                      fused = cuda::fluxk_linear_joint_qkv(
                          st.x->data(), st.x->dtype, st.weight ? st.weight->data() : nullptr,
                          st.weight ? st.weight->dtype : DType::BF16, st.weight_nf4 ? &view : nullptr,
                          st.bias ? st.bias->data() : nullptr, g.B * st.x->shape[1], st.x->shape[2], target, outs,
-                         split_workspace.defined() ? split_workspace.data() : nullptr, stream));
+                         stream));
     }
 #endif
     if (fused) continue;

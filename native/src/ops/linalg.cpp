@@ -156,12 +156,8 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
     if (done) return out;
   }
 #endif
-#if FLUXLAB_WITH_CUDA
-  const Tensor split_workspace = nf4_split_workspace(x.device(), M, N, K);
-#endif
   FL_CUDA_LAUNCH(x.device(), linear_context(x, wdesc.c_str(), bias, opts),
-                 done = cuda::fluxk_linear_nf4(x.data(), x.dtype, view, bp, out.data(), M, N, K, ep.e,
-                                               split_workspace.defined() ? split_workspace.data() : nullptr, stream));
+                 done = cuda::fluxk_linear_nf4(x.data(), x.dtype, view, bp, out.data(), M, N, K, ep.e, stream));
   if (done) return out;
 #if FLUXLAB_WITH_CUDA
   Tensor absmax = empty({blocks}, DType::F32, x.device());

@@ -24,6 +24,7 @@
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
+#include "split_k.cuh"
 #include "tensor_map.h"
 
 namespace fluxk {
@@ -57,6 +58,10 @@ struct GemmParams {
   int a_split_blocks;  // ping-pong: k-blocks from the first part of A (GemmArgs::k_split / 64; k_blocks if one)
   int units_m, num_units;  // a unit is CL vertically adjacent tiles, one per CTA of a cluster
   EpilogueArgs epi;
+  // Ping-pong: the split last round (split_k.cuh; none with clusters or without a workspace).
+  SplitSchedule split;
+  float4* partials;   // slot c + j: CTA c's piece of split tile j, [kPpBN / 4 float4][128 threads]
+  uint32_t* arrived;  // [sk_tiles]: later pieces of split tile j in their slots
 };
 
 template <int GROUP_M = kGroupM>
@@ -251,6 +256,7 @@ constexpr int kPpTileBytes = kBM * kBK * 2;  // A and W tiles are both 128 x 64
 constexpr int kPpSmemBytes = kPpStages * 2 * kPpTileBytes + 2 * kPpStages * 8 + 1024;
 static_assert(kPpSmemBytes <= 232448, "shared memory budget");
 constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
+constexpr int kPieceBarrier = 3;  // named barriers 3 + cw: warpgroup cw's threads stored (or may read) a split slot
 // Rows of tiles walked together. Measured on an H100, 132 SMs (bench/kernels/tile_walk.sh; figures in
 // bench/results/profiles/2026-11-26-h100-436fdb2-tile-walk.txt): 6 rows against 8, [4608,3072]x[12288,3072]ᵀ+gelu
 // 600 -> 673 TFLOP/s, [4096, ...] 616 -> 673, N = 9216 +5%, the N = 3072 shapes and M ≤ 1536 within noise; 4 came
@@ -373,9 +379,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x % 128;
   const int cluster_id = blockIdx.x / CL;
   const int num_clusters = gridDim.x / CL;
-  // Units of this cluster: cluster_id + i * num_clusters for i < local_tiles (the grid is <= num_units);
-  // this CTA takes the rank-th tile of each.
-  const int local_tiles = (p.num_units - cluster_id + num_clusters - 1) / num_clusters;
+  // This cluster's units (whole, then pieces of split tiles: split_k.cuh); this CTA takes the rank-th tile of each.
+  const int local_tiles = pieces_of(p.split, cluster_id, num_clusters);
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kPpStages; ++s) {
@@ -400,10 +405,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       int stage = 0;
       uint32_t phase = 0;
       for (int i = 0; i < local_tiles; ++i) {
+        const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
         int tu, tn;
-        tile_coords<kPpGroupM / CL>(cluster_id + i * num_clusters, p.units_m, p.tiles_n, tu, tn);
+        tile_coords<kPpGroupM / CL>(w.unit, p.units_m, p.tiles_n, tu, tn);
         const int tm = tu * CL + rank;
-        for (int kb = 0; kb < p.k_blocks; ++kb) {
+        for (int kb = w.kb0; kb < w.kb1; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
           mbar_arrive_expect_tx(&full[stage], 2 * kPpTileBytes);
           const bool second = kb >= p.a_split_blocks;
@@ -434,12 +440,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     // warpgroup hands over after a tile only when the CTA has a next tile (the other's).
     if (cw == 1) named_barrier_arrive(kTurnBarrier + 0, 256);
     for (int i = cw; i < local_tiles; i += 2) {
+      const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
       int tu, tn;
-      tile_coords<kPpGroupM / CL>(cluster_id + i * num_clusters, p.units_m, p.tiles_n, tu, tn);
+      tile_coords<kPpGroupM / CL>(w.unit, p.units_m, p.tiles_n, tu, tn);
       const int tm = tu * CL + rank;
-      const int64_t first = static_cast<int64_t>(i) * p.k_blocks;  // this tile's place in the ring order
-      int stage = static_cast<int>(first % kPpStages);
-      uint32_t phase = static_cast<uint32_t>((first / kPpStages) & 1);
+      int stage = w.ring_start % kPpStages;  // this piece's place in the ring order
+      uint32_t phase = static_cast<uint32_t>((w.ring_start / kPpStages) & 1);
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -451,7 +457,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       named_barrier_sync(kTurnBarrier + cw, 256);
       int prev_stage = 0;
-      for (int kb = 0; kb < p.k_blocks; ++kb) {
+      for (int kb = w.kb0; kb < w.kb1; ++kb) {
         mbar_wait(&full[stage], phase);
         const uint32_t a_base = smem_addr(s_a + stage * kPpTileBytes);
         const uint32_t w_base = smem_addr(s_w + stage * kPpTileBytes);
@@ -464,7 +470,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         wgmma_commit();
         wgmma_wait<1>();
-        if (kb > 0 && lane == 0) {
+        if (kb > w.kb0 && lane == 0) {
           mbar_arrive(&empty[prev_stage]);
           if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
         }
@@ -481,9 +487,40 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
-      if (p.k_blocks > 0 && lane == 0) {
+      if (lane == 0) {
         mbar_arrive(&empty[prev_stage]);
         if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
+      }
+      if (CL == 1 && w.role != kWholeTile) {  // clusters are never split
+        // Slot layout: each thread's accumulators as float4s, 128 threads side by side.
+        constexpr int kQuads = kPpBN / 4;
+        if (w.role == kLaterPiece) {
+          float4* slot = p.partials + static_cast<int64_t>(cluster_id + w.split_tile) * kQuads * 128 + tid;
+#pragma unroll
+          for (int q = 0; q < kQuads; ++q) {
+            const float* v = &acc[q / (kQuads / 2)][4 * (q % (kQuads / 2))];
+            __stcg(slot + q * 128, make_float4(v[0], v[1], v[2], v[3]));
+          }
+          named_barrier_sync(kPieceBarrier + cw, 128);
+          if (tid == 0) red_release_add(&p.arrived[w.split_tile], 1u);
+          continue;
+        }
+        const int later = later_pieces(p.split, cluster_id, w.split_tile);
+        if (tid == 0) wait_count(&p.arrived[w.split_tile], static_cast<uint32_t>(later));
+        named_barrier_sync(kPieceBarrier + cw, 128);
+#pragma unroll 1
+        for (int d = 1; d <= later; ++d) {
+          const float4* slot = p.partials + static_cast<int64_t>(cluster_id + d + w.split_tile) * kQuads * 128 + tid;
+#pragma unroll
+          for (int q = 0; q < kQuads; ++q) {
+            const float4 v = __ldcg(slot + q * 128);
+            float* a = &acc[q / (kQuads / 2)][4 * (q % (kQuads / 2))];
+            a[0] += v.x;
+            a[1] += v.y;
+            a[2] += v.z;
+            a[3] += v.w;
+          }
+        }
       }
 
       // Accumulator layout of wgmma m64nNk16: acc[h][4j + 2r + e] holds row (64h + 16*warp + lane/4 + 8r),
@@ -537,6 +574,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+constexpr size_t kPpTileF32Bytes = static_cast<size_t>(kBM) * kPpBN * sizeof(float);
+
+// The ping-pong split's plan for these arguments with independent CTAs (split_k.cuh).
+SplitPlan pingpong_split_plan(const GemmArgs& a, int sms, bool allowed) {
+  const int units = ((a.m + kBM - 1) / kBM) * ((a.n + kPpBN - 1) / kPpBN);
+  return plan_split(units, (a.k + kBK - 1) / kBK, sms, kPpTileF32Bytes, 1, allowed);
+}
+
 template <int EPI, int CL>
 cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   CUtensorMap tma_a, tma_a2, tma_w;
@@ -565,12 +610,23 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.units_m = (p.tiles_m + CL - 1) / CL;
   p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
+  const bool split_ok = CL == 1 && a.workspace && aligned16(a.workspace);
+  SplitPlan plan = pingpong_split_plan(a, sms, split_ok);
+  if (plan.s.sk_tiles && a.workspace_bytes < plan.bytes) plan = pingpong_split_plan(a, sms, false);
+  if (CL > 1) plan.s.dp_units = p.num_units;
+  p.split = plan.s;
+  p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
+  p.partials =
+      plan.s.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
   auto kernel = gemm_bf16_pingpong_kernel<EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPpSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
-    const int grid = p.num_units < sms ? p.num_units : sms;
-    kernel<<<grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    if (plan.s.sk_tiles) {
+      e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
+      if (e != cudaSuccess) return e;
+    }
+    kernel<<<plan.grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
     return cudaGetLastError();
   }
   static int max_clusters = 0;
@@ -689,6 +745,12 @@ int pick_pingpong_cluster(const GemmArgs& a) {
   return plain && a.m >= kPpClusterMinM ? 2 : 1;
 }
 
+GemmSchedule resolved_schedule(const GemmArgs& a) {
+  return a.schedule != GemmSchedule::kAuto                  ? a.schedule
+         : a.c_f32 || a.a_parts != 1 || a.tile_n ? GemmSchedule::kCooperative
+                                                 : pick_schedule(a.m);
+}
+
 }  // namespace
 }  // namespace sm90
 
@@ -702,9 +764,7 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   cudaError_t e = device_sm_count(&sms);
   if (e != cudaSuccess) return e;
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
-  const GemmSchedule schedule = a.schedule != GemmSchedule::kAuto ? a.schedule
-                                : a.c_f32 || a.a_parts != 1 || a.tile_n ? GemmSchedule::kCooperative
-                                                                        : pick_schedule(a.m);
+  const GemmSchedule schedule = resolved_schedule(a);
   if (schedule == GemmSchedule::kPingPong) {
     if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 2) return cudaErrorInvalidValue;
     if (a.cluster == 2) return launch_pingpong_epi<2>(a, stream, sms);
@@ -724,6 +784,16 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
     case 128: return launch_cluster<128>(a, stream, sms);
   }
   return cudaErrorInvalidValue;
+}
+
+size_t gemm_bf16_sm90_workspace_bytes(const GemmArgs& a) {
+  using namespace sm90;
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || resolved_schedule(a) != GemmSchedule::kPingPong || a.cluster > 1) return 0;
+  if (a.cluster == 0 && pick_pingpong_cluster(a) == 2) return 0;
+  if (!device_is_sm90()) return 0;
+  int sms = 0;
+  if (device_sm_count(&sms) != cudaSuccess) return 0;
+  return pingpong_split_plan(a, sms, true).bytes;
 }
 
 // The split (sm80/gemm_sm80.cu, a memory-bound pass) and one wgmma GEMM over K' = 3·K64 with a

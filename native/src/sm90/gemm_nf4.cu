@@ -17,23 +17,13 @@
 //                global stores are 16-byte rows of C.
 // With CL = 2, clusters of two CTAs take adjacent weight blocks of the same token block: each
 // loads its own packed weight tile and half of the activation tile, multicast to both.
-//
-// Split last round (stream-K, CL = 1 with a workspace): tiles are spread round robin, so when the tile count is not a
-// multiple of the SM count the last round runs on a few SMs while the others idle (M=4608, N=12288: 1728 tiles =
-// 13.09 rounds of 132, the 14th 9% busy; M=512: 48-192 tiles, 36-73% of one or two rounds). Those leftover tiles'
-// k-blocks are cut into equal ranges, one per CTA, taken after the whole tiles; a range may end in one tile and start
-// the next. A CTA whose range ends a tile (a "later piece") stores its float32 sums in its own workspace slot and
-// counts itself in; the CTA holding the tile's k-block 0 (its "first piece", the last thing that CTA does) waits for
-// the count, adds the other pieces in K order and runs the epilogue. Its peers started their pieces when it did, so
-// the wait is about one piece's store.
-#include <algorithm>
-#include <cmath>
-
+// With CL = 1 and a workspace, the last round's tiles are split along K (split_k.cuh).
 #include "cluster_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
 #include "nf4.cuh"
+#include "split_k.cuh"
 #include "tensor_map.h"
 
 namespace fluxk {
@@ -66,61 +56,12 @@ struct Nf4Params {
   int m, n, k;
   int tiles_m, tiles_n, k_blocks;
   int units_n, num_units;  // a unit is CL adjacent weight blocks, one per CTA of a cluster
-  // Units [0, dp_units) are whole, round robin over the CTAs (clusters); units dp_units + j, j < sk_tiles, are split:
-  // their sk_tiles * k_blocks k-block iterations are cut into sk_ctas ranges (split_begin).
-  int dp_units, sk_tiles, sk_ctas;
+  SplitSchedule split;
   float4* partials;   // slot c + j: CTA c's piece of split tile j, [2 consumer halves][BT / 8][128 threads]
   uint32_t* arrived;  // [sk_tiles][2]: later pieces of split tile j whose half is in its slot
   Nf4Weight w;
   EpilogueArgs epi;
 };
-
-// Roles of a piece of work: a whole tile, the piece holding k-block 0 of a split tile (it finishes the tile) and any
-// other piece of one (it leaves its sums in a workspace slot).
-enum PieceRole : int { kWholeTile = 0, kFirstPiece = 1, kLaterPiece = 2 };
-
-struct Piece {
-  int unit, kb0, kb1, role, split_tile;
-};
-
-// sk_tiles < SMs and k_blocks = K / 64, so the split's iteration count fits an int.
-__host__ __device__ __forceinline__ int split_begin(const Nf4Params& p, int cta) {
-  const int total = p.sk_tiles * p.k_blocks;
-  return cta >= p.sk_ctas ? total : static_cast<int>(static_cast<int64_t>(total) * cta / p.sk_ctas);
-}
-
-// The pieces one CTA (cluster) takes, in order: its whole units, then its range of the split tiles' k-blocks. The
-// producer, the absmax warps and the consumers each walk the same sequence.
-struct PieceWalk {
-  int next_unit, it, end;
-  __device__ __forceinline__ PieceWalk(const Nf4Params& p, int cta)
-      : next_unit(cta), it(split_begin(p, cta)), end(split_begin(p, cta + 1)) {}
-  __device__ __forceinline__ bool next(const Nf4Params& p, int ctas, Piece& w) {
-    if (next_unit < p.dp_units) {
-      w = {next_unit, 0, p.k_blocks, kWholeTile, 0};
-      next_unit += ctas;
-      return true;
-    }
-    if (it >= end) return false;
-    const int j = it / p.k_blocks;
-    const int kb0 = it - j * p.k_blocks;
-    const int kb1 = min(p.k_blocks, kb0 + (end - it));
-    it += kb1 - kb0;
-    w = {p.dp_units + j, kb0, kb1, kb0 > 0 ? kLaterPiece : (kb1 == p.k_blocks ? kWholeTile : kFirstPiece), j};
-    return true;
-  }
-};
-
-#if FLUXK_SM90_DEVICE
-__device__ __forceinline__ void red_release_add(uint32_t* counter, uint32_t v) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(counter), "r"(v) : "memory");
-}
-__device__ __forceinline__ uint32_t ld_acquire(const uint32_t* counter) {
-  uint32_t v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
-  return v;
-}
-#endif
 
 __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
   const int per_group = kGroupM * tiles_n;
@@ -313,9 +254,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         prefetch_tensor_map(&tma_w);
         int stage = 0;
         uint32_t phase = 0;
-        PieceWalk walk(p, cluster_id);
-        Piece w;
-        while (walk.next(p, num_clusters, w)) {
+        const int pieces = pieces_of(p.split, cluster_id, num_clusters);
+        for (int i = 0; i < pieces; ++i) {
+          const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
           int tm, tu;
           tile_coords(w.unit, p.tiles_m, p.units_n, tm, tu);
           const int tn = tu * CL + rank;
@@ -341,9 +282,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int st = tid - 32;
       int stage = 0;
       uint32_t phase = 0;
-      PieceWalk walk(p, cluster_id);
-      Piece w;
-      while (walk.next(p, num_clusters, w)) {
+      const int pieces = pieces_of(p.split, cluster_id, num_clusters);
+      for (int i = 0; i < pieces; ++i) {
+        const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
         int tm, tu;
         tile_coords(w.unit, p.tiles_m, p.units_n, tm, tu);
         const int tn = tu * CL + rank;
@@ -398,9 +339,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (CL > 1) mbar_arrive_cluster(&empty[s], rank ^ 1);
       }
     };
-    PieceWalk walk(p, cluster_id);
-    Piece w;
-    while (walk.next(p, num_clusters, w)) {
+    const int pieces = pieces_of(p.split, cluster_id, num_clusters);
+    for (int i = 0; i < pieces; ++i) {
+      const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
       int tm, tu;
       tile_coords(w.unit, p.tiles_m, p.units_n, tm, tu);
       const int tn = tu * CL + rank;
@@ -454,16 +395,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (tid == 0) red_release_add(&p.arrived[2 * w.split_tile + cw], 1u);
           continue;
         }
-        // The later pieces of this tile belong to the next CTAs, each holding one slot (CTA + split tile).
-        const int tile_end = (w.split_tile + 1) * p.k_blocks;
-        int pieces = 0;
-        while (split_begin(p, cluster_id + 1 + pieces) < tile_end) ++pieces;
-        if (tid == 0) {
-          while (ld_acquire(&p.arrived[2 * w.split_tile + cw]) < static_cast<uint32_t>(pieces)) __nanosleep(64);
-        }
+        const int later = later_pieces(p.split, cluster_id, w.split_tile);
+        if (tid == 0) wait_count(&p.arrived[2 * w.split_tile + cw], static_cast<uint32_t>(later));
         named_barrier_sync(1 + cw, 128);
 #pragma unroll 1
-        for (int d = 1; d <= pieces; ++d) {
+        for (int d = 1; d <= later; ++d) {
           const float4* slot =
               p.partials + (static_cast<int64_t>(cluster_id + d + w.split_tile) * 2 + cw) * kQuads * 128 + tid;
 #pragma unroll
@@ -539,43 +475,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// Pieces shorter than this many k-blocks would spend more on their pipeline fill and their slot's store and load than
-// the idle SMs give back; a tile is cut into at most kMaxPieces, since its first piece's CTA adds the others alone.
-constexpr int kMinPieceBlocks = 8;
-constexpr int kMaxPieces = 8;
-
-struct SplitPlan {
-  int dp_units = 0, sk_tiles = 0, sk_ctas = 0, grid = 0;
-  size_t counter_bytes = 0, bytes = 0;  // workspace: the counters, then the slots
-};
-
-SplitPlan plan_split(int tiles, int k_blocks, int sms, int bt, bool allowed) {
-  SplitPlan s;
-  s.dp_units = tiles;
-  s.grid = tiles < sms ? tiles : sms;
-  const int leftover = tiles % sms;
-  // Split only where the last round would leave over a quarter of the SMs idle.
-  if (!allowed || leftover == 0 || 4 * leftover > 3 * sms) return s;
-  const int64_t iters = static_cast<int64_t>(leftover) * k_blocks;
-  int64_t ctas = std::min<int64_t>(sms, static_cast<int64_t>(leftover) * kMaxPieces);
-  ctas = std::min<int64_t>(ctas, iters / kMinPieceBlocks);
-  if (ctas <= leftover) return s;
-  s.dp_units = tiles - leftover;
-  s.sk_tiles = leftover;
-  s.sk_ctas = static_cast<int>(ctas);
-  s.grid = s.dp_units > 0 ? sms : s.sk_ctas;
-  s.counter_bytes = (2 * sizeof(uint32_t) * leftover + 255) / 256 * 256;
-  const size_t slots = static_cast<size_t>(s.sk_ctas + s.sk_tiles - 1);
-  s.bytes = s.counter_bytes + slots * kRows * bt * sizeof(float);
-  return s;
-}
+constexpr size_t tile_bytes(int bt) { return static_cast<size_t>(kRows) * bt * sizeof(float); }
 
 // The workspace a split at this token tile needs is there (gemm_nf4_sm90_workspace_bytes sized it).
 bool split_fits(const Nf4GemmArgs& a, int bt, int sms) {
   if (!a.workspace || !aligned16(a.workspace) || (a.cluster && a.cluster != 1)) return false;
   const int tiles = ((a.m + bt - 1) / bt) * ((a.w.n + kRows - 1) / kRows);
-  const SplitPlan plan = plan_split(tiles, a.w.k / kBK, sms, bt, true);
-  return plan.sk_tiles > 0 && a.workspace_bytes >= plan.bytes;
+  const SplitPlan plan = plan_split(tiles, a.w.k / kBK, sms, tile_bytes(bt), 2, true);
+  return plan.s.sk_tiles > 0 && a.workspace_bytes >= plan.bytes;
 }
 
 template <int BT, int EPI, int CL>
@@ -603,20 +510,19 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   p.k_blocks = a.w.k / kBK;
   p.units_n = (p.tiles_n + CL - 1) / CL;
   p.num_units = p.tiles_m * p.units_n;
-  const SplitPlan plan = plan_split(p.num_units, p.k_blocks, sms, BT, CL == 1 && split_fits(a, BT, sms));
-  p.dp_units = plan.dp_units;
-  p.sk_tiles = plan.sk_tiles;
-  p.sk_ctas = plan.sk_ctas;
-  p.arrived = plan.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
+  const SplitPlan plan =
+      plan_split(p.num_units, p.k_blocks, sms, tile_bytes(BT), 2, CL == 1 && split_fits(a, BT, sms));
+  p.split = plan.s;
+  p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
   p.partials =
-      plan.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
+      plan.s.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
   p.w = a.w;
   p.epi = a.epi;
   auto kernel = gemm_nf4_kernel<BT, EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
-    if (plan.sk_tiles) {
+    if (plan.s.sk_tiles) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
@@ -651,8 +557,7 @@ cudaError_t launch_cluster(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
 }
 
 // Token-tile rates relative to 256 from the H200 sweep of 2026-11-25 (M=4608, K=3072, N=12288:
-// 516 / 458 / 354 TFLOP/s): a wider tile re-dequantizes each weight value fewer times. A split last round costs its
-// pieces' share of a tile plus a tenth for the store and fixup.
+// 516 / 458 / 354 TFLOP/s): a wider tile re-dequantizes each weight value fewer times.
 int pick_tile_m(int m, int n, int k, int sms, bool split) {
   const int widths[3] = {256, 192, 128};
   const double rate[3] = {1.0, 0.88, 0.68};
@@ -661,11 +566,7 @@ int pick_tile_m(int m, int n, int k, int sms, bool split) {
   double best_cost = 1e30;
   for (int i = 0; i < 3; ++i) {
     const int tiles = ((m + widths[i] - 1) / widths[i]) * ((n + kRows - 1) / kRows);
-    const SplitPlan plan = plan_split(tiles, k_blocks, sms, widths[i], split);
-    const double rounds =
-        plan.sk_tiles ? static_cast<double>(plan.dp_units) / sms +
-                            std::ceil(static_cast<double>(plan.sk_tiles) * k_blocks / plan.sk_ctas) / k_blocks + 0.1
-                      : static_cast<double>((tiles + sms - 1) / sms);
+    const double rounds = split_rounds(plan_split(tiles, k_blocks, sms, tile_bytes(widths[i]), 2, split), tiles, sms);
     const double cost = rounds * widths[i] / rate[i];
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
@@ -712,7 +613,7 @@ size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& a) {
   if (device_sm_count(&sms) != cudaSuccess) return 0;
   const int bt = a.tile_m ? a.tile_m : pick_tile_m(a.m, a.w.n, a.w.k, sms, true);
   const int tiles = ((a.m + bt - 1) / bt) * ((a.w.n + kRows - 1) / kRows);
-  return plan_split(tiles, a.w.k / kBK, sms, bt, true).bytes;
+  return plan_split(tiles, a.w.k / kBK, sms, tile_bytes(bt), 2, true).bytes;
 }
 
 }  // namespace fluxk

@@ -102,10 +102,14 @@ struct GemmArgs {
   GemmSchedule schedule = GemmSchedule::kAuto;  // sm90: force a schedule (benchmarks); kAuto: ping-pong
                                                 // for m >= 512, except that c_f32, a_parts > 1 or a
                                                 // forced tile_n mean kCooperative
+  // sm90 ping-pong with independent CTAs: the split last round's workspace (split_k.cuh), as Nf4GemmArgs's.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
 };
 
 cudaError_t gemm_bf16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t gemm_bf16_sm90(const GemmArgs& args, cudaStream_t stream);
+size_t gemm_bf16_sm90_workspace_bytes(const GemmArgs& args);  // 0: no split pays (or not sm90, or not ping-pong)
 cudaError_t gemm_bf16_sm80(const GemmArgs& args, cudaStream_t stream);
 // The checks every gemm_bf16 path makes before enqueuing (cudaErrorInvalidValue when they fail).
 cudaError_t gemm_bf16_check(const GemmArgs& args);
@@ -173,7 +177,7 @@ struct Nf4GemmArgs {
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing activation tiles by TMA
                     // multicast (correct, but measured slower: docs/kernels.md)
   // sm90, independent CTAs: where the tiles' last round would leave SMs idle, the K range of that round's tiles is
-  // split over all SMs (stream-K), the pieces' float32 sums meeting in this workspace of
+  // split over all SMs (stream-K, split_k.cuh), the pieces' float32 sums meeting in this workspace of
   // gemm_nf4_sm90_workspace_bytes(args) bytes (16-byte aligned; its counters are zeroed on the stream). Null keeps
   // whole tiles. The split depends only on the shape and the SM count, and pieces are added in K order: the same
   // inputs give the same bits on the same GPU model.
