@@ -158,7 +158,8 @@ def build_tests(quick):
     # mostly idle (the single blocks' proj_out at 512² and 1024², the 512 / 1024-row gate projections, gelu at 4608).
     for (m, n, k, epi) in [(1536, 3072, 15360, "gate"), (4608, 3072, 15360, "gate"), (1024, 3072, 12288, "gate"),
                            (512, 3072, 12288, "gate"), (512, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"),
-                           (1536, 9216, 3072, "none")]:
+                           (1536, 9216, 3072, "none"), (1024, 3072, 3072, "gate"), (1536, 12288, 3072, "gelu"),
+                           (512, 9216, 3072, "none"), (4608, 3072, 3072, "gate")]:
         for split in (0, 1):
             gemm(timings, "time", 1, 0, m, n, k, epi, 0, 0, split)
     # The skinny (modulation) shapes: GB/s of weight + activations; torch = F.linear on the bf16 weight. bf16 gemv

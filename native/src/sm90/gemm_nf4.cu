@@ -63,11 +63,11 @@ struct Nf4Params {
   EpilogueArgs epi;
 };
 
-__device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
+__host__ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
   const int per_group = kGroupM * tiles_n;
   const int group = t / per_group;
   const int first_m = group * kGroupM;
-  const int group_m = min(tiles_m - first_m, kGroupM);
+  const int group_m = tiles_m - first_m < kGroupM ? tiles_m - first_m : kGroupM;
   const int r = t - group * per_group;
   tm = first_m + r % group_m;
   tn = r / group_m;
@@ -475,13 +475,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-constexpr size_t tile_bytes(int bt) { return static_cast<size_t>(kRows) * bt * sizeof(float); }
+// The split plan of an m x n x k product in token tiles of bt (independent CTAs).
+SplitPlan nf4_split_plan(int m, int n, int k, int bt, int sms, bool allowed) {
+  const int tiles_m = (m + bt - 1) / bt, tiles_n = (n + kRows - 1) / kRows;
+  const auto footprint = [&](int first, int count) {
+    int rows = 0, cols = 0;
+    distinct_blocks(
+        first, count, tiles_m, tiles_n, [&](int u, int* r, int* c) { tile_coords(u, tiles_m, tiles_n, *r, *c); },
+        &rows, &cols);
+    // token blocks of bf16 activations, weight blocks of packed codes and float32 absmax
+    return static_cast<size_t>(rows) * bt * k * 2 + static_cast<size_t>(cols) * kRows * (k / 2 + k / 64 * 4);
+  };
+  return plan_split(tiles_m * tiles_n, k / kBK, sms, static_cast<size_t>(kRows) * bt * sizeof(float), 2, allowed,
+                    device_l2_bytes(), footprint);
+}
 
 // The workspace a split at this token tile needs is there (gemm_nf4_sm90_workspace_bytes sized it).
 bool split_fits(const Nf4GemmArgs& a, int bt, int sms) {
   if (!a.workspace || !aligned16(a.workspace) || (a.cluster && a.cluster != 1)) return false;
-  const int tiles = ((a.m + bt - 1) / bt) * ((a.w.n + kRows - 1) / kRows);
-  const SplitPlan plan = plan_split(tiles, a.w.k / kBK, sms, tile_bytes(bt), 2, true);
+  const SplitPlan plan = nf4_split_plan(a.m, a.w.n, a.w.k, bt, sms, true);
   return plan.s.sk_tiles > 0 && a.workspace_bytes >= plan.bytes;
 }
 
@@ -510,8 +522,8 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   p.k_blocks = a.w.k / kBK;
   p.units_n = (p.tiles_n + CL - 1) / CL;
   p.num_units = p.tiles_m * p.units_n;
-  const SplitPlan plan =
-      plan_split(p.num_units, p.k_blocks, sms, tile_bytes(BT), 2, CL == 1 && split_fits(a, BT, sms));
+  SplitPlan plan = nf4_split_plan(a.m, a.w.n, a.w.k, BT, sms, CL == 1 && split_fits(a, BT, sms));
+  if (CL > 1) plan.s.dp_units = p.num_units;
   p.split = plan.s;
   p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
   p.partials =
@@ -561,12 +573,11 @@ cudaError_t launch_cluster(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
 int pick_tile_m(int m, int n, int k, int sms, bool split) {
   const int widths[3] = {256, 192, 128};
   const double rate[3] = {1.0, 0.88, 0.68};
-  const int k_blocks = k / kBK;
   int best = 256;
   double best_cost = 1e30;
   for (int i = 0; i < 3; ++i) {
     const int tiles = ((m + widths[i] - 1) / widths[i]) * ((n + kRows - 1) / kRows);
-    const double rounds = split_rounds(plan_split(tiles, k_blocks, sms, tile_bytes(widths[i]), 2, split), tiles, sms);
+    const double rounds = split_rounds(nf4_split_plan(m, n, k, widths[i], sms, split), tiles, sms);
     const double cost = rounds * widths[i] / rate[i];
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
@@ -612,8 +623,7 @@ size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& a) {
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
   const int bt = a.tile_m ? a.tile_m : pick_tile_m(a.m, a.w.n, a.w.k, sms, true);
-  const int tiles = ((a.m + bt - 1) / bt) * ((a.w.n + kRows - 1) / kRows);
-  return plan_split(tiles, a.w.k / kBK, sms, tile_bytes(bt), 2, true).bytes;
+  return nf4_split_plan(a.m, a.w.n, a.w.k, bt, sms, true).bytes;
 }
 
 }  // namespace fluxk
