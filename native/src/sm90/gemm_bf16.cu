@@ -576,12 +576,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 constexpr size_t kPpTileF32Bytes = static_cast<size_t>(kBM) * kPpBN * sizeof(float);
 
-// The ping-pong split's plan for these arguments with independent CTAs (split_k.cuh). Only after at least one whole
-// round: with fewer 128 x 128 tiles than SMs the split lost (H100, 2026-11-26: 512x3072x3072 + gate, 96 tiles,
-// 0.039 -> 0.043 ms), its memset, fills and fixups outweighing the 27% of SMs it adds.
+// The ping-pong split's plan for these arguments with independent CTAs (split_k.cuh): after one to three whole rounds
+// and for last rounds under 40% busy only. H100, 2026-11-26, whole -> split: 1536x3072x15360 + gate (the 512²
+// single-block proj_out, 2 rounds + 24 tiles) 0.290 -> 0.256 ms and 512x9216x3072 (2 + 24) 0.064 -> 0.062; but
+// with fewer tiles than SMs 512x3072x3072 + gate (96 tiles) 0.039 -> 0.043, after many rounds 4608x12288x3072 +
+// gelu (26 + 24) 0.581 -> 0.599, and with fuller last rounds 1024x3072x3072 + gate (1 + 60) 0.055 -> 0.064 and
+// 1536x12288x3072 + gelu (8 + 96) 0.187 -> 0.206.
 SplitPlan pingpong_split_plan(const GemmArgs& a, int sms, bool allowed) {
   const int tiles_m = (a.m + kBM - 1) / kBM, tiles_n = (a.n + kPpBN - 1) / kPpBN;
-  allowed = allowed && tiles_m * tiles_n >= sms;
+  const int rounds = tiles_m * tiles_n / sms;
+  allowed = allowed && rounds >= 1 && rounds <= 3;
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
     distinct_blocks(
@@ -589,8 +593,8 @@ SplitPlan pingpong_split_plan(const GemmArgs& a, int sms, bool allowed) {
         &rows, &cols);
     return (static_cast<size_t>(rows) * kBM + static_cast<size_t>(cols) * kPpBN) * a.k * 2;
   };
-  return plan_split(tiles_m * tiles_n, (a.k + kBK - 1) / kBK, sms, kPpTileF32Bytes, 1, allowed, device_l2_bytes(),
-                    footprint);
+  return plan_split(tiles_m * tiles_n, (a.k + kBK - 1) / kBK, sms, kPpTileF32Bytes, 1, allowed, 2 * sms / 5,
+                    device_l2_bytes(), footprint);
 }
 
 template <int EPI, int CL>

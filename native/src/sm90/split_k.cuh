@@ -55,20 +55,21 @@ void distinct_blocks(int first, int count, int row_blocks, int col_blocks, Coord
 }
 
 // halves: accumulator parts stored and counted separately (the NF4 kernel's two consumer warpgroups share a tile).
+// max_leftover: the most tiles a last round may hold and still be split; the pieces' fills, stores and fixups cost
+// about what a fuller last round loses (the callers cite their measurements).
 // footprint(first, count): the bytes of A and W that units [first, first + count) read. Whole tiles sharing a W (or
 // A) block run through K in step, so L2 serves the block once; split pieces start at staggered k-blocks, so the
 // split tiles' blocks must stay in L2 together or they stream from DRAM once per tile (H100, 2026-11-26: bf16
 // 512x3072x12288, 75 MB of W over 96 split tiles, 0.088 -> 0.138 ms).
 template <class Footprint>
-SplitPlan plan_split(int units, int k_blocks, int sms, size_t tile_bytes, int halves, bool allowed, size_t l2_bytes,
-                     Footprint footprint) {
+SplitPlan plan_split(int units, int k_blocks, int sms, size_t tile_bytes, int halves, bool allowed, int max_leftover,
+                     size_t l2_bytes, Footprint footprint) {
   SplitPlan p;
   p.s.k_blocks = k_blocks;
   p.s.dp_units = units;
   p.grid = std::min(units, sms);
   const int leftover = units % sms;
-  // Split only where the last round would leave over a quarter of the SMs idle.
-  if (!allowed || leftover == 0 || 4 * leftover > 3 * sms) return p;
+  if (!allowed || leftover == 0 || leftover > max_leftover) return p;
   if (footprint(units - leftover, leftover) > l2_bytes) return p;
   const int64_t iters = static_cast<int64_t>(leftover) * k_blocks;
   const int64_t ctas = std::min<int64_t>({sms, static_cast<int64_t>(leftover) * kMaxPieces, iters / kMinPieceBlocks});
