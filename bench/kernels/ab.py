@@ -10,7 +10,8 @@ the same kernel's clock differed by 20% between runs at the same TFLOP/s).
 
 Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--variants pp,pp-cl2] [--shapes step|M,K,N,epi;...]
 Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: ping-pong variants only).
-Variants: "pp" ping-pong, "pp-cl2" ping-pong in 2-CTA clusters (W multicast), "coop-256" cooperative 128x256.
+Variants: "pp" ping-pong, "pp-cl2" ping-pong in 2-CTA clusters (W multicast), "coop-256" cooperative 128x256,
+"pp-whole" ping-pong without the split last round's workspace (whole tiles only; split_k.cuh).
 """
 import argparse
 import ctypes
@@ -26,8 +27,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import EPI, Lib  # noqa: E402
 
-# (schedule, tile_n, cluster) as GemmArgs takes them.
-VARIANTS = {"pp": (2, 0, 1), "pp-cl2": (2, 0, 2), "coop-256": (1, 256, 1)}
+# (schedule, tile_n, cluster) as GemmArgs takes them, and whether the split workspace is given (capi.cu fk_set_split).
+VARIANTS = {"pp": (2, 0, 1, 1), "pp-cl2": (2, 0, 2, 1), "coop-256": (1, 256, 1, 1), "pp-whole": (2, 0, 1, 0)}
 QK_BACKENDS = {"pp": 4, "pp-cl2": 3}  # capi.cu's fk_gemm_qk_norm_rope: ping-pong, independent CTAs / in pairs
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).
@@ -76,10 +77,11 @@ def main():
             sets.append((a, w, c, bias, res, gate))
 
         def gemm_variant(name):
-            schedule, tile, cluster = VARIANTS[name]
+            schedule, tile, cluster, split = VARIANTS[name]
 
             def fn(i):
                 a, w, c, bias, res, gate = sets[i % sets_n]
+                lib.lib.fk_set_split(split)
                 lib.check(lib.lib.fk_gemm_bf16(
                     1, a.data_ptr(), a.stride(0), w.data_ptr(), w.stride(0), c.data_ptr(), c.stride(0), m, n, k,
                     EPI[epi], bias.data_ptr(), res.data_ptr() if res is not None else None,

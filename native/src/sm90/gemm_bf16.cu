@@ -577,11 +577,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 constexpr size_t kPpTileF32Bytes = static_cast<size_t>(kBM) * kPpBN * sizeof(float);
 
 // The ping-pong split's plan for these arguments with independent CTAs (split_k.cuh): after one to three whole rounds
-// and for last rounds under 40% busy only. H100, 2026-11-26, whole -> split: 1536x3072x15360 + gate (the 512²
-// single-block proj_out, 2 rounds + 24 tiles) 0.290 -> 0.256 ms and 512x9216x3072 (2 + 24) 0.064 -> 0.062; but
-// with fewer tiles than SMs 512x3072x3072 + gate (96 tiles) 0.039 -> 0.043, after many rounds 4608x12288x3072 +
-// gelu (26 + 24) 0.581 -> 0.599, and with fuller last rounds 1024x3072x3072 + gate (1 + 60) 0.055 -> 0.064 and
-// 1536x12288x3072 + gelu (8 + 96) 0.187 -> 0.206.
+// and for last rounds under 40% busy only. H100, 2026-11-26, ab.py interleaved, whole -> split with no such limits
+// (bench/kernels/results/2026-11-26-h100-6792ab4-ab-pingpong-split.txt): 1536x3072x15360 + gate (the 512²
+// single-block proj_out, 2 rounds + 24 tiles) 0.295 -> 0.262 ms, 512x9216x3072 (2 + 24) 0.062 -> 0.061; but
+// 512x3072x3072 + gate (96 tiles, no whole round) 0.030 -> 0.042, 1024x3072x3072 + gate (1 + 60) 0.049 -> 0.064,
+// 1536x9216x3072 (6 + 72) 0.153 -> 0.159, and after many rounds no gain (4608x12288x3072 + gelu, 26 + 24: 0.612 ->
+// 0.605).
 SplitPlan pingpong_split_plan(const GemmArgs& a, int sms, bool allowed) {
   const int tiles_m = (a.m + kBM - 1) / kBM, tiles_n = (a.n + kPpBN - 1) / kPpBN;
   const int rounds = tiles_m * tiles_n / sms;

@@ -476,8 +476,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // The split plan of an m x n x k product in token tiles of bt (independent CTAs), for last rounds at most half busy
-// (H100, 2026-11-26, whole -> split: 512x12288x3072, 60 of 132 SMs busy, 0.087 -> 0.076 ms; 1536x12288x3072, 48
-// busy, 0.228 -> 0.216; 4608x12288x3072, 12 busy, 0.630 -> 0.615; but 4096x9216x3072, 96 busy, 0.395 -> 0.420).
+// (H100, 2026-11-26, adjacent bench.py rows, whole -> split: 512x12288x3072, 60 of 132 SMs busy, 0.092 -> 0.080 ms;
+// 1536x12288x3072, 48 busy, 0.228 -> 0.216; 4608x12288x3072, 12 busy, 0.681 -> 0.632; 4096x9216x3072, 96 busy, no
+// gain: 0.395 -> 0.420, within the pairs' noise; docs/kernels.md).
 SplitPlan nf4_split_plan(int m, int n, int k, int bt, int sms, bool allowed) {
   const int tiles_m = (m + bt - 1) / bt, tiles_n = (n + kRows - 1) / kRows;
   const auto footprint = [&](int first, int count) {
