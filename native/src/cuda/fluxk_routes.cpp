@@ -120,20 +120,14 @@ void count_route(Route r) { g_routes[int(r)].fetch_add(1, std::memory_order_rela
 namespace {
 
 #if FLUXLAB_HAVE_SM90
-// The workspace of the sm90 GEMMs' split last round (fluxk split_k.cuh), attached to `a`: a caching-allocator block
-// held by the returned tensor until the caller has enqueued the launch (stream-ordered reuse, capturable).
-Tensor attach_split_workspace(fluxk::GemmArgs& a) {
-  a.workspace_bytes = fluxk::gemm_bf16_sm90_workspace_bytes(a);
-  if (!a.workspace_bytes) return Tensor();
-  Tensor block = scratch(int64_t(a.workspace_bytes));
-  a.workspace = block.data();
-  return block;
-}
-
-Tensor attach_split_workspace(fluxk::Nf4GemmArgs& a) {
-  a.workspace_bytes = fluxk::gemm_nf4_sm90_workspace_bytes(a);
-  if (!a.workspace_bytes) return Tensor();
-  Tensor block = scratch(int64_t(a.workspace_bytes));
+// The workspace of the sm90 GEMMs' split last round (fluxk split_k.cuh), `bytes` as the launcher sized it, attached
+// to `a`: a caching-allocator block held by the returned tensor until the caller has enqueued the launch
+// (stream-ordered reuse, capturable).
+template <class Args>
+Tensor attach_split_workspace(Args& a, size_t bytes) {
+  a.workspace_bytes = bytes;
+  if (!bytes) return Tensor();
+  Tensor block = scratch(int64_t(bytes));
   a.workspace = block.data();
   return block;
 }
@@ -166,7 +160,7 @@ std::optional<Route> gemm_bf16(const void* x, const void* w, const void* bias, v
   fluxk::GemmArgs& a = *args;
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
-    const Tensor workspace = attach_split_workspace(a);
+    const Tensor workspace = attach_split_workspace(a, fluxk::gemm_bf16_sm90_workspace_bytes(a));
     if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.linear (fluxk gemm_bf16_sm90)")) return std::nullopt;
     return Route::LinearFluxkSm90;
 #endif
@@ -227,7 +221,7 @@ bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt
   if (!a) return false;
 #if FLUXLAB_HAVE_SM90
   fluxk::GemmArgs args = *a;
-  const Tensor workspace = attach_split_workspace(args);
+  const Tensor workspace = attach_split_workspace(args, fluxk::gemm_bf16_sm90_workspace_bytes(args));
   if (!accepted(fluxk::gemm_bf16_sm90(args, s), "ops.linear (fluxk gemm_bf16_sm90, two-part x)")) return false;
   count_route(served_as);
   return true;
@@ -322,7 +316,7 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
   }
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
-    const Tensor workspace = attach_split_workspace(a);
+    const Tensor workspace = attach_split_workspace(a, fluxk::gemm_nf4_sm90_workspace_bytes(a));
     if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.linear (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4FluxkSm90);
     return true;
@@ -380,7 +374,7 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
     a.m = int(M);
     a.epi = e;
     if (M <= 16) return false;
-    const Tensor workspace = attach_split_workspace(a);
+    const Tensor workspace = attach_split_workspace(a, fluxk::gemm_nf4_sm90_workspace_bytes(a));
     if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4JointQkvFluxkSm90);
     return true;
@@ -396,7 +390,7 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
   a.k = int(K);
   a.epi = e;
   if (fluxk::gemm_bf16_check(a) != cudaSuccess) return false;
-  const Tensor workspace = attach_split_workspace(a);
+  const Tensor workspace = attach_split_workspace(a, fluxk::gemm_bf16_sm90_workspace_bytes(a));
   if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.jointQkv (fluxk gemm_bf16_sm90)")) return false;
   count_route(Route::LinearJointQkvFluxkSm90);
   return true;

@@ -587,11 +587,10 @@ SplitPlan pingpong_split_plan(const GemmArgs& a, int sms, bool allowed) {
   const int tiles_m = (a.m + kBM - 1) / kBM, tiles_n = (a.n + kPpBN - 1) / kPpBN;
   const int rounds = tiles_m * tiles_n / sms;
   allowed = allowed && rounds >= 1 && rounds <= 3;
+  const auto coords = [&](int u, int* r, int* c) { tile_coords<kPpGroupM>(u, tiles_m, tiles_n, *r, *c); };
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
-    distinct_blocks(
-        first, count, tiles_m, tiles_n, [&](int u, int* r, int* c) { tile_coords<kPpGroupM>(u, tiles_m, tiles_n, *r, *c); },
-        &rows, &cols);
+    distinct_blocks(first, count, tiles_m, tiles_n, coords, &rows, &cols);
     return (static_cast<size_t>(rows) * kBM + static_cast<size_t>(cols) * kPpBN) * a.k * 2;
   };
   return plan_split(tiles_m * tiles_n, (a.k + kBK - 1) / kBK, sms, kPpTileF32Bytes, 1, allowed, 2 * sms / 5,

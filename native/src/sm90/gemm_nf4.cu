@@ -481,11 +481,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 // gain: 0.395 -> 0.420, within the pairs' noise; docs/kernels.md).
 SplitPlan nf4_split_plan(int m, int n, int k, int bt, int sms, bool allowed) {
   const int tiles_m = (m + bt - 1) / bt, tiles_n = (n + kRows - 1) / kRows;
+  const auto coords = [&](int u, int* r, int* c) { tile_coords(u, tiles_m, tiles_n, *r, *c); };
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
-    distinct_blocks(
-        first, count, tiles_m, tiles_n, [&](int u, int* r, int* c) { tile_coords(u, tiles_m, tiles_n, *r, *c); },
-        &rows, &cols);
+    distinct_blocks(first, count, tiles_m, tiles_n, coords, &rows, &cols);
     // token blocks of bf16 activations, weight blocks of packed codes and float32 absmax
     return static_cast<size_t>(rows) * bt * k * 2 + static_cast<size_t>(cols) * kRows * (k / 2 + k / 64 * 4);
   };
