@@ -40,8 +40,10 @@ GemmArgs make_gemm(const void* a, long long lda, const void* w, long long ldw, v
   return g;
 }
 
-// Whether the sm90 GEMMs get their split workspace (fk_set_split), as the addon gives it.
+// Whether the sm90 GEMMs get their split workspace (fk_set_split), as the addon gives it, and the size the last
+// call got (fk_last_split_bytes: 0 means that call ran whole tiles only).
 bool g_split = true;
+size_t g_last_split_bytes = 0;
 
 // The split workspace (gemm_*_sm90_workspace_bytes), kept across calls as the addon's caching allocator keeps its
 // blocks, so timings see no allocation. Grown outside any timed region by the first call of a shape.
@@ -64,6 +66,7 @@ void use_split_workspace(Args& g, size_t bytes) {
   g.workspace_bytes = g_split ? bytes : 0;
   g.workspace = g.workspace_bytes ? split_workspace(g.workspace_bytes) : nullptr;
   if (!g.workspace) g.workspace_bytes = 0;
+  g_last_split_bytes = g.workspace_bytes;
 }
 
 // backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
@@ -97,6 +100,7 @@ extern "C" {
 
 // 0: the sm90 GEMMs run whole tiles only (no split workspace), 1: as the addon runs them (the default).
 void fk_set_split(int on) { g_split = on != 0; }
+unsigned long long fk_last_split_bytes() { return g_last_split_bytes; }
 
 const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 

@@ -77,9 +77,10 @@ __host__ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int til
 // The lane-replicated code book sits at a 2048-byte aligned shared address: entry i of lane l at byte 128·i + 4·l,
 // so a code's address is (code << 7) | lane_addr. A rotation brings either nibble of the thread's byte of a packed
 // word to bits 7-10 (rotr by 8c - 3 for the high nibble, 8c - 7 for the low one, mod 32), and one LOP3 masks it
-// and ORs the lane's column in: 2 instructions per lookup address, where shifting the byte out, splitting its
-// nibbles and scaling them took 5-6 (the consumers' dequantization is what the tensor cores wait for: ncu, H100,
-// 2026-11-26, 232 instructions per k-block and warp, tensor pipe 62% busy).
+// and ORs the lane's column in: 2 instructions per lookup address. The consumers' dequantization is what the tensor
+// cores wait for: ncu, H100, 2026-11-26, byte shifts, nibble masks and index multiplies made it 231 instructions per
+// k-block and warp with the tensor pipe 62% busy; 163 with these addresses, 68% busy
+// (bench/kernels/results/2026-11-26-h100-{b4f0872,36cc9f4}-ncu-nf4.txt).
 struct LutLane {
   uint32_t addr;        // shared address of this lane's column (bits 7-10 clear)
   uint32_t rot_hi, rot_lo;

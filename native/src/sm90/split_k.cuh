@@ -60,7 +60,7 @@ void distinct_blocks(int first, int count, int row_blocks, int col_blocks, Coord
 // footprint(first, count): the bytes of A and W that units [first, first + count) read. Whole tiles sharing a W (or
 // A) block run through K in step, so L2 serves the block once; split pieces start at staggered k-blocks, so the
 // split tiles' blocks must stay in L2 together or they stream from DRAM once per tile (H100, 2026-11-26: bf16
-// 512x3072x12288, 75 MB of W over 96 split tiles, 0.088 -> 0.138 ms).
+// 512x3072x12288, 75 MB of W over 96 split tiles, 0.088 -> 0.138 ms; bench/kernels/results/*-f528336.txt).
 template <class Footprint>
 SplitPlan plan_split(int units, int k_blocks, int sms, size_t tile_bytes, int halves, bool allowed, int max_leftover,
                      size_t l2_bytes, Footprint footprint) {
