@@ -1,4 +1,5 @@
-"""Interleaved A/B timing of bf16 GEMM variants under sustained load, with each variant's clock and power.
+"""Interleaved A/B timing of GEMM variants (and of two builds of the library) under sustained load, with each
+variant's clock and power.
 
 Why: under sustained load the H100 sits at its 700 W limit and its SM clock wanders (1.1-2.0 GHz), so two variants
 timed one after the other differ by ±5% for nothing (bench.py's pairs), and a kernel's speed there depends on the
@@ -9,9 +10,12 @@ epilogue) runs in the same rotation as the yardstick. nvidia-smi samples the SM 
 the same kernel's clock differed by 20% between runs at the same TFLOP/s).
 
 Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--variants pp,pp-cl2] [--shapes step|M,K,N,epi;...]
-Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: ping-pong variants only).
+                                   [--lib-b OTHER.so]
+Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: "pp", "pp-cl2", "nf4").
 Variants: "pp" ping-pong, "pp-cl2" ping-pong in 2-CTA clusters (W multicast), "coop-256" cooperative 128x256,
-"pp-whole" ping-pong without the split last round's workspace (whole tiles only; split_k.cuh).
+"pp-whole" ping-pong without the split last round's workspace (whole tiles only; split_k.cuh), "nf4" the sm90 NF4
+kernel (random codes and absmax, its own tile and split choice). With --lib-b every variant also runs from that
+library, as "<variant>@b" (an old build against a new one, in the same rotation).
 """
 import argparse
 import ctypes
@@ -29,7 +33,7 @@ from bench import EPI, Lib  # noqa: E402
 
 # (schedule, tile_n, cluster) as GemmArgs takes them, and whether the split workspace is given (capi.cu fk_set_split).
 VARIANTS = {"pp": (2, 0, 1, 1), "pp-cl2": (2, 0, 2, 1), "coop-256": (1, 256, 1, 1), "pp-whole": (2, 0, 1, 0)}
-QK_BACKENDS = {"pp": 4, "pp-cl2": 3}  # capi.cu's fk_gemm_qk_norm_rope: ping-pong, independent CTAs / in pairs
+QK_BACKENDS = {"pp": 4, "pp-cl2": 3, "nf4": 2}  # capi.cu's fk_gemm_qk_norm_rope
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).
 STEP_SHAPES = [(4608, 3072, 9216, "qk"), (4096, 3072, 9216, "qk"), (512, 3072, 9216, "qk"), (4608, 3072, 9216, "none"),
@@ -45,17 +49,20 @@ def main():
     ap.add_argument("--round-ms", type=float, default=150.0, help="GPU time per variant per round")
     ap.add_argument("--variants", default="pp,pp-cl2")
     ap.add_argument("--shapes", default="step", help="'step' or 'M,K,N,epi;...'")
+    ap.add_argument("--lib-b", default="", help="a second build: each variant also runs from it as '<variant>@b'")
     args = ap.parse_args()
     import torch
 
-    lib = Lib(args.lib)
+    libs = {"": Lib(args.lib)}
+    if args.lib_b:
+        libs["@b"] = Lib(args.lib_b)
     dev = torch.device("cuda")
     stream = torch.cuda.Stream()
     torch.cuda.set_stream(stream)
     sp = ctypes.c_void_p(stream.cuda_stream)
     shapes = STEP_SHAPES if args.shapes == "step" else [
         (int(m), int(k), int(n), e) for m, k, n, e in (s.split(",") for s in args.shapes.split(";"))]
-    variants = args.variants.split(",")
+    variants = [v + suffix for v in args.variants.split(",") for suffix in libs]
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw", "--format=csv,noheader,nounits",
                             "-lms", "50"], stdout=subprocess.PIPE, text=True)
     windows = []  # (shape index, function index, host start, host end) of every timed round
@@ -75,9 +82,29 @@ def main():
             res = torch.randn(m, n, device=dev).bfloat16() if epi == "gate" else None
             gate = torch.randn(1, n, device=dev).bfloat16() if epi == "gate" else None
             sets.append((a, w, c, bias, res, gate))
+        if any(v.startswith("nf4") for v in variants):  # random codes; absmax per 64 values as checkpoints have them
+            nf4_sets = [((torch.randint(0, 256, (n * k // 2,), device=dev, dtype=torch.uint8)),
+                         torch.rand(n * k // 64, device=dev) * 0.04 + 0.01) for _ in range(sets_n)]
+
+        def split_name(name):
+            base, _, suffix = name.partition("@")
+            return base, libs["@" + suffix if suffix else ""]
 
         def gemm_variant(name):
-            schedule, tile, cluster, split = VARIANTS[name]
+            base, lib = split_name(name)
+            if base == "nf4":
+                def nf4_fn(i):
+                    a, _, c, bias, res, gate = sets[i % sets_n]
+                    packed, absmax = nf4_sets[i % sets_n]
+                    lib.lib.fk_set_split(1)
+                    lib.check(lib.lib.fk_gemm_nf4(
+                        1, a.data_ptr(), a.stride(0), packed.data_ptr(), n, k, absmax.data_ptr(), None, None, None,
+                        ctypes.c_float(0), c.data_ptr(), c.stride(0), m, EPI[epi], bias.data_ptr(),
+                        res.data_ptr() if res is not None else None, res.stride(0) if res is not None else 0,
+                        gate.data_ptr() if gate is not None else None, gate.stride(0) if gate is not None else 0, m,
+                        0, 0, sp), name)
+                return nf4_fn
+            schedule, tile, cluster, split = VARIANTS[base]
 
             def fn(i):
                 a, w, c, bias, res, gate = sets[i % sets_n]
@@ -97,15 +124,20 @@ def main():
                     for _ in range(sets_n)]
 
             def qk_variant(name):
-                backend = QK_BACKENDS.get(name)
+                base, lib = split_name(name)
+                backend = QK_BACKENDS.get(base)
                 if backend is None:
                     return None
 
                 def fn(i):
                     a, w, _, bias, _, _ = sets[i % sets_n]
                     nq, nk, cos, sin, q, kk, v = tabs[i % sets_n]
+                    packed, absmax = nf4_sets[i % sets_n] if base == "nf4" else (None, None)
+                    lib.lib.fk_set_split(1)
                     lib.check(lib.lib.fk_gemm_qk_norm_rope(
-                        backend, a.data_ptr(), a.stride(0), w.data_ptr(), w.stride(0), None, None, None, None, None,
+                        backend, a.data_ptr(), a.stride(0), w.data_ptr(), w.stride(0),
+                        packed.data_ptr() if packed is not None else None,
+                        absmax.data_ptr() if absmax is not None else None, None, None, None,
                         ctypes.c_float(0), bias.data_ptr(), nq.data_ptr(), nk.data_ptr(), cos.data_ptr(),
                         sin.data_ptr(), q.data_ptr(), kk.data_ptr(), v.data_ptr(), m, k, heads, m, m, 0,
                         ctypes.c_float(1e-6), sp), name)
