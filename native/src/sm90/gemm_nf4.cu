@@ -13,10 +13,8 @@
 //   warpgroups 1-2: each owns 64 weight rows. Per k-block a thread reads its two rows' packed bytes
 //                (2 x 32 B) and scales, builds the 16 bf16x2 A fragments of the next k-block while
 //                the 4 wgmma.m64nBTk16 of the current one run (fragments double-buffered), then
-//                releases the stage. Each byte's two code values come from one lookup in the
-//                warpgroup's code-pair table, which shares its shared memory with the epilogue's
-//                staging; the epilogue transposes through that padded staging so the global stores
-//                are 16-byte rows of C, then rebuilds the table.
+//                releases the stage. The epilogue transposes through padded shared memory so the
+//                global stores are 16-byte rows of C.
 // With CL = 2, clusters of two CTAs take adjacent weight blocks of the same token block: each
 // loads its own packed weight tile and half of the activation tile, multicast to both.
 // With CL = 1 and a workspace, the last round's tiles are split along K (split_k.cuh).
@@ -37,7 +35,6 @@ constexpr int kBK = 64;
 constexpr int kThreads = 384;
 constexpr int kGroupM = 8;
 constexpr int kStagePitch = 144;  // bytes per token row of the epilogue staging (64 bf16 + 16 pad)
-constexpr int kPairTableBytes = 256 * 16 * 8;  // code pair of every byte value, 16 copies of 8 bytes
 
 template <int BT>
 struct Nf4Config {
@@ -45,15 +42,12 @@ struct Nf4Config {
   static constexpr int kXBytes = BT * kBK * 2;
   static constexpr int kWBytes = kRows * kBK / 2;
   static constexpr int kScaleBytes = kRows * 4;
-  // A consumer warpgroup's staging rows and its code-pair table share one region (the table is rebuilt after each
-  // epilogue), so the table costs no stage of the ring.
-  static constexpr int kHalfBytes = BT * kStagePitch > kPairTableBytes ? BT * kStagePitch : kPairTableBytes;
+  static constexpr int kStagingBytes = 2 * BT * kStagePitch;
+  static constexpr int kLutBytes = 16 * 32 * 4;
   static constexpr int kSmemBytes =
-      kStages * (kXBytes + kWBytes + kScaleBytes) + 2 * kHalfBytes + 2 * kStages * 8 + 1024;
+      kLutBytes + kStages * (kXBytes + kWBytes + kScaleBytes) + kStagingBytes + 2 * kStages * 8 + 2048;
   static_assert(kSmemBytes <= 232448, "shared memory budget");
   static_assert(kXBytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
-  static_assert((kStages * (kWBytes + kScaleBytes)) % 128 == 0 && kHalfBytes % 128 == 0,
-                "each code-pair table starts at a 128-byte boundary (its 16 copies span the 32 banks)");
 };
 
 struct Nf4Params {
@@ -80,36 +74,29 @@ __host__ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int til
 }
 
 #if FLUXK_SM90_DEVICE
-// The code-pair table: entry b (a packed byte, two codes) holds the floats code[b >> 4], code[b & 15] and sits at byte
-// 128·b, repeated 16 times at 8-byte steps, lane l reading copy l % 16: the 16 lanes of a half-warp, which one 8-byte
-// shared load serves per pass, hit 16 different bank pairs whatever their bytes. One PRMT (the thread's byte of a
-// packed word) and one multiply-add make the address: 2 instructions per byte and one load for both values. The
-// consumers' dequantization is what the tensor cores wait for: ncu, H100, 2026-11-26, byte shifts, nibble masks and
-// index multiplies made it 231 instructions per k-block and warp with the tensor pipe 62% busy; 163 with a per-lane
-// table of single codes (two addresses and two loads per byte), 68% busy
+// The lane-replicated code book sits at a 2048-byte aligned shared address: entry i of lane l at byte 128·i + 4·l,
+// so a code's address is (code << 7) | lane_addr. A rotation brings either nibble of the thread's byte of a packed
+// word to bits 7-10 (rotr by 8c - 3 for the high nibble, 8c - 7 for the low one, mod 32), and one LOP3 masks it
+// and ORs the lane's column in: 2 instructions per lookup address. The consumers' dequantization is what the tensor
+// cores wait for: ncu, H100, 2026-11-26, byte shifts, nibble masks and index multiplies made it 231 instructions per
+// k-block and warp with the tensor pipe 62% busy; 163 with these addresses, 68% busy
 // (bench/kernels/results/2026-11-26-h100-{b4f0872,36cc9f4}-ncu-nf4.txt).
-struct PairLookup {
-  uint32_t base;      // shared address of this lane's copy of entry 0
-  uint32_t byte_sel;  // PRMT selector moving byte (lane % 4) of a word to bits 0-7, zeros above
+struct LutLane {
+  uint32_t addr;        // shared address of this lane's column (bits 7-10 clear)
+  uint32_t rot_hi, rot_lo;
 };
 
-// Writes the table for `nthreads` threads numbered `tid`: consecutive threads write consecutive 16-byte pieces (two
-// copies of one entry), so each warp's stores are conflict-free.
-__device__ __forceinline__ void fill_pair_table(uint8_t* table, int tid, int nthreads) {
-  for (int piece = tid; piece < kPairTableBytes / 16; piece += nthreads) {
-    const int b = piece >> 3;
-    const float hi = kNf4Code[b >> 4], lo = kNf4Code[b & 15];
-    *reinterpret_cast<float4*>(table + piece * 16) = make_float4(hi, lo, hi, lo);
-  }
+__device__ __forceinline__ float lut_code(uint32_t word, uint32_t rot, uint32_t lane_addr) {
+  const uint32_t addr = (__funnelshift_r(word, word, rot) & 0x780u) | lane_addr;
+  float v;
+  asm("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
 }
 
 // The thread's byte of `word` (two codes, the first in the high nibble) times s, as a bf16x2 with the first value
 // in the low half: nf4_pair's values.
-__device__ __forceinline__ uint32_t nf4_pair_of_word(uint32_t word, float s, const PairLookup& t) {
-  const uint32_t addr = t.base + (__byte_perm(word, 0u, t.byte_sel) << 7);
-  float first, second;
-  asm("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(first), "=f"(second) : "r"(addr));
-  __nv_bfloat162 h = __floats2bfloat162_rn(first * s, second * s);
+__device__ __forceinline__ uint32_t nf4_pair_of_word(uint32_t word, float s, const LutLane& l) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lut_code(word, l.rot_hi, l.addr) * s, lut_code(word, l.rot_lo, l.addr) * s);
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
@@ -119,7 +106,7 @@ __device__ __forceinline__ uint32_t nf4_pair_of_word(uint32_t word, float s, con
 // 8kk + c of the row's 32 packed bytes, i.e. byte c of 32-bit word 2kk; pair (2c+8, 2c+9) is byte
 // c of word 2kk+1.
 __device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t* w_stage, const float* scale_stage,
-                                                int row0, const PairLookup& lut) {
+                                                int row0, const LutLane& lut) {
   const uint4 r0a = *reinterpret_cast<const uint4*>(w_stage + row0 * 32);
   const uint4 r0b = *reinterpret_cast<const uint4*>(w_stage + row0 * 32 + 16);
   const uint4 r1a = *reinterpret_cast<const uint4*>(w_stage + (row0 + 8) * 32);
@@ -147,8 +134,8 @@ constexpr int kQkBarrier = 3;  // both consumer warpgroups (1 + cw are each one'
 // joint_qkv's own row layout for bf16 at D = 128 (16 lanes, 8 values each), so sums and results are bitwise its.
 // Tokens go in batches of 2 per lane (4 spill at BT = 256) whose table rows are read-only loads issued before the
 // batch's first store: the compiler keeps plain loads behind stores it cannot prove disjoint, one L2 round trip per
-// token. ct: the thread's index among the 256 consumer threads; the halves lie half_bytes apart.
-template <int BT, int half_bytes>
+// token. ct: the thread's index among the 256 consumer threads.
+template <int BT>
 __device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const uint8_t* staging, int tm, int tn, int m,
                                                  int ct) {
   constexpr int kBatch = 2;
@@ -157,7 +144,7 @@ __device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const ui
   const int head = tn - part * e.heads;
   __nv_bfloat16* out = part == 0 ? e.q : part == 1 ? e.k : e.v;
   const int sub = ct % 16;
-  const uint8_t* src = staging + (sub / 8) * half_bytes + (sub % 8) * 16;
+  const uint8_t* src = staging + (sub / 8) * BT * kStagePitch + (sub % 8) * 16;
   const uint4 w_raw = part < 2 ? *reinterpret_cast<const uint4*>((part == 0 ? e.norm_q : e.norm_k) + 8 * sub)
                                : make_uint4(0u, 0u, 0u, 0u);
   const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&w_raw);
@@ -228,12 +215,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if FLUXK_SM90_DEVICE
   using Cfg = Nf4Config<BT>;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  uint8_t* s_x = smem;
+  uint8_t* smem = smem_raw + ((2048 - (smem_addr(smem_raw) & 2047)) & 2047);
+  float* s_lut = reinterpret_cast<float*>(smem);  // 2048-byte aligned (LutLane), then 1024-aligned swizzle atoms
+  uint8_t* s_x = smem + Cfg::kLutBytes;
   uint8_t* s_w = s_x + Cfg::kStages * Cfg::kXBytes;
   float* s_scale = reinterpret_cast<float*>(s_w + Cfg::kStages * Cfg::kWBytes);
-  uint8_t* s_stage_out = reinterpret_cast<uint8_t*>(s_scale + Cfg::kStages * kRows);  // two halves: staging | table
-  uint64_t* full = reinterpret_cast<uint64_t*>(s_stage_out + 2 * Cfg::kHalfBytes);
+  uint8_t* s_stage_out = reinterpret_cast<uint8_t*>(s_scale + Cfg::kStages * kRows);
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_stage_out + Cfg::kStagingBytes);
   uint64_t* empty = full + Cfg::kStages;
 
   const int wg = threadIdx.x / 128;
@@ -241,7 +229,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = tid / 32;
   const int lane = tid % 32;
 
-  for (int half = 0; half < 2; ++half) fill_pair_table(s_stage_out + half * Cfg::kHalfBytes, threadIdx.x, kThreads);
+  fill_lane_lut(s_lut, threadIdx.x, kThreads);
   if (threadIdx.x == 0) {
     for (int s = 0; s < Cfg::kStages; ++s) {
       mbar_init(&full[s], 1 + 96);
@@ -324,8 +312,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int g = lane / 4;
     const int c = lane % 4;
     const int row0 = cw * 64 + warp * 16 + g;  // this thread's first weight row in the tile
-    uint8_t* staging = s_stage_out + cw * Cfg::kHalfBytes;  // also this warpgroup's code-pair table
-    const PairLookup lut{smem_addr(staging) + 8u * (lane % 16), 0x4440u | static_cast<uint32_t>(c)};
+    const LutLane lut{smem_addr(s_lut) + 4u * lane, static_cast<uint32_t>(8 * c - 3) & 31u,
+                      static_cast<uint32_t>(8 * c - 7) & 31u};
+    uint8_t* staging = s_stage_out + cw * BT * kStagePitch;
     int stage = 0;
     uint32_t phase = 0;
     float acc[BT / 2];
@@ -433,13 +422,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float b0 = (p.epi.bias && n_first + local0 < p.n) ? __bfloat162float(p.epi.bias[n_first + local0]) : 0.f;
       const float b1 =
           (p.epi.bias && n_first + local0 + 8 < p.n) ? __bfloat162float(p.epi.bias[n_first + local0 + 8]) : 0.f;
-      // The staging rows overwrite the code-pair table: every warp of the warpgroup must be past its last lookup.
-      named_barrier_sync(1 + cw, 128);
-      const auto restore_table = [&]() {
-        if (i + 1 == pieces) return;
-        fill_pair_table(staging, tid, 128);
-        named_barrier_sync(1 + cw, 128);
-      };
       __nv_bfloat16* stg = reinterpret_cast<__nv_bfloat16*>(staging);
 #pragma unroll
       for (int j = 0; j < BT / 8; ++j) {
@@ -454,9 +436,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       if constexpr (EPI == kQkEpi) {
         named_barrier_sync(kQkBarrier, 256);
-        nf4_qk_norm_rope<BT, Cfg::kHalfBytes>(p.epi, s_stage_out, tm, tn, p.m, cw * 128 + tid);
+        nf4_qk_norm_rope<BT>(p.epi, s_stage_out, tm, tn, p.m, cw * 128 + tid);
         named_barrier_sync(kQkBarrier, 256);
-        restore_table();
         continue;
       }
       named_barrier_sync(1 + cw, 128);
@@ -486,7 +467,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
       named_barrier_sync(1 + cw, 128);
-      restore_table();
     }
   }
   if (CL > 1) {
