@@ -40,8 +40,8 @@ GemmArgs make_gemm(const void* a, long long lda, const void* w, long long ldw, v
   return g;
 }
 
-// Whether the sm90 GEMMs get their split workspace (fk_set_split), as the addon gives it, and the size the last
-// call got (fk_last_split_bytes: 0 means that call ran whole tiles only).
+// Whether the sm90 GEMMs and attention get their split workspace (fk_set_split), as the addon gives it, and the size
+// the last call got (fk_last_split_bytes: 0 means that call ran whole tiles or units only).
 bool g_split = true;
 size_t g_last_split_bytes = 0;
 
@@ -220,6 +220,7 @@ int fk_attention(int backend, const void* q, const void* k, const void* v, void*
     a.o_stride[i] = strides[9 + i];
   }
   a.scale = scale;
+  if (backend != 2) use_split_workspace(a, attention_fwd_sm90_workspace_bytes(a));
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (backend) {
     case 0: return attention_fwd(a, s);

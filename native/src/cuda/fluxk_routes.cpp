@@ -120,9 +120,9 @@ void count_route(Route r) { g_routes[int(r)].fetch_add(1, std::memory_order_rela
 namespace {
 
 #if FLUXLAB_HAVE_SM90
-// The workspace of the sm90 GEMMs' split last round (fluxk split_k.cuh), `bytes` as the launcher sized it, attached
-// to `a`: a caching-allocator block held by the returned tensor until the caller has enqueued the launch
-// (stream-ordered reuse, capturable).
+// The workspace of the sm90 GEMMs' and attention's split last round (fluxk split_k.cuh, attention.cu), `bytes` as the
+// launcher sized it, attached to `a`: a caching-allocator block held by the returned tensor until the caller has
+// enqueued the launch (stream-ordered reuse, capturable).
 template <class Args>
 Tensor attach_split_workspace(Args& a, size_t bytes) {
   a.workspace_bytes = bytes;
@@ -423,6 +423,7 @@ bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt
   a.scale = scale;
   if (use_sm90()) {
 #if FLUXLAB_HAVE_SM90
+    const Tensor workspace = attach_split_workspace(a, fluxk::attention_fwd_sm90_workspace_bytes(a));
     if (!accepted(fluxk::attention_fwd_sm90(a, s), "ops.sdpa (fluxk attention_fwd_sm90)")) return false;
     count_route(Route::SdpaFluxkSm90);
     return true;

@@ -16,6 +16,13 @@
 // warpgroup alternation on top: the warpgroups take turns issuing their matrix products (two
 // named barriers), so one's softmax runs while the other's products occupy the tensor cores.
 // attention_fwd_sm90 uses kPingPong (the fastest measured, with three K/V stages below).
+// Split last round: CTAs run one unit each in launch order, so a unit count just over a multiple of the SM count
+// leaves the last round mostly idle (1x24x1536, the 512² step: 288 units = 2.18 rounds of 132). With a workspace,
+// the leftover units' key blocks are cut into `split` ranges, one CTA each; a piece leaves its unnormalised O rows
+// and their (max, sum) in the workspace, and attention_merge_kernel combines the pieces in order (the same result
+// every run for a shape and SM count).
+#include <algorithm>
+
 #include "hopper.cuh"
 #include "kernels.h"
 #include "tensor_map.h"
@@ -43,7 +50,31 @@ struct AttnParams {
   int64_t o_stride[3];
   int heads, seq_q, seq_kv, q_tiles, kv_blocks;
   float scale_log2;
+  int whole;       // CTAs [0, whole) each run unit blockIdx.x over every key block
+  int split;       // CTAs from `whole` on: pieces per leftover unit (0: none)
+  float* part_o;   // [piece][128 rows][128 dims] unnormalised O
+  float2* part_ml; // [piece][128 rows] (row max in log2 units with the scale folded in, row sum)
 };
+
+// The split of the last round for this launch on `sms` SMs (one CTA per SM): leftover units at most half a round,
+// each cut into as many key ranges as fill the SMs, at most one key block per piece.
+struct AttnSplit {
+  int whole = 0, split = 0, pieces = 0;
+  size_t bytes = 0;
+};
+AttnSplit plan_attention_split(long long units, int kv_blocks, int sms) {
+  AttnSplit plan;
+  plan.whole = static_cast<int>(units);
+  const long long leftover = units % sms;
+  if (units < sms || leftover == 0 || leftover > sms / 2) return plan;
+  const int split = static_cast<int>(std::min<long long>(kv_blocks, sms / leftover));
+  if (split < 2) return plan;
+  plan.whole = static_cast<int>(units - leftover);
+  plan.split = split;
+  plan.pieces = static_cast<int>(leftover) * split;
+  plan.bytes = static_cast<size_t>(plan.pieces) * kBM * (kD * sizeof(float) + sizeof(float2));
+  return plan;
+}
 
 #if FLUXK_SM90_DEVICE
 __device__ __forceinline__ float ex2(float x) {
@@ -157,8 +188,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* v_full = k_full + kStages;
   uint64_t* empty = v_full + kStages;
 
-  const int q_tile = blockIdx.x % p.q_tiles;
-  const int bh = blockIdx.x / p.q_tiles;
+  // This CTA's unit and key blocks [kv0, kv1): a whole unit, or one piece of a leftover unit.
+  int unit = blockIdx.x, kv0 = 0, kv1 = p.kv_blocks, piece = -1;
+  if (static_cast<int>(blockIdx.x) >= p.whole) {
+    piece = blockIdx.x - p.whole;
+    unit = p.whole + piece / p.split;
+    const int r = piece % p.split;
+    kv0 = r * p.kv_blocks / p.split;
+    kv1 = (r + 1) * p.kv_blocks / p.split;
+  }
+  const int q_tile = unit % p.q_tiles;
+  const int bh = unit / p.q_tiles;
   const int head = bh % p.heads;
   const int batch = bh / p.heads;
   const int wg = threadIdx.x / 128;
@@ -186,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       tma_load_4d(s_q + kHalfBytes, &tma_q, q_full, 64, q_tile * kBM, head, batch);
       int stage = 0;
       uint32_t phase = 0;
-      for (int j = 0; j < p.kv_blocks; ++j) {
+      for (int j = kv0; j < kv1; ++j) {
         mbar_wait(&empty[stage], phase ^ 1);
         mbar_arrive_expect_tx(&k_full[stage], kTileBytes);
         tma_load_4d(s_k + stage * kTileBytes, &tma_k, &k_full[stage], 0, j * kBN, head, batch);
@@ -234,7 +274,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kPing && cw == 1) named_barrier_arrive(1, 256);
 
     if (kVariant == static_cast<int>(AttentionVariant::kSimple)) {
-      for (int j = 0; j < p.kv_blocks; ++j) {
+      for (int j = kv0; j < kv1; ++j) {
         mbar_wait(&k_full[stage], phase);
         issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
         wgmma_wait<0>();
@@ -257,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     } else {
-      // Block 0: scores and probabilities only.
+      // The first block: scores and probabilities only.
       mbar_wait(&k_full[stage], phase);
       turn_wait();
       issue_qk(s, q_base, smem_addr(s_k + stage * kTileBytes));
@@ -265,7 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < 64; ++i) reg_fence(s[i]);
-      softmax_block(s, m, alpha, p.scale_log2, p.seq_kv, c);
+      softmax_block(s, m, alpha, p.scale_log2, p.seq_kv - kv0 * kBN, c);
       probs_to_fragments(s, l, alpha, pf);
       int prev = stage;
       uint32_t prev_phase = phase;
@@ -273,7 +313,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         stage = 0;
         phase ^= 1;
       }
-      for (int j = 1; j < p.kv_blocks; ++j) {
+      for (int j = kv0 + 1; j < kv1; ++j) {
         mbar_wait(&k_full[stage], phase);
         mbar_wait(&v_full[prev], prev_phase);
         turn_wait();
@@ -317,9 +357,24 @@ __global__ void __launch_bounds__(kThreads, 1)
       l[r] += __shfl_xor_sync(0xffffffff, l[r], 1);
       l[r] += __shfl_xor_sync(0xffffffff, l[r], 2);
     }
+    const int local0 = cw * 64 + warp * 16 + lane / 4;
+    if (piece >= 0) {
+      float* part = p.part_o + (static_cast<int64_t>(piece) * kBM + local0) * kD;
+#pragma unroll
+      for (int jn = 0; jn < 16; ++jn) {
+        const int col = 8 * jn + 2 * c;
+        *reinterpret_cast<float2*>(part + col) = make_float2(o[4 * jn + 0], o[4 * jn + 1]);
+        *reinterpret_cast<float2*>(part + 8 * kD + col) = make_float2(o[4 * jn + 2], o[4 * jn + 3]);
+      }
+      if (c == 0) {
+        p.part_ml[piece * kBM + local0] = make_float2(m[0], l[0]);
+        p.part_ml[piece * kBM + local0 + 8] = make_float2(m[1], l[1]);
+      }
+      return;
+    }
     const float inv0 = 1.f / l[0];
     const float inv1 = 1.f / l[1];
-    const int row0 = q_tile * kBM + cw * 64 + warp * 16 + lane / 4;
+    const int row0 = q_tile * kBM + local0;
     __nv_bfloat16* o_base = p.o + static_cast<int64_t>(batch) * p.o_stride[0] + static_cast<int64_t>(head) * p.o_stride[1];
 #pragma unroll
     for (int jn = 0; jn < 16; ++jn) {
@@ -332,6 +387,41 @@ __global__ void __launch_bounds__(kThreads, 1)
             pack2(o[4 * jn + 2] * inv1, o[4 * jn + 3] * inv1);
     }
   }
+#endif
+}
+
+// Combines the pieces of each leftover unit: one warp per query row, 4 dims per lane; pieces in key order.
+__global__ void __launch_bounds__(256) attention_merge_kernel(const AttnParams p) {
+#if FLUXK_SM90_DEVICE
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int local = blockIdx.y * 8 + warp;
+  const int unit = p.whole + blockIdx.x;
+  const int q_tile = unit % p.q_tiles;
+  const int bh = unit / p.q_tiles;
+  const int row = q_tile * kBM + local;
+  if (row >= p.seq_q) return;
+  const int first = blockIdx.x * p.split;
+  float mx = -INFINITY;
+  for (int i = 0; i < p.split; ++i) mx = fmaxf(mx, p.part_ml[(first + i) * kBM + local].x);
+  float sum = 0.f;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int i = 0; i < p.split; ++i) {
+    const float2 ml = p.part_ml[(first + i) * kBM + local];
+    const float w = ex2(ml.x - mx);
+    sum += ml.y * w;
+    const float4 v =
+        *reinterpret_cast<const float4*>(p.part_o + (static_cast<int64_t>(first + i) * kBM + local) * kD + 4 * lane);
+    acc.x += v.x * w;
+    acc.y += v.y * w;
+    acc.z += v.z * w;
+    acc.w += v.w * w;
+  }
+  const float inv = 1.f / sum;
+  __nv_bfloat16* out = p.o + static_cast<int64_t>(bh / p.heads) * p.o_stride[0] +
+                       static_cast<int64_t>(bh % p.heads) * p.o_stride[1] + static_cast<int64_t>(row) * p.o_stride[2] +
+                       4 * lane;
+  reinterpret_cast<uint32_t*>(out)[0] = pack2(acc.x * inv, acc.y * inv);
+  reinterpret_cast<uint32_t*>(out)[1] = pack2(acc.z * inv, acc.w * inv);
 #endif
 }
 
@@ -377,16 +467,41 @@ cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stre
   p.scale_log2 = scale * 1.4426950408889634f;
   const long long blocks = static_cast<long long>(p.q_tiles) * a.heads * a.batch;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
+  int sms = 0;
+  e = device_sm_count(&sms);
+  if (e != cudaSuccess) return e;
+  AttnSplit plan = plan_attention_split(blocks, p.kv_blocks, sms);
+  if (!a.workspace || !aligned16(a.workspace) || a.workspace_bytes < plan.bytes) {
+    plan = AttnSplit();
+    plan.whole = static_cast<int>(blocks);
+  }
+  p.whole = plan.whole;
+  p.split = plan.split;
+  p.part_o = static_cast<float*>(a.workspace);
+  p.part_ml = reinterpret_cast<float2*>(p.part_o + static_cast<int64_t>(plan.pieces) * kBM * kD);
   auto kernel = variant == AttentionVariant::kSimple      ? attention_kernel<0>
                 : variant == AttentionVariant::kPipelined ? attention_kernel<1>
                                                           : attention_kernel<2>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e != cudaSuccess) return e;
-  kernel<<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(tq, tk, tv, p);
+  kernel<<<static_cast<unsigned>(plan.whole + plan.pieces), kThreads, kSmemBytes, stream>>>(tq, tk, tv, p);
+  e = cudaGetLastError();
+  if (e != cudaSuccess || !plan.pieces) return e;
+  attention_merge_kernel<<<dim3(static_cast<unsigned>(plan.pieces / plan.split), kBM / 8), 256, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 }  // namespace sm90
+
+size_t attention_fwd_sm90_workspace_bytes(const AttentionArgs& a) {
+  if (a.batch <= 0 || a.heads <= 0 || a.seq_q <= 0 || a.seq_kv <= 0 || a.head_dim != sm90::kD ||
+      !sm90::device_is_sm90())
+    return 0;
+  int sms = 0;
+  if (sm90::device_sm_count(&sms) != cudaSuccess) return 0;
+  const long long units = static_cast<long long>((a.seq_q + sm90::kBM - 1) / sm90::kBM) * a.heads * a.batch;
+  return sm90::plan_attention_split(units, (a.seq_kv + sm90::kBN - 1) / sm90::kBN, sms).bytes;
+}
 
 cudaError_t attention_fwd_sm90(const AttentionArgs& a, cudaStream_t stream) {
   return sm90::attention_fwd_sm90_variant(a, stream, AttentionVariant::kPingPong);

@@ -206,10 +206,16 @@ struct AttentionArgs {
   int64_t v_stride[3] = {0, 0, 0};
   int64_t o_stride[3] = {0, 0, 0};
   float scale = 0.f;  // 0 means 1/sqrt(head_dim)
+  // sm90: where the (batch, head, 128-query) units leave the last round of SMs at most half busy, the leftover
+  // units' key blocks are split over the idle SMs and merged by a second kernel, the pieces meeting in this
+  // workspace of attention_fwd_sm90_workspace_bytes(args) bytes (16-byte aligned). Null runs whole units only.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
 };
 
 cudaError_t attention_fwd(const AttentionArgs& args, cudaStream_t stream);
 cudaError_t attention_fwd_sm90(const AttentionArgs& args, cudaStream_t stream);  // the fastest variant measured
+size_t attention_fwd_sm90_workspace_bytes(const AttentionArgs& args);           // 0: no split pays (or not sm90)
 
 // The sm90 schedules (docs/kernels.md), selectable for benchmarks.
 enum class AttentionVariant : int { kSimple = 0, kPipelined = 1, kPingPong = 2 };
