@@ -771,6 +771,13 @@ export class FluxPipeline {
       scope.track(rotary.sin);
       const capturedBefore = this.transformer.graphInfo().reduce((sum, g) => sum + g.captureMs, 0);
       const afterLatents = clock.mark();
+      // Every step's adaptive-norm projections at once (FluxTransformer2DModel.modulationTable), counted in the
+      // denoising time. Offloading hooks the transformer's forward and its blocks, so offloaded runs keep projecting
+      // inside each step.
+      const modulation =
+        this.offloader === undefined
+          ? scope.track(this.transformer.modulationTable({ timestep: stepTimesteps, guidance: guidanceTensor, pooledProjections: encoded.pooledPromptEmbeds }))
+          : undefined;
 
       const stepMarks: number[] = [afterLatents];
       for (let i = 0; i < scheduler.timesteps.length; i++) {
@@ -789,6 +796,7 @@ export class FluxPipeline {
             timestep: ops.slice(stepTimesteps, 0, i, i + 1),
             guidance: guidanceTensor,
             rotary,
+            modulation: modulation && ops.slice(modulation, 0, i, i + 1).reshape([batch, this.transformer.modulationWidth]),
           });
           trace?.(`step${i}.noise_pred`, noise);
           // FlowMatchEulerDiscreteScheduler.step: float32 sample + (sigma_next − sigma)·v, cast back to v's dtype.

@@ -3,7 +3,7 @@
 // compiled graphs against eager execution (bitwise, or ≤ 1e-6 where a kernel's summation order may vary), and a
 // compiled pipeline against the eager one. Skips without a usable CUDA device, except under FLUXLAB_REQUIRE_GPU=1
 // (the GPU machine), where a missing GPU fails.
-import { Tensor, memory, tidy, type Device } from '@fluxlab/native';
+import { Tensor, memory, ops, tidy, type Device } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -104,6 +104,32 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
     } finally {
       cpuNf4.dispose();
       gpu.dispose();
+    }
+  });
+
+  it('NF4 and bfloat16: a step given its modulationTable row (28 steps made at once) within 2e-2 of the step projecting silu(temb) itself, bf16 also of the CPU float32 path', () => {
+    for (const nf4Plan of [undefined, nf4('bfloat16')]) {
+      const gpu = model('cuda', 'bfloat16', nf4Plan, nf4Plan ? new Bf16ValuedWeights(11, 'bfloat16') : undefined);
+      const inputs = stepInputs(gpu, 32, 16, 100);
+      try {
+        const out = tidy(() => {
+          const steps = Array.from({ length: 28 }, (_, i) => (i === 5 ? 0.75 : 1 - i / 28));
+          const timestep = Tensor.fromArray(steps, [28, 1], { device: 'cuda' });
+          const table = gpu.modulationTable({ timestep, guidance: Tensor.fromArray([3.5], [1], { device: 'cuda' }), pooledProjections: inputs.pooledProjections });
+          const row = ops.slice(table, 0, 5, 6).reshape([1, gpu.modulationWidth]);
+          return [run(gpu, { ...inputs, modulation: row }), run(gpu, inputs)];
+        });
+        const [fromTable, projected] = out;
+        const expected = nf4Plan ? undefined : reference;
+        const error = relativeL2(fromTable, projected);
+        console.log(`  ${nf4Plan ? 'NF4' : 'bf16'}: table row vs per-step projections rel L2 ${error.toExponential(3)}${expected ? `, vs float32 CPU ${relativeL2(fromTable, expected).toExponential(3)}` : ''}`);
+        assert.ok(fromTable.every(Number.isFinite), 'finite');
+        assert.ok(error <= 2e-2, `table row vs per-step: rel L2 ${error} > 2e-2`);
+        if (expected) assert.ok(relativeL2(fromTable, expected) <= 2e-2);
+      } finally {
+        inputs.dispose();
+        gpu.dispose();
+      }
     }
   });
 

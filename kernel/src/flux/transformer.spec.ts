@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Checkpoint } from './checkpoint';
 import { fixturesDir } from './golden';
+import { latentImageIds } from './latents';
 import { CheckpointWeights, Nf4Plan } from './nn';
 import { FluxTransformer2DModel, fluxRope } from './transformer';
 
@@ -105,6 +106,47 @@ describe('fused QKV projections (WeightLoader.stackRows)', () => {
       const layers = model.linearLayers();
       for (const name of ['to_q', 'to_k', 'to_v', 'add_q_proj', 'add_k_proj', 'add_v_proj']) assert.ok(layers.get(`transformer_blocks.0.attn.${name}`)?.quantized, name);
       assert.deepEqual(model.unusedWeights(), []);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe('modulationTable: every step\'s adaptive-norm projections at once', () => {
+  it('mini-flux: a step given its row predicts what the step projecting silu(temb) itself predicts', () => {
+    const model = FluxTransformer2DModel.fromPretrained(join(fixturesDir(), 'mini-flux', 'transformer'), { device: 'cpu', dtype: 'float32' });
+    try {
+      tidy(() => {
+        const seq = 16;
+        const textLength = 5;
+        const random = (shape: number[], seed: number) =>
+          Tensor.fromArray(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 7919 + i * 0.37)), shape);
+        const hiddenStates = random([1, seq, 64], 1);
+        const encoderHiddenStates = random([1, textLength, 64], 2);
+        const pooledProjections = random([1, 32], 3);
+        const guidance = Tensor.fromArray([3.5], [1]);
+        const steps = [1, 0.75, 0.2];
+        const timestep = Tensor.fromArray(steps, [steps.length, 1]);
+        const rotary = model.posEmbed(new Float32Array(textLength * 3), latentImageIds(4, 4));
+        const table = model.modulationTable({ timestep, guidance, pooledProjections });
+        assert.deepEqual(table.shape, [steps.length, 1, model.modulationWidth]);
+        // 1 double block (2 x 6D) + 2 single blocks (3D each) + norm_out (2D), D = 128
+        assert.equal(model.modulationWidth, 12 * 128 + 2 * 3 * 128 + 2 * 128);
+        steps.forEach((t, i) => {
+          const inputs = { hiddenStates, encoderHiddenStates, pooledProjections, timestep: [t], guidance, rotary };
+          const projected = model.forward(inputs).toArray() as Float32Array;
+          const fromTable = model.forward({ ...inputs, modulation: ops.slice(table, 0, i, i + 1).reshape([1, model.modulationWidth]) }).toArray() as Float32Array;
+          const scale = projected.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+          const worst = projected.reduce((m, v, j) => Math.max(m, Math.abs(v - fromTable[j])), 0);
+          assert.ok(worst <= 1e-6 * scale, `step ${i}: max difference ${worst} (scale ${scale})`);
+        });
+        assert.throws(
+          () => model.forward({ hiddenStates, encoderHiddenStates, pooledProjections, timestep: [1], guidance, rotary, modulation: ops.slice(table, 0, 0, 2).reshape([2, model.modulationWidth]) }),
+          /modulation must be float32 \[1, 2560\]/,
+        );
+        assert.throws(() => model.modulationTable({ timestep: Tensor.fromArray(steps, [3]), guidance, pooledProjections }), /timesteps must be float32 \[T, B\]/);
+        rotary.dispose();
+      });
     } finally {
       model.dispose();
     }

@@ -63,6 +63,16 @@ export interface RotaryEmbedding {
 }
 
 /** The modulation vector [B, count·D] as `count` [B, 1, D] pieces. */
+/**
+ * What a block's adaptive norm gets: silu(temb) [B, D] to project with its own linear, or that projection already
+ * made (a row of FluxTransformer2DModel.modulationTable, the block's columns).
+ */
+type Conditioning = { siluTemb: Tensor } | { modulation: Tensor };
+
+function modulationOf(linear: Linear, conditioning: Conditioning): Tensor {
+  return 'modulation' in conditioning ? conditioning.modulation : linear.forward(conditioning.siluTemb);
+}
+
 function modulationChunks(emb: Tensor, count: number): Tensor[] {
   const [batch, width] = emb.shape;
   return ops.split(emb, width / count, 1).map((chunk) => chunk.reshape([batch, 1, width / count]));
@@ -212,12 +222,21 @@ class FluxTransformerBlock {
     this.ff_context = new FeedForward(w, `${prefix}.ff_context`, dim, 4 * dim);
   }
 
-  /** x [B, S, D], context [B, L, D], siluTemb = silu(temb) [B, D] → new x and context. */
-  forward(x: Tensor, context: Tensor, siluTemb: Tensor, rope: RotaryEmbedding): { x: Tensor; context: Tensor } {
+  /** Columns of this block in a modulation table: norm1.linear's 6D, then norm1_context.linear's 6D. */
+  get modulationWidth(): number {
+    return this.norm1.linear.outFeatures + this.norm1_context.linear.outFeatures;
+  }
+
+  /** x [B, S, D], context [B, L, D] → new x and context. */
+  forward(x: Tensor, context: Tensor, conditioning: Conditioning, rope: RotaryEmbedding): { x: Tensor; context: Tensor } {
     return tidy(() => {
+      const [mod, cMod] =
+        'modulation' in conditioning
+          ? ops.split(conditioning.modulation, this.norm1.linear.outFeatures, 1)
+          : [modulationOf(this.norm1.linear, conditioning), modulationOf(this.norm1_context.linear, conditioning)];
       // AdaLayerNormZero: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp; LayerNorm without affine, eps 1e-6.
-      const [shift, scale, gate, shiftMlp, scaleMlp, gateMlp] = modulationChunks(this.norm1.linear.forward(siluTemb), 6);
-      const [cShift, cScale, cGate, cShiftMlp, cScaleMlp, cGateMlp] = modulationChunks(this.norm1_context.linear.forward(siluTemb), 6);
+      const [shift, scale, gate, shiftMlp, scaleMlp, gateMlp] = modulationChunks(mod, 6);
+      const [cShift, cScale, cGate, cShiftMlp, cScaleMlp, cGateMlp] = modulationChunks(cMod, 6);
       const attended = this.attn.forward(ops.layerNormModulate(x, shift, scale, 1e-6), ops.layerNormModulate(context, cShift, cScale, 1e-6), rope);
 
       const h = this.attn.to_out![0].forward(attended.x, { gate, residual: x });
@@ -246,10 +265,15 @@ class FluxSingleTransformerBlock {
     this.proj_out = w.linear(`${prefix}.proj_out`, 5 * dim, dim);
   }
 
+  /** Columns of this block in a modulation table: norm.linear's 3D. */
+  get modulationWidth(): number {
+    return this.norm.linear.outFeatures;
+  }
+
   /** x [B, L+S, D] (text tokens first) → [B, L+S, D]. */
-  forward(x: Tensor, siluTemb: Tensor, rope: RotaryEmbedding): Tensor {
+  forward(x: Tensor, conditioning: Conditioning, rope: RotaryEmbedding): Tensor {
     return tidy(() => {
-      const [shift, scale, gate] = modulationChunks(this.norm.linear.forward(siluTemb), 3);
+      const [shift, scale, gate] = modulationChunks(modulationOf(this.norm.linear, conditioning), 3);
       const normed = ops.layerNormModulate(x, shift, scale, 1e-6);
       const mlp = this.proj_mlp.forward(normed, { activation: 'gelu_tanh' });
       const attended = this.attn.forward(normed, undefined, rope).x;
@@ -276,6 +300,18 @@ export interface FluxTransformerInputs {
   guidance?: ArrayLike<number> | Tensor;
   /** The rotary table for [txt_ids; img_ids] (see posEmbed). */
   rotary: RotaryEmbedding;
+  /**
+   * This step's row of modulationTable ([B, modulationWidth] on the model's device, the model's dtype): every adaptive
+   * norm's projection made for all steps at once. timestep, guidance and pooled projections are then not used.
+   */
+  modulation?: Tensor;
+}
+
+/** What the conditioning embeddings are made from. */
+interface ConditioningInputs {
+  timestep: Tensor;
+  guidance?: Tensor;
+  pooledProjections: Tensor;
 }
 
 /** One forward's inputs, all on the model's device (what a captured graph copies in). */
@@ -287,6 +323,7 @@ interface StepInputs extends Record<string, Tensor | undefined> {
   guidance?: Tensor;
   cos: Tensor;
   sin: Tensor;
+  modulation?: Tensor;
 }
 
 export class FluxTransformer2DModel {
@@ -427,7 +464,7 @@ export class FluxTransformer2DModel {
    * dtype, which in bfloat16 rounds the timestep to 3 digits (827.2 → 828) and moves bf16 results ~3% off the
    * float32 reference: here these scalars stay float32.
    */
-  private conditioning(inputs: StepInputs): Tensor {
+  private conditioning(inputs: ConditioningInputs): Tensor {
     const embed = (values: Tensor, embedder: MLPEmbedder): Tensor => {
       // diffusers' Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0), in float32.
       const proj = ops.timestepEmbedding(ops.scale(values, 1000), 256, { flipSinToCos: true, downscaleFreqShift: 0 });
@@ -437,6 +474,50 @@ export class FluxTransformer2DModel {
       let temb = embed(inputs.timestep, this.time_text_embed.timestep_embedder);
       if (this.time_text_embed.guidance_embedder) temb = ops.add(temb, embed(inputs.guidance!, this.time_text_embed.guidance_embedder));
       return ops.add(temb, this.time_text_embed.text_embedder.forward(inputs.pooledProjections));
+    });
+  }
+
+  /** Columns of modulationTable: every block's adaptive-norm projection, then norm_out's. */
+  get modulationWidth(): number {
+    const blocks = [...this.transformer_blocks, ...this.single_transformer_blocks];
+    return blocks.reduce((sum, block) => sum + block.modulationWidth, this.norm_out.linear.outFeatures);
+  }
+
+  /**
+   * Every adaptive norm's projection of silu(temb) for all steps at once: [T, B, modulationWidth], row (step i,
+   * sample b) being what forward computes from (timestep[i][b], guidance[b], pooledProjections[b]); pass row i as
+   * FluxTransformerInputs.modulation. These linears depend only on the step's timestep and the prompt, and they are
+   * a quarter of FLUX.1's weights (3.2 G parameters, 76 of them per step as matrix-vector products that read every
+   * weight once per step): made together they read each weight once per generation. timestep: float32 [T, B] as
+   * forward takes it (t / 1000); guidance float32 [B]; pooledProjections [B, pooled_projection_dim].
+   */
+  modulationTable(inputs: ConditioningInputs): Tensor {
+    const { timestep, guidance, pooledProjections } = inputs;
+    if (timestep.ndim !== 2 || timestep.dtype !== 'float32' || timestep.device !== this.device) {
+      throw new Error(`FluxTransformer2DModel.modulationTable: timesteps must be float32 [T, B] on ${this.device}, got ${timestep.describe()}`);
+    }
+    const [steps, batch] = timestep.shape;
+    if (pooledProjections.ndim !== 2 || pooledProjections.shape[0] !== batch || pooledProjections.device !== this.device) {
+      throw new Error(`FluxTransformer2DModel.modulationTable: pooled projections must be [${batch}, P] on ${this.device}, got ${pooledProjections.describe()}`);
+    }
+    if (this.config.guidance_embeds && (guidance === undefined || guidance.numel !== batch)) {
+      throw new Error('FluxTransformer2DModel.modulationTable: this model embeds guidance; pass one value per sample');
+    }
+    return tidy(() => {
+      const everyStep = (t: Tensor): Tensor => ops.concat(new Array<Tensor>(steps).fill(t), 0);
+      const siluTemb = ops.silu(
+        this.conditioning({
+          timestep: timestep.reshape([steps * batch]),
+          guidance: this.config.guidance_embeds ? everyStep(guidance!.reshape([batch])) : undefined,
+          pooledProjections: everyStep(pooledProjections),
+        }),
+      );
+      const linears = [
+        ...this.transformer_blocks.flatMap((block) => [block.norm1.linear, block.norm1_context.linear]),
+        ...this.single_transformer_blocks.map((block) => block.norm.linear),
+        this.norm_out.linear,
+      ];
+      return ops.concat(linears.map((linear) => linear.forward(siluTemb)), 1).reshape([steps, batch, this.modulationWidth]);
     });
   }
 
@@ -462,6 +543,13 @@ export class FluxTransformer2DModel {
     for (const [name, t] of [['hidden states', hiddenStates], ['encoder hidden states', encoderHiddenStates], ['pooled projections', pooledProjections]] as const) {
       if (t.device !== this.device) throw new Error(`FluxTransformer2DModel on ${this.device}: ${name} are on ${t.device}`);
     }
+    const modulation = inputs.modulation;
+    if (
+      modulation !== undefined &&
+      (modulation.ndim !== 2 || modulation.shape[0] !== batch || modulation.shape[1] !== this.modulationWidth || modulation.device !== this.device || modulation.dtype !== this.dtype)
+    ) {
+      throw new Error(`FluxTransformer2DModel: modulation must be ${this.dtype} [${batch}, ${this.modulationWidth}] on ${this.device} (a row of modulationTable), got ${modulation.describe()}`);
+    }
     return tidy(() => {
       const step: StepInputs = {
         hiddenStates,
@@ -471,6 +559,7 @@ export class FluxTransformer2DModel {
         guidance: config.guidance_embeds ? this.perSample(inputs.guidance!, batch, 'guidance') : undefined,
         cos: inputs.rotary.cos,
         sin: inputs.rotary.sin,
+        modulation,
       };
       return this.graphs ? this.graphs.call(step) : this.run(step);
     });
@@ -482,11 +571,19 @@ export class FluxTransformer2DModel {
     const textLength = inputs.encoderHiddenStates.shape[1];
     const rotary: RotaryEmbedding = { cos: inputs.cos, sin: inputs.sin, dispose: () => undefined };
     return tidy(() => {
-      const siluTemb = ops.silu(this.conditioning(inputs));
+      const table = inputs.modulation;
+      const siluTemb = table ? undefined : ops.silu(this.conditioning(inputs));
+      let column = 0;
+      // The next `width` columns of this step's modulation row, or silu(temb) for the layer to project.
+      const conditioning = (width: number): Conditioning => {
+        if (!table) return { siluTemb: siluTemb! };
+        column += width;
+        return { modulation: ops.slice(table, 1, column - width, column) };
+      };
       let x = this.x_embedder.forward(inputs.hiddenStates); // [B, S, D]
       let context = this.context_embedder.forward(inputs.encoderHiddenStates); // [B, L, D]
       for (const block of this.transformer_blocks) {
-        const out = block.forward(x, context, siluTemb, rotary);
+        const out = block.forward(x, context, conditioning(block.modulationWidth), rotary);
         x.dispose();
         context.dispose();
         ({ x, context } = out);
@@ -495,13 +592,13 @@ export class FluxTransformer2DModel {
       x.dispose();
       context.dispose();
       for (const block of this.single_transformer_blocks) {
-        const next = block.forward(joint, siluTemb, rotary);
+        const next = block.forward(joint, conditioning(block.modulationWidth), rotary);
         joint.dispose();
         joint = next;
       }
       const image = ops.slice(joint, 1, textLength, textLength + seq);
       // AdaLayerNormContinuous: the linear's output is (scale, shift), in that order.
-      const [scale, shift] = modulationChunks(this.norm_out.linear.forward(siluTemb), 2);
+      const [scale, shift] = modulationChunks(modulationOf(this.norm_out.linear, conditioning(this.norm_out.linear.outFeatures)), 2);
       return this.proj_out.forward(ops.layerNormModulate(image, shift, scale, 1e-6));
     });
   }
