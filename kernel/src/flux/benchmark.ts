@@ -51,6 +51,14 @@ export interface BenchRow extends BenchConfig {
   text_encoder_s: number;
   vae_s: number;
   /**
+   * Median times of the other parts of generate(): latents and step inputs prepared, all steps (with the
+   * modulation table made before the first), images to uint8 on the host. latency_s less these and the two above
+   * is host time between them (tokenizers, pipeline bookkeeping).
+   */
+  prepare_s?: number;
+  denoise_s?: number;
+  postprocess_s?: number;
+  /**
    * Peak device memory of a measured run (null on the CPU): the allocator's peak of live tensors plus, compiled, the
    * captured graphs' private pools (reserved for the graphs' intermediates, outside the tensor peak).
    */
@@ -152,6 +160,9 @@ export async function benchPipeline(options: PipelineBenchOptions): Promise<Benc
           capture_s: capturing ? (warm.timings.captureMs + measured.reduce((s, m) => s + m.timings.captureMs, 0)) / 1000 : null,
           text_encoder_s: median(measured.map((m) => m.timings.encodePromptMs)) / 1000,
           vae_s: median(measured.map((m) => m.timings.decodeMs)) / 1000,
+          prepare_s: median(measured.map((m) => m.timings.prepareLatentsMs)) / 1000,
+          denoise_s: median(measured.map((m) => m.timings.denoiseMs)) / 1000,
+          postprocess_s: median(measured.map((m) => m.timings.postprocessMs)) / 1000,
           peak_vram_gb: onDevice ? (Math.max(...measured.map((m) => m.memory.peakAllocatedBytes)) + graphPools) / GIB : null,
           peak_reserved_gb: onDevice ? (memory.stats(pipe.device).peakReserved / GIB) : null,
           graph_gb: last.memory.graphBytes / GIB,
