@@ -635,7 +635,7 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
         const qc = qg.to('cpu') as NF4Tensor;
         const M = B * L;
         const fluxk = K % 64 === 0 && N % 8 === 0;
-        const minRows = epi.includes('gate') || epi.includes('residual') ? 1536 : 4096; // src/cuda/launch.h
+        const minRows = 4096; // src/cuda/launch.h kNf4DequantizeMinRows
         const expected = !fluxk ? ROUTE.nf4.portable : M <= 16 ? ROUTE.nf4.gemv : M >= minRows && epi !== 'none' ? dequantized() : big();
         linearCase(`linear nf4${doubleQuant ? ' dq' : ''}`, 'bfloat16', [B, L, K, N], epi, (d) => (d === 0 ? qc : qg), expected, 500 + 10 * i);
         qg.dispose();
@@ -645,12 +645,17 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
   });
 
   // x in two parts along K (Flux's single-block proj_out over [attention | MLP]): on sm_90 the ping-pong GEMM reads each
-  // k-block from its part (an NF4 weight dequantized whole first, where linear would dequantize it); the result must
-  // be the bits of linear over the concatenation. Full width, partial tiles, and the cases that concatenate instead:
-  // fewer than 512 rows, a first part not a multiple of 64 wide, NF4 below the dequantized route's rows.
+  // k-block from its part (an NF4 weight dequantized whole first, where linear would dequantize it: from 4096 rows
+  // with gelu or gate), else the fused NF4 GEMM does (more than 16 rows); the result must be the bits of linear over
+  // the concatenation. Full width, partial tiles, and the cases that concatenate instead: bf16 below 512 rows, NF4 at
+  // 16 rows or fewer, a first part not a multiple of 64 wide.
   it('linear with x in two parts: bitwise linear of the concatenation (bf16 and nf4 weights)', (t) => {
     if (!gpuOrSkip(t)) return;
-    const twoPart = { bf16: 'linear bf16, x in two parts: fluxk sm90 (wgmma)', nf4: 'linear nf4, x in two parts: dequantized + fluxk sm90 (wgmma)' };
+    const route = {
+      bf16: 'linear bf16, x in two parts: fluxk sm90 (wgmma)',
+      nf4: 'linear nf4, x in two parts: fluxk sm90 (wgmma)',
+      nf4Dequantized: 'linear nf4, x in two parts: dequantized + fluxk sm90 (wgmma)',
+    };
     // [B, L, K1, K2, N, epilogue, weight]
     const cases: [number, number, number, number, number, Epi, 'bf16' | 'nf4'][] = [
       [1, 4608, 3072, 12288, 3072, 'gate+residual', 'bf16'],
@@ -662,6 +667,10 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
       [1, 300, 128, 256, 128, 'gate+residual', 'bf16'],
       [1, 600, 96, 160, 128, 'none', 'bf16'],
       [1, 1000, 128, 256, 136, 'gate+residual', 'nf4'],
+      [2, 300, 192, 320, 264, 'gelu', 'nf4'],
+      [1, 20, 64, 64, 136, 'none', 'nf4'],
+      [1, 16, 64, 64, 136, 'none', 'nf4'],
+      [1, 700, 96, 160, 128, 'none', 'nf4'],
     ];
     for (const [i, [B, L, K1, K2, N, epi, kind]] of cases.entries()) {
       tidy(() => {
@@ -676,14 +685,16 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
           residual: epi.includes('residual') ? Tensor.randn([B, L, N], { seed: seed + 5, dtype: 'bfloat16', device: 'cuda' }) : undefined,
         };
         const M = B * L;
-        const gated = epi.includes('gate') || epi.includes('residual');
-        const inPlace = onHopper() && M >= 512 && K1 % 64 === 0 && (kind === 'bf16' || (epi !== 'none' && M >= (gated ? 1536 : 4096)));
-        const key = twoPart[kind];
-        const before = cuda.routeCounts()[key] ?? 0;
+        const dequantized = kind === 'nf4' && epi !== 'none' && M >= 4096;
+        const key = kind === 'bf16' ? route.bf16 : dequantized ? route.nf4Dequantized : route.nf4;
+        const inPlace = onHopper() && K1 % 64 === 0 && (kind === 'bf16' || dequantized ? M >= 512 : M > 16);
+        const counts = () => Object.values(route).map((r) => cuda.routeCounts()[r] ?? 0);
+        const before = counts();
         const got = ops.linear(parts, weight, bias, opts);
-        const taken = (cuda.routeCounts()[key] ?? 0) - before;
+        const taken = counts().map((n, j) => n - before[j]);
         const what = `linear ${kind} x parts [${B},${L},${K1}] + [${B},${L},${K2}] x [${N},${K1 + K2}] ${epi}`;
-        assert.equal(taken, inPlace ? 1 : 0, `${what}: '${key}' ran ${taken} times, expected ${inPlace ? 1 : 0}`);
+        const expected = Object.values(route).map((r) => (inPlace && r === key ? 1 : 0));
+        assert.deepEqual(taken, expected, `${what}: two-part routes ${JSON.stringify(Object.values(route))} ran ${taken}, expected ${expected}`);
         check(`${what} = linear of the concatenation`, 'bfloat16', ops.linear(ops.concat(parts, 2), weight, bias, opts), got, 0, inPlace ? key : undefined);
       });
     }

@@ -42,6 +42,7 @@ const char* route_name(Route r) {
     case Route::LinearNf4Portable: return "linear nf4: portable";
     case Route::LinearTwoPartFluxkSm90: return "linear bf16, x in two parts: fluxk sm90 (wgmma)";
     case Route::LinearNf4TwoPartDequantizedSm90: return "linear nf4, x in two parts: dequantized + fluxk sm90 (wgmma)";
+    case Route::LinearNf4TwoPartFluxkSm90: return "linear nf4, x in two parts: fluxk sm90 (wgmma)";
     case Route::LinearJointQkvFluxkSm90: return "linear bf16 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::LinearNf4JointQkvFluxkSm90: return "linear nf4 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
@@ -233,9 +234,7 @@ bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt
 
 bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
                                           int64_t M, const LinearEpilogue& epi) {
-  const bool gated = epi.gate || epi.residual;
-  if (xdt != DType::BF16 || !(epi.gelu_tanh || gated)) return false;
-  if (M < (gated ? kNf4DequantizeMinRowsGated : kNf4DequantizeMinRows)) return false;
+  if (xdt != DType::BF16 || !(epi.gelu_tanh || epi.gate || epi.residual) || M < kNf4DequantizeMinRows) return false;
   if ((w.rows * w.cols) % 32 != 0 || w.blocksize % 32 != 0) return false;
   // The bf16 GEMM must take it, or the workspace and the dequantization would be spent for nothing; the workspace
   // (a caching-allocator block) is 256-byte aligned, x stands in for it here.
@@ -286,11 +285,15 @@ bool fluxk_linear_f32(const float* x, const void* w, const float* bias, float* o
   return true;
 }
 
-bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
-                      int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
-  if (xdt != DType::BF16 || !w.standard_codes || w.blocksize != 64) return false;
-  if (w.absmax_codes && w.nested_blocksize != 256) return false;
-  if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return false;
+namespace {
+
+// The fluxk NF4 GEMM's arguments for out[M,N] = epi(x[M,K]·dequant(w)ᵀ), or nullopt when its code book or block
+// sizes are not bitsandbytes' NF4 ones.
+std::optional<fluxk::Nf4GemmArgs> nf4_gemm_args(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
+                                                int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi) {
+  if (xdt != DType::BF16 || !w.standard_codes || w.blocksize != 64) return std::nullopt;
+  if (w.absmax_codes && w.nested_blocksize != 256) return std::nullopt;
+  if (!fits_int(M) || !fits_int(N) || !fits_int(K)) return std::nullopt;
   fluxk::Nf4GemmArgs a;
   a.a = static_cast<const __nv_bfloat16*>(x);
   a.lda = K;
@@ -308,7 +311,59 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
   a.c = static_cast<__nv_bfloat16*>(out);
   a.ldc = N;
   a.m = int(M);
-  if (!epilogue_args(epi, bias, M, &a.epi)) return false;
+  if (!epilogue_args(epi, bias, M, &a.epi)) return std::nullopt;
+  return a;
+}
+
+#if FLUXLAB_HAVE_SM90
+// The two-part NF4 GEMM's arguments (x1 [M, k1], x2 [M, K - k1]), or nullopt where gemm_nf4_sm90 would refuse them.
+std::optional<fluxk::Nf4GemmArgs> nf4_two_part_args(const void* x1, int64_t k1, const void* x2, DType xdt,
+                                                    const NF4View& w, const void* bias, void* out, int64_t M,
+                                                    const LinearEpilogue& epi) {
+  if (!use_sm90() || M <= 16 || k1 <= 0 || k1 >= w.cols) return std::nullopt;
+  std::optional<fluxk::Nf4GemmArgs> a = nf4_gemm_args(x1, xdt, w, bias, out, M, w.rows, w.cols, epi);
+  if (!a) return std::nullopt;
+  a->lda = k1;
+  a->a2 = static_cast<const __nv_bfloat16*>(x2);
+  a->lda2 = w.cols - k1;
+  a->k_split = int(k1);
+  if (!fluxk::nf4_args_valid(*a)) return std::nullopt;
+  return a;
+}
+#endif
+
+}  // namespace
+
+bool fluxk_linear_nf4_two_part_applies(const void* x1, int64_t k1, const void* x2, DType xdt, const NF4View& w,
+                                       const void* bias, void* out, int64_t M, const LinearEpilogue& epi) {
+#if FLUXLAB_HAVE_SM90
+  return nf4_two_part_args(x1, k1, x2, xdt, w, bias, out, M, epi).has_value();
+#else
+  (void)x1, (void)k1, (void)x2, (void)xdt, (void)w, (void)bias, (void)out, (void)M, (void)epi;
+  return false;
+#endif
+}
+
+bool fluxk_linear_nf4_two_part(const void* x1, int64_t k1, const void* x2, DType xdt, const NF4View& w,
+                               const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s) {
+#if FLUXLAB_HAVE_SM90
+  std::optional<fluxk::Nf4GemmArgs> a = nf4_two_part_args(x1, k1, x2, xdt, w, bias, out, M, epi);
+  if (!a) return false;
+  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_workspace_bytes(*a));
+  if (!accepted(fluxk::gemm_nf4_sm90(*a, s), "ops.linear (fluxk gemm_nf4_sm90, two-part x)")) return false;
+  count_route(Route::LinearNf4TwoPartFluxkSm90);
+  return true;
+#else
+  (void)x1, (void)k1, (void)x2, (void)xdt, (void)w, (void)bias, (void)out, (void)M, (void)epi, (void)s;
+  return false;
+#endif
+}
+
+bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
+                      int64_t K, const LinearEpilogue& epi, cudaStream_t s) {
+  std::optional<fluxk::Nf4GemmArgs> args = nf4_gemm_args(x, xdt, w, bias, out, M, N, K, epi);
+  if (!args) return false;
+  fluxk::Nf4GemmArgs& a = *args;
   if (M <= 16) {
     if (!accepted(fluxk::gemv_nf4(a, s), "ops.linear (fluxk gemv_nf4)")) return false;
     count_route(Route::LinearNf4FluxkGemv);

@@ -124,7 +124,7 @@ enum class Route : int {
   LinearFluxkSm90, LinearFluxkSm80, LinearFluxkGemv, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
   LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90, LinearTwoPartFluxkSm90,
-  LinearNf4TwoPartDequantizedSm90,
+  LinearNf4TwoPartDequantizedSm90, LinearNf4TwoPartFluxkSm90,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
   SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
   kCount
@@ -143,12 +143,14 @@ bool fluxk_linear(const void* x, DType xdt, const void* w, DType wdt, const void
 // dequantized per call): [4608,3072]x[12288,3072]ᵀ
 // +gelu 0.79 -> 0.64 ms, [4608,12288]x[3072,12288]ᵀ+gate 0.70 -> 0.61 ms, [4096,3072]x[12288,3072]ᵀ+gelu 0.68 ->
 // 0.58 ms. It lost elsewhere: bias only ([4608,3072]x[9216,3072]ᵀ 0.44 -> 0.54 ms) and below 4096 rows (the
-// ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows). With the gate/residual epilogue it
-// also wins from 1536 rows (the single blocks at 512²): [1536,12288]x[3072,12288]ᵀ+gate 10.71 -> 9.62 ms per step,
-// while 1024-row gates and gelu below 4096 rows lost (3.06 -> 3.48, 9.05 -> 9.57 ms; same H100, same commit,
-// bench/results/profiles/2026-11-26-h100-8ae5232-nf4-dequantized-from-{4096,1024}-rows.log).
+// ~30 µs of dequantizing 94 MB, and the bf16 weight's 4x traffic at 512 rows): 1024-row gates and gelu below 4096
+// rows lost (3.06 -> 3.48, 9.05 -> 9.57 ms per step; bench/results/profiles/2026-11-26-h100-8ae5232-nf4-dequantized-
+// from-{4096,1024}-rows.log). Gated projections of 1536 rows took it too until the fused kernel's fragment build,
+// queued k-blocks and split last round (36cc9f4 … 6792ab4): since then, interleaved on an H100 (ab.py, bench/kernels/
+// results/2026-11-26-h100-7ebd8c6-nf4-fused-vs-dequantized.txt), [1536,15360]x[3072,15360]ᵀ+gate (the 512² single
+// blocks' proj_out) runs fused in 0.271 ms against 0.257 for the bf16 GEMM alone plus ~0.034 of dequantizing;
+// [4096,12288]x[3072,12288]ᵀ+gate 0.546 against 0.508 + 0.033 and +gelu at 4608 rows 0.627 against 0.577 + 0.033.
 constexpr int64_t kNf4DequantizeMinRows = 4096;
-constexpr int64_t kNf4DequantizeMinRowsGated = 1536;
 bool fluxk_linear_nf4_dequantized_applies(const void* x, DType xdt, const NF4View& w, const void* bias, void* out,
                                           int64_t M, const LinearEpilogue& epi);
 bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* absmax, void* weight_bf16,
@@ -158,6 +160,12 @@ bool fluxk_linear_nf4_dequantized(const void* x, const NF4View& w, const float* 
 // NF4 weight dequantized into one first). `_applies` checks without enqueuing (before a dequantization).
 bool fluxk_linear_two_part_applies(const void* x1, int64_t k1, const void* x2, DType xdt, const void* bias, void* out,
                                    int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi);
+// The same with an NF4 weight on the fused sm90 NF4 GEMM (M > 16), where it is not dequantized (M below
+// kNf4DequantizeMinRows or no gelu/gate epilogue): the bits of fluxk_linear_nf4 over the concatenation.
+bool fluxk_linear_nf4_two_part_applies(const void* x1, int64_t k1, const void* x2, DType xdt, const NF4View& w,
+                                       const void* bias, void* out, int64_t M, const LinearEpilogue& epi);
+bool fluxk_linear_nf4_two_part(const void* x1, int64_t k1, const void* x2, DType xdt, const NF4View& w,
+                               const void* bias, void* out, int64_t M, const LinearEpilogue& epi, cudaStream_t s);
 bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt, const void* w, const void* bias,
                            void* out, int64_t M, int64_t N, int64_t K, const LinearEpilogue& epi, Route served_as,
                            cudaStream_t s);

@@ -201,11 +201,21 @@ Tensor linear_parts(const std::vector<Tensor>& xs, const Tensor* w, const NF4* w
     Epilogue ep = prepare_epilogue(x1, out_shape, M, N, opts);
     Tensor out = empty(out_shape, x1.dtype, x1.device());
     const void* bp = b.defined() ? b.data() : nullptr;
-    // An NF4 weight goes this way only where linear_nf4 would dequantize it too (launch.h: the rows measured).
-    const bool nf4_ok = !w_nf4 || (M > 0 && cuda::fluxk_linear_nf4_dequantized_applies(x1.data(), x1.dtype,
-                                                                                      w_nf4->view(), bp, out.data(), M,
-                                                                                      ep.e));
-    if (M > 0 && nf4_ok &&
+    // An NF4 weight is dequantized first only where linear_nf4 would dequantize it too (launch.h: the rows
+    // measured); elsewhere the fused NF4 GEMM reads the two parts, as linear_nf4 would read the concatenation.
+    const bool nf4_dequantized = w_nf4 && M > 0 &&
+                                 cuda::fluxk_linear_nf4_dequantized_applies(x1.data(), x1.dtype, w_nf4->view(), bp,
+                                                                            out.data(), M, ep.e);
+    if (w_nf4 && !nf4_dequantized && M > 0 &&
+        cuda::fluxk_linear_nf4_two_part_applies(x1.data(), k1, xs[1].data(), x1.dtype, w_nf4->view(), bp, out.data(),
+                                                M, ep.e)) {
+      bool done = false;
+      FL_CUDA_LAUNCH(x1.device(), cat("ops.linear: x parts ", x1.desc(), " + ", xs[1].desc(), ", weight nf4 [", N, ",", K, "]"),
+                     done = cuda::fluxk_linear_nf4_two_part(x1.data(), k1, xs[1].data(), x1.dtype, w_nf4->view(), bp,
+                                                            out.data(), M, ep.e, stream));
+      if (done) return out;
+    }
+    if (M > 0 && (!w_nf4 || nf4_dequantized) &&
         cuda::fluxk_linear_two_part_applies(x1.data(), k1, xs[1].data(), x1.dtype, bp, out.data(), M, N, K, ep.e)) {
       bool done = false;
       const std::string what = cat("ops.linear: x parts ", x1.desc(), " + ", xs[1].desc(), ", weight ",

@@ -329,8 +329,6 @@ __global__ void split_f32_bf16x3_kernel(const float* __restrict__ x, int64_t ldx
 }  // namespace
 }  // namespace sm80
 
-bool nf4_args_valid(const Nf4GemmArgs& a);  // gemv_nf4.cu
-
 cudaError_t gemm_bf16_check(const GemmArgs& a) {
   using sm80::aligned16;
   // kQkNormRope writes its own outputs (EpilogueArgs::q, k, v) instead of C
@@ -422,7 +420,7 @@ cudaError_t gemm_f32_bf16w_sm80(const GemmF32Args& f, cudaStream_t stream) {
 
 cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& a, cudaStream_t stream) {
   if (a.m == 0) return cudaSuccess;
-  if (!nf4_args_valid(a)) return cudaErrorInvalidValue;
+  if (!nf4_args_valid(a) || a.a2) return cudaErrorInvalidValue;
   sm80::Sm80Params p{};
   p.a = a.a;
   p.lda = a.lda;

@@ -241,7 +241,10 @@ bool nf4_args_valid(const Nf4GemmArgs& a) {
   if (qk ? (a.c || !qk_norm_rope_args_valid(a.epi, a.m, a.w.n)) : !a.c) return false;
   if (a.w.k % 64 || a.w.n % 8) return false;
   if (!a.w.absmax && !(a.w.absmax_q && a.w.absmax_code && a.w.nested_absmax)) return false;
-  if (a.lda % 8 || a.lda < a.w.k || (!qk && (a.ldc % 8 || a.ldc < a.w.n))) return false;
+  if (a.lda % 8 || a.lda < (a.a2 ? a.k_split : a.w.k) || (!qk && (a.ldc % 8 || a.ldc < a.w.n))) return false;
+  if (a.a2 && (qk || a.k_split <= 0 || a.k_split >= a.w.k || a.k_split % 64 || a.lda2 % 8 ||
+               a.lda2 < a.w.k - a.k_split || !sm80::is_aligned16(a.a2)))
+    return false;
   if (!sm80::is_aligned16(a.a) || (!qk && !sm80::is_aligned16(a.c)) || !sm80::is_aligned16(a.w.packed)) return false;
   if (a.epi.kind == Epilogue::kGateResidual) {
     if (!a.epi.residual || !a.epi.gate || a.epi.gate_rows_per_batch <= 0) return false;
@@ -253,7 +256,7 @@ bool nf4_args_valid(const Nf4GemmArgs& a) {
 
 cudaError_t gemv_nf4(const Nf4GemmArgs& a, cudaStream_t stream) {
   if (a.m == 0) return cudaSuccess;
-  if (!nf4_args_valid(a) || a.m > 16) return cudaErrorInvalidValue;
+  if (!nf4_args_valid(a) || a.m > 16 || a.a2) return cudaErrorInvalidValue;
   return a.m <= 8 ? sm80::launch_epi<1>(a, stream) : sm80::launch_epi<2>(a, stream);
 }
 

@@ -17,7 +17,8 @@
 //                global stores are 16-byte rows of C.
 // With CL = 2, clusters of two CTAs take adjacent weight blocks of the same token block: each
 // loads its own packed weight tile and half of the activation tile, multicast to both.
-// With CL = 1 and a workspace, the last round's tiles are split along K (split_k.cuh).
+// With CL = 1 and a workspace, the last round's tiles are split along K (split_k.cuh). Activations in two parts along
+// K (Nf4GemmArgs::a2: the single blocks' proj_out over [attention | MLP]) come from two tensor maps, k-block by k-block.
 #include "cluster_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
@@ -55,6 +56,7 @@ struct Nf4Params {
   int64_t ldc;
   int m, n, k;
   int tiles_m, tiles_n, k_blocks;
+  int x_split_blocks;      // k-blocks from the first part of the activations (k_blocks if one)
   int units_n, num_units;  // a unit is CL adjacent weight blocks, one per CTA of a cluster
   SplitSchedule split;
   float4* partials;   // slot c + j: CTA c's piece of split tile j, [2 consumer halves][BT / 8][128 threads]
@@ -210,8 +212,8 @@ __device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const ui
 
 template <int BT, int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
-    gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_w,
-                    const Nf4Params p) {
+    gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_x2,
+                    const __grid_constant__ CUtensorMap tma_w, const Nf4Params p) {
 #if FLUXK_SM90_DEVICE
   using Cfg = Nf4Config<BT>;
   extern __shared__ uint8_t smem_raw[];
@@ -252,6 +254,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (warp == 0) {
       if (lane == 0) {
         prefetch_tensor_map(&tma_x);
+        if (p.x_split_blocks < p.k_blocks) prefetch_tensor_map(&tma_x2);
         prefetch_tensor_map(&tma_w);
         int stage = 0;
         uint32_t phase = 0;
@@ -264,11 +267,14 @@ __global__ void __launch_bounds__(kThreads, 1)
           for (int kb = w.kb0; kb < w.kb1; ++kb) {
             mbar_wait(&empty[stage], phase ^ 1);
             mbar_arrive_expect_tx(&full[stage], Cfg::kXBytes + Cfg::kWBytes);
+            const bool second = kb >= p.x_split_blocks;
+            const CUtensorMap* map = second ? &tma_x2 : &tma_x;
+            const int x_col = (second ? kb - p.x_split_blocks : kb) * kBK;
             if (CL == 1) {
-              tma_load_2d(s_x + stage * Cfg::kXBytes, &tma_x, &full[stage], kb * kBK, tm * BT);
+              tma_load_2d(s_x + stage * Cfg::kXBytes, map, &full[stage], x_col, tm * BT);
             } else {
-              tma_load_2d_multicast(s_x + stage * Cfg::kXBytes + rank * (BT / 2) * 128, &tma_x, &full[stage],
-                                    kb * kBK, tm * BT + rank * (BT / 2), static_cast<uint16_t>(0x3));
+              tma_load_2d_multicast(s_x + stage * Cfg::kXBytes + rank * (BT / 2) * 128, map, &full[stage], x_col,
+                                    tm * BT + rank * (BT / 2), static_cast<uint16_t>(0x3));
             }
             tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * (kBK / 2), tn * kRows);
             if (++stage == Cfg::kStages) {
@@ -503,9 +509,14 @@ bool split_fits(const Nf4GemmArgs& a, int bt, int sms) {
 template <int BT, int EPI, int CL>
 cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   using Cfg = Nf4Config<BT>;
-  CUtensorMap tma_x, tma_w;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_x, a.a, a.m, a.w.k, a.lda, BT / CL);
+  CUtensorMap tma_x, tma_x2, tma_w;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_x, a.a, a.m, a.a2 ? a.k_split : a.w.k, a.lda, BT / CL);
   if (e != cudaSuccess) return e;
+  tma_x2 = tma_x;
+  if (a.a2) {
+    e = encode_bf16_2d_sw128(&tma_x2, a.a2, a.m, a.w.k - a.k_split, a.lda2, BT / CL);
+    if (e != cudaSuccess) return e;
+  }
   {
     const uint64_t dims[2] = {static_cast<uint64_t>(a.w.k / 2), static_cast<uint64_t>(a.w.n)};
     const uint64_t strides[1] = {static_cast<uint64_t>(a.w.k / 2)};
@@ -523,6 +534,7 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   p.tiles_m = (a.m + BT - 1) / BT;
   p.tiles_n = (a.w.n + kRows - 1) / kRows;
   p.k_blocks = a.w.k / kBK;
+  p.x_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
   p.units_n = (p.tiles_n + CL - 1) / CL;
   p.num_units = p.tiles_m * p.units_n;
   SplitPlan plan = nf4_split_plan(a.m, a.w.n, a.w.k, BT, sms, CL == 1 && split_fits(a, BT, sms));
@@ -541,12 +553,12 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
-    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_w, p);
+    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_x2, tma_w, p);
     return cudaGetLastError();
   }
   static int max_clusters = 0;
-  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_x, tma_w,
-                         p);
+  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_x, tma_x2,
+                         tma_w, p);
 }
 
 template <int BT, int CL>
@@ -598,8 +610,6 @@ int token_tile(const Nf4GemmArgs& a, int sms) {
 
 }  // namespace
 }  // namespace sm90
-
-bool nf4_args_valid(const Nf4GemmArgs& a);  // defined in sm80/gemv_nf4.cu
 
 cudaError_t gemm_nf4_sm90(const Nf4GemmArgs& a, cudaStream_t stream) {
   using namespace sm90;

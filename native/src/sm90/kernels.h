@@ -176,6 +176,12 @@ struct Nf4GemmArgs {
   int tile_m = 0;   // sm90: 0 picks; 128, 192 or 256 force the token tile (benchmarks)
   int cluster = 0;  // sm90: 0 or 1 = independent CTAs; 2 = CTA pairs sharing activation tiles by TMA
                     // multicast (correct, but measured slower: docs/kernels.md)
+  // gemm_nf4_sm90 only (gemv_nf4 and gemm_nf4_sm80 refuse it): A in two parts along K, as GemmArgs::a2: columns
+  // [0, k_split) of A are a's (lda >= k_split), columns [k_split, w.k) are a2's (lda2). k_split % 64 == 0; a2 16-byte
+  // aligned, lda2 % 8 == 0; not with kQkNormRope.
+  const __nv_bfloat16* a2 = nullptr;
+  int64_t lda2 = 0;
+  int k_split = 0;
   // sm90, independent CTAs: where the tiles' last round would leave SMs idle, the K range of that round's tiles is
   // split over all SMs (stream-K, split_k.cuh), the pieces' float32 sums meeting in this workspace of
   // gemm_nf4_sm90_workspace_bytes(args) bytes (16-byte aligned; its counters are zeroed on the stream). Null keeps
@@ -190,6 +196,7 @@ cudaError_t gemm_nf4_sm90(const Nf4GemmArgs& args, cudaStream_t stream);  // lar
 size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& args);            // 0: no split pays (or not sm90)
 cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& args, cudaStream_t stream);  // large m, mma.sync
 cudaError_t gemv_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16, any sm_80+
+bool nf4_args_valid(const Nf4GemmArgs& args);  // the argument checks every NF4 launcher makes (sm80/gemv_nf4.cu)
 
 // O = softmax(Q·Kᵀ · scale) · V per (batch, head); non-causal; head_dim 128; bf16 in and out,
 // fp32 softmax statistics and accumulation. Tensors are [B, H, L, 128] in logical order with
