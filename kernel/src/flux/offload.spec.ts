@@ -300,6 +300,33 @@ describe('model offload (enable_model_cpu_offload)', () => {
     assert.ok(trail.length > 0 && trail.every((t) => t.startsWith('use ')));
   });
 
+  it('uploads the model around the methods it lists as running it whole (wholeModelMethods), as around its entry', () => {
+    const { trail, seen, offloader } = setup();
+    class TabledNet extends FakeNet {
+      readonly wholeModelMethods = ['table'];
+      table(): string {
+        return (this.blocks[0].ff.weight as FakeParam).where;
+      }
+    }
+    const net = new TabledNet(trail);
+    const other = new FakeNet(trail);
+    offloader.attach(other, 'other', { kind: 'model' });
+    offloader.attach(net, 'net', { kind: 'model' });
+    other.forward(0);
+    seen.length = 0;
+    assert.equal(net.table(), 'device', 'the weights are on the device inside the listed method');
+    assert.deepEqual(events(seen), ['offload other', 'onload net']);
+    seen.length = 0;
+    net.forward(0);
+    assert.deepEqual(events(seen), [], 'still resident for the steps that follow');
+    offloader.detach(net, { restore: true });
+    assert.equal(net.table(), 'device', 'unhooked: restored to the device');
+    class Misnamed extends FakeNet {
+      readonly wholeModelMethods = ['nothing'];
+    }
+    assert.throws(() => offloader.attach(new Misnamed(trail), 'bad', { kind: 'model' }), /wholeModelMethods must name its methods/);
+  });
+
   it('drops a compiled model\'s graphs whenever its weights leave the device, before they are freed', () => {
     const { trail, transport, seen, offloader } = setup();
     const text = new FakeNet(trail);

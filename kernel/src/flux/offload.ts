@@ -135,6 +135,20 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
+/**
+ * Further methods that run a model whole outside its entry, listed by the model (FluxTransformer2DModel's
+ * modulationTable): model offload hooks them like the entry. Group and sequential offload need not: they watch every
+ * module call, these methods' included.
+ */
+export function wholeModelMethods(model: object): readonly string[] {
+  const listed = (model as { wholeModelMethods?: unknown }).wholeModelMethods;
+  if (listed === undefined) return [];
+  if (!Array.isArray(listed) || !listed.every((m) => typeof m === 'string' && typeof (model as Record<string, unknown>)[m] === 'function')) {
+    throw new Error(`offload: ${model.constructor.name}.wholeModelMethods must name its methods, got ${JSON.stringify(listed)}`);
+  }
+  return listed;
+}
+
 /** The method that runs a model: forward, or decode for the VAE (diffusers hooks AutoencoderKL.decode likewise). */
 export function entryMethod(model: object): string {
   const m = model as Record<string, unknown>;
@@ -513,7 +527,9 @@ export class Offloader<P extends object> {
     });
     // Model offload watches the entry only (the whole model is resident during its calls); group offload watches
     // every module call, so that a weight read outside its group is kept exactly until the enclosing call returns.
-    const watched = attached.streamed ? plan.modules : plan.modules.slice(0, 1);
+    const watched = attached.streamed
+      ? plan.modules
+      : [plan.modules[0], ...wholeModelMethods(attached.model).map((method) => ({ ...plan.modules[0], method }))];
     for (const m of watched) {
       const root = m.object === attached.model;
       const leads = onloads.get(m.object) ?? [];

@@ -772,10 +772,11 @@ export class FluxPipeline {
       const capturedBefore = this.transformer.graphInfo().reduce((sum, g) => sum + g.captureMs, 0);
       const afterLatents = clock.mark();
       // Every step's adaptive-norm projections at once (FluxTransformer2DModel.modulationTable), counted in the
-      // denoising time. Offloading hooks the transformer's forward and its blocks, so offloaded runs keep projecting
-      // inside each step.
+      // denoising time; model offload uploads the transformer for it as for a step. Group and sequential offload
+      // stream the blocks through each step, where each block projects its own (one more pass over every block's
+      // weights per generation would cost more than the 28 steps' projections save).
       const modulation =
-        this.offloader === undefined
+        this.offloadMode === undefined || this.offloadMode === 'model'
           ? scope.track(this.transformer.modulationTable({ timestep: stepTimesteps, guidance: guidanceTensor, pooledProjections: encoded.pooledPromptEmbeds }))
           : undefined;
 

@@ -477,6 +477,9 @@ export class FluxTransformer2DModel {
     });
   }
 
+  /** Methods that use every weight outside forward(): model offload uploads the model around them too (offload.ts). */
+  readonly wholeModelMethods = ['modulationTable'] as const;
+
   /** Columns of modulationTable: every block's adaptive-norm projection, then norm_out's. */
   get modulationWidth(): number {
     const blocks = [...this.transformer_blocks, ...this.single_transformer_blocks];
