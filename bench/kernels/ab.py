@@ -14,7 +14,7 @@ Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--variants pp,
 Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: "pp", "pp-cl2", "nf4").
 Variants: "pp" ping-pong, "pp-cl2" ping-pong in 2-CTA clusters (W multicast), "coop-256" cooperative 128x256,
 "pp-whole" ping-pong without the split last round's workspace (whole tiles only; split_k.cuh), "nf4" the sm90 NF4
-kernel (random codes and absmax, its own tile and split choice). With --lib-b every variant also runs from that
+kernel (random codes and absmax, its own tile and split choice), "nf4-128" / "-192" / "-256" with that token tile. With --lib-b every variant also runs from that
 library, as "<variant>@b" (an old build against a new one, in the same rotation).
 """
 import argparse
@@ -92,7 +92,9 @@ def main():
 
         def gemm_variant(name):
             base, lib = split_name(name)
-            if base == "nf4":
+            if base.startswith("nf4"):
+                tile = int(base[4:]) if base != "nf4" else 0
+
                 def nf4_fn(i):
                     a, _, c, bias, res, gate = sets[i % sets_n]
                     packed, absmax = nf4_sets[i % sets_n]
@@ -102,7 +104,7 @@ def main():
                         ctypes.c_float(0), c.data_ptr(), c.stride(0), m, EPI[epi], bias.data_ptr(),
                         res.data_ptr() if res is not None else None, res.stride(0) if res is not None else 0,
                         gate.data_ptr() if gate is not None else None, gate.stride(0) if gate is not None else 0, m,
-                        0, 0, sp), name)
+                        tile, 0, sp), name)
                 return nf4_fn
             schedule, tile, cluster, split = VARIANTS[base]
 
