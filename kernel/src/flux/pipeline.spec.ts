@@ -293,6 +293,32 @@ describe('FluxPipeline usage', () => {
     assert.deepEqual(two.get('image_uint8')!.shape, [4, 16, 16, 3]);
   });
 
+  it('projects every step\'s modulation once per generation (modulationTable), each step taking its row', async () => {
+    const pipe = await pipeline(join(fixtures, 'tiny-flux'));
+    const transformer = pipe.transformer;
+    const tables: number[][] = [];
+    const given: boolean[] = [];
+    const table = transformer.modulationTable;
+    const forward = transformer.forward;
+    transformer.modulationTable = (inputs) => {
+      const t = table.call(transformer, inputs);
+      tables.push([...t.shape]);
+      return t;
+    };
+    transformer.forward = (inputs) => {
+      given.push(inputs.modulation !== undefined && inputs.modulation.shape[1] === transformer.modulationWidth);
+      return forward.call(transformer, inputs);
+    };
+    try {
+      await pipe.generate({ ...shortRun, numInferenceSteps: 3, prompt: ['a cat', 'a dog'] });
+    } finally {
+      transformer.modulationTable = table;
+      transformer.forward = forward;
+    }
+    assert.deepEqual(tables, [[3, 2, transformer.modulationWidth]]);
+    assert.deepEqual(given, [true, true, true]);
+  });
+
   it('takes custom sigmas like diffusers (the default schedule given explicitly changes nothing)', async () => {
     const pipe = await pipeline(join(fixtures, 'tiny-flux'));
     const a = await record(pipe, { ...shortRun, numInferenceSteps: 3 });

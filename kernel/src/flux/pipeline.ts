@@ -27,6 +27,9 @@ import { AutoencoderKL } from './vae';
 const f32 = Math.fround;
 const mimeBundle = Symbol.for('fluxlab.mimeBundle');
 
+/** The largest modulation table generate() makes (FluxTransformer2DModel.modulationTable): 128 steps × samples of FLUX.1 in bf16. */
+const MODULATION_TABLE_MAX_BYTES = 256 * 2 ** 20;
+
 /** The pipeline shipped with fluxlab: tiny-flux (seeded RANDOM weights) in diffusers' FLUX.1 layout. */
 export const EMBEDDED_MODEL_DIR = resolve(__dirname, '..', '..', 'assets', 'tiny-flux');
 
@@ -774,9 +777,12 @@ export class FluxPipeline {
       // Every step's adaptive-norm projections at once (FluxTransformer2DModel.modulationTable), counted in the
       // denoising time; model offload uploads the transformer for it as for a step. Group and sequential offload
       // stream the blocks through each step, where each block projects its own (one more pass over every block's
-      // weights per generation would cost more than the 28 steps' projections save).
+      // weights per generation would cost more than the 28 steps' projections save). The table holds
+      // modulationWidth values per step and sample (2 MB in bf16 for FLUX.1): past MODULATION_TABLE_MAX_BYTES (many
+      // steps times many images) the steps project their own.
+      const tableBytes = steps * batch * this.transformer.modulationWidth * (this.transformer.dtype === 'float32' ? 4 : 2);
       const modulation =
-        this.offloadMode === undefined || this.offloadMode === 'model'
+        (this.offloadMode === undefined || this.offloadMode === 'model') && tableBytes <= MODULATION_TABLE_MAX_BYTES
           ? scope.track(this.transformer.modulationTable({ timestep: stepTimesteps, guidance: guidanceTensor, pooledProjections: encoded.pooledPromptEmbeds }))
           : undefined;
 

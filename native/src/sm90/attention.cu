@@ -57,7 +57,7 @@ struct AttnParams {
 };
 
 // The split of the last round for this launch on `sms` SMs (one CTA per SM): leftover units at most half a round,
-// each cut into as many key ranges as fill the SMs, at most one key block per piece.
+// each cut into as many key ranges as fill the SMs, each range at least one key block.
 struct AttnSplit {
   int whole = 0, split = 0, pieces = 0;
   size_t bytes = 0;
