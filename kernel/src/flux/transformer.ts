@@ -307,8 +307,8 @@ export interface FluxTransformerInputs {
   modulation?: Tensor;
 }
 
-/** What the conditioning embeddings are made from. */
-interface ConditioningInputs {
+/** What the conditioning embeddings are made from (modulationTable takes timesteps [T, B] here). */
+export interface ConditioningInputs {
   timestep: Tensor;
   guidance?: Tensor;
   pooledProjections: Tensor;
