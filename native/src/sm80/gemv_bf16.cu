@@ -24,7 +24,6 @@
 //   Issue: per k-step and warp (1 KB of weight) 2 weight + 1-2 x loads, 2-4 HMMA and a few integer ops, ~10
 //   instructions per KB: ~3% of an SM's issue slots at 23 KB/us per SM. Nothing but memory should bound it.
 //   The weight loads skip L1 (read once) so that x, re-read by every warp, stays there.
-#include "../sm90/dependent_launch.h"
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
 #include "gemv.cuh"
@@ -77,7 +76,6 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
                      int64_t ldw, int n, int k, __nv_bfloat16* __restrict__ out, int64_t ldc, const EpilogueArgs epi) {
 #if FLUXK_SM80_DEVICE
   __shared__ float red[kWarps][MT][4][32];  // gemv_reduce_store's meeting point (gemv.cuh)
-  grid_dependency_sync();  // launched as a dependent launch (sm_90+): the previous kernel's writes are visible from here
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -115,8 +113,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 template <int MT, int U, int EPI>
 cudaError_t launch(const GemmArgs& a, cudaStream_t stream) {
   const int grid = (a.n + kRows - 1) / kRows;
-  return launch_dependent(gemv_bf16_kernel<MT, U, EPI>, dim3(grid), dim3(kWarps * 32), 0, stream, a.a, a.lda, a.m, a.w,
-                          a.ldw, a.n, a.k, a.c, a.ldc, a.epi);
+  gemv_bf16_kernel<MT, U, EPI>
+      <<<grid, kWarps * 32, 0, stream>>>(a.a, a.lda, a.m, a.w, a.ldw, a.n, a.k, a.c, a.ldc, a.epi);
+  return cudaGetLastError();
 }
 
 template <int MT, int U>

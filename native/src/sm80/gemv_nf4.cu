@@ -32,7 +32,6 @@
 //   mmas ~8.6 per pair, ~65% of the issue slots at 2.5 TB/s. Shared memory: 2 conflict-free 4-byte lookups per
 //   pair, ~60% of its 128 B/clk at 2.5 TB/s. Both are high: if the measured figure stays short of 2.5 TB/s, the
 //   next step is one 8-byte lookup per byte (a 256-entry table of code pairs, 16 half-warp copies: 32 KB).
-#include "../sm90/dependent_launch.h"
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
 #include "../sm90/nf4.cuh"
@@ -132,7 +131,6 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
   __shared__ float red[kWarps][MT][4][32];
   for (int i = threadIdx.x; i < 16 * 32; i += kWarps * 32) lut[(i / 32) * kLutRow + i % 32] = kNf4Code[i / 32];
   __syncthreads();
-  grid_dependency_sync();  // launched as a dependent launch (sm_90+): the previous kernel's writes are visible from here
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -216,8 +214,8 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
 template <int MT, int EPI>
 cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream) {
   const int grid = (a.w.n + 15) / 16;
-  return launch_dependent(gemv_nf4_kernel<MT, EPI>, dim3(grid), dim3(kWarps * 32), 0, stream, a.a, a.lda, a.m, a.w, a.c,
-                          a.ldc, a.epi);
+  gemv_nf4_kernel<MT, EPI><<<grid, kWarps * 32, 0, stream>>>(a.a, a.lda, a.m, a.w, a.c, a.ldc, a.epi);
+  return cudaGetLastError();
 }
 
 template <int MT>

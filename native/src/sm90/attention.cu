@@ -23,7 +23,6 @@
 // every run for a shape and SM count).
 #include <algorithm>
 
-#include "dependent_launch.h"
 #include "hopper.cuh"
 #include "kernels.h"
 #include "tensor_map.h"
@@ -215,7 +214,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_barrier_init();
   }
   __syncthreads();
-  grid_dependency_sync();  // launched as a dependent launch: the previous kernel's writes are visible from here
 
   if (wg == 0) {
     setmaxnreg_dec<24>();
@@ -395,7 +393,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 // Combines the pieces of each leftover unit: one warp per query row, 4 dims per lane; pieces in key order.
 __global__ void __launch_bounds__(256) attention_merge_kernel(const AttnParams p) {
 #if FLUXK_SM90_DEVICE
-  grid_dependency_sync();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int local = blockIdx.y * 8 + warp;
   const int unit = p.whole + blockIdx.x;
@@ -487,11 +484,11 @@ cudaError_t attention_fwd_sm90_variant(const AttentionArgs& a, cudaStream_t stre
                                                           : attention_kernel<2>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
   if (e != cudaSuccess) return e;
-  e = launch_dependent(kernel, dim3(static_cast<unsigned>(plan.whole + plan.pieces)), dim3(kThreads), kSmemBytes, stream,
-                       tq, tk, tv, p);
+  kernel<<<static_cast<unsigned>(plan.whole + plan.pieces), kThreads, kSmemBytes, stream>>>(tq, tk, tv, p);
+  e = cudaGetLastError();
   if (e != cudaSuccess || !plan.pieces) return e;
-  return launch_dependent(attention_merge_kernel, dim3(static_cast<unsigned>(plan.pieces / plan.split), kBM / 8),
-                          dim3(256), 0, stream, p);
+  attention_merge_kernel<<<dim3(static_cast<unsigned>(plan.pieces / plan.split), kBM / 8), 256, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
 }  // namespace sm90

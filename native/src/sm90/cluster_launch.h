@@ -4,8 +4,6 @@
 
 #include <cuda_runtime.h>
 
-#include "dependent_launch.h"
-
 namespace fluxk {
 namespace sm90 {
 
@@ -13,12 +11,11 @@ namespace sm90 {
 // layout may leave SMs out), at most `units` (the kernel walks units of cl tiles). *max_clusters caches the
 // occupancy query (0 = not asked yet, -1 = none fits); give each kernel instantiation its own. Returns
 // cudaErrorNotSupported, enqueuing nothing, where no cluster of this kernel fits on the device (a small MIG slice).
-// Launched as a dependent launch (dependent_launch.h): the kernel calls grid_dependency_sync() first.
 template <typename... Params, typename... Args>
 cudaError_t launch_clusters(void (*kernel)(Params...), int threads, int cl, int units, int smem_bytes, int sms,
                             int* max_clusters, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[2];
+  cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = cl;
   attr[0].val.clusterDim.y = 1;
@@ -40,8 +37,6 @@ cudaError_t launch_clusters(void (*kernel)(Params...), int threads, int cl, int 
   if (*max_clusters < 0) return cudaErrorNotSupported;
   const int clusters = units < *max_clusters ? units : *max_clusters;
   cfg.gridDim = dim3(clusters * cl);
-  set_dependent_launch(&attr[1]);
-  cfg.numAttrs = 2;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
   if (e != cudaSuccess) return e;
   return cudaGetLastError();

@@ -21,7 +21,6 @@
 // the float32 sum with round-to-nearest (DeepGEMM's promotion), as a float32 GEMM sums; tile 128
 // only (2 x 64 accumulators per thread).
 #include "cluster_launch.h"
-#include "dependent_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
@@ -103,7 +102,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     cluster_sync();
   else
     __syncthreads();
-  grid_dependency_sync();  // launched as a dependent launch: the previous kernel's writes are visible from here
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
   const int cluster_id = blockIdx.x / CL;
   const int num_clusters = gridDim.x / CL;
@@ -396,7 +394,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     cluster_sync();
   else
     __syncthreads();
-  grid_dependency_sync();  // launched as a dependent launch: the previous kernel's writes are visible from here
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
 
   if (wg == 0) {
@@ -644,7 +641,8 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
-    return launch_dependent(kernel, dim3(plan.grid), dim3(kThreads), kPpSmemBytes, stream, tma_a, tma_a2, tma_w, p);
+    kernel<<<plan.grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    return cudaGetLastError();
   }
   static int max_clusters = 0;
   return launch_clusters(kernel, kThreads, CL, p.num_units, kPpSmemBytes, sms, &max_clusters, stream, tma_a, tma_a2,
@@ -693,7 +691,8 @@ cudaError_t launch(const GemmArgs& a, cudaStream_t stream, int sms) {
   if (e != cudaSuccess) return e;
   if (CL == 1) {
     const int grid = p.num_units < sms ? p.num_units : sms;
-    return launch_dependent(kernel, dim3(grid), dim3(kThreads), Cfg::kSmemBytes, stream, tma_a, tma_w, p);
+    kernel<<<grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_w, p);
+    return cudaGetLastError();
   }
   static int max_clusters = 0;
   return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_a,

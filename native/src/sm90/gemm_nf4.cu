@@ -20,7 +20,6 @@
 // With CL = 1 and a workspace, the last round's tiles are split along K (split_k.cuh). Activations in two parts along
 // K (Nf4GemmArgs::a2: the single blocks' proj_out over [attention | MLP]) come from two tensor maps, k-block by k-block.
 #include "cluster_launch.h"
-#include "dependent_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
 #include "kernels.h"
@@ -244,7 +243,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     cluster_sync();
   else
     __syncthreads();
-  grid_dependency_sync();  // launched as a dependent launch: the previous kernel's writes are visible from here
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
   const int cluster_id = blockIdx.x / CL;
   const int num_clusters = gridDim.x / CL;
@@ -555,7 +553,8 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
-    return launch_dependent(kernel, dim3(plan.grid), dim3(kThreads), Cfg::kSmemBytes, stream, tma_x, tma_x2, tma_w, p);
+    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_x2, tma_w, p);
+    return cudaGetLastError();
   }
   static int max_clusters = 0;
   return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_x, tma_x2,
