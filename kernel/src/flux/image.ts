@@ -11,8 +11,8 @@ const ROUND_FLOAT32 = 2 ** 23;
  * Decoded images [B, 3, H, W] (any float dtype, any device) → uint8 [B, H, W, 3] exactly as VaeImageProcessor
  * with output_type "pil"/"np" computes them: x/2 + 0.5 clamped in the decoded dtype, then numpy's float32
  * (x · 255).round() (half to even) and the cast. On the decoded tensor's device, so that only the 3 bytes per
- * pixel come to the host (a per-pixel host loop took 44–52 ms per 1024² image on the H100 machine:
- * bench/results/2026-11-26-h100-e67257a-postprocess-on-host.json, postprocess_s; 0.7–2.6 ms since, bench/results/2026-11-26-h100.json).
+ * pixel come to the host. A per-pixel host loop took 44–52 ms per 1024² image on the H100 machine (postprocess_s in
+ * bench/results/2026-11-26-h100-e67257a-postprocess-on-host.json), this 0.7–2.6 ms (bench/results/2026-11-26-h100.json).
  */
 export function imagesToUint8(decoded: Tensor): Uint8Array {
   const [batch, channels, height, width] = decoded.shape;
