@@ -102,8 +102,8 @@ def build_tests(quick):
     # The split last round (stream-K) where it applies on 132 SMs (the check fails there if the launch ran whole
     # tiles): pieces within one tile and across two, a tile's first piece waiting for up to 7 others, K blocks odd
     # (17), M odd, double quant, every epilogue.
-    for (m, n, k, epi, dq) in [(512, 3072, 3072, "gate", False), (512, 12288, 3072, "gelu", True),
-                               (1536, 9216, 3072, "none", False), (300, 3072, 1088, "nobias", True),
+    for (m, n, k, epi, dq) in [(512, 3072, 6144, "gate", False), (512, 12288, 3072, "gelu", True),
+                               (1536, 9216, 3072, "none", False), (300, 9216, 1088, "nobias", True),
                                (512, 3072, 12288, "gate", True)]:
         nf4(checks, "check", 1, 0, m, n, k, epi, dq)["expect_split"] = True
     # The same for the bf16 ping-pong kernel (128 x 128 tiles), K blocks odd (17, 65) and a partial last k-block.

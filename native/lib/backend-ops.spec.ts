@@ -616,9 +616,9 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
       [[1, 4608, 12288, 3072], 'gate+residual'],
       [[1, 512, 4096, 10240], 'none'],
       // sm90 splits the last round's tiles along K here (132 SMs): within a tile, across two, K blocks odd (17)
-      [[1, 512, 3072, 3072], 'gate+residual'],
+      [[1, 512, 6144, 3072], 'gate+residual'],
       [[1, 512, 12288, 3072], 'gate+residual'],
-      [[1, 300, 1088, 3072], 'gelu'],
+      [[1, 300, 1088, 9216], 'gelu'],
       [[1, 4095, 128, 200], 'gelu'],
       [[1, 4096, 128, 200], 'gelu'],
       [[1, 1535, 128, 200], 'gate+residual'],

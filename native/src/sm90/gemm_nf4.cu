@@ -488,6 +488,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 // gain: 0.395 -> 0.420, within the pairs' noise; docs/kernels.md).
 SplitPlan nf4_split_plan(int m, int n, int k, int bt, int sms, bool allowed) {
   const int tiles_m = (m + bt - 1) / bt, tiles_n = (n + kRows - 1) / kRows;
+  // With no whole round, pieces of fewer than 32 k-blocks on average lost to whole narrower tiles: H100, ab.py,
+  // 512x3072x3072 + gate, 48 tiles of 256 tokens split 0.0418 ms, 96 whole tiles of 128 0.0359, where 70-block pieces
+  // (512x12288x3072 + gate) won (bench/kernels/results/2026-11-26-h100-1ff51ea-nf4-token-tiles.txt).
+  if (tiles_m * tiles_n < sms && static_cast<int64_t>(tiles_m) * tiles_n * (k / kBK) < 32LL * sms) allowed = false;
   const auto coords = [&](int u, int* r, int* c) { tile_coords(u, tiles_m, tiles_n, *r, *c); };
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
