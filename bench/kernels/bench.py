@@ -99,6 +99,10 @@ def build_tests(quick):
                                (1, 136, 64, "gate", True), (3, 264, 448, "gelu", False), (13, 1160, 3072, "gate", True),
                                (1, 9216, 3072, "none", True), (5, 3080, 192, "nobias", True)]:
         nf4(checks, "check", 3, 0, m, n, k, epi, dq)
+    # gemv_nf4_concat: full-size rows, more parts than one launch takes (40), K % 128 = 64, 9 and 16 tokens.
+    for (m, k, ns) in [(1, 3072, [18432, 9216, 6144]), (3, 192, [8 + 8 * (i % 9) for i in range(40)]),
+                       (16, 128, [136, 264, 8]), (9, 3072, [3072, 136])]:
+        checks.append(dict(op="nf4cat", mode="check", m=m, k=k, ns=ns))
     # The split last round (stream-K) where it applies on 132 SMs (the check fails there if the launch ran whole
     # tiles): pieces within one tile and across two, a tile's first piece waiting for up to 7 others, K blocks odd
     # (17), M odd, double quant, every epilogue.
@@ -178,6 +182,9 @@ def build_tests(quick):
     for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
         nf4(timings, "time", 3, 0, m, n, k, "none")
     nf4(timings, "time", 3, 0, 1, 18432, 3072, "none", True)
+    # Flux's 77 adaptive-norm projections of one step side by side (38 double-block norm1 + norm1_context rows of
+    # 18432, 38 single-block rows of 9216, norm_out's 6144): one launch per 32 weights against 77.
+    timings.append(dict(op="nf4cat", mode="time", m=1, k=3072, ns=[18432] * 38 + [9216] * 38 + [6144]))
     for (m, n) in [(1, 18432), (1, 9216), (1, 3072), (16, 18432)]:
         for backend in (3, 1):
             gemm(timings, "time", backend, 0, m, n, 3072, "none")
@@ -279,6 +286,10 @@ class Lib:
         self.lib.fk_gemm_qk_norm_rope.restype = i
         self.lib.fk_gemm_qk_norm_rope.argtypes = [i, vp, ll, vp, ll, vp, vp, vp, vp, vp, f, vp, vp, vp, vp, vp, vp, vp,
                                                   vp, i, i, i, i, i, i, f, vp]
+        P = ctypes.POINTER
+        self.lib.fk_gemv_nf4_concat.restype = i
+        self.lib.fk_gemv_nf4_concat.argtypes = [i, vp, ll, i, vp, ll, i, P(vp), P(i), P(vp), P(vp), P(vp), P(vp), P(f),
+                                                P(vp), vp]
         self.lib.fk_attention.restype = i
         self.lib.fk_attention.argtypes = [i, vp, vp, vp, vp, i, i, i, i, ctypes.POINTER(ll), f, vp]
 
@@ -440,6 +451,20 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                                       ptr(bias), ptr(res), res.stride(0) if res is not None else 0, ptr(gate),
                                       gate.stride(0) if gate is not None else 0, rpb, tile, cluster, sp),
                   "fk_gemm_nf4")
+
+    def nf4cat_args(qs, ns, biases):
+        """fk_gemv_nf4_concat's per-part arrays (made once per weight set, outside the timed calls)."""
+        vps = lambda xs: (ctypes.c_void_p * len(xs))(*[ptr(x) for x in xs])
+        return (len(qs), vps([q["packed"] for q in qs]), (ctypes.c_int * len(ns))(*ns),
+                vps([q["absmax"] for q in qs]), vps([q["absmax_q"] for q in qs]), vps([q["absmax_code"] for q in qs]),
+                vps([q["nested_absmax"] for q in qs]), (ctypes.c_float * len(qs))(*[q["nested_offset"] for q in qs]),
+                vps(biases))
+
+    def call_nf4cat(a, c, m, k, args):
+        n_parts, packed, ns, absmax, absmax_q, absmax_code, nested, offsets, biases = args
+        lib.check(lib.lib.fk_gemv_nf4_concat(n_parts, ptr(a), a.stride(0), m, ptr(c), c.stride(0), k, packed, ns,
+                                             absmax, absmax_q, absmax_code, nested, offsets, biases, sp),
+                  "fk_gemv_nf4_concat")
 
     def call_gemm(backend, a, w, c, m, n, k, epi, bias, res, gate, rpb, tile, cluster=0, sched=0):
         lib.check(lib.lib.fk_gemm_bf16(backend, ptr(a), a.stride(0), ptr(w), w.stride(0), ptr(c), c.stride(0), m, n, k,
@@ -648,6 +673,51 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                          torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"],
                          gbps=(wbytes + 2 * m * (k + n)) / mine["ms"] / 1e6,
                          torch_gbps=2 * (n * k + m * (k + n)) / ref["ms"] / 1e6, detail=mine)
+                r["ok"] = True
+        elif op == "nf4cat":
+            # gemv_nf4_concat: parts side by side in one output, against each part on gemv_nf4 (bitwise) and the
+            # dequantized reference; timed against the same parts launched one by one and torch's F.linear on the
+            # bf16 weights stacked into one matrix (its best case: one launch).
+            m, k, ns = tc["m"], tc["k"], tc["ns"]
+            total = sum(ns)
+            if mode == "check":
+                made = [make_nf4(n, k, (i + m) % 3 == 0) for i, n in enumerate(ns)]
+                qs = [q for q, _ in made]
+                biases = [None if i % 4 == 3 else (torch.randn(n, device=dev) * 0.5).bfloat16() for i, n in enumerate(ns)]
+                a = torch.randn(m, k, device=dev).bfloat16()
+                c = torch.empty(m, total, device=dev, dtype=torch.bfloat16)
+                poison(c)
+                call_nf4cat(a, c, m, k, nf4cat_args(qs, ns, biases))
+                sep = torch.empty(m, total, device=dev, dtype=torch.bfloat16)
+                col = 0
+                for q, n, b in zip(qs, ns, biases):
+                    call_nf4(3, a, q, n, k, sep[:, col:], m, "none" if b is not None else "nobias", b, None, None, 1, 0)
+                    col += n
+                torch.cuda.synchronize()
+                ref = torch.cat([epi_ref(ref_matmul(a, wd), b, None, None, "none", 1) for (_, wd), b in zip(made, biases)], 1)
+                r["err"] = nerr(c, ref)
+                r["bitwise_separate"] = bool(torch.equal(c, sep))
+                r["ok"] = bool(r["err"] <= 1e-2) and r["bitwise_separate"]
+            else:
+                qs = [make_nf4(n, k, False)[0] for n in ns]
+                biases = [(torch.randn(n, device=dev) * 0.5).bfloat16() for n in ns]
+                args = nf4cat_args(qs, ns, biases)
+                a = torch.randn(m, k, device=dev).bfloat16()
+                c = torch.empty(m, total, device=dev, dtype=torch.bfloat16)
+                w_bf16 = (torch.randn(total, k, device=dev) * 0.05).bfloat16()
+                b_all = torch.cat(biases)
+
+                def separate(_):
+                    col = 0
+                    for q, n, b in zip(qs, ns, biases):
+                        call_nf4(3, a, q, n, k, c[:, col:], m, "none", b, None, None, 1, 0)
+                        col += n
+                mine, sep = timepair(lambda _: call_nf4cat(a, c, m, k, args), separate, 1)
+                ref = timeit(lambda _: F.linear(a, w_bf16, b_all), 1)
+                wbytes = total * k // 2 + (total * k // 64) * 4
+                r.update(ms=mine["ms"], separate_ms=sep["ms"], torch_ms=ref["ms"], ratio=ref["ms"] / mine["ms"],
+                         gbps=wbytes / mine["ms"] / 1e6, separate_gbps=wbytes / sep["ms"] / 1e6,
+                         torch_gbps=2 * total * k / ref["ms"] / 1e6, detail=mine)
                 r["ok"] = True
         elif op == "attn":
             b, h, lq, lkv, layout, backend = tc["b"], tc["h"], tc["lq"], tc["lkv"], tc["layout"], tc["backend"]
@@ -892,6 +962,9 @@ def describe(tc):
         return f"gemm_qk_norm_rope[{be}{dq}]", f"B{tc['b']} L{streams}/{tc['joint']} H{tc['heads']} K{tc['k']}"
     if tc["op"] == "gemm2":
         return f"gemm_bf16[sm90 two-part A] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k1']}+{tc['k2']}"
+    if tc["op"] == "nf4cat":
+        shape = f"M{tc['m']} N{len(tc['ns'])}x(sum {sum(tc['ns'])}) K{tc['k']}"
+        return "gemv_nf4_concat", shape
     if tc["op"] == "attn":
         be = {1: "sm90 pipelined", 2: "sm80", 3: "sm90 simple", 4: "sm90 pingpong"}[tc["backend"]]
         whole = " whole-units" if tc.get("split", 1) == 0 else ""
@@ -924,6 +997,8 @@ def table(tests, results):
             lines.append(f"    -> {r['error'][:300]}")
         if r.get("note"):
             lines.append(f"    .. {r['note']}")
+        if r.get("separate_ms") is not None:
+            lines.append(f"    .. the same parts launched one by one: {r['separate_ms']:.4f} ms, {r['separate_gbps']:.0f} GB/s")
     return "\n".join(lines)
 
 

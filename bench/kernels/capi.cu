@@ -2,6 +2,8 @@
 // torch tensors (raw device pointers + the current stream). Return values are cudaError_t codes.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "../../native/src/sm90/kernels.h"
 
 using namespace fluxk;
@@ -152,6 +154,36 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
     case 3: return gemv_nf4(g, s);
   }
   return cudaErrorInvalidValue;
+}
+
+// gemv_nf4_concat over `parts` weights (arrays of their pointers and sizes; absmax or the double-quant triple per
+// part), launched kNf4GemvConcatMaxParts parts at a time as the addon's route does: part i's outputs in columns
+// [col_i, col_i + n_i) of c, col_i the sum of the previous n.
+int fk_gemv_nf4_concat(int parts, const void* a, long long lda, int m, void* c, long long ldc, int k,
+                       const void* const* packed, const int* n, const void* const* absmax,
+                       const void* const* absmax_q, const void* const* absmax_code, const void* const* nested_absmax,
+                       const float* nested_offset, const void* const* bias, void* stream) {
+  Nf4GemvConcatArgs g;
+  g.a = static_cast<const __nv_bfloat16*>(a);
+  g.lda = lda;
+  g.m = m;
+  g.c = static_cast<__nv_bfloat16*>(c);
+  g.ldc = ldc;
+  long long col = 0;
+  for (int first = 0; first < parts; first += kNf4GemvConcatMaxParts) {
+    g.parts = std::min(kNf4GemvConcatMaxParts, parts - first);
+    for (int p = 0; p < g.parts; ++p) {
+      const int i = first + p;
+      g.part[p].w = make_nf4_weight(packed[i], n[i], k, absmax[i], absmax_q[i], absmax_code[i], nested_absmax[i],
+                                    nested_offset[i]);
+      g.part[p].bias = static_cast<const __nv_bfloat16*>(bias[i]);
+      g.part[p].col = col;
+      col += n[i];
+    }
+    const cudaError_t e = gemv_nf4_concat(g, static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 // The QKV projection of one token stream with the kQkNormRope epilogue: a [m, k] times the weight [3·heads·128, k]

@@ -700,6 +700,43 @@ describe('backend-ops: linear epilogues and the fluxk GEMMs', () => {
     }
   });
 
+  // Linears of one x side by side (Flux's 77 adaptive-norm projections of silu(temb), one skinny launch per 32 NF4
+  // weights): the bits of the separate linears, concatenated. Full-size rows, more parts than one launch takes,
+  // K % 128 = 64 (the half chunk), 16 rows, double quant and missing biases mixed; 17 rows and a dense weight among
+  // the NF4 ones go layer by layer.
+  it('linearConcat: the linears side by side, bitwise the separate linears (skinny NF4 launches)', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const route = 'linear nf4 side by side: fluxk gemv (M<=16)';
+    // [B, L, K, output widths, a dense weight among them]
+    const cases: [number, number, number, number[], boolean][] = [
+      [1, 1, 3072, [18432, 18432, 9216, 6144], false],
+      [1, 3, 128, Array.from({ length: 40 }, (_, i) => 8 + 8 * (i % 9)), false],
+      [2, 8, 192, [136, 8, 264, 3080, 16], false],
+      [1, 17, 128, [96, 136], false],
+      [1, 2, 128, [96, 136, 64], true],
+    ];
+    for (const [i, [B, L, K, widths, withDense]] of cases.entries()) {
+      tidy(() => {
+        const seed = 1800 + 100 * i;
+        const x = Tensor.randn([B, L, K], { seed, dtype: 'bfloat16', device: 'cuda' });
+        const layers = widths.map((N, j) => {
+          const dense = Tensor.randn([N, K], { seed: seed + 1 + j, std: 1 / Math.sqrt(K), dtype: 'bfloat16', device: 'cuda' });
+          const weight = withDense && j === 1 ? dense : ops.nf4Quantize(dense, { doubleQuant: (i + j) % 3 === 0 });
+          const bias = j % 4 === 3 ? undefined : Tensor.randn([N], { seed: seed + 50 + j, std: 0.1, dtype: 'bfloat16', device: 'cuda' });
+          return { weight, bias };
+        });
+        const skinny = B * L <= 16 && !withDense;
+        const before = cuda.routeCounts()[route] ?? 0;
+        const got = ops.linearConcat(x, layers);
+        const taken = (cuda.routeCounts()[route] ?? 0) - before;
+        const what = `linearConcat x [${B},${L},${K}], ${widths.length} ${withDense ? 'nf4 + dense' : 'nf4'} weights [${widths.reduce((a, b) => a + b, 0)},${K}]`;
+        assert.equal(taken, skinny ? 1 : 0, `${what}: the side-by-side route ran ${taken} times`);
+        const separate = ops.concat(layers.map(({ weight, bias }) => ops.linear(x, weight, bias)), -1);
+        check(`${what} = the separate linears`, 'bfloat16', separate, got, 0, skinny ? route : undefined);
+      });
+    }
+  });
+
   // A float32 layer stored as bf16 (T5's wo under bitsandbytes, FLUX.1-dev's checkpoint): float32 x splits exactly into
   // three bf16 parts, so the tensor cores compute the float32 product; the float32 limits apply, and at T5's size
   // the error must not exceed twice (in rms) that of the float32 SIMT kernel on the same values.

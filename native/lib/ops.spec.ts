@@ -121,6 +121,35 @@ describe('linear', () => {
   });
 });
 
+describe('linearConcat', () => {
+  it('puts the linears side by side, bitwise the separate linears (dense, nf4, with and without bias)', () => {
+    tidy(() => {
+      const x = Tensor.randn([2, 3, 128], { seed: 90, dtype: 'bfloat16' });
+      const w = (n: number, seed: number) => Tensor.randn([n, 128], { seed, std: 0.1, dtype: 'bfloat16' });
+      const layers = [
+        { weight: ops.nf4Quantize(w(16, 91)), bias: Tensor.randn([16], { seed: 92, dtype: 'bfloat16' }) },
+        { weight: w(8, 93) },
+        { weight: ops.nf4Quantize(w(24, 94), { doubleQuant: true }), bias: null },
+      ];
+      const got = ops.linearConcat(x, layers);
+      assert.deepEqual(got.shape, [2, 3, 48]);
+      const separate = ops.concat(layers.map(({ weight, bias }) => ops.linear(x, weight, bias)), -1);
+      assert.deepEqual(got.toArray(), separate.toArray());
+    });
+  });
+
+  it('rejects no layers and a weight of another K, naming the op', () => {
+    tidy(() => {
+      const x = Tensor.zeros([1, 8], { dtype: 'bfloat16' });
+      assert.throws(() => ops.linearConcat(x, []), /ops\.linearConcat: needs at least one layer/);
+      assert.throws(
+        () => ops.linearConcat(x, [{ weight: Tensor.zeros([4, 8], { dtype: 'bfloat16' }) }, { weight: Tensor.zeros([4, 6], { dtype: 'bfloat16' }) }]),
+        /ops\.linearConcat: layer 1's weight \[4,6\] bfloat16 cpu does not take x \[1,8\] bfloat16 cpu/,
+      );
+    });
+  });
+});
+
 describe('matmul / bmm', () => {
   it('broadcasts batch dims', () => {
     tidy(() => {

@@ -115,6 +115,20 @@ export const ops = {
     return wrap(binding().linear(xh, h(weight, 'linear', 'weight'), b, act, gate, residual));
   },
 
+  /**
+   * Linears of one x side by side: x[...,K] → [..., ΣNᵢ], columns of layer i = ops.linear(x, weightᵢ, biasᵢ), bitwise.
+   * On CUDA, bfloat16 x of at most 16 rows with nf4 weights of the same K runs as one skinny launch (Flux's 77
+   * adaptive-norm projections of silu(temb), too short each to reach the bandwidth one long launch does).
+   */
+  linearConcat(x: Tensor, layers: readonly { weight: Tensor; bias?: Tensor | null }[]): Tensor {
+    if (layers.length === 0) throw new TypeError('ops.linearConcat: needs at least one layer');
+    const weights = layers.map(({ weight }, i) =>
+      weight instanceof NF4Tensor ? weight.nf4Handle('ops.linearConcat') : h(weight, 'linearConcat', `weight[${i}]`),
+    );
+    const biases = layers.map(({ bias }, i) => hOpt(bias, 'linearConcat', `bias[${i}]`));
+    return wrap(binding().linearConcat(h(x, 'linearConcat', 'x'), weights, biases));
+  },
+
   /** [...,M,K] · [...,K,N] → [...,M,N]; batch dims equal or broadcast (numpy rules). */
   matmul(a: Tensor, b: Tensor): Tensor {
     return wrap(binding().matmul(h(a, 'matmul', 'a'), h(b, 'matmul', 'b')));

@@ -408,6 +408,15 @@ export class Linear {
   }
 }
 
+/**
+ * The layers' outputs for one x side by side, [..., ΣNᵢ], each as its forward computes it (ops.linearConcat: one
+ * skinny launch for Flux's adaptive-norm projections on CUDA; layer by layer where a compute dtype converts x).
+ */
+export function linearConcat(layers: readonly Linear[], x: Tensor): Tensor {
+  if (layers.every((layer) => layer.computeDtype === undefined || layer.computeDtype === x.dtype)) return ops.linearConcat(x, layers);
+  return tidy(() => ops.concat(layers.map((layer) => layer.forward(x)), -1));
+}
+
 /** The epilogue applied to an existing GEMM result (a GEMM in another dtype than the epilogue's tensors). */
 function epilogueOf(y: Tensor, epilogue: LinearEpilogue | undefined): Tensor {
   if (epilogue === undefined) return y;

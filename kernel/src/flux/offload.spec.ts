@@ -327,6 +327,22 @@ describe('model offload (enable_model_cpu_offload)', () => {
     assert.throws(() => offloader.attach(new Misnamed(trail), 'bad', { kind: 'model' }), /wholeModelMethods must name its methods/);
   });
 
+  it('tells a model that asks whether its weights stream group by group (setWeightsStreamed): attach, regroup, detach', () => {
+    const { trail, offloader } = setup();
+    class ListeningNet extends FakeNet {
+      readonly told: boolean[] = [];
+      setWeightsStreamed(streamed: boolean): void {
+        this.told.push(streamed);
+      }
+    }
+    const net = new ListeningNet(trail);
+    offloader.attach(net, 'net', { kind: 'group', type: 'block_level', blocksPerGroup: 1 });
+    offloader.attach(net, 'net', { kind: 'model' });
+    offloader.attach(net, 'net', { kind: 'group', type: 'leaf_level' });
+    offloader.detach(net, { restore: true });
+    assert.deepEqual(net.told, [true, false, true, false]);
+  });
+
   it('drops a compiled model\'s graphs whenever its weights leave the device, before they are freed', () => {
     const { trail, transport, seen, offloader } = setup();
     const text = new FakeNet(trail);

@@ -149,6 +149,15 @@ export function wholeModelMethods(model: object): readonly string[] {
   return listed;
 }
 
+/**
+ * Tells a model that asks (FluxTransformer2DModel.setWeightsStreamed) whether its weights now stream through the
+ * device group by group, so that it does not read every block's weights at once.
+ */
+function tellStreamed(model: object, streamed: boolean): void {
+  const listener = (model as { setWeightsStreamed?: unknown }).setWeightsStreamed;
+  if (typeof listener === 'function') listener.call(model, streamed);
+}
+
 /** The method that runs a model: forward, or decode for the VAE (diffusers hooks AutoencoderKL.decode likewise). */
 export function entryMethod(model: object): string {
   const m = model as Record<string, unknown>;
@@ -463,6 +472,7 @@ export class Offloader<P extends object> {
     record.offloader = this as unknown as Offloader<never>;
     this.group(attached, plan, byValue);
     this.hook(attached, plan);
+    tellStreamed(model, attached.streamed);
   }
 
   /** Whether compile() is refused for `model`: its weights stream through the device block by block. */
@@ -501,6 +511,7 @@ export class Offloader<P extends object> {
     const byValue = new Map(attached.params.map((p) => [p.host, p] as const));
     this.group(attached, plan, byValue);
     this.hook(attached, plan);
+    tellStreamed(attached.model, attached.streamed);
     if (isCompilable(attached.model) && attached.model.compiled && attached.streamed) this.stopCompiled(attached);
   }
 
@@ -717,6 +728,7 @@ export class Offloader<P extends object> {
     for (const p of attached.params) this.transport.release(p.host);
     this.attached.delete(model);
     record.offloader = undefined;
+    tellStreamed(model, false);
     if (restore) this.dropGraphs(attached);
     if (this.attached.size === 0) this.transport.dispose();
   }

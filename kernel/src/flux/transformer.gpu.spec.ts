@@ -3,7 +3,7 @@
 // compiled graphs against eager execution (bitwise, or ≤ 1e-6 where a kernel's summation order may vary), and a
 // compiled pipeline against the eager one. Skips without a usable CUDA device, except under FLUXLAB_REQUIRE_GPU=1
 // (the GPU machine), where a missing GPU fails.
-import { Tensor, memory, ops, tidy, type Device } from '@fluxlab/native';
+import { Tensor, cuda, memory, ops, tidy, type Device } from '@fluxlab/native';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -130,6 +130,24 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
         inputs.dispose();
         gpu.dispose();
       }
+    }
+  });
+
+  it('NF4: the step\'s adaptive-norm projections in one launch (ops.linearConcat) give the bits of each block projecting its own (weights streamed)', () => {
+    const gpu = model('cuda', 'bfloat16', nf4('bfloat16'), new Bf16ValuedWeights(11, 'bfloat16'));
+    const inputs = stepInputs(gpu, 32, 16, 100);
+    const route = 'linear nf4 side by side: fluxk gemv (M<=16)';
+    try {
+      const before = cuda.routeCounts()[route] ?? 0;
+      const together = run(gpu, inputs);
+      assert.equal((cuda.routeCounts()[route] ?? 0) - before, 1, 'one side-by-side launch for the step');
+      gpu.setWeightsStreamed(true);
+      const blockByBlock = run(gpu, inputs);
+      assert.equal((cuda.routeCounts()[route] ?? 0) - before, 1, 'none while the weights stream');
+      assert.ok(together.every((v, i) => Object.is(v, blockByBlock[i])), 'bitwise equal');
+    } finally {
+      inputs.dispose();
+      gpu.dispose();
     }
   });
 

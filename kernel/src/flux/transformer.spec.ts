@@ -139,6 +139,11 @@ describe('modulationTable: every step\'s adaptive-norm projections at once', () 
           const scale = projected.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
           const worst = projected.reduce((m, v, j) => Math.max(m, Math.abs(v - fromTable[j])), 0);
           assert.ok(worst <= 1e-6 * scale, `step ${i}: max difference ${worst} (scale ${scale})`);
+          // Streamed weights (group offload): each block projects its own, the same bits as the row made in one op.
+          model.setWeightsStreamed(true);
+          const blockByBlock = model.forward(inputs).toArray() as Float32Array;
+          model.setWeightsStreamed(false);
+          assert.ok(blockByBlock.every((v, j) => Object.is(v, projected[j])), `step ${i}: streamed weights differ`);
         });
         assert.throws(
           () => model.forward({ hiddenStates, encoderHiddenStates, pooledProjections, timestep: [1], guidance, rotary, modulation: ops.slice(table, 0, 0, 2).reshape([2, model.modulationWidth]) }),

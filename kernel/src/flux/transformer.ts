@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
 import { GraphCache, GraphInfo, graphCaptureUnavailableReason } from './graphs';
-import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource, linearConcat } from './nn';
 
 /**
  * FluxPosEmbed(theta=10000, axes_dim): for each axis, get_1d_rotary_pos_embed with float64 frequencies
@@ -337,6 +337,7 @@ export class FluxTransformer2DModel {
   readonly innerDim: number;
   readonly outChannels: number;
   private graphs?: GraphCache<StepInputs>;
+  private weightsStreamed = false;
   private compileWarned = false;
 
   private constructor(
@@ -515,13 +516,25 @@ export class FluxTransformer2DModel {
           pooledProjections: everyStep(pooledProjections),
         }),
       );
-      const linears = [
-        ...this.transformer_blocks.flatMap((block) => [block.norm1.linear, block.norm1_context.linear]),
-        ...this.single_transformer_blocks.map((block) => block.norm.linear),
-        this.norm_out.linear,
-      ];
-      return ops.concat(linears.map((linear) => linear.forward(siluTemb)), 1).reshape([steps, batch, this.modulationWidth]);
+      return linearConcat(this.modulationLinears(), siluTemb).reshape([steps, batch, this.modulationWidth]);
     });
+  }
+
+  /** The adaptive norms' projections in modulation-table column order. */
+  private modulationLinears(): Linear[] {
+    return [
+      ...this.transformer_blocks.flatMap((block) => [block.norm1.linear, block.norm1_context.linear]),
+      ...this.single_transformer_blocks.map((block) => block.norm.linear),
+      this.norm_out.linear,
+    ];
+  }
+
+  /**
+   * Told by the offloader (offload.ts): true while group or sequential offload streams the blocks' weights through
+   * the device, where reading every block's projection at the start of a step would hold all of them for the step.
+   */
+  setWeightsStreamed(streamed: boolean): void {
+    this.weightsStreamed = streamed;
   }
 
   /** The velocity prediction [B, S, out_channels]. */
@@ -574,8 +587,10 @@ export class FluxTransformer2DModel {
     const textLength = inputs.encoderHiddenStates.shape[1];
     const rotary: RotaryEmbedding = { cos: inputs.cos, sin: inputs.sin, dispose: () => undefined };
     return tidy(() => {
-      const table = inputs.modulation;
-      const siluTemb = table ? undefined : ops.silu(this.conditioning(inputs));
+      const siluTemb = inputs.modulation ? undefined : ops.silu(this.conditioning(inputs));
+      // This step's row made here when none was given: the 77 projections of silu(temb) in one launch on CUDA (each
+      // alone too short to reach the bandwidth), the same values as each block projecting its own.
+      const table = inputs.modulation ?? (this.weightsStreamed ? undefined : linearConcat(this.modulationLinears(), siluTemb!));
       let column = 0;
       // The next `width` columns of this step's modulation row, or silu(temb) for the layer to project.
       const conditioning = (width: number): Conditioning => {

@@ -51,6 +51,30 @@ Napi::Value linear_parts_js(const Napi::CallbackInfo& info) {
                                    opt_tensor_arg(info, 2, w), linear_options(info)));
 }
 
+// linearConcat(x, weights (tensors or nf4 descriptors), biases (tensor or null each)): the linears side by side.
+Napi::Value linear_concat_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.linearConcat";
+  if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray()) fail("ops.linearConcat: expects x, weights[], biases[]");
+  Napi::Array weights = info[1].As<Napi::Array>();
+  Napi::Array biases = info[2].As<Napi::Array>();
+  FL_CHECK(weights.Length() == biases.Length(), "ops.linearConcat: ", weights.Length(), " weights but ", biases.Length(),
+           " biases");
+  std::vector<ops::NF4> nf4(weights.Length());
+  std::vector<ops::ConcatLayer> layers(weights.Length());
+  for (uint32_t i = 0; i < weights.Length(); i++) {
+    const Napi::Value wi = weights.Get(i);
+    if (NativeTensor::is(wi)) {
+      layers[i].w = &tensor_value(wi, w);
+    } else {
+      nf4[i] = nf4_arg(wi, w);
+      layers[i].w_nf4 = &nf4[i];
+    }
+    const Napi::Value bi = biases.Get(i);
+    if (!bi.IsNull() && !bi.IsUndefined()) layers[i].bias = &tensor_value(bi, w);
+  }
+  return W(info, ops::linear_concat(tensor_arg(info, 0, w), layers));
+}
+
 Napi::Value matmul_js(const Napi::CallbackInfo& info) {
   return W(info, ops::matmul(tensor_arg(info, 0, "ops.matmul"), tensor_arg(info, 1, "ops.matmul")));
 }
@@ -240,6 +264,7 @@ void register_op_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("linear", Napi::Function::New<guarded<linear_js>>(env, "linear"));
   exports.Set("linearNF4", Napi::Function::New<guarded<linear_nf4_js>>(env, "linearNF4"));
   exports.Set("linearParts", Napi::Function::New<guarded<linear_parts_js>>(env, "linearParts"));
+  exports.Set("linearConcat", Napi::Function::New<guarded<linear_concat_js>>(env, "linearConcat"));
   exports.Set("matmul", Napi::Function::New<guarded<matmul_js>>(env, "matmul"));
   exports.Set("sdpa", Napi::Function::New<guarded<sdpa_js>>(env, "sdpa"));
   exports.Set("layerNorm", Napi::Function::New<guarded<layer_norm_js>>(env, "layerNorm"));

@@ -4,6 +4,7 @@
 // exactly as three bf16 parts (gemm_f32_bf16w); other float32 and float16 products keep the portable float32-math
 // kernels. A route answers false whenever fluxk declines (shape, alignment, device, or an argument fluxk has no
 // slot for), and the op layer then runs the portable kernel, so every shape stays correct.
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <mutex>
@@ -37,6 +38,7 @@ const char* route_name(Route r) {
     case Route::LinearNf4FluxkSm90: return "linear nf4: fluxk sm90 (wgmma)";
     case Route::LinearNf4FluxkSm80: return "linear nf4: fluxk sm80 (mma.sync)";
     case Route::LinearNf4FluxkGemv: return "linear nf4: fluxk gemv (M<=16)";
+    case Route::LinearNf4ConcatFluxkGemv: return "linear nf4 side by side: fluxk gemv (M<=16)";
     case Route::LinearNf4DequantizedSm90: return "linear nf4: dequantized + fluxk sm90 (wgmma)";
     case Route::LinearNf4DequantizedSm80: return "linear nf4: dequantized + fluxk sm80 (mma.sync)";
     case Route::LinearNf4Portable: return "linear nf4: portable";
@@ -379,6 +381,46 @@ bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bi
   }
   if (!accepted(fluxk::gemm_nf4_sm80(a, s), "ops.linear (fluxk gemm_nf4_sm80)")) return false;
   count_route(Route::LinearNf4FluxkSm80);
+  return true;
+}
+
+bool fluxk_linear_nf4_concat(const void* x, DType xdt, const std::vector<Nf4ConcatPart>& parts, void* out, int64_t M,
+                             int64_t ldc, cudaStream_t s) {
+  if (M < 1 || M > 16 || parts.empty() || !fits_int(ldc)) return false;
+  std::vector<fluxk::Nf4GemvPart> kernel_parts;
+  for (const Nf4ConcatPart& part : parts) {
+    std::optional<fluxk::Nf4GemmArgs> a =
+        nf4_gemm_args(x, xdt, part.w, part.bias, static_cast<__nv_bfloat16*>(out) + part.col, M, part.w.rows,
+                      part.w.cols, LinearEpilogue{});
+    if (!a || part.w.cols != parts[0].w.cols || part.col < 0 || part.col + part.w.rows > ldc) return false;
+    a->ldc = ldc;
+    if (!fluxk::nf4_args_valid(*a)) return false;
+    fluxk::Nf4GemvPart k;
+    k.w = a->w;
+    k.bias = a->epi.bias;
+    k.col = part.col;
+    kernel_parts.push_back(k);
+  }
+  fluxk::Nf4GemvConcatArgs a;
+  a.a = static_cast<const __nv_bfloat16*>(x);
+  a.lda = parts[0].w.cols;
+  a.m = int(M);
+  a.c = static_cast<__nv_bfloat16*>(out);
+  a.ldc = ldc;
+  for (size_t first = 0; first < kernel_parts.size(); first += fluxk::kNf4GemvConcatMaxParts) {
+    a.parts = int(std::min<size_t>(fluxk::kNf4GemvConcatMaxParts, kernel_parts.size() - first));
+    for (int p = 0; p < a.parts; ++p) a.part[p] = kernel_parts[first + p];
+    const cudaError_t e = fluxk::gemv_nf4_concat(a, s);
+    const char* what = "ops.linearConcat (fluxk gemv_nf4_concat)";
+    // The parts passed the kernel's own checks above; past the first launch a refusal would leave a half-written
+    // output, so it throws instead of declining.
+    if (first == 0) {
+      if (!accepted(e, what)) return false;
+    } else if (e != cudaSuccess) {
+      throw_cuda(e, what);
+    }
+  }
+  count_route(Route::LinearNf4ConcatFluxkGemv);
   return true;
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "../core/dtype.h"
 #include "../ops/types.h"
@@ -122,7 +123,7 @@ void randn_philox(void* out, DType dt, int64_t n, uint64_t seed, float mean, flo
 // Which kernel served each routed op since the last reset (diagnostics: tests and benchmarks print them).
 enum class Route : int {
   LinearFluxkSm90, LinearFluxkSm80, LinearFluxkGemv, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
-  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
+  LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4ConcatFluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
   LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90, LinearTwoPartFluxkSm90,
   LinearNf4TwoPartDequantizedSm90, LinearNf4TwoPartFluxkSm90,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
@@ -172,6 +173,17 @@ bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt
 // `w` as stored (plain or double-quant absmax).
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
                       int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+// Linears of one x side by side (ops.linearConcat): part i's NF4 weight (as stored) and bias into columns
+// [col, col + rows) of out [M, ldc], on the skinny kernel in as few launches as it takes (gemv_nf4_concat), each
+// output with the bits fluxk_linear_nf4 gives it. Declines (false, nothing enqueued) unless x is bf16, M <= 16 and
+// every weight and column range suits that kernel.
+struct Nf4ConcatPart {
+  NF4View w;
+  const void* bias = nullptr;
+  int64_t col = 0;
+};
+bool fluxk_linear_nf4_concat(const void* x, DType xdt, const std::vector<Nf4ConcatPart>& parts, void* out, int64_t M,
+                             int64_t ldc, cudaStream_t s);
 // float32 x with a bf16 weight (a float32 layer whose values are bf16: nn.ts stores it so): fluxk's exact
 // 3×bf16 split GEMM, the float32 product up to summation order. The workspace is
 // fluxk_linear_f32_workspace_elems(M, N, K, epi) bf16 values; 0 there means the route declines this shape or

@@ -173,6 +173,54 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
   return out;
 }
 
+Tensor linear_concat(const Tensor& x, const std::vector<ConcatLayer>& layers) {
+  FL_CHECK(!layers.empty(), "ops.linearConcat: needs at least one layer");
+  const int64_t K = x.ndim() >= 1 ? x.shape.back() : -1;
+  for (size_t i = 0; i < layers.size(); i++) {
+    const ConcatLayer& l = layers[i];
+    FL_CHECK(l.w || l.w_nf4, "ops.linearConcat: layer ", i, " has no weight");
+    const int64_t cols = l.w ? (l.w->ndim() == 2 ? l.w->shape[1] : -1) : l.w_nf4->cols;
+    FL_CHECK(cols == K, "ops.linearConcat: layer ", i, "'s weight ",
+             l.w ? l.w->desc() : cat("nf4 [", l.w_nf4->rows, ",", l.w_nf4->cols, "]"), " does not take x ", x.desc());
+  }
+  const auto apply = [&](const ConcatLayer& l) {
+    return l.w ? linear(x, *l.w, l.bias) : linear_nf4(x, *l.w_nf4, l.bias);
+  };
+#if FLUXLAB_WITH_CUDA
+  const int64_t M = K > 0 ? x.numel() / K : 0;
+  bool skinny = x.device().is_cuda() && x.dtype == DType::BF16 && M >= 1 && M <= 16;
+  for (const ConcatLayer& l : layers) {
+    skinny = skinny && l.w_nf4 && l.w_nf4->device() == x.device() && l.w_nf4->cols == K &&
+             (!l.bias || (l.bias->device() == x.device() && l.bias->numel() == l.w_nf4->rows));
+  }
+  if (skinny) {
+    check_float("linearConcat", "x", x);
+    int64_t total = 0;
+    std::vector<Tensor> biases;
+    std::vector<cuda::Nf4ConcatPart> parts;
+    for (const ConcatLayer& l : layers) {
+      l.w_nf4->check("linearConcat");
+      biases.push_back(bias_as("linearConcat", l.bias, l.w_nf4->rows, x));
+      cuda::Nf4ConcatPart part;
+      part.w = l.w_nf4->view();
+      part.bias = biases.back().defined() ? biases.back().data() : nullptr;
+      part.col = total;
+      parts.push_back(part);
+      total += l.w_nf4->rows;
+    }
+    Tensor out = empty(with_last(x.shape, total), x.dtype, x.device());
+    bool done = false;
+    FL_CUDA_LAUNCH(x.device(), cat("ops.linearConcat: x ", x.desc(), ", ", layers.size(), " nf4 weights [", total, ",", K, "]"),
+                   done = cuda::fluxk_linear_nf4_concat(x.data(), x.dtype, parts, out.data(), M, total, stream));
+    if (done) return out;
+  }
+#endif
+  std::vector<Tensor> outs;
+  outs.reserve(layers.size());
+  for (const ConcatLayer& l : layers) outs.push_back(apply(l));
+  return concat(outs, -1);
+}
+
 Tensor linear_parts(const std::vector<Tensor>& xs, const Tensor* w, const NF4* w_nf4, const Tensor* bias,
                     const LinearOptions& opts) {
   FL_CHECK(!xs.empty() && (w || w_nf4), "ops.linear: needs x parts and a weight");

@@ -46,6 +46,15 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
 // two bf16 parts are read in place by the GEMM (no concatenation), bitwise what linear of the concatenation gives.
 Tensor linear_parts(const std::vector<Tensor>& xs, const Tensor* w, const NF4* w_nf4, const Tensor* bias,
                     const LinearOptions& opts = {});
+// Linears of one x side by side: [..., ΣNᵢ] = concat(linear(x, Wᵢ, bᵢ)...) along the last dim, each layer dense (w)
+// or NF4 (w_nf4), bitwise what the separate linears give. On CUDA, bf16 x with at most 16 rows and NF4 weights of
+// the same K run as one skinny launch (Flux's adaptive-norm projections of silu(temb)); otherwise layer by layer.
+struct ConcatLayer {
+  const Tensor* w = nullptr;
+  const NF4* w_nf4 = nullptr;
+  const Tensor* bias = nullptr;
+};
+Tensor linear_concat(const Tensor& x, const std::vector<ConcatLayer>& layers);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // q, k, v [B,H,L,D], or [B,L,H,D] when blhd (the output follows).
 Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,

@@ -119,24 +119,23 @@ __device__ __forceinline__ void nf4_chunk_mma(float (&acc)[MT][4], const uint32_
     }
   }
 }
-#endif
 
-template <int MT, int EPI>
-__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
-    gemv_nf4_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m, const Nf4Weight w,
-                    __nv_bfloat16* __restrict__ out, int64_t ldc, const EpilogueArgs epi) {
-#if FLUXK_SM80_DEVICE
-  __shared__ __align__(256) float lut[16 * kLutRow];
-  // [warp][token tile][accumulator register][lane]: conflict-free stores and reads
-  __shared__ float red[kWarps][MT][4][32];
+// The CTA's lane-replicated code book (entry i of lane l at byte 256·i + 4·l).
+__device__ __forceinline__ void fill_code_book(float* lut) {
   for (int i = threadIdx.x; i < 16 * 32; i += kWarps * 32) lut[(i / 32) * kLutRow + i % 32] = kNf4Code[i / 32];
   __syncthreads();
+}
 
+// Rows n0 .. n0+15 of out[m, ldc] = epi(x[m, K] · dequant(w)ᵀ): one CTA's whole job (lut filled, red scratch).
+template <int MT, int EPI>
+__device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m,
+                                              const Nf4Weight& w, __nv_bfloat16* __restrict__ out, int64_t ldc,
+                                              const EpilogueArgs& epi, int n0, const float* lut,
+                                              float (&red)[kWarps][MT][4][32]) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int c = lane % 4;
-  const int n0 = blockIdx.x * 16;
   const int k = w.k;
   const int row_a = min(n0 + g, w.n - 1);
   const int row_b = min(n0 + g + 8, w.n - 1);
@@ -208,6 +207,38 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
   }
 
   gemv_reduce_store<MT, EPI>(red, acc, n0, w.n, m, epi, out, ldc);
+}
+#endif
+
+template <int MT, int EPI>
+__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
+    gemv_nf4_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m, const Nf4Weight w,
+                    __nv_bfloat16* __restrict__ out, int64_t ldc, const EpilogueArgs epi) {
+#if FLUXK_SM80_DEVICE
+  __shared__ __align__(256) float lut[16 * kLutRow];
+  // [warp][token tile][accumulator register][lane]: conflict-free stores and reads
+  __shared__ float red[kWarps][MT][4][32];
+  fill_code_book(lut);
+  gemv_nf4_rows<MT, EPI>(x, ldx, m, w, out, ldc, epi, blockIdx.x * 16, lut, red);
+#endif
+}
+
+// Several weights' rows in one grid, each part's CTAs after the previous part's (cta_begin), its outputs in its own
+// columns of out: the same CTA job as gemv_nf4_kernel, so each output has the bits a separate launch gives.
+template <int MT>
+__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
+    gemv_nf4_concat_kernel(const __grid_constant__ Nf4GemvConcatArgs a) {
+#if FLUXK_SM80_DEVICE
+  __shared__ __align__(256) float lut[16 * kLutRow];
+  __shared__ float red[kWarps][MT][4][32];
+  int p = 0;
+  while (p + 1 < a.parts && static_cast<int>(blockIdx.x) >= a.cta_begin[p + 1]) ++p;
+  const Nf4Weight w = a.part[p].w;
+  EpilogueArgs epi;
+  epi.bias = a.part[p].bias;
+  fill_code_book(lut);
+  gemv_nf4_rows<MT, 0>(a.a, a.lda, a.m, w, a.c + a.part[p].col, a.ldc, epi,
+                       (static_cast<int>(blockIdx.x) - a.cta_begin[p]) * 16, lut, red);
 #endif
 }
 
@@ -230,6 +261,12 @@ cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream) {
 }
 
 bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <int MT>
+cudaError_t launch_concat(Nf4GemvConcatArgs& a, cudaStream_t stream) {
+  gemv_nf4_concat_kernel<MT><<<a.cta_begin[a.parts], kWarps * 32, 0, stream>>>(a);
+  return cudaGetLastError();
+}
 
 }  // namespace
 }  // namespace sm80
@@ -258,6 +295,34 @@ cudaError_t gemv_nf4(const Nf4GemmArgs& a, cudaStream_t stream) {
   if (a.m == 0) return cudaSuccess;
   if (!nf4_args_valid(a) || a.m > 16 || a.a2) return cudaErrorInvalidValue;
   return a.m <= 8 ? sm80::launch_epi<1>(a, stream) : sm80::launch_epi<2>(a, stream);
+}
+
+cudaError_t gemv_nf4_concat(const Nf4GemvConcatArgs& args, cudaStream_t stream) {
+  if (args.m == 0) return cudaSuccess;
+  if (args.m < 0 || args.m > 16 || args.parts < 1 || args.parts > kNf4GemvConcatMaxParts || !args.a || !args.c ||
+      args.lda % 8 || args.ldc % 8 || !sm80::is_aligned16(args.a) || !sm80::is_aligned16(args.c))
+    return cudaErrorInvalidValue;
+  Nf4GemvConcatArgs a = args;
+  const int k = a.part[0].w.k;
+  int ctas = 0;
+  for (int p = 0; p < a.parts; ++p) {
+    const Nf4GemvPart& part = a.part[p];
+    Nf4GemmArgs one;
+    one.a = a.a;
+    one.lda = a.lda;
+    one.m = a.m;
+    one.w = part.w;
+    one.c = a.c + part.col;
+    one.ldc = a.ldc;
+    one.epi.bias = part.bias;
+    // Each part alone must be a valid gemv_nf4 launch whose columns lie inside out's row.
+    if (part.w.k != k || part.col < 0 || part.col % 8 || part.col + part.w.n > a.ldc || !nf4_args_valid(one))
+      return cudaErrorInvalidValue;
+    a.cta_begin[p] = ctas;
+    ctas += (part.w.n + 15) / 16;
+  }
+  a.cta_begin[a.parts] = ctas;
+  return a.m <= 8 ? sm80::launch_concat<1>(a, stream) : sm80::launch_concat<2>(a, stream);
 }
 
 }  // namespace fluxk

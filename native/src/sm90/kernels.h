@@ -198,6 +198,27 @@ cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& args, cudaStream_t stream);  // lar
 cudaError_t gemv_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16, any sm_80+
 bool nf4_args_valid(const Nf4GemmArgs& args);  // the argument checks every NF4 launcher makes (sm80/gemv_nf4.cu)
 
+// Several NF4 linears of the same x side by side in one launch of the skinny kernel: columns [col, col + w.n) of
+// C[m, ldc] = x · dequant(w)ᵀ + bias for each part (Flux's adaptive-norm projections of silu(temb): 77 GEMVs a
+// step, each too short to reach the bandwidth one long launch does). Every output has the bits gemv_nf4 gives it.
+struct Nf4GemvPart {
+  Nf4Weight w;                             // w.k equal across parts
+  const __nv_bfloat16* bias = nullptr;     // [w.n] or null
+  int64_t col = 0;                         // first output column; % 8 == 0
+};
+constexpr int kNf4GemvConcatMaxParts = 32;  // keeps the kernel's parameters under the classic 4 KB
+struct Nf4GemvConcatArgs {
+  const __nv_bfloat16* a = nullptr;  // [m, lda], 16-byte aligned
+  int64_t lda = 0;
+  int m = 0;                         // <= 16
+  __nv_bfloat16* c = nullptr;        // [m, ldc], 16-byte aligned
+  int64_t ldc = 0;
+  int parts = 0;                     // 1 .. kNf4GemvConcatMaxParts
+  Nf4GemvPart part[kNf4GemvConcatMaxParts];
+  int cta_begin[kNf4GemvConcatMaxParts + 1] = {};  // set by gemv_nf4_concat
+};
+cudaError_t gemv_nf4_concat(const Nf4GemvConcatArgs& args, cudaStream_t stream);  // any sm_80+
+
 // O = softmax(Q·Kᵀ · scale) · V per (batch, head); non-causal; head_dim 128; bf16 in and out,
 // fp32 softmax statistics and accumulation. Tensors are [B, H, L, 128] in logical order with
 // arbitrary strides in elements for b, h and l (the head dim is contiguous), so [B, L, H, D] and
