@@ -224,9 +224,12 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
 }
 
 // Several weights' rows in one grid, each part's CTAs after the previous part's (cta_begin), its outputs in its own
-// columns of out: the same CTA job as gemv_nf4_kernel, so each output has the bits a separate launch gives.
+// columns of out: the same CTA job as gemv_nf4_kernel, so each output has the bits a separate launch gives. One token
+// at 8 CTAs an SM (<= 64 registers, no spills): in a launch this long more warps in flight pay (H100, Flux's 77
+// weights: 0.99 ms against 1.06 at 6 CTAs, bench/kernels/results/2026-11-26-h100-417d288-gemv-concat-variants.txt),
+// where a single weight's launch is faster at 6 (25.8-26.1 against 27.8 us).
 template <int MT>
-__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
+__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 8 : 5)
     gemv_nf4_concat_kernel(const __grid_constant__ Nf4GemvConcatArgs a) {
 #if FLUXK_SM80_DEVICE
   __shared__ __align__(256) float lut[16 * kLutRow];
