@@ -187,6 +187,8 @@ export interface Binding {
     gate: NativeTensor | null,
     residual: NativeTensor | null,
   ): NativeTensor;
+  /** Independent linears: [x, weight, bias, activation, gate, residual] per linear, flattened; their outputs. */
+  linearGroup(values: (NativeTensor | NativeNF4 | 'gelu_tanh' | null)[]): NativeTensor[];
   /** The linears of one x side by side along the last dim. */
   linearConcat(x: NativeTensor, weights: (NativeTensor | NativeNF4)[], biases: (NativeTensor | null)[]): NativeTensor;
   matmul(a: NativeTensor, b: NativeTensor): NativeTensor;

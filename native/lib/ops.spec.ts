@@ -121,6 +121,30 @@ describe('linear', () => {
   });
 });
 
+describe('linearGroup', () => {
+  it('runs each linear with its own epilogue, bitwise the separate linears (dense and nf4)', () => {
+    tidy(() => {
+      const w = (n: number, k: number, seed: number) => Tensor.randn([n, k], { seed, std: 0.1, dtype: 'bfloat16' });
+      const x1 = Tensor.randn([1, 5, 64], { seed: 80, dtype: 'bfloat16' });
+      const x2 = Tensor.randn([1, 3, 128], { seed: 81, dtype: 'bfloat16' });
+      const items = [
+        { x: x1, weight: ops.nf4Quantize(w(16, 64, 82)), bias: Tensor.randn([16], { seed: 83, dtype: 'bfloat16' }), activation: 'gelu_tanh' as const },
+        {
+          x: x2,
+          weight: w(8, 128, 84),
+          gate: Tensor.randn([1, 1, 8], { seed: 85, dtype: 'bfloat16' }),
+          residual: Tensor.randn([1, 3, 8], { seed: 86, dtype: 'bfloat16' }),
+        },
+      ];
+      const got = ops.linearGroup(items);
+      assert.equal(got.length, 2);
+      items.forEach((it, i) => assert.deepEqual(got[i].toArray(), ops.linear(it.x, it.weight, 'bias' in it ? it.bias : null, it).toArray()));
+      assert.throws(() => ops.linearGroup([]), /ops\.linearGroup: needs at least one linear/);
+      assert.throws(() => ops.linearGroup([{ x: x1, weight: w(8, 32, 87) }]), /ops\.linear: x \[1,5,64\] bfloat16 cpu and weight \[8,32\]/);
+    });
+  });
+});
+
 describe('linearConcat', () => {
   it('puts the linears side by side, bitwise the separate linears (dense, nf4, with and without bias)', () => {
     tidy(() => {

@@ -116,6 +116,26 @@ export const ops = {
   },
 
   /**
+   * Independent linears, each ops.linear(x, weight, bias, opts), in as few launches as the GPU kernels allow: on
+   * sm_90 two nf4 products of the same N, K and epilogue (Flux's double blocks: the image and text streams through
+   * their own weights) share one launch, their tiles filling each other's last round; the values are those of the
+   * separate linears up to the float32 summation order where that round is split along K. Otherwise one by one.
+   */
+  linearGroup(items: readonly ({ x: Tensor; weight: Tensor; bias?: Tensor | null } & LinearOptions)[]): Tensor[] {
+    if (items.length === 0) throw new TypeError('ops.linearGroup: needs at least one linear');
+    const values = items.flatMap((it, i) => {
+      const act = it.activation ?? null;
+      if (act !== null && act !== 'gelu_tanh') {
+        throw new RangeError(`ops.linearGroup: unknown activation '${String(act)}' (only 'gelu_tanh' is fused)`);
+      }
+      const weight = it.weight instanceof NF4Tensor ? it.weight.nf4Handle('ops.linearGroup') : h(it.weight, 'linearGroup', `weight[${i}]`);
+      return [h(it.x, 'linearGroup', `x[${i}]`), weight, hOpt(it.bias, 'linearGroup', `bias[${i}]`), act,
+        hOpt(it.gate, 'linearGroup', `gate[${i}]`), hOpt(it.residual, 'linearGroup', `residual[${i}]`)];
+    });
+    return binding().linearGroup(values).map(wrap);
+  },
+
+  /**
    * Linears of one x side by side: x[...,K] → [..., ΣNᵢ], columns of layer i = ops.linear(x, weightᵢ, biasᵢ), bitwise.
    * On CUDA, bfloat16 x of at most 16 rows with nf4 weights of the same K runs as one skinny launch (Flux's 77
    * adaptive-norm projections of silu(temb), too short each to reach the bandwidth one long launch does).

@@ -409,6 +409,22 @@ export class Linear {
 }
 
 /**
+ * Independent layers' forwards, `layer.forward(x, epilogue)` each. together: through ops.linearGroup (two NF4
+ * products of the same shape share one launch on sm_90), where every layer computes in its x's dtype and the
+ * epilogue's tensors share it; otherwise, or when not together (weights streamed by group offload, whose hooks
+ * watch each layer's own forward), one forward after another.
+ */
+export function linearGroup(calls: readonly (readonly [Linear, Tensor, LinearEpilogue?])[], together: boolean): Tensor[] {
+  const plain = calls.every(
+    ([layer, x, epilogue]) =>
+      (layer.computeDtype === undefined || layer.computeDtype === x.dtype) &&
+      [epilogue?.gate, epilogue?.residual].every((t) => t === undefined || t.dtype === x.dtype),
+  );
+  if (!together || !plain) return calls.map(([layer, x, epilogue]) => layer.forward(x, epilogue));
+  return ops.linearGroup(calls.map(([layer, x, epilogue]) => ({ x, weight: layer.weight, bias: layer.bias, ...epilogue })));
+}
+
+/**
  * The layers' outputs for one x side by side, [..., ΣNᵢ], each as its forward computes it (ops.linearConcat: one
  * skinny launch for Flux's adaptive-norm projections on CUDA; layer by layer where a compute dtype converts x).
  */

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Checkpoint } from './checkpoint';
 import { FluxTransformerConfig, fluxTransformerConfig, readJson } from './config';
 import { GraphCache, GraphInfo, graphCaptureUnavailableReason } from './graphs';
-import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource, linearConcat } from './nn';
+import { CheckpointWeights, ComponentLoadOptions, FloatDType, Linear, RMSNorm, WeightLoader, WeightSource, linearConcat, linearGroup } from './nn';
 
 /**
  * FluxPosEmbed(theta=10000, axes_dim): for each axis, get_1d_rotary_pos_embed with float64 frequencies
@@ -202,6 +202,15 @@ class FeedForward {
   forward(x: Tensor, gate: Tensor, residual: Tensor): Tensor {
     return tidy(() => this.net[2].forward(this.net[0].proj.forward(x, { activation: 'gelu_tanh' }), { gate, residual }));
   }
+
+  /** Each item's forward; together: each layer of the items through one linearGroup (the streams' GEMMs in one launch). */
+  static forwardEach(items: readonly { ff: FeedForward; x: Tensor; gate: Tensor; residual: Tensor }[], together: boolean): Tensor[] {
+    if (!together) return items.map(({ ff, x, gate, residual }) => ff.forward(x, gate, residual));
+    return tidy(() => {
+      const hidden = linearGroup(items.map(({ ff, x }) => [ff.net[0].proj, x, { activation: 'gelu_tanh' }] as const), true);
+      return linearGroup(items.map(({ ff, gate, residual }, i) => [ff.net[2], hidden[i], { gate, residual }] as const), true);
+    });
+  }
 }
 
 /** FluxTransformerBlock (double stream). */
@@ -227,8 +236,11 @@ class FluxTransformerBlock {
     return this.norm1.linear.outFeatures + this.norm1_context.linear.outFeatures;
   }
 
-  /** x [B, S, D], context [B, L, D] → new x and context. */
-  forward(x: Tensor, context: Tensor, conditioning: Conditioning, rope: RotaryEmbedding): { x: Tensor; context: Tensor } {
+  /**
+   * x [B, S, D], context [B, L, D] → new x and context. together: the two streams' linears go through linearGroup
+   * (false while group offload streams the weights: its hooks watch each layer's own call).
+   */
+  forward(x: Tensor, context: Tensor, conditioning: Conditioning, rope: RotaryEmbedding, together: boolean): { x: Tensor; context: Tensor } {
     return tidy(() => {
       const [mod, cMod] =
         'modulation' in conditioning
@@ -239,11 +251,20 @@ class FluxTransformerBlock {
       const [cShift, cScale, cGate, cShiftMlp, cScaleMlp, cGateMlp] = modulationChunks(cMod, 6);
       const attended = this.attn.forward(ops.layerNormModulate(x, shift, scale, 1e-6), ops.layerNormModulate(context, cShift, cScale, 1e-6), rope);
 
-      const h = this.attn.to_out![0].forward(attended.x, { gate, residual: x });
-      const newX = this.ff.forward(ops.layerNormModulate(h, shiftMlp, scaleMlp, 1e-6), gateMlp, h);
-
-      const c = this.attn.to_add_out!.forward(attended.context!, { gate: cGate, residual: context });
-      const newContext = this.ff_context.forward(ops.layerNormModulate(c, cShiftMlp, cScaleMlp, 1e-6), cGateMlp, c);
+      const [h, c] = linearGroup(
+        [
+          [this.attn.to_out![0], attended.x, { gate, residual: x }],
+          [this.attn.to_add_out!, attended.context!, { gate: cGate, residual: context }],
+        ],
+        together,
+      );
+      const [newX, newContext] = FeedForward.forwardEach(
+        [
+          { ff: this.ff, x: ops.layerNormModulate(h, shiftMlp, scaleMlp, 1e-6), gate: gateMlp, residual: h },
+          { ff: this.ff_context, x: ops.layerNormModulate(c, cShiftMlp, cScaleMlp, 1e-6), gate: cGateMlp, residual: c },
+        ],
+        together,
+      );
       return { x: newX, context: newContext };
     });
   }
@@ -601,7 +622,7 @@ export class FluxTransformer2DModel {
       let x = this.x_embedder.forward(inputs.hiddenStates); // [B, S, D]
       let context = this.context_embedder.forward(inputs.encoderHiddenStates); // [B, L, D]
       for (const block of this.transformer_blocks) {
-        const out = block.forward(x, context, conditioning(block.modulationWidth), rotary);
+        const out = block.forward(x, context, conditioning(block.modulationWidth), rotary, !this.weightsStreamed);
         x.dispose();
         context.dispose();
         ({ x, context } = out);

@@ -51,6 +51,41 @@ Napi::Value linear_parts_js(const Napi::CallbackInfo& info) {
                                    opt_tensor_arg(info, 2, w), linear_options(info)));
 }
 
+// linearGroup(values): values = [x, weight (tensor or nf4 descriptor), bias | null, activation | null, gate | null,
+// residual | null] per linear, flattened; returns their outputs.
+Napi::Value linear_group_js(const Napi::CallbackInfo& info) {
+  const char* w = "ops.linearGroup";
+  if (info.Length() < 1 || !info[0].IsArray()) fail("ops.linearGroup: expects an array of linear values");
+  Napi::Array a = info[0].As<Napi::Array>();
+  FL_CHECK(a.Length() > 0 && a.Length() % 6 == 0, "ops.linearGroup: expects 6 values per linear, got ", a.Length());
+  const uint32_t count = a.Length() / 6;
+  std::vector<ops::NF4> nf4(count);  // sized once: items point into it
+  std::vector<ops::GroupLinear> items(count);
+  const auto optional = [&](const Napi::Value& v) { return v.IsNull() || v.IsUndefined() ? nullptr : &tensor_value(v, w); };
+  for (uint32_t l = 0; l < count; l++) {
+    const uint32_t i = 6 * l;
+    ops::GroupLinear& it = items[l];
+    it.x = &tensor_value(a.Get(i), w);
+    const Napi::Value weight = a.Get(i + 1);
+    if (NativeTensor::is(weight)) {
+      it.w = &tensor_value(weight, w);
+    } else {
+      nf4[l] = nf4_arg(weight, w);
+      it.w_nf4 = &nf4[l];
+    }
+    it.bias = optional(a.Get(i + 2));
+    const Napi::Value act = a.Get(i + 3);
+    if (!act.IsNull() && !act.IsUndefined()) {
+      const std::string name = string_arg(act, w);
+      FL_CHECK(name == "gelu_tanh", "ops.linearGroup: unknown activation '", name, "' (only 'gelu_tanh' is fused)");
+      it.opts.gelu_tanh = true;
+    }
+    it.opts.gate = optional(a.Get(i + 4));
+    it.opts.residual = optional(a.Get(i + 5));
+  }
+  return W(info, ops::linear_group(items));
+}
+
 // linearConcat(x, weights (tensors or nf4 descriptors), biases (tensor or null each)): the linears side by side.
 Napi::Value linear_concat_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.linearConcat";
@@ -265,6 +300,7 @@ void register_op_functions(Napi::Env env, Napi::Object exports) {
   exports.Set("linearNF4", Napi::Function::New<guarded<linear_nf4_js>>(env, "linearNF4"));
   exports.Set("linearParts", Napi::Function::New<guarded<linear_parts_js>>(env, "linearParts"));
   exports.Set("linearConcat", Napi::Function::New<guarded<linear_concat_js>>(env, "linearConcat"));
+  exports.Set("linearGroup", Napi::Function::New<guarded<linear_group_js>>(env, "linearGroup"));
   exports.Set("matmul", Napi::Function::New<guarded<matmul_js>>(env, "matmul"));
   exports.Set("sdpa", Napi::Function::New<guarded<sdpa_js>>(env, "sdpa"));
   exports.Set("layerNorm", Napi::Function::New<guarded<layer_norm_js>>(env, "layerNorm"));

@@ -47,6 +47,8 @@ const char* route_name(Route r) {
     case Route::LinearNf4TwoPartFluxkSm90: return "linear nf4, x in two parts: fluxk sm90 (wgmma)";
     case Route::LinearJointQkvFluxkSm90: return "linear bf16 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::LinearNf4JointQkvFluxkSm90: return "linear nf4 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
+    case Route::LinearNf4PairFluxkSm90: return "linear nf4, two products in one launch: fluxk sm90 (wgmma)";
+    case Route::LinearNf4JointQkvPairFluxkSm90: return "linear nf4 + jointQkv, two streams in one launch: fluxk sm90 (wgmma, fused epilogue)";
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
     case Route::SdpaFluxkSm80: return "sdpa: fluxk sm80 (mma.sync)";
     case Route::SdpaPortable: return "sdpa: portable";
@@ -424,14 +426,18 @@ bool fluxk_linear_nf4_concat(const void* x, DType xdt, const std::vector<Nf4Conc
   return true;
 }
 
-bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
-                            int64_t M, int64_t K, const JointQkvStream& st, const JointQkvOutputs& out,
-                            cudaStream_t s) {
-  if (!use_sm90() || xdt != DType::BF16 || out.dtype != DType::BF16 || out.D != 128) return false;
-  if (st.norm_q_dtype != DType::BF16 || st.norm_k_dtype != DType::BF16 || st.table_dtype != DType::F32) return false;
+#if FLUXLAB_HAVE_SM90
+namespace {
+
+// The kQkNormRope epilogue of one stream (x [M, K] projected by [3·H·D, K] into q, k, v), or nullopt where fluxk
+// declines it (dtypes, D != 128, alignment, sizes).
+std::optional<fluxk::EpilogueArgs> qk_epilogue(DType xdt, const void* bias, int64_t M, int64_t K,
+                                               const JointQkvStream& st, const JointQkvOutputs& out) {
+  if (!use_sm90() || xdt != DType::BF16 || out.dtype != DType::BF16 || out.D != 128) return std::nullopt;
+  if (st.norm_q_dtype != DType::BF16 || st.norm_k_dtype != DType::BF16 || st.table_dtype != DType::F32) return std::nullopt;
   const int64_t N = 3 * out.H * out.D;
   if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(st.L) || !fits_int(out.Ltot) || !fits_int(out.H)) {
-    return false;
+    return std::nullopt;
   }
   fluxk::EpilogueArgs e;
   e.kind = fluxk::Epilogue::kQkNormRope;
@@ -448,51 +454,111 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
   e.joint_tokens = int(out.Ltot);
   e.joint_offset = int(st.offset);
   e.eps = out.eps;
-  if (!fluxk::qk_norm_rope_args_valid(e, int(M), int(N))) return false;
+  if (!fluxk::qk_norm_rope_args_valid(e, int(M), int(N))) return std::nullopt;
+  return e;
+}
+
+// The fused NF4 GEMM's arguments for one stream of joint_qkv (more than 16 rows: the skinny kernel has no such
+// epilogue), or nullopt.
+std::optional<fluxk::Nf4GemmArgs> nf4_qkv_args(const void* x, DType xdt, const NF4View& nf4, const void* bias,
+                                               int64_t M, int64_t K, const JointQkvStream& st,
+                                               const JointQkvOutputs& out) {
+  const std::optional<fluxk::EpilogueArgs> e = qk_epilogue(xdt, bias, M, K, st, out);
+  if (!e || M <= 16) return std::nullopt;
+  if (!nf4.standard_codes || nf4.blocksize != 64 || (nf4.absmax_codes && nf4.nested_blocksize != 256)) {
+    return std::nullopt;
+  }
+  fluxk::Nf4GemmArgs a;
+  a.a = static_cast<const __nv_bfloat16*>(x);
+  a.lda = K;
+  a.w.packed = nf4.packed;
+  a.w.n = int(3 * out.H * out.D);
+  a.w.k = int(K);
+  if (nf4.absmax_codes) {
+    a.w.absmax_q = nf4.absmax_codes;
+    a.w.absmax_code = nf4.nested_map;
+    a.w.nested_absmax = nf4.nested_absmax;
+    a.w.nested_offset = nf4.offset;
+  } else {
+    a.w.absmax = nf4.absmax;
+  }
+  a.m = int(M);
+  a.epi = *e;
+  return a;
+}
+
+}  // namespace
+#endif
+
+bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
+                            int64_t M, int64_t K, const JointQkvStream& st, const JointQkvOutputs& out,
+                            cudaStream_t s) {
 #if FLUXLAB_HAVE_SM90
   if (nf4) {
-    if (!nf4->standard_codes || nf4->blocksize != 64 || (nf4->absmax_codes && nf4->nested_blocksize != 256)) {
-      return false;
-    }
-    fluxk::Nf4GemmArgs a;
-    a.a = static_cast<const __nv_bfloat16*>(x);
-    a.lda = K;
-    a.w.packed = nf4->packed;
-    a.w.n = int(N);
-    a.w.k = int(K);
-    if (nf4->absmax_codes) {
-      a.w.absmax_q = nf4->absmax_codes;
-      a.w.absmax_code = nf4->nested_map;
-      a.w.nested_absmax = nf4->nested_absmax;
-      a.w.nested_offset = nf4->offset;
-    } else {
-      a.w.absmax = nf4->absmax;
-    }
-    a.m = int(M);
-    a.epi = e;
-    if (M <= 16) return false;
-    const Tensor workspace = attach_split_workspace(a, fluxk::gemm_nf4_sm90_workspace_bytes(a));
-    if (!accepted(fluxk::gemm_nf4_sm90(a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
+    std::optional<fluxk::Nf4GemmArgs> a = nf4_qkv_args(x, xdt, *nf4, bias, M, K, st, out);
+    if (!a) return false;
+    const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_workspace_bytes(*a));
+    if (!accepted(fluxk::gemm_nf4_sm90(*a, s), "ops.jointQkv (fluxk gemm_nf4_sm90)")) return false;
     count_route(Route::LinearNf4JointQkvFluxkSm90);
     return true;
   }
-  if (wdt != DType::BF16) return false;
+  const std::optional<fluxk::EpilogueArgs> e = qk_epilogue(xdt, bias, M, K, st, out);
+  if (!e || wdt != DType::BF16) return false;
   fluxk::GemmArgs a;
   a.a = static_cast<const __nv_bfloat16*>(x);
   a.lda = K;
   a.w = static_cast<const __nv_bfloat16*>(w);
   a.ldw = K;
   a.m = int(M);
-  a.n = int(N);
+  a.n = int(3 * out.H * out.D);
   a.k = int(K);
-  a.epi = e;
+  a.epi = *e;
   if (fluxk::gemm_bf16_check(a) != cudaSuccess) return false;
   const Tensor workspace = attach_split_workspace(a, fluxk::gemm_bf16_sm90_workspace_bytes(a));
   if (!accepted(fluxk::gemm_bf16_sm90(a, s), "ops.jointQkv (fluxk gemm_bf16_sm90)")) return false;
   count_route(Route::LinearJointQkvFluxkSm90);
   return true;
 #else
-  (void)x, (void)w, (void)wdt, (void)nf4, (void)s;
+  (void)x, (void)xdt, (void)w, (void)wdt, (void)nf4, (void)bias, (void)M, (void)K, (void)st, (void)out, (void)s;
+  return false;
+#endif
+}
+
+bool fluxk_linear_joint_qkv_nf4_pair(const JointQkvProjection& first, const JointQkvProjection& second,
+                                     const JointQkvOutputs& out, cudaStream_t s) {
+#if FLUXLAB_HAVE_SM90
+  std::optional<fluxk::Nf4GemmArgs> a = nf4_qkv_args(first.x, first.xdt, first.w, first.bias, first.M, first.K,
+                                                     first.stream, out);
+  std::optional<fluxk::Nf4GemmArgs> b = nf4_qkv_args(second.x, second.xdt, second.w, second.bias, second.M,
+                                                     second.K, second.stream, out);
+  if (!a || !b) return false;
+  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
+  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), "ops.jointQkv (fluxk gemm_nf4_sm90_pair)")) return false;
+  count_route(Route::LinearNf4JointQkvPairFluxkSm90);
+  return true;
+#else
+  (void)first, (void)second, (void)out, (void)s;
+  return false;
+#endif
+}
+
+bool fluxk_linear_nf4_pair(const Nf4LinearItem& first, const Nf4LinearItem& second, cudaStream_t s) {
+#if FLUXLAB_HAVE_SM90
+  if (!use_sm90() || first.M <= 16 || second.M <= 16) return false;
+  for (const Nf4LinearItem* it : {&first, &second}) {
+    if (fluxk_linear_nf4_dequantized_applies(it->x, it->xdt, it->w, it->bias, it->out, it->M, it->epi)) return false;
+  }
+  std::optional<fluxk::Nf4GemmArgs> a =
+      nf4_gemm_args(first.x, first.xdt, first.w, first.bias, first.out, first.M, first.w.rows, first.w.cols, first.epi);
+  std::optional<fluxk::Nf4GemmArgs> b = nf4_gemm_args(second.x, second.xdt, second.w, second.bias, second.out,
+                                                      second.M, second.w.rows, second.w.cols, second.epi);
+  if (!a || !b) return false;
+  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
+  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), "ops.linearPair (fluxk gemm_nf4_sm90_pair)")) return false;
+  count_route(Route::LinearNf4PairFluxkSm90);
+  return true;
+#else
+  (void)first, (void)second, (void)s;
   return false;
 #endif
 }

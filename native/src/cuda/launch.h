@@ -125,7 +125,8 @@ enum class Route : int {
   LinearFluxkSm90, LinearFluxkSm80, LinearFluxkGemv, LinearPortable, LinearF32SplitSm90, LinearF32SplitSm80,
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4ConcatFluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
   LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90, LinearTwoPartFluxkSm90,
-  LinearNf4TwoPartDequantizedSm90, LinearNf4TwoPartFluxkSm90,
+  LinearNf4TwoPartDequantizedSm90, LinearNf4TwoPartFluxkSm90, LinearNf4PairFluxkSm90,
+  LinearNf4JointQkvPairFluxkSm90,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
   SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
   kCount
@@ -173,6 +174,20 @@ bool fluxk_linear_two_part(const void* x1, int64_t k1, const void* x2, DType xdt
 // `w` as stored (plain or double-quant absmax).
 bool fluxk_linear_nf4(const void* x, DType xdt, const NF4View& w, const void* bias, void* out, int64_t M, int64_t N,
                       int64_t K, const LinearEpilogue& epi, cudaStream_t s);
+// Two NF4 linears of the same N, K and epilogue kind (out = epi(x·dequant(w)ᵀ + bias) each) in one launch
+// (gemm_nf4_sm90_pair), where each alone would run the fused sm90 NF4 GEMM (more than 16 rows, not dequantized
+// first); the same values up to the float32 order of the split last round. Declines (false, nothing enqueued)
+// otherwise.
+struct Nf4LinearItem {
+  const void* x;
+  DType xdt;
+  NF4View w;
+  const void* bias;
+  void* out;
+  int64_t M;
+  LinearEpilogue epi;
+};
+bool fluxk_linear_nf4_pair(const Nf4LinearItem& first, const Nf4LinearItem& second, cudaStream_t s);
 // Linears of one x side by side (ops.linearConcat): part i's NF4 weight (as stored) and bias into columns
 // [col, col + rows) of out [M, ldc], on the skinny kernel in as few launches as it takes (gemv_nf4_concat), each
 // output with the bits fluxk_linear_nf4 gives it. Declines (false, nothing enqueued) unless x is bf16, M <= 16 and
@@ -206,6 +221,19 @@ struct JointQkvOutputs {
 bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, const NF4View* nf4, const void* bias,
                             int64_t M, int64_t K, const JointQkvStream& stream, const JointQkvOutputs& out,
                             cudaStream_t s);
+// Two streams of joint_qkv projected by their NF4 weights in one launch (gemm_nf4_sm90_pair: Flux's text and image
+// streams), where each alone would take fluxk_linear_joint_qkv's NF4 way; the same values up to the float32 order of
+// the split last round. Declines (false, nothing enqueued) otherwise.
+struct JointQkvProjection {
+  const void* x;
+  DType xdt;
+  NF4View w;
+  const void* bias;
+  int64_t M, K;
+  JointQkvStream stream;
+};
+bool fluxk_linear_joint_qkv_nf4_pair(const JointQkvProjection& first, const JointQkvProjection& second,
+                                     const JointQkvOutputs& out, cudaStream_t s);
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
                 bool has_mask, float scale, cudaStream_t s);
 // bf16/f16 head_dim 64 with any bias/mask (T5, CLIP) and head_dim >= 256 (the VAE mid block): src/sm80/vae_t5.h.

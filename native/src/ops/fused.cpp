@@ -208,36 +208,58 @@ std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>&
   const JointGeometry g = check_joint(desc, heads, "x");
   const Tensor& first = *streams[0].x;
   std::vector<Tensor> out = joint_outputs(g, first.dtype, first.device());
-  // The GEMM epilogue writes a stream's rows where it can (CUDA, sm90, bf16, D = 128); the others are projected by
-  // linear and joined as joint_qkv joins them, so both ways give the same bits.
   std::vector<Tensor> projected(streams.size());
   std::vector<QkvStream> computed(streams.size());
   std::vector<size_t> remaining;
-  for (size_t i = 0; i < streams.size(); i++) {
-    const QkvProjectionStream& st = streams[i];
-    bool fused = false;
+  std::vector<bool> fused(streams.size(), false);
 #if FLUXLAB_WITH_CUDA
+  const auto fusable = [&](size_t i) {
+    const QkvProjectionStream& st = streams[i];
     const bool shapes_ok = st.x->shape[2] == (st.weight ? st.weight->shape[1] : st.weight_nf4->cols) &&
                            (!st.bias || st.bias->numel() == desc[i].width);
     const bool same_device = (st.weight ? st.weight->device() : st.weight_nf4->device()) == first.device() &&
                              (!st.bias || st.bias->device() == first.device());
-    if (first.device().is_cuda() && shapes_ok && same_device && out[0].numel() > 0 &&
-        (!st.bias || st.bias->dtype == st.x->dtype) && (!st.weight_nf4 || st.weight_nf4->standard_codes)) {
-      const cuda::JointQkvStream target{nullptr, st.x->shape[1], g.offsets[i], st.norm_q->data(), st.norm_q->dtype,
-                                        st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(),
-                                        st.cos->dtype};
-      const cuda::JointQkvOutputs outs{out[0].data(), out[1].data(), out[2].data(), first.dtype, g.total, g.H, g.D,
-                                       eps};
+    return first.device().is_cuda() && shapes_ok && same_device && out[0].numel() > 0 &&
+           (!st.bias || st.bias->dtype == st.x->dtype) && (!st.weight_nf4 || st.weight_nf4->standard_codes);
+  };
+  const auto target = [&](size_t i) {
+    const QkvProjectionStream& st = streams[i];
+    return cuda::JointQkvStream{nullptr, st.x->shape[1], g.offsets[i], st.norm_q->data(), st.norm_q->dtype,
+                                st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(), st.cos->dtype};
+  };
+  const cuda::JointQkvOutputs outs{out[0].data(), out[1].data(), out[2].data(), first.dtype, g.total, g.H, g.D, eps};
+  // Two NF4 streams (Flux's double blocks: text and image) in one launch, their tiles sharing the rounds.
+  if (streams.size() == 2 && streams[0].weight_nf4 && streams[1].weight_nf4 && fusable(0) && fusable(1)) {
+    cuda::JointQkvProjection pair[2];
+    for (size_t i = 0; i < 2; i++) {
+      const QkvProjectionStream& st = streams[i];
+      pair[i] = {st.x->data(), st.x->dtype, st.weight_nf4->view(), st.bias ? st.bias->data() : nullptr,
+                 g.B * st.x->shape[1], st.x->shape[2], target(i)};
+    }
+    bool done = false;
+    FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", desc[0].ctx, "; ", desc[1].ctx),
+                   done = cuda::fluxk_linear_joint_qkv_nf4_pair(pair[0], pair[1], outs, stream));
+    if (done) return out;
+  }
+#endif
+  // The GEMM epilogue writes a stream's rows where it can (CUDA, sm90, bf16, D = 128); the others are projected by
+  // linear and joined as joint_qkv joins them, so both ways give the same bits.
+  for (size_t i = 0; i < streams.size(); i++) {
+    const QkvProjectionStream& st = streams[i];
+#if FLUXLAB_WITH_CUDA
+    if (fusable(i)) {
       const NF4View view = st.weight_nf4 ? st.weight_nf4->view() : NF4View{};
+      bool done = false;
       FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", desc[i].ctx),
-                     fused = cuda::fluxk_linear_joint_qkv(
+                     done = cuda::fluxk_linear_joint_qkv(
                          st.x->data(), st.x->dtype, st.weight ? st.weight->data() : nullptr,
                          st.weight ? st.weight->dtype : DType::BF16, st.weight_nf4 ? &view : nullptr,
-                         st.bias ? st.bias->data() : nullptr, g.B * st.x->shape[1], st.x->shape[2], target, outs,
+                         st.bias ? st.bias->data() : nullptr, g.B * st.x->shape[1], st.x->shape[2], target(i), outs,
                          stream));
+      fused[i] = done;
     }
 #endif
-    if (fused) continue;
+    if (fused[i]) continue;
     projected[i] = st.weight ? linear(*st.x, *st.weight, st.bias, {}) : linear_nf4(*st.x, *st.weight_nf4, st.bias, {});
     computed[i] = {&projected[i], st.norm_q, st.norm_k, st.cos, st.sin};
     remaining.push_back(i);

@@ -119,18 +119,41 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Linear
   return out;
 }
 
-Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts) {
+namespace {
+
+// An NF4 linear's checked inputs: bias and epilogue tensors in x's dtype, the output allocated.
+struct Nf4Linear {
+  int64_t M = 0, N = 0, K = 0;
+  Tensor b;
+  Epilogue ep;
+  Tensor out;
+};
+
+Nf4Linear prepare_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts) {
   check_float("linear", "x", x);
   w.check("linear");
   FL_CHECK(x.device() == w.device(), "ops.linear: x on ", x.device().str(), ", nf4 weight on ", w.device().str());
   FL_CHECK(x.ndim() >= 1 && x.shape.back() == w.cols, "ops.linear: x ", x.desc(), " and nf4 weight [", w.rows, ",",
            w.cols, "]: the last dim of x must equal K = ", w.cols);
-  const int64_t N = w.rows, K = w.cols;
-  const Shape out_shape = with_last(x.shape, N);
-  const int64_t M = numel_of(out_shape) / N;
-  Tensor b = bias_as("linear", bias, N, x);
-  Epilogue ep = prepare_epilogue(x, out_shape, M, N, opts);
-  Tensor out = empty(out_shape, x.dtype, x.device());
+  Nf4Linear l;
+  l.N = w.rows;
+  l.K = w.cols;
+  const Shape out_shape = with_last(x.shape, l.N);
+  l.M = numel_of(out_shape) / l.N;
+  l.b = bias_as("linear", bias, l.N, x);
+  l.ep = prepare_epilogue(x, out_shape, l.M, l.N, opts);
+  l.out = empty(out_shape, x.dtype, x.device());
+  return l;
+}
+
+}  // namespace
+
+Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts) {
+  Nf4Linear l = prepare_nf4(x, w, bias, opts);
+  const int64_t N = l.N, K = l.K, M = l.M;
+  Tensor& b = l.b;
+  Epilogue& ep = l.ep;
+  Tensor& out = l.out;
   if (out.numel() == 0) return out;
   NF4View view = w.view();
   if (x.device().is_cpu()) {
@@ -171,6 +194,38 @@ Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const Linea
     cuda::linear_nf4(x.data(), x.dtype, decoded, bp, out.data(), M, N, K, ep.e, stream);
   });
   return out;
+}
+
+std::vector<Tensor> linear_group(const std::vector<GroupLinear>& items) {
+  FL_CHECK(!items.empty(), "ops.linearGroup: needs at least one linear");
+  for (size_t i = 0; i < items.size(); i++) {
+    FL_CHECK(items[i].x && (items[i].w || items[i].w_nf4), "ops.linearGroup: linear ", i, " lacks x or a weight");
+  }
+#if FLUXLAB_WITH_CUDA
+  if (items.size() == 2 && items[0].w_nf4 && items[1].w_nf4 && items[0].x->device().is_cuda() &&
+      items[1].x->device() == items[0].x->device()) {
+    Nf4Linear l[2] = {prepare_nf4(*items[0].x, *items[0].w_nf4, items[0].bias, items[0].opts),
+                      prepare_nf4(*items[1].x, *items[1].w_nf4, items[1].bias, items[1].opts)};
+    if (l[0].out.numel() > 0 && l[1].out.numel() > 0) {
+      cuda::Nf4LinearItem it[2];
+      for (int i = 0; i < 2; i++) {
+        it[i] = {items[i].x->data(), items[i].x->dtype, items[i].w_nf4->view(),
+                 l[i].b.defined() ? l[i].b.data() : nullptr, l[i].out.data(), l[i].M, l[i].ep.e};
+      }
+      bool done = false;
+      FL_CUDA_LAUNCH(items[0].x->device(),
+                     cat("ops.linearGroup: x ", items[0].x->desc(), ", nf4 [", l[0].N, ",", l[0].K, "] and x ",
+                         items[1].x->desc(), ", nf4 [", l[1].N, ",", l[1].K, "]"),
+                     done = cuda::fluxk_linear_nf4_pair(it[0], it[1], stream));
+      if (done) return {l[0].out, l[1].out};
+    }
+  }
+#endif
+  std::vector<Tensor> outs;
+  for (const GroupLinear& it : items) {
+    outs.push_back(it.w ? linear(*it.x, *it.w, it.bias, it.opts) : linear_nf4(*it.x, *it.w_nf4, it.bias, it.opts));
+  }
+  return outs;
 }
 
 Tensor linear_concat(const Tensor& x, const std::vector<ConcatLayer>& layers) {

@@ -55,6 +55,17 @@ struct ConcatLayer {
   const Tensor* bias = nullptr;
 };
 Tensor linear_concat(const Tensor& x, const std::vector<ConcatLayer>& layers);
+// Independent linears (each ops.linear of its x, weight, bias and epilogue) in as few launches as the GPU kernels
+// allow: two NF4 products of the same N, K and epilogue kind on sm90 share one (Flux's double blocks: the image and
+// text streams), the same values as apart up to the float32 order of the split last round; otherwise one by one.
+struct GroupLinear {
+  const Tensor* x = nullptr;
+  const Tensor* w = nullptr;
+  const NF4* w_nf4 = nullptr;
+  const Tensor* bias = nullptr;
+  LinearOptions opts;
+};
+std::vector<Tensor> linear_group(const std::vector<GroupLinear>& items);
 Tensor matmul(const Tensor& a, const Tensor& b);
 // q, k, v [B,H,L,D], or [B,L,H,D] when blhd (the output follows).
 Tensor sdpa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* bias, const Tensor* mask, float scale,

@@ -51,18 +51,26 @@ struct Nf4Config {
   static_assert(kXBytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
 };
 
-struct Nf4Params {
+// One product of a launch. A pair launch (gemm_nf4_sm90_pair: Flux's image and text streams through their own
+// weights) runs two of the same N, K and epilogue kind as one list of units, so that their tiles share the rounds.
+struct Nf4Problem {
   __nv_bfloat16* c;
   int64_t ldc;
-  int m, n, k;
-  int tiles_m, tiles_n, k_blocks;
+  int m, tiles_m;
+  Nf4Weight w;
+  EpilogueArgs epi;
+};
+
+struct Nf4Params {
+  Nf4Problem prob[2];      // prob[1]: a pair launch's second product
+  int n, k;
+  int tiles_n, k_blocks;
   int x_split_blocks;      // k-blocks from the first part of the activations (k_blocks if one)
   int units_n, num_units;  // a unit is CL adjacent weight blocks, one per CTA of a cluster
+  int units0;              // units [0, units0) are prob[0]'s tiles, the rest prob[1]'s
   SplitSchedule split;
   float4* partials;   // slot c + j: CTA c's piece of split tile j, [2 consumer halves][BT / 8][128 threads]
   uint32_t* arrived;  // [sk_tiles][2]: later pieces of split tile j whose half is in its slot
-  Nf4Weight w;
-  EpilogueArgs epi;
 };
 
 __host__ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int tiles_n, int& tm, int& tn) {
@@ -76,6 +84,14 @@ __host__ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int til
 }
 
 #if FLUXK_SM90_DEVICE
+// Which product unit `unit` belongs to (always the first unless PAIR) and its tile there.
+template <bool PAIR>
+__device__ __forceinline__ int unit_tile(const Nf4Params& p, int unit, int& tm, int& tu) {
+  const int second = PAIR && unit >= p.units0;
+  tile_coords(second ? unit - p.units0 : unit, p.prob[second].tiles_m, p.units_n, tm, tu);
+  return second;
+}
+
 // The lane-replicated code book sits at a 2048-byte aligned shared address: entry i of lane l at byte 128·i + 4·l,
 // so a code's address is (code << 7) | lane_addr. A rotation brings either nibble of the thread's byte of a packed
 // word to bits 7-10 (rotr by 8c - 3 for the high nibble, 8c - 7 for the low one, mod 32), and one LOP3 masks it
@@ -210,10 +226,13 @@ __device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const ui
 }
 #endif
 
-template <int BT, int EPI, int CL>
+// PAIR: units from units0 on are prob[1]'s, whose activations and weights come through tma_x2 and tma_w2 (a pair
+// has no activations in two parts).
+template <int BT, int EPI, int CL, bool PAIR>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_x2,
-                    const __grid_constant__ CUtensorMap tma_w, const Nf4Params p) {
+                    const __grid_constant__ CUtensorMap tma_w, const __grid_constant__ CUtensorMap tma_w2,
+                    const __grid_constant__ Nf4Params p) {
 #if FLUXK_SM90_DEVICE
   using Cfg = Nf4Config<BT>;
   extern __shared__ uint8_t smem_raw[];
@@ -254,21 +273,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (warp == 0) {
       if (lane == 0) {
         prefetch_tensor_map(&tma_x);
-        if (p.x_split_blocks < p.k_blocks) prefetch_tensor_map(&tma_x2);
+        if (PAIR || p.x_split_blocks < p.k_blocks) prefetch_tensor_map(&tma_x2);
         prefetch_tensor_map(&tma_w);
+        if (PAIR) prefetch_tensor_map(&tma_w2);
         int stage = 0;
         uint32_t phase = 0;
         const int pieces = pieces_of(p.split, cluster_id, num_clusters);
         for (int i = 0; i < pieces; ++i) {
           const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
           int tm, tu;
-          tile_coords(w.unit, p.tiles_m, p.units_n, tm, tu);
+          const int product = unit_tile<PAIR>(p, w.unit, tm, tu);
           const int tn = tu * CL + rank;
+          const CUtensorMap* w_map = product ? &tma_w2 : &tma_w;
           for (int kb = w.kb0; kb < w.kb1; ++kb) {
             mbar_wait(&empty[stage], phase ^ 1);
             mbar_arrive_expect_tx(&full[stage], Cfg::kXBytes + Cfg::kWBytes);
             const bool second = kb >= p.x_split_blocks;
-            const CUtensorMap* map = second ? &tma_x2 : &tma_x;
+            const CUtensorMap* map = (product || second) ? &tma_x2 : &tma_x;
             const int x_col = (second ? kb - p.x_split_blocks : kb) * kBK;
             if (CL == 1) {
               tma_load_2d(s_x + stage * Cfg::kXBytes, map, &full[stage], x_col, tm * BT);
@@ -276,7 +297,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               tma_load_2d_multicast(s_x + stage * Cfg::kXBytes + rank * (BT / 2) * 128, map, &full[stage], x_col,
                                     tm * BT + rank * (BT / 2), static_cast<uint16_t>(0x3));
             }
-            tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * (kBK / 2), tn * kRows);
+            tma_load_2d(s_w + stage * Cfg::kWBytes, w_map, &full[stage], kb * (kBK / 2), tn * kRows);
             if (++stage == Cfg::kStages) {
               stage = 0;
               phase ^= 1;
@@ -293,14 +314,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < pieces; ++i) {
         const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
         int tm, tu;
-        tile_coords(w.unit, p.tiles_m, p.units_n, tm, tu);
+        const Nf4Weight& weight = p.prob[unit_tile<PAIR>(p, w.unit, tm, tu)].w;
         const int tn = tu * CL + rank;
         for (int kb = w.kb0; kb < w.kb1; ++kb) {
           const int n0 = tn * kRows + st;
           const int n1 = n0 + 96;
-          const float v0 = n0 < p.n ? nf4_absmax(p.w, static_cast<int64_t>(n0) * k_blocks_row + kb) : 0.f;
+          const float v0 = n0 < p.n ? nf4_absmax(weight, static_cast<int64_t>(n0) * k_blocks_row + kb) : 0.f;
           const float v1 =
-              (st < 32 && n1 < p.n) ? nf4_absmax(p.w, static_cast<int64_t>(n1) * k_blocks_row + kb) : 0.f;
+              (st < 32 && n1 < p.n) ? nf4_absmax(weight, static_cast<int64_t>(n1) * k_blocks_row + kb) : 0.f;
           mbar_wait(&empty[stage], phase ^ 1);
           s_scale[stage * kRows + st] = v0;
           if (st < 32) s_scale[stage * kRows + st + 96] = v1;
@@ -350,7 +371,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < pieces; ++i) {
       const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
       int tm, tu;
-      tile_coords(w.unit, p.tiles_m, p.units_n, tm, tu);
+      const Nf4Problem& pr = p.prob[unit_tile<PAIR>(p, w.unit, tm, tu)];
       const int tn = tu * CL + rank;
 #pragma unroll
       for (int i = 0; i < BT / 2; ++i) acc[i] = 0.f;
@@ -425,9 +446,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       // 16-byte reads), then write 16-byte pieces of C rows.
       const int local0 = warp * 16 + g;
       const int n_first = tn * kRows + cw * 64;
-      const float b0 = (p.epi.bias && n_first + local0 < p.n) ? __bfloat162float(p.epi.bias[n_first + local0]) : 0.f;
+      const float b0 = (pr.epi.bias && n_first + local0 < p.n) ? __bfloat162float(pr.epi.bias[n_first + local0]) : 0.f;
       const float b1 =
-          (p.epi.bias && n_first + local0 + 8 < p.n) ? __bfloat162float(p.epi.bias[n_first + local0 + 8]) : 0.f;
+          (pr.epi.bias && n_first + local0 + 8 < p.n) ? __bfloat162float(pr.epi.bias[n_first + local0 + 8]) : 0.f;
       __nv_bfloat16* stg = reinterpret_cast<__nv_bfloat16*>(staging);
 #pragma unroll
       for (int j = 0; j < BT / 8; ++j) {
@@ -442,7 +463,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       if constexpr (EPI == kQkEpi) {
         named_barrier_sync(kQkBarrier, 256);
-        nf4_qk_norm_rope<BT>(p.epi, s_stage_out, tm, tn, p.m, cw * 128 + tid);
+        nf4_qk_norm_rope<BT>(pr.epi, s_stage_out, tm, tn, pr.m, cw * 128 + tid);
         named_barrier_sync(kQkBarrier, 256);
         continue;
       }
@@ -452,12 +473,12 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int ch = idx & 7;
         const int row = tm * BT + tok;
         const int col = n_first + ch * 8;
-        if (row < p.m && col < p.n) {
+        if (row < pr.m && col < p.n) {
           uint4 v = *reinterpret_cast<const uint4*>(staging + tok * kStagePitch + ch * 16);
           if (EPI == static_cast<int>(Epilogue::kGateResidual)) {
-            const uint4 r = *reinterpret_cast<const uint4*>(p.epi.residual + static_cast<int64_t>(row) * p.epi.ldr + col);
+            const uint4 r = *reinterpret_cast<const uint4*>(pr.epi.residual + static_cast<int64_t>(row) * pr.epi.ldr + col);
             const uint4 gt = *reinterpret_cast<const uint4*>(
-                p.epi.gate + static_cast<int64_t>(row / p.epi.gate_rows_per_batch) * p.epi.ldg + col);
+                pr.epi.gate + static_cast<int64_t>(row / pr.epi.gate_rows_per_batch) * pr.epi.ldg + col);
             const __nv_bfloat162* vv = reinterpret_cast<const __nv_bfloat162*>(&v);
             const __nv_bfloat162* rr = reinterpret_cast<const __nv_bfloat162*>(&r);
             const __nv_bfloat162* gg = reinterpret_cast<const __nv_bfloat162*>(&gt);
@@ -469,7 +490,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             }
             v = make_uint4(out[0], out[1], out[2], out[3]);
           }
-          *reinterpret_cast<uint4*>(p.c + static_cast<int64_t>(row) * p.ldc + col) = v;
+          *reinterpret_cast<uint4*>(pr.c + static_cast<int64_t>(row) * pr.ldc + col) = v;
         }
       }
       named_barrier_sync(1 + cw, 128);
@@ -482,16 +503,19 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// The split plan of an m x n x k product in token tiles of bt (independent CTAs), for last rounds at most half busy
+// The split plan of a launch of tiles_m token tiles of bt (a pair's two products counted together) by n x k
+// (independent CTAs), for last rounds at most half busy
 // (H100, 2026-11-26, adjacent bench.py rows, whole -> split: 512x12288x3072, 60 of 132 SMs busy, 0.092 -> 0.080 ms;
 // 1536x12288x3072, 48 busy, 0.228 -> 0.216; 4608x12288x3072, 12 busy, 0.681 -> 0.632; 4096x9216x3072, 96 busy, no
 // gain: 0.395 -> 0.420, within the pairs' noise; docs/kernels.md).
-SplitPlan nf4_split_plan(int m, int n, int k, int bt, int sms, bool allowed) {
-  const int tiles_m = (m + bt - 1) / bt, tiles_n = (n + kRows - 1) / kRows;
+SplitPlan nf4_split_plan(int tiles_m, int n, int k, int bt, int sms, bool allowed) {
+  const int tiles_n = (n + kRows - 1) / kRows;
   // With no whole round, pieces of fewer than 32 k-blocks on average lost to whole narrower tiles: H100, ab.py,
   // 512x3072x3072 + gate, 48 tiles of 256 tokens split 0.0418 ms, 96 whole tiles of 128 0.0359, where 70-block pieces
   // (512x12288x3072 + gate) won (bench/kernels/results/2026-11-26-h100-1ff51ea-nf4-token-tiles.txt).
   if (tiles_m * tiles_n < sms && static_cast<int64_t>(tiles_m) * tiles_n * (k / kBK) < 32LL * sms) allowed = false;
+  // A pair's units are walked as one product's here: the L2 footprint of its split tiles (the second product's last
+  // ones) is an estimate there.
   const auto coords = [&](int u, int* r, int* c) { tile_coords(u, tiles_m, tiles_n, *r, *c); };
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
@@ -503,17 +527,33 @@ SplitPlan nf4_split_plan(int m, int n, int k, int bt, int sms, bool allowed) {
                     sms / 2, device_l2_bytes(), footprint);
 }
 
+int tiles_of(int m, int bt) { return (m + bt - 1) / bt; }
+
 // The workspace a split at this token tile needs is there (gemm_nf4_sm90_workspace_bytes sized it).
-bool split_fits(const Nf4GemmArgs& a, int bt, int sms) {
+bool split_fits(const Nf4GemmArgs& a, int tiles_m, int bt, int sms) {
   if (!a.workspace || !aligned16(a.workspace) || (a.cluster && a.cluster != 1)) return false;
-  const SplitPlan plan = nf4_split_plan(a.m, a.w.n, a.w.k, bt, sms, true);
+  const SplitPlan plan = nf4_split_plan(tiles_m, a.w.n, a.w.k, bt, sms, true);
   return plan.s.sk_tiles > 0 && a.workspace_bytes >= plan.bytes;
 }
 
-template <int BT, int EPI, int CL>
-cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
+cudaError_t encode_weight_map(CUtensorMap* map, const Nf4Weight& w) {
+  const uint64_t dims[2] = {static_cast<uint64_t>(w.k / 2), static_cast<uint64_t>(w.n)};
+  const uint64_t strides[1] = {static_cast<uint64_t>(w.k / 2)};
+  const uint32_t box[2] = {kBK / 2, kRows};
+  return encode_tensor_map(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, w.packed, dims, strides, box,
+                           CU_TENSOR_MAP_SWIZZLE_NONE);
+}
+
+Nf4Problem problem_of(const Nf4GemmArgs& a, int bt) {
+  return {a.c, a.ldc, a.m, tiles_of(a.m, bt), a.w, a.epi};
+}
+
+// One product (b null), or the pair a, b (PAIR: CL 1, same N, K and epilogue kind, one part of activations each);
+// the split workspace is a's.
+template <int BT, int EPI, int CL, bool PAIR>
+cudaError_t launch(const Nf4GemmArgs& a, const Nf4GemmArgs* b, cudaStream_t stream, int sms) {
   using Cfg = Nf4Config<BT>;
-  CUtensorMap tma_x, tma_x2, tma_w;
+  CUtensorMap tma_x, tma_x2, tma_w, tma_w2;
   cudaError_t e = encode_bf16_2d_sw128(&tma_x, a.a, a.m, a.a2 ? a.k_split : a.w.k, a.lda, BT / CL);
   if (e != cudaSuccess) return e;
   tma_x2 = tma_x;
@@ -521,35 +561,36 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
     e = encode_bf16_2d_sw128(&tma_x2, a.a2, a.m, a.w.k - a.k_split, a.lda2, BT / CL);
     if (e != cudaSuccess) return e;
   }
-  {
-    const uint64_t dims[2] = {static_cast<uint64_t>(a.w.k / 2), static_cast<uint64_t>(a.w.n)};
-    const uint64_t strides[1] = {static_cast<uint64_t>(a.w.k / 2)};
-    const uint32_t box[2] = {kBK / 2, kRows};
-    e = encode_tensor_map(&tma_w, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, a.w.packed, dims, strides, box,
-                          CU_TENSOR_MAP_SWIZZLE_NONE);
+  if (PAIR) {
+    e = encode_bf16_2d_sw128(&tma_x2, b->a, b->m, b->w.k, b->lda, BT);
+    if (e != cudaSuccess) return e;
+  }
+  e = encode_weight_map(&tma_w, a.w);
+  if (e != cudaSuccess) return e;
+  tma_w2 = tma_w;
+  if (PAIR) {
+    e = encode_weight_map(&tma_w2, b->w);
     if (e != cudaSuccess) return e;
   }
   Nf4Params p;
-  p.c = a.c;
-  p.ldc = a.ldc;
-  p.m = a.m;
+  p.prob[0] = problem_of(a, BT);
+  p.prob[1] = PAIR ? problem_of(*b, BT) : p.prob[0];
   p.n = a.w.n;
   p.k = a.w.k;
-  p.tiles_m = (a.m + BT - 1) / BT;
   p.tiles_n = (a.w.n + kRows - 1) / kRows;
   p.k_blocks = a.w.k / kBK;
   p.x_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
   p.units_n = (p.tiles_n + CL - 1) / CL;
-  p.num_units = p.tiles_m * p.units_n;
-  SplitPlan plan = nf4_split_plan(a.m, a.w.n, a.w.k, BT, sms, CL == 1 && split_fits(a, BT, sms));
+  p.units0 = p.prob[0].tiles_m * p.units_n;
+  p.num_units = p.units0 + (PAIR ? p.prob[1].tiles_m * p.units_n : 0);
+  const int tiles_m = p.prob[0].tiles_m + (PAIR ? p.prob[1].tiles_m : 0);
+  SplitPlan plan = nf4_split_plan(tiles_m, a.w.n, a.w.k, BT, sms, CL == 1 && split_fits(a, tiles_m, BT, sms));
   if (CL > 1) plan.s.dp_units = p.num_units;
   p.split = plan.s;
   p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
   p.partials =
       plan.s.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
-  p.w = a.w;
-  p.epi = a.epi;
-  auto kernel = gemm_nf4_kernel<BT, EPI, CL>;
+  auto kernel = gemm_nf4_kernel<BT, EPI, CL, PAIR>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
@@ -557,22 +598,22 @@ cudaError_t launch(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
-    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_x2, tma_w, p);
+    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_x, tma_x2, tma_w, tma_w2, p);
     return cudaGetLastError();
   }
   static int max_clusters = 0;
   return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_x, tma_x2,
-                         tma_w, p);
+                         tma_w, tma_w2, p);
 }
 
-template <int BT, int CL>
-cudaError_t launch_epi(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
+template <int BT, int CL, bool PAIR>
+cudaError_t launch_epi(const Nf4GemmArgs& a, const Nf4GemmArgs* b, cudaStream_t stream, int sms) {
   switch (a.epi.kind) {
-    case Epilogue::kNone: return launch<BT, 0, CL>(a, stream, sms);
-    case Epilogue::kGeluTanh: return launch<BT, 1, CL>(a, stream, sms);
-    case Epilogue::kGateResidual: return launch<BT, 2, CL>(a, stream, sms);
+    case Epilogue::kNone: return launch<BT, 0, CL, PAIR>(a, b, stream, sms);
+    case Epilogue::kGeluTanh: return launch<BT, 1, CL, PAIR>(a, b, stream, sms);
+    case Epilogue::kGateResidual: return launch<BT, 2, CL, PAIR>(a, b, stream, sms);
     case Epilogue::kQkNormRope:
-      if constexpr (CL == 1) return launch<BT, kQkEpi, 1>(a, stream, sms);
+      if constexpr (CL == 1) return launch<BT, kQkEpi, 1, PAIR>(a, b, stream, sms);
       break;
   }
   return cudaErrorInvalidValue;
@@ -582,8 +623,8 @@ template <int BT>
 cudaError_t launch_cluster(const Nf4GemmArgs& a, cudaStream_t stream, int sms) {
   // Clusters are opt-in: measured 1.6-1.8x slower than independent CTAs (H200, 2026-11-25).
   const int cl = a.cluster ? a.cluster : 1;
-  if (cl == 1) return launch_epi<BT, 1>(a, stream, sms);
-  if (cl == 2) return launch_epi<BT, 2>(a, stream, sms);
+  if (cl == 1) return launch_epi<BT, 1, false>(a, nullptr, stream, sms);
+  if (cl == 2) return launch_epi<BT, 2, false>(a, nullptr, stream, sms);
   return cudaErrorInvalidValue;
 }
 
@@ -595,8 +636,9 @@ int pick_tile_m(int m, int n, int k, int sms, bool split) {
   int best = 256;
   double best_cost = 1e30;
   for (int i = 0; i < 3; ++i) {
-    const int tiles = ((m + widths[i] - 1) / widths[i]) * ((n + kRows - 1) / kRows);
-    const double rounds = split_rounds(nf4_split_plan(m, n, k, widths[i], sms, split), tiles, sms);
+    const int tiles_m = tiles_of(m, widths[i]);
+    const int tiles = tiles_m * ((n + kRows - 1) / kRows);
+    const double rounds = split_rounds(nf4_split_plan(tiles_m, n, k, widths[i], sms, split), tiles, sms);
     const double cost = rounds * widths[i] / rate[i];
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
@@ -609,7 +651,17 @@ int pick_tile_m(int m, int n, int k, int sms, bool split) {
 int token_tile(const Nf4GemmArgs& a, int sms) {
   if (a.tile_m) return a.tile_m;
   const int split = pick_tile_m(a.m, a.w.n, a.w.k, sms, true);
-  return split_fits(a, split, sms) ? split : pick_tile_m(a.m, a.w.n, a.w.k, sms, false);
+  return split_fits(a, tiles_of(a.m, split), split, sms) ? split : pick_tile_m(a.m, a.w.n, a.w.k, sms, false);
+}
+
+// A pair runs in tiles of 256 tokens, which every product of Flux's double blocks takes alone (512 to 4096 rows).
+constexpr int kPairTile = 256;
+
+bool pair_valid(const Nf4GemmArgs& a, const Nf4GemmArgs& b) {
+  return nf4_args_valid(a) && nf4_args_valid(b) && a.m > 0 && b.m > 0 && a.w.n == b.w.n && a.w.k == b.w.k &&
+         a.w.k % 32 == 0 && a.epi.kind == b.epi.kind && !a.a2 && !b.a2 && (!a.cluster || a.cluster == 1) &&
+         (!b.cluster || b.cluster == 1) && (!a.tile_m || a.tile_m == kPairTile) && aligned16(a.w.packed) &&
+         aligned16(b.w.packed);
 }
 
 }  // namespace
@@ -640,7 +692,26 @@ size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& a) {
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
   const int bt = a.tile_m ? a.tile_m : pick_tile_m(a.m, a.w.n, a.w.k, sms, true);
-  return nf4_split_plan(a.m, a.w.n, a.w.k, bt, sms, true).bytes;
+  return nf4_split_plan(tiles_of(a.m, bt), a.w.n, a.w.k, bt, sms, true).bytes;
+}
+
+cudaError_t gemm_nf4_sm90_pair(const Nf4GemmArgs& a, const Nf4GemmArgs& b, cudaStream_t stream) {
+  using namespace sm90;
+  if (!pair_valid(a, b)) return cudaErrorInvalidValue;
+  if (!device_is_sm90()) return cudaErrorNotSupported;
+  int sms = 0;
+  cudaError_t e = device_sm_count(&sms);
+  if (e != cudaSuccess) return e;
+  return launch_epi<kPairTile, 1, true>(a, &b, stream, sms);
+}
+
+size_t gemm_nf4_sm90_pair_workspace_bytes(const Nf4GemmArgs& a, const Nf4GemmArgs& b) {
+  using namespace sm90;
+  if (!pair_valid(a, b) || a.w.k < kBK || !device_is_sm90()) return 0;
+  int sms = 0;
+  if (device_sm_count(&sms) != cudaSuccess) return 0;
+  const int tiles_m = tiles_of(a.m, kPairTile) + tiles_of(b.m, kPairTile);
+  return nf4_split_plan(tiles_m, a.w.n, a.w.k, kPairTile, sms, true).bytes;
 }
 
 }  // namespace fluxk
