@@ -133,7 +133,7 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
     }
   });
 
-  it('NF4: the step\'s adaptive-norm projections in one launch and the double block\'s streams paired, within 5e-3 of each layer launched alone (weights streamed)', () => {
+  it('NF4: the step\'s adaptive-norm projections in one launch and the double block\'s linears paired, within 5e-3 of each launched alone (weights streamed)', () => {
     const gpu = model('cuda', 'bfloat16', nf4('bfloat16'), new Bf16ValuedWeights(11, 'bfloat16'));
     const inputs = stepInputs(gpu, 32, 16, 100);
     const routes = [
@@ -150,7 +150,8 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
       gpu.setWeightsStreamed(true);
       before = counts();
       const alone = run(gpu, inputs);
-      assert.deepEqual(counts().map((n, i) => n - before[i]), [0, 0, 0], 'none while the weights stream');
+      // jointQkv pairs its two streams inside the one op in either case (it reads both streams' weights anyway)
+      assert.deepEqual(counts().map((n, i) => n - before[i]), [0, 0, 1], 'only the QKV pair while the weights stream');
       const error = relativeL2(together, alone);
       console.log(`  paired and side by side vs each layer alone: rel L2 ${error.toExponential(2)}`);
       assert.ok(together.every(Number.isFinite) && error <= 5e-3, `rel L2 ${error}`);
