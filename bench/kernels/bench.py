@@ -99,6 +99,10 @@ def build_tests(quick):
                                (1, 136, 64, "gate", True), (3, 264, 448, "gelu", False), (13, 1160, 3072, "gate", True),
                                (1, 9216, 3072, "none", True), (5, 3080, 192, "nobias", True)]:
         nf4(checks, "check", 3, 0, m, n, k, epi, dq)
+    # gemm_nf4_sm90_pair: the 512² double block's four pairs, partial tiles, double quant in the second product.
+    for (ms_, n, k, epi, dq) in [((1024, 512), 9216, 3072, "none", False), ((1024, 512), 3072, 12288, "gate", True),
+                                 ((300, 77), 264, 256, "gelu", True), ((33, 700), 136, 192, "gate", False)]:
+        checks.append(dict(op="nf4pair", mode="check", ms=ms_, n=n, k=k, epi=epi, dq=dq))
     # gemv_nf4_concat: full-size rows, more parts than one launch takes (40), K % 128 = 64, 9 and 16 tokens.
     for (m, k, ns) in [(1, 3072, [18432, 9216, 6144]), (3, 192, [8 + 8 * (i % 9) for i in range(40)]),
                        (16, 128, [136, 264, 8]), (9, 3072, [3072, 136])]:
@@ -182,6 +186,9 @@ def build_tests(quick):
     for (m, n, k) in [(1, 9216, 3072), (1, 3072, 3072), (16, 18432, 3072)]:
         nf4(timings, "time", 3, 0, m, n, k, "none")
     nf4(timings, "time", 3, 0, 1, 18432, 3072, "none", True)
+    # The 512² double block's image (1024 rows) and text (512 rows) products as pairs against one after the other.
+    for (n, k, epi) in [(3072, 3072, "gate"), (12288, 3072, "gelu"), (3072, 12288, "gate"), (9216, 3072, "none")]:
+        timings.append(dict(op="nf4pair", mode="time", ms=(1024, 512), n=n, k=k, epi=epi, dq=False))
     # Flux's 77 adaptive-norm projections of one step side by side (38 double-block norm1 + norm1_context rows of
     # 18432, 38 single-block rows of 9216, norm_out's 6144): one launch per 32 weights against 77.
     timings.append(dict(op="nf4cat", mode="time", m=1, k=3072, ns=[18432] * 38 + [9216] * 38 + [6144]))
@@ -674,6 +681,45 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
                          gbps=(wbytes + 2 * m * (k + n)) / mine["ms"] / 1e6,
                          torch_gbps=2 * (n * k + m * (k + n)) / ref["ms"] / 1e6, detail=mine)
                 r["ok"] = True
+        elif op == "nf4pair":
+            # gemm_nf4_sm90_pair: two products of the same N, K and epilogue (the double blocks' image and text
+            # streams) in one launch, against each on gemm_nf4_sm90 alone (the same values up to the float32 order
+            # of the split last round: within one bf16 step of the largest value) and the dequantized reference;
+            # timed against the two launched one after the other and torch's two matmuls.
+            ms_, n, k, epi = tc["ms"], tc["n"], tc["k"], tc["epi"]
+            rpbs = [max(1, m // 2) for m in ms_]
+            made = [make_nf4(n, k, tc["dq"] and i == 1) for i in range(2)]
+            xs = [torch.randn(m, k, device=dev).bfloat16() for m in ms_]
+            eps = [epi_inputs(m, n, epi, rpb) for m, rpb in zip(ms_, rpbs)]
+            outs = [torch.empty(m, n, device=dev, dtype=torch.bfloat16) for m in ms_]
+            alone = [torch.empty(m, n, device=dev, dtype=torch.bfloat16) for m in ms_]
+
+            def pair(_):
+                for i, backend in enumerate((4, 5)):
+                    call_nf4(backend, xs[i], made[i][0], n, k, outs[i], ms_[i], epi, *eps[i], rpbs[i], 0)
+
+            def separate(_):
+                for i in range(2):
+                    call_nf4(1, xs[i], made[i][0], n, k, alone[i], ms_[i], epi, *eps[i], rpbs[i], 0)
+            if mode == "check":
+                for o in outs:
+                    poison(o)
+                pair(0)
+                separate(0)
+                torch.cuda.synchronize()
+                refs = [epi_ref(ref_matmul(x, wd), *e, epi, rpb) for x, (_, wd), e, rpb in zip(xs, made, eps, rpbs)]
+                r["err"] = max(nerr(o, ref) for o, ref in zip(outs, refs))
+                r["max_rel_to_alone"] = max(float((o.float() - a.float()).abs().max() / a.float().abs().max())
+                                            for o, a in zip(outs, alone))
+                r["ok"] = bool(r["err"] <= 1e-2) and r["max_rel_to_alone"] <= 2 ** -7
+            else:
+                wd = [wdq for _, wdq in made]
+                mine, sep = timepair(pair, separate, 1)
+                ref = timeit(lambda _: [torch.matmul(x, w.t()) for x, w in zip(xs, wd)], 1)
+                flops = 2.0 * sum(ms_) * n * k
+                r.update(ms=mine["ms"], separate_ms=sep["ms"], torch_ms=ref["ms"], tflops=flops / mine["ms"] / 1e9,
+                         torch_tflops=flops / ref["ms"] / 1e9, ratio=ref["ms"] / mine["ms"], detail=mine)
+                r["ok"] = True
         elif op == "nf4cat":
             # gemv_nf4_concat: parts side by side in one output, against each part on gemv_nf4 (bitwise) and the
             # dequantized reference; timed against the same parts launched one by one and torch's F.linear on the
@@ -962,6 +1008,9 @@ def describe(tc):
         return f"gemm_qk_norm_rope[{be}{dq}]", f"B{tc['b']} L{streams}/{tc['joint']} H{tc['heads']} K{tc['k']}"
     if tc["op"] == "gemm2":
         return f"gemm_bf16[sm90 two-part A] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k1']}+{tc['k2']}"
+    if tc["op"] == "nf4pair":
+        dq = " dq" if tc["dq"] else ""
+        return f"gemm_nf4_sm90_pair[{dq.strip() or 'plain'}] {tc['epi']}", f"M{tc['ms'][0]}+{tc['ms'][1]} N{tc['n']} K{tc['k']}"
     if tc["op"] == "nf4cat":
         shape = f"M{tc['m']} N{len(tc['ns'])}x(sum {sum(tc['ns'])}) K{tc['k']}"
         return "gemv_nf4_concat", shape
@@ -997,8 +1046,12 @@ def table(tests, results):
             lines.append(f"    -> {r['error'][:300]}")
         if r.get("note"):
             lines.append(f"    .. {r['note']}")
-        if r.get("separate_ms") is not None:
+        if r.get("separate_ms") is not None and r.get("separate_gbps") is not None:
             lines.append(f"    .. the same parts launched one by one: {r['separate_ms']:.4f} ms, {r['separate_gbps']:.0f} GB/s")
+        elif r.get("separate_ms") is not None:
+            lines.append(f"    .. the two launched one after the other: {r['separate_ms']:.4f} ms")
+        if r.get("max_rel_to_alone") is not None:
+            lines.append(f"    .. against each launched alone: max difference {r['max_rel_to_alone']:.2e} of the largest value")
     return "\n".join(lines)
 
 

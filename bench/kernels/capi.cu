@@ -130,7 +130,8 @@ int fk_gemm_bf16_two_part(int backend, const void* a, long long lda, const void*
   return run_gemm_bf16(backend, g, static_cast<cudaStream_t>(stream));
 }
 
-// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16)
+// backend: 0 = dispatch, 1 = sm90 (wgmma), 2 = sm80 (mma.sync), 3 = gemv (m <= 16); 4 = hold these arguments as a
+// pair's first product (nothing launched), 5 = gemm_nf4_sm90_pair of the held product and this one
 int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, int n, int k, const void* absmax,
                 const void* absmax_q, const void* absmax_code, const void* nested_absmax, float nested_offset,
                 void* c, long long ldc, int m, int epi, const void* bias, const void* residual, long long ldr,
@@ -145,8 +146,18 @@ int fk_gemm_nf4(int backend, const void* a, long long lda, const void* packed, i
   g.epi = make_epi(epi, bias, residual, ldr, gate, ldg, rows_per_batch);
   g.tile_m = tile_m;
   g.cluster = cluster;
+  static Nf4GemmArgs held;
+  if (backend == 4) {
+    held = g;
+    return cudaSuccess;
+  }
   if (backend == 0 || backend == 1) use_split_workspace(g, gemm_nf4_sm90_workspace_bytes(g));
   cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (backend == 5) {
+    Nf4GemmArgs first = held;
+    use_split_workspace(first, gemm_nf4_sm90_pair_workspace_bytes(first, g));
+    return gemm_nf4_sm90_pair(first, g, s);
+  }
   switch (backend) {
     case 0: return gemm_nf4(g, s);
     case 1: return gemm_nf4_sm90(g, s);
