@@ -13,15 +13,34 @@ Napi::Value W(const Napi::CallbackInfo& info, std::vector<Tensor> ts) {
   return result;
 }
 
+// An activation argument: 'gelu_tanh' (true) or null / undefined (false).
+bool gelu_tanh_value(const Napi::Value& v, const char* what) {
+  if (v.IsNull() || v.IsUndefined()) return false;
+  const std::string act = string_arg(v, what);
+  FL_CHECK(act == "gelu_tanh", what, ": unknown activation '", act, "' (only 'gelu_tanh' is fused)");
+  return true;
+}
+
+// A tensor or null / undefined.
+const Tensor* opt_tensor_value(const Napi::Value& v, const char* what) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : &tensor_value(v, what);
+}
+
+// A weight argument, a tensor (*dense) or an NF4 descriptor parsed into `slot` (*nf4); the other is left null.
+void weight_value(const Napi::Value& v, ops::NF4& slot, const Tensor** dense, const ops::NF4** nf4, const char* what) {
+  if (NativeTensor::is(v)) {
+    *dense = &tensor_value(v, what);
+  } else {
+    slot = nf4_arg(v, what);
+    *nf4 = &slot;
+  }
+}
+
 // Arguments 3-5 of linear / linearNF4: activation ('gelu_tanh' or null), gate, residual.
 ops::LinearOptions linear_options(const Napi::CallbackInfo& info) {
   const char* w = "ops.linear";
   ops::LinearOptions o;
-  if (info.Length() > 3 && !info[3].IsNull() && !info[3].IsUndefined()) {
-    const std::string act = string_arg(info[3], w);
-    FL_CHECK(act == "gelu_tanh", "ops.linear: unknown activation '", act, "' (only 'gelu_tanh' is fused)");
-    o.gelu_tanh = true;
-  }
+  o.gelu_tanh = info.Length() > 3 && gelu_tanh_value(info[3], w);
   o.gate = opt_tensor_arg(info, 4, w);
   o.residual = opt_tensor_arg(info, 5, w);
   return o;
@@ -45,10 +64,11 @@ Napi::Value linear_parts_js(const Napi::CallbackInfo& info) {
   Napi::Array a = info[0].As<Napi::Array>();
   std::vector<Tensor> xs;
   for (uint32_t i = 0; i < a.Length(); i++) xs.push_back(tensor_value(a.Get(i), w));
-  const bool dense = NativeTensor::is(info[1]);
-  const ops::NF4 nf4 = dense ? ops::NF4{} : nf4_arg(info[1], w);
-  return W(info, ops::linear_parts(xs, dense ? &tensor_value(info[1], w) : nullptr, dense ? nullptr : &nf4,
-                                   opt_tensor_arg(info, 2, w), linear_options(info)));
+  ops::NF4 slot;
+  const Tensor* dense = nullptr;
+  const ops::NF4* quantized = nullptr;
+  weight_value(info[1], slot, &dense, &quantized, w);
+  return W(info, ops::linear_parts(xs, dense, quantized, opt_tensor_arg(info, 2, w), linear_options(info)));
 }
 
 // linearGroup(values): values = [x, weight (tensor or nf4 descriptor), bias | null, activation | null, gate | null,
@@ -61,27 +81,15 @@ Napi::Value linear_group_js(const Napi::CallbackInfo& info) {
   const uint32_t count = a.Length() / 6;
   std::vector<ops::NF4> nf4(count);  // sized once: items point into it
   std::vector<ops::GroupLinear> items(count);
-  const auto optional = [&](const Napi::Value& v) { return v.IsNull() || v.IsUndefined() ? nullptr : &tensor_value(v, w); };
   for (uint32_t l = 0; l < count; l++) {
     const uint32_t i = 6 * l;
     ops::GroupLinear& it = items[l];
     it.x = &tensor_value(a.Get(i), w);
-    const Napi::Value weight = a.Get(i + 1);
-    if (NativeTensor::is(weight)) {
-      it.w = &tensor_value(weight, w);
-    } else {
-      nf4[l] = nf4_arg(weight, w);
-      it.w_nf4 = &nf4[l];
-    }
-    it.bias = optional(a.Get(i + 2));
-    const Napi::Value act = a.Get(i + 3);
-    if (!act.IsNull() && !act.IsUndefined()) {
-      const std::string name = string_arg(act, w);
-      FL_CHECK(name == "gelu_tanh", "ops.linearGroup: unknown activation '", name, "' (only 'gelu_tanh' is fused)");
-      it.opts.gelu_tanh = true;
-    }
-    it.opts.gate = optional(a.Get(i + 4));
-    it.opts.residual = optional(a.Get(i + 5));
+    weight_value(a.Get(i + 1), nf4[l], &it.w, &it.w_nf4, w);
+    it.bias = opt_tensor_value(a.Get(i + 2), w);
+    it.opts.gelu_tanh = gelu_tanh_value(a.Get(i + 3), w);
+    it.opts.gate = opt_tensor_value(a.Get(i + 4), w);
+    it.opts.residual = opt_tensor_value(a.Get(i + 5), w);
   }
   return W(info, ops::linear_group(items));
 }
@@ -97,15 +105,8 @@ Napi::Value linear_concat_js(const Napi::CallbackInfo& info) {
   std::vector<ops::NF4> nf4(weights.Length());
   std::vector<ops::ConcatLayer> layers(weights.Length());
   for (uint32_t i = 0; i < weights.Length(); i++) {
-    const Napi::Value wi = weights.Get(i);
-    if (NativeTensor::is(wi)) {
-      layers[i].w = &tensor_value(wi, w);
-    } else {
-      nf4[i] = nf4_arg(wi, w);
-      layers[i].w_nf4 = &nf4[i];
-    }
-    const Napi::Value bi = biases.Get(i);
-    if (!bi.IsNull() && !bi.IsUndefined()) layers[i].bias = &tensor_value(bi, w);
+    weight_value(weights.Get(i), nf4[i], &layers[i].w, &layers[i].w_nf4, w);
+    layers[i].bias = opt_tensor_value(biases.Get(i), w);
   }
   return W(info, ops::linear_concat(tensor_arg(info, 0, w), layers));
 }
@@ -161,13 +162,10 @@ Napi::Value joint_qkv_projection_js(const Napi::CallbackInfo& info) {
   std::vector<ops::QkvProjectionStream> streams;
   for (uint32_t s = 0; s < count; s++) {
     const uint32_t i = 7 * s;
-    const Napi::Value weight = a.Get(i + 1);
-    const Napi::Value bias = a.Get(i + 2);
-    const bool dense = NativeTensor::is(weight);
-    if (!dense) nf4[s] = nf4_arg(weight, w);
-    const Tensor* b = bias.IsNull() || bias.IsUndefined() ? nullptr : &tensor_value(bias, w);
-    streams.push_back({&tensor_value(a.Get(i), w), dense ? &tensor_value(weight, w) : nullptr,
-                       dense ? nullptr : &nf4[s], b,
+    const Tensor* dense = nullptr;
+    const ops::NF4* quantized = nullptr;
+    weight_value(a.Get(i + 1), nf4[s], &dense, &quantized, w);
+    streams.push_back({&tensor_value(a.Get(i), w), dense, quantized, opt_tensor_value(a.Get(i + 2), w),
                        &tensor_value(a.Get(i + 3), w), &tensor_value(a.Get(i + 4), w), &tensor_value(a.Get(i + 5), w),
                        &tensor_value(a.Get(i + 6), w)});
   }

@@ -465,25 +465,9 @@ std::optional<fluxk::Nf4GemmArgs> nf4_qkv_args(const void* x, DType xdt, const N
                                                const JointQkvOutputs& out) {
   const std::optional<fluxk::EpilogueArgs> e = qk_epilogue(xdt, bias, M, K, st, out);
   if (!e || M <= 16) return std::nullopt;
-  if (!nf4.standard_codes || nf4.blocksize != 64 || (nf4.absmax_codes && nf4.nested_blocksize != 256)) {
-    return std::nullopt;
-  }
-  fluxk::Nf4GemmArgs a;
-  a.a = static_cast<const __nv_bfloat16*>(x);
-  a.lda = K;
-  a.w.packed = nf4.packed;
-  a.w.n = int(3 * out.H * out.D);
-  a.w.k = int(K);
-  if (nf4.absmax_codes) {
-    a.w.absmax_q = nf4.absmax_codes;
-    a.w.absmax_code = nf4.nested_map;
-    a.w.nested_absmax = nf4.nested_absmax;
-    a.w.nested_offset = nf4.offset;
-  } else {
-    a.w.absmax = nf4.absmax;
-  }
-  a.m = int(M);
-  a.epi = *e;
+  // The epilogue writes q, k and v itself: no C.
+  std::optional<fluxk::Nf4GemmArgs> a = nf4_gemm_args(x, xdt, nf4, bias, nullptr, M, 3 * out.H * out.D, K, {});
+  if (a) a->epi = *e;
   return a;
 }
 
