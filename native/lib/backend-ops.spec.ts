@@ -1162,6 +1162,69 @@ describe('backend-ops: fused norms, timestep embedding, device randn', () => {
     }
   });
 
+  // A single block's QKV projection (jointQkv, one stream) and MLP up (GELU) of the same x in one launch (two NF4
+  // weights on sm_90): q, k, v and the MLP output equal the separate ops up to the float32 order of the pair's split
+  // last round, and match the CPU. Full width, partial tiles and double quant; a bf16 MLP weight goes alone.
+  it('jointQkv with a linear alongside: QKV and MLP up of one x in one launch', (t) => {
+    if (!gpuOrSkip(t)) return;
+    const route = 'linear nf4 + jointQkv and a linear of the same x in one launch: fluxk sm90 (wgmma, fused epilogues)';
+    // [B, L, H, K, MLP width, MLP weight, compare with the CPU]
+    const cases: [number, number, number, number, number, 'nf4' | 'nf4 dq' | 'bf16', boolean][] = [
+      [1, 1536, 24, 3072, 12288, 'nf4', false],
+      [2, 300, 3, 256, 264, 'nf4 dq', true],
+      [1, 700, 2, 128, 136, 'bf16', true],
+    ];
+    for (const [i, [B, L, H, K, N, kind, withCpu]] of cases.entries()) {
+      tidy(() => {
+        const D = 128;
+        const seed = 2300 + 20 * i;
+        const ang = Tensor.randn([L, D / 2], { seed }).toArray() as Float32Array;
+        const cosv = new Float32Array(L * D);
+        const sinv = new Float32Array(L * D);
+        for (let j = 0; j < ang.length; j++) {
+          cosv[2 * j] = cosv[2 * j + 1] = Math.cos(ang[j]);
+          sinv[2 * j] = sinv[2 * j + 1] = Math.sin(ang[j]);
+        }
+        const cos: [Tensor, Tensor] = [Tensor.fromArray(cosv, [L, D]), Tensor.fromArray(cosv, [L, D]).to('cuda')];
+        const sin: [Tensor, Tensor] = [Tensor.fromArray(sinv, [L, D]), Tensor.fromArray(sinv, [L, D]).to('cuda')];
+        const qkvDense = Tensor.randn([3 * H * D, K], { seed: seed + 1, std: 1 / Math.sqrt(K), dtype: 'bfloat16', device: 'cuda' });
+        const qkvWeight = ops.nf4Quantize(qkvDense, { doubleQuant: i % 2 === 1 });
+        const mlpDense = Tensor.randn([N, K], { seed: seed + 2, std: 1 / Math.sqrt(K), dtype: 'bfloat16', device: 'cuda' });
+        const mlpWeight = kind === 'bf16' ? mlpDense : ops.nf4Quantize(mlpDense, { doubleQuant: kind === 'nf4 dq' });
+        const x = bigPair([B, L, K], seed + 3, 'bfloat16');
+        const bias = bigPair([3 * H * D], seed + 4, 'bfloat16', 0.1);
+        const mlpBias = bigPair([N], seed + 5, 'bfloat16', 0.1);
+        const normQ = bigPair([D], seed + 6, 'bfloat16');
+        const normK = bigPair([D], seed + 7, 'bfloat16');
+        const run = (d: 0 | 1) => {
+          const onDevice = (w: Tensor) => (d === 1 ? w : w.to('cpu'));
+          return ops.jointQkv([{ x: x[d], weight: onDevice(qkvWeight), bias: bias[d], normQ: normQ[d], normK: normK[d], cos: cos[d], sin: sin[d] }], H, 1e-6, {
+            alongside: { weight: onDevice(mlpWeight), bias: mlpBias[d], activation: 'gelu_tanh' },
+          });
+        };
+        const before = cuda.routeCounts()[route] ?? 0;
+        const gpu = run(1);
+        const taken = (cuda.routeCounts()[route] ?? 0) - before;
+        const paired = onHopper() && kind !== 'bf16';
+        const what = `jointQkv B ${B} L ${L} H ${H} K ${K} with a ${kind} linear of width ${N}`;
+        assert.equal(taken, paired ? 1 : 0, `${what}: the shared launch ran ${taken} times`);
+        const alone = ops.jointQkv([{ x: x[1], weight: qkvWeight, bias: bias[1], normQ: normQ[1], normK: normK[1], cos: cos[1], sin: sin[1] }], H, 1e-6);
+        const mlpAlone = ops.linear(x[1], mlpWeight, mlpBias[1], { activation: 'gelu_tanh' });
+        for (const name of ['q', 'k', 'v'] as const) {
+          if (paired) sameUpToSplitOrder(`${what}: ${name} = jointQkv alone`, alone[name], gpu[name], route);
+          else check(`${what}: ${name} = jointQkv alone`, 'bfloat16', alone[name], gpu[name], 0);
+        }
+        if (paired) sameUpToSplitOrder(`${what}: the linear = ops.linear`, mlpAlone, gpu.alongside!, route);
+        else check(`${what}: the linear = ops.linear`, 'bfloat16', mlpAlone, gpu.alongside!, 0);
+        if (withCpu) {
+          const cpu = run(0);
+          for (const name of ['q', 'k', 'v'] as const) check(`${what}: ${name}`, 'bfloat16', cpu[name], gpu[name]);
+          check(`${what}: the linear`, 'bfloat16', cpu.alongside!, gpu.alongside!);
+        }
+      });
+    }
+  });
+
   it('timestepEmbedding', (t) => {
     if (!gpuOrSkip(t)) return;
     for (const [B, dim, flip, shift] of [

@@ -206,7 +206,12 @@ export interface Binding {
   /** `streams`: [qkv, normQ, normK, cos, sin] per stream, flattened; returns [q, k, v]. */
   jointQkv(streams: NativeTensor[], heads: number, eps: number): NativeTensor[];
   /** `values`: [x, weight (tensor or nf4), bias | null, normQ, normK, cos, sin] per stream, flattened; [q, k, v]. */
-  jointQkvProjection(values: (NativeTensor | NativeNF4 | null)[], heads: number, eps: number): NativeTensor[];
+  jointQkvProjection(
+    values: (NativeTensor | NativeNF4 | null)[],
+    heads: number,
+    eps: number,
+    alongside: [NativeTensor | NativeNF4, NativeTensor | null, 'gelu_tanh' | null] | null,
+  ): NativeTensor[];
   timestepEmbedding(
     t: NativeTensor,
     dim: number,

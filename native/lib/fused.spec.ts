@@ -360,6 +360,13 @@ describe('jointQkv', () => {
         const { x, weight, bias, ...tables } = streams[0];
         assert.throws(() => ops.jointQkv([streams[0], { qkv: ops.linear(x, weight, bias), ...tables }], H), /every stream as qkv, or every stream as \{ x, weight, bias \}/);
         assert.throws(() => ops.jointQkv([{ ...streams[0], x: randTensor([2, 4, K + 8], 140, { dtype }).t }], H), /jointQkv|linear/);
+        // A linear of the one stream's x alongside: its output bitwise ops.linear's, q, k, v unchanged.
+        const mlp = { weight: ops.nf4Quantize(randTensor([96, K], 141, { dtype, scale: 0.2 }).t), bias: randTensor([96], 142, { dtype }).t, activation: 'gelu_tanh' as const };
+        const alone = ops.jointQkv([streams[1]], H);
+        const withMlp = ops.jointQkv([streams[1]], H, 1e-6, { alongside: mlp });
+        for (const name of ['q', 'k', 'v'] as const) assert.deepEqual(bits(withMlp[name]), bits(alone[name]), `${dtype} ${name} with a linear alongside`);
+        assert.deepEqual(bits(withMlp.alongside!), bits(ops.linear(streams[1].x, mlp.weight, mlp.bias, mlp)), `${dtype} the linear alongside`);
+        assert.throws(() => ops.jointQkv(streams, H, 1e-6, { alongside: mlp }), /a linear alongside needs exactly one stream/);
       }
     });
   });

@@ -2,7 +2,7 @@
 // name, shapes and dtypes), runs on the inputs' device (CUDA: on the current stream, without host sync) and
 // returns new tensors. Float ops take float32, bfloat16 or float16; mixed float inputs compute in float32 and
 // return float32 (torch's promotion); the CPU computes in float32 whatever the storage type.
-import { binding, type NativeTensor } from './binding';
+import { binding, type NativeNF4, type NativeTensor } from './binding';
 import { describeShape, NF4Tensor, Tensor } from './tensor';
 import { isDType, type DType, type DenseDType } from './types';
 
@@ -232,9 +232,18 @@ export const ops = {
    * [context; x]). q and k are exactly ops.qkNormRope of their parts (normQ/normK [D], the stream's cos/sin rows
    * [Lᵢ, D]; bitwise the same on each device), v is copied. Ready for ops.sdpa with layout 'BLHD'.
    * Streams given as { x, weight, bias } (all of them, or none) are projected here, bitwise as ops.linear would:
-   * on CUDA (sm_90, bfloat16, D = 128) the projection GEMM writes q, k and v itself, with no qkv in between.
+   * on CUDA (sm_90, bfloat16, D = 128) the projection GEMM writes q, k and v itself, with no qkv in between; two nf4
+   * streams share one launch. `opts.alongside` (one stream given as x): also ops.linear(x, weight, bias,
+   * { activation }) of that stream's x, returned as `alongside`; with both weights nf4 on sm_90 one launch computes
+   * both (Flux's single blocks: QKV and MLP up). A shared launch sums a split last round's pieces in its own float32
+   * order: the same values up to that.
    */
-  jointQkv(streams: JointQkvStream[], heads: number, eps = 1e-6): { q: Tensor; k: Tensor; v: Tensor } {
+  jointQkv(
+    streams: JointQkvStream[],
+    heads: number,
+    eps = 1e-6,
+    opts: { alongside?: { weight: Tensor; bias?: Tensor | null; activation?: 'gelu_tanh' } } = {},
+  ): { q: Tensor; k: Tensor; v: Tensor; alongside?: Tensor } {
     if (!Array.isArray(streams) || streams.length === 0) throw new TypeError('ops.jointQkv: needs a non-empty array of streams');
     if (!Number.isInteger(heads) || heads < 1) throw new RangeError(`ops.jointQkv: heads must be a positive integer, got ${heads}`);
     const shape = 'a stream must be { qkv, normQ, normK, cos, sin } or { x, weight, bias?, normQ, normK, cos, sin }';
@@ -256,9 +265,23 @@ export const ops = {
         const weight = s.weight instanceof NF4Tensor ? s.weight.nf4Handle('ops.jointQkv') : h(s.weight, 'jointQkv', name('weight'));
         return [h(s.x, 'jointQkv', name('x')), weight, hOpt(s.bias, 'jointQkv', name('bias')), ...tables(s, i)];
       });
-      const [q, k, v] = binding().jointQkvProjection(values, heads, eps).map(wrap);
-      return { q, k, v };
+      const side = opts.alongside;
+      if (side !== undefined && streams.length !== 1) throw new TypeError('ops.jointQkv: a linear alongside needs exactly one stream');
+      if (side !== undefined && side.activation !== undefined && side.activation !== 'gelu_tanh') {
+        throw new RangeError(`ops.jointQkv: unknown activation '${String(side.activation)}' (only 'gelu_tanh' is fused)`);
+      }
+      const alongside: [NativeTensor | NativeNF4, NativeTensor | null, 'gelu_tanh' | null] | null =
+        side === undefined
+          ? null
+          : [
+              side.weight instanceof NF4Tensor ? side.weight.nf4Handle('ops.jointQkv') : h(side.weight, 'jointQkv', 'alongside.weight'),
+              hOpt(side.bias, 'jointQkv', 'alongside.bias'),
+              side.activation ?? null,
+            ];
+      const [q, k, v, extra] = binding().jointQkvProjection(values, heads, eps, alongside).map(wrap);
+      return extra === undefined ? { q, k, v } : { q, k, v, alongside: extra };
     }
+    if (opts.alongside !== undefined) throw new TypeError('ops.jointQkv: a linear alongside needs its stream given as { x, weight, bias }');
     const handles = streams.flatMap((s, i) => {
       if (!('qkv' in s)) throw new TypeError(`ops.jointQkv: stream ${i}: ${shape}`);
       return [h(s.qkv, 'jointQkv', `streams[${i}].qkv`), ...tables(s, i)];

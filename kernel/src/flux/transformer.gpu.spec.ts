@@ -133,25 +133,26 @@ describe('FLUX.1-dev width on CUDA: one double + one single block, random weight
     }
   });
 
-  it('NF4: the step\'s adaptive-norm projections in one launch and the double block\'s linears paired, within 5e-3 of each launched alone (weights streamed)', () => {
+  it('NF4: the step\'s adaptive-norm projections in one launch and the blocks\' linears paired, within 5e-3 of each launched alone (weights streamed)', () => {
     const gpu = model('cuda', 'bfloat16', nf4('bfloat16'), new Bf16ValuedWeights(11, 'bfloat16'));
     const inputs = stepInputs(gpu, 32, 16, 100);
     const routes = [
       'linear nf4 side by side: fluxk gemv (M<=16)',
       'linear nf4, two products in one launch: fluxk sm90 (wgmma)',
       'linear nf4 + jointQkv, two streams in one launch: fluxk sm90 (wgmma, fused epilogue)',
+      'linear nf4 + jointQkv and a linear of the same x in one launch: fluxk sm90 (wgmma, fused epilogues)',
     ];
     const counts = () => routes.map((r) => cuda.routeCounts()[r] ?? 0);
     try {
       let before = counts();
       const together = run(gpu, inputs);
-      // one double block: its proj, MLP up and MLP down pairs and its QKV pair
-      assert.deepEqual(counts().map((n, i) => n - before[i]), [1, 3, 1], 'one side-by-side launch, four pairs');
+      // one double block: its proj, MLP up and MLP down pairs and its QKV pair; one single block: QKV with MLP up
+      assert.deepEqual(counts().map((n, i) => n - before[i]), [1, 3, 1, 1], 'one side-by-side launch, five pairs');
       gpu.setWeightsStreamed(true);
       before = counts();
       const alone = run(gpu, inputs);
       // jointQkv pairs its two streams inside the one op in either case (it reads both streams' weights anyway)
-      assert.deepEqual(counts().map((n, i) => n - before[i]), [0, 0, 1], 'only the QKV pair while the weights stream');
+      assert.deepEqual(counts().map((n, i) => n - before[i]), [0, 0, 1, 0], 'only the QKV pair while the weights stream');
       const error = relativeL2(together, alone);
       console.log(`  paired and side by side vs each layer alone: rel L2 ${error.toExponential(2)}`);
       assert.ok(together.every(Number.isFinite) && error <= 5e-3, `rel L2 ${error}`);

@@ -172,7 +172,7 @@ class FluxAttention {
    * ops.jointQkv writes each stream's normed, rotated q, k and its v into the joint [B, L+S, H, D] tensors (diffusers
    * concatenates [context; x] after the norms and before RoPE; the math per row is the same).
    */
-  forward(x: Tensor, context: Tensor | undefined, rope: RotaryEmbedding): { x: Tensor; context?: Tensor } {
+  forward(x: Tensor, context: Tensor | undefined, rope: RotaryEmbedding, alongside?: Linear): { x: Tensor; context?: Tensor; alongside?: Tensor } {
     return tidy(() => {
       const [b, s] = x.shape;
       const l = context ? context.shape[1] : 0;
@@ -181,9 +181,15 @@ class FluxAttention {
         streams.push(this.add_qkv!.jointStream(context, { normQ: this.norm_added_q!.weight, normK: this.norm_added_k!.weight, ...ropeRows(rope, 0, l) }));
       }
       streams.push(this.to_qkv.jointStream(x, { normQ: this.norm_q.weight, normK: this.norm_k.weight, ...ropeRows(rope, l, l + s) }));
-      const { q, k, v } = ops.jointQkv(streams, this.heads, this.norm_q.eps); // [B, L+S, H, D] each
-      const attended = ops.sdpa(q, k, v, { layout: 'BLHD' }).reshape([b, l + s, this.heads * this.headDim]);
-      if (!context) return { x: attended };
+      // A single block's MLP up (GELU) of the same x in the QKV projection's launch, where jointQkv projects x itself.
+      const side = alongside && !context && 'x' in streams[0] && (alongside.computeDtype === undefined || alongside.computeDtype === x.dtype)
+        ? { weight: alongside.weight, bias: alongside.bias, activation: 'gelu_tanh' as const }
+        : undefined;
+      const joint = ops.jointQkv(streams, this.heads, this.norm_q.eps, { alongside: side }); // [B, L+S, H, D] each
+      const attended = ops.sdpa(joint.q, joint.k, joint.v, { layout: 'BLHD' }).reshape([b, l + s, this.heads * this.headDim]);
+      if (!context) {
+        return { x: attended, alongside: alongside && (joint.alongside ?? alongside.forward(x, { activation: 'gelu_tanh' })) };
+      }
       const [contextOut, xOut] = ops.split(attended, [l, s], 1);
       return { x: xOut, context: contextOut };
     });
@@ -291,13 +297,17 @@ class FluxSingleTransformerBlock {
     return this.norm.linear.outFeatures;
   }
 
-  /** x [B, L+S, D] (text tokens first) → [B, L+S, D]. */
-  forward(x: Tensor, conditioning: Conditioning, rope: RotaryEmbedding): Tensor {
+  /**
+   * x [B, L+S, D] (text tokens first) → [B, L+S, D]. together: proj_mlp goes into the QKV projection's launch
+   * (false while group offload streams the weights: its hooks watch each layer's own call).
+   */
+  forward(x: Tensor, conditioning: Conditioning, rope: RotaryEmbedding, together: boolean): Tensor {
     return tidy(() => {
       const [shift, scale, gate] = modulationChunks(modulationOf(this.norm.linear, conditioning), 3);
       const normed = ops.layerNormModulate(x, shift, scale, 1e-6);
-      const mlp = this.proj_mlp.forward(normed, { activation: 'gelu_tanh' });
-      const attended = this.attn.forward(normed, undefined, rope).x;
+      const attention = this.attn.forward(normed, undefined, rope, together ? this.proj_mlp : undefined);
+      const attended = attention.x;
+      const mlp = attention.alongside ?? this.proj_mlp.forward(normed, { activation: 'gelu_tanh' });
       // proj_out over [attended | mlp] as diffusers concatenates them; given as parts, the CUDA GEMM reads each
       // k-block from its part, so the [B, L+S, 5D] tensor (141 MB at 1024²) is never written.
       return this.proj_out.forward([attended, mlp], { gate, residual: x });
@@ -631,7 +641,7 @@ export class FluxTransformer2DModel {
       x.dispose();
       context.dispose();
       for (const block of this.single_transformer_blocks) {
-        const next = block.forward(joint, conditioning(block.modulationWidth), rotary);
+        const next = block.forward(joint, conditioning(block.modulationWidth), rotary, !this.weightsStreamed);
         joint.dispose();
         joint = next;
       }

@@ -150,8 +150,8 @@ Napi::Value joint_qkv_js(const Napi::CallbackInfo& info) {
   return W(info, ops::joint_qkv(streams, int_arg(info[1], w), float(number_arg(info[2], w))));
 }
 
-// jointQkvProjection(values, heads, eps): values = [x, weight (tensor or nf4 descriptor), bias | null, normQ, normK,
-// cos, sin] per stream, flattened; returns [q, k, v].
+// jointQkvProjection(values, heads, eps, alongside): values = [x, weight (tensor or nf4 descriptor), bias | null,
+// normQ, normK, cos, sin] per stream, flattened; returns [q, k, v], then alongside's output when given.
 Napi::Value joint_qkv_projection_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.jointQkv";
   if (info.Length() < 1 || !info[0].IsArray()) fail("ops.jointQkv: expects an array of stream values");
@@ -169,7 +169,21 @@ Napi::Value joint_qkv_projection_js(const Napi::CallbackInfo& info) {
                        &tensor_value(a.Get(i + 3), w), &tensor_value(a.Get(i + 4), w), &tensor_value(a.Get(i + 5), w),
                        &tensor_value(a.Get(i + 6), w)});
   }
-  return W(info, ops::joint_qkv_projection(streams, int_arg(info[1], w), float(number_arg(info[2], w))));
+  // alongside: [weight, bias | null, activation | null] of a linear of the one stream's x, or null.
+  ops::NF4 alongside_nf4;
+  ops::GroupLinear alongside;
+  const bool with = info.Length() > 3 && info[3].IsArray();
+  if (with) {
+    Napi::Array l = info[3].As<Napi::Array>();
+    FL_CHECK(l.Length() == 3, "ops.jointQkv: the linear alongside takes [weight, bias, activation]");
+    FL_CHECK(count == 1, "ops.jointQkv: a linear alongside needs exactly one stream, got ", count);
+    alongside.x = streams[0].x;
+    weight_value(l.Get(0u), alongside_nf4, &alongside.w, &alongside.w_nf4, w);
+    alongside.bias = opt_tensor_value(l.Get(1u), w);
+    alongside.opts.gelu_tanh = gelu_tanh_value(l.Get(2u), w);
+  }
+  return W(info, ops::joint_qkv_projection(streams, int_arg(info[1], w), float(number_arg(info[2], w)),
+                                           with ? &alongside : nullptr));
 }
 
 Napi::Value timestep_embedding_js(const Napi::CallbackInfo& info) {

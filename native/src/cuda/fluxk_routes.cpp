@@ -49,6 +49,8 @@ const char* route_name(Route r) {
     case Route::LinearNf4JointQkvFluxkSm90: return "linear nf4 + jointQkv: fluxk sm90 (wgmma, fused epilogue)";
     case Route::LinearNf4PairFluxkSm90: return "linear nf4, two products in one launch: fluxk sm90 (wgmma)";
     case Route::LinearNf4JointQkvPairFluxkSm90: return "linear nf4 + jointQkv, two streams in one launch: fluxk sm90 (wgmma, fused epilogue)";
+    case Route::LinearNf4JointQkvWithLinearFluxkSm90:
+      return "linear nf4 + jointQkv and a linear of the same x in one launch: fluxk sm90 (wgmma, fused epilogues)";
     case Route::SdpaFluxkSm90: return "sdpa: fluxk sm90 (wgmma)";
     case Route::SdpaFluxkSm80: return "sdpa: fluxk sm80 (mma.sync)";
     case Route::SdpaPortable: return "sdpa: portable";
@@ -522,6 +524,32 @@ bool fluxk_linear_joint_qkv_nf4_pair(const JointQkvProjection& first, const Join
   return true;
 #else
   (void)first, (void)second, (void)out, (void)s;
+  return false;
+#endif
+}
+
+bool fluxk_joint_qkv_nf4_with_linear(const JointQkvProjection& qkv, const Nf4LinearItem& linear,
+                                     const JointQkvOutputs& out, cudaStream_t s) {
+#if FLUXLAB_HAVE_SM90
+  if (linear.x != qkv.x || linear.M != qkv.M || !linear.epi.gelu_tanh || linear.epi.gate || linear.epi.residual) {
+    return false;
+  }
+  if (fluxk_linear_nf4_dequantized_applies(linear.x, linear.xdt, linear.w, linear.bias, linear.out, linear.M,
+                                           linear.epi)) {
+    return false;
+  }
+  std::optional<fluxk::Nf4GemmArgs> a = nf4_qkv_args(qkv.x, qkv.xdt, qkv.w, qkv.bias, qkv.M, qkv.K, qkv.stream, out);
+  std::optional<fluxk::Nf4GemmArgs> b = nf4_gemm_args(linear.x, linear.xdt, linear.w, linear.bias, linear.out,
+                                                      linear.M, linear.w.rows, linear.w.cols, linear.epi);
+  if (!a || !b) return false;
+  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
+  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), "ops.jointQkv (fluxk gemm_nf4_sm90_pair with a linear)")) {
+    return false;
+  }
+  count_route(Route::LinearNf4JointQkvWithLinearFluxkSm90);
+  return true;
+#else
+  (void)qkv, (void)linear, (void)out, (void)s;
   return false;
 #endif
 }

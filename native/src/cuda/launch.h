@@ -126,7 +126,7 @@ enum class Route : int {
   LinearNf4FluxkSm90, LinearNf4FluxkSm80, LinearNf4FluxkGemv, LinearNf4ConcatFluxkGemv, LinearNf4Portable, LinearNf4DequantizedSm90,
   LinearNf4DequantizedSm80, LinearJointQkvFluxkSm90, LinearNf4JointQkvFluxkSm90, LinearTwoPartFluxkSm90,
   LinearNf4TwoPartDequantizedSm90, LinearNf4TwoPartFluxkSm90, LinearNf4PairFluxkSm90,
-  LinearNf4JointQkvPairFluxkSm90,
+  LinearNf4JointQkvPairFluxkSm90, LinearNf4JointQkvWithLinearFluxkSm90,
   SdpaFluxkSm90, SdpaFluxkSm80, SdpaPortable,
   SdpaFluxkBias64, SdpaFluxkWide, Conv2dFluxkSm80, Conv2dPortable,
   kCount
@@ -233,6 +233,11 @@ struct JointQkvProjection {
   JointQkvStream stream;
 };
 bool fluxk_linear_joint_qkv_nf4_pair(const JointQkvProjection& first, const JointQkvProjection& second,
+                                     const JointQkvOutputs& out, cudaStream_t s);
+// One stream of joint_qkv and a GELU linear of the same x (Flux's single blocks: QKV and MLP up), both NF4, in one
+// launch (gemm_nf4_sm90_pair), where each alone would take the fused NF4 GEMM; the same values up to the float32 order
+// of the split last round. Declines (false, nothing enqueued) otherwise.
+bool fluxk_joint_qkv_nf4_with_linear(const JointQkvProjection& qkv, const Nf4LinearItem& linear,
                                      const JointQkvOutputs& out, cudaStream_t s);
 bool fluxk_sdpa(const void* q, const void* k, const void* v, void* out, DType dt, const AttnShape& a, bool has_bias,
                 bool has_mask, float scale, cudaStream_t s);

@@ -32,6 +32,23 @@ Tensor as_dtype(const Tensor& t, DType d);
 // Right-aligned broadcast strides (elements; 0 where broadcast) of `t` against `out`.
 std::vector<int64_t> broadcast_strides(const Shape& t, const Shape& out);
 
+// linear's epilogue tensors in x's dtype and its description for the kernels (linalg.cpp).
+struct Epilogue {
+  Tensor gate, residual;
+  LinearEpilogue e;
+};
+Epilogue prepare_epilogue(const Tensor& x, const Shape& out_shape, int64_t M, int64_t N, const LinearOptions& o);
+
+// An NF4 linear's checked inputs as linear_nf4 checks them: bias and epilogue tensors in x's dtype, the output
+// allocated (for ops that run it inside a shared launch).
+struct Nf4Linear {
+  int64_t M = 0, N = 0, K = 0;
+  Tensor b;
+  Epilogue ep;
+  Tensor out;
+};
+Nf4Linear prepare_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts);
+
 }  // namespace fl::ops
 
 #if FLUXLAB_WITH_CUDA

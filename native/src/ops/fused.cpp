@@ -187,7 +187,8 @@ std::vector<Tensor> joint_qkv(const std::vector<QkvStream>& streams, int64_t hea
   return out;
 }
 
-std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>& streams, int64_t heads, float eps) {
+std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>& streams, int64_t heads, float eps,
+                                         const GroupLinear* alongside) {
   std::vector<JointStream> desc;
   for (size_t i = 0; i < streams.size(); i++) {
     const QkvProjectionStream& st = streams[i];
@@ -207,6 +208,13 @@ std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>&
   }
   const JointGeometry g = check_joint(desc, heads, "x");
   const Tensor& first = *streams[0].x;
+  FL_CHECK(!alongside || (streams.size() == 1 && alongside->x == streams[0].x && (alongside->w || alongside->w_nf4)),
+           "ops.jointQkv: a linear alongside needs exactly one stream, whose x it takes, and a weight");
+  // The linear alongside, computed on its own.
+  const auto linear_alongside = [&]() {
+    return alongside->w ? linear(first, *alongside->w, alongside->bias, alongside->opts)
+                        : linear_nf4(first, *alongside->w_nf4, alongside->bias, alongside->opts);
+  };
   std::vector<Tensor> out = joint_outputs(g, first.dtype, first.device());
   std::vector<Tensor> projected(streams.size());
   std::vector<QkvStream> computed(streams.size());
@@ -228,6 +236,22 @@ std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>&
                                 st.norm_k->data(), st.norm_k->dtype, st.cos->data(), st.sin->data(), st.cos->dtype};
   };
   const cuda::JointQkvOutputs outs{out[0].data(), out[1].data(), out[2].data(), first.dtype, g.total, g.H, g.D, eps};
+  // One NF4 stream and an NF4 linear of its x (Flux's single blocks: QKV and MLP up) in one launch.
+  if (alongside && alongside->w_nf4 && streams[0].weight_nf4 && fusable(0)) {
+    const QkvProjectionStream& st = streams[0];
+    Nf4Linear l = prepare_nf4(first, *alongside->w_nf4, alongside->bias, alongside->opts);
+    const cuda::JointQkvProjection qkv{first.data(), first.dtype, st.weight_nf4->view(), st.bias ? st.bias->data() : nullptr,
+                                       g.B * first.shape[1], first.shape[2], target(0)};
+    const cuda::Nf4LinearItem lin{first.data(), first.dtype, alongside->w_nf4->view(),
+                                  l.b.defined() ? l.b.data() : nullptr, l.out.data(), l.M, l.ep.e};
+    bool done = false;
+    FL_CUDA_LAUNCH(first.device(), cat("ops.jointQkv: ", desc[0].ctx, "; with a linear of x, nf4 [", l.N, ",", l.K, "]"),
+                   done = l.out.numel() > 0 && cuda::fluxk_joint_qkv_nf4_with_linear(qkv, lin, outs, stream));
+    if (done) {
+      out.push_back(l.out);
+      return out;
+    }
+  }
   // Two NF4 streams (Flux's double blocks: text and image) in one launch, their tiles sharing the rounds.
   if (streams.size() == 2 && streams[0].weight_nf4 && streams[1].weight_nf4 && fusable(0) && fusable(1)) {
     cuda::JointQkvProjection pair[2];
@@ -265,6 +289,7 @@ std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>&
     remaining.push_back(i);
   }
   join_computed(computed, remaining, g, eps, out);
+  if (alongside) out.push_back(linear_alongside());
   return out;
 }
 

@@ -19,11 +19,7 @@ Shape with_last(const Shape& s, int64_t last) {
   return out;
 }
 
-// The epilogue's tensors in x's dtype and its description for the kernels.
-struct Epilogue {
-  Tensor gate, residual;
-  LinearEpilogue e;
-};
+}  // namespace
 
 Epilogue prepare_epilogue(const Tensor& x, const Shape& out_shape, int64_t M, int64_t N, const LinearOptions& o) {
   Epilogue ep;
@@ -68,6 +64,8 @@ Epilogue prepare_epilogue(const Tensor& x, const Shape& out_shape, int64_t M, in
   ep.e.residual = ep.residual.defined() ? ep.residual.data() : nullptr;
   return ep;
 }
+
+namespace {
 
 std::string linear_context(const Tensor& x, const char* wdesc, const Tensor* bias, const LinearOptions& o) {
   std::string s = cat("ops.linear: x ", x.desc(), ", weight ", wdesc);
@@ -119,16 +117,6 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Linear
   return out;
 }
 
-namespace {
-
-// An NF4 linear's checked inputs: bias and epilogue tensors in x's dtype, the output allocated.
-struct Nf4Linear {
-  int64_t M = 0, N = 0, K = 0;
-  Tensor b;
-  Epilogue ep;
-  Tensor out;
-};
-
 Nf4Linear prepare_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts) {
   check_float("linear", "x", x);
   w.check("linear");
@@ -145,8 +133,6 @@ Nf4Linear prepare_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const L
   l.out = empty(out_shape, x.dtype, x.device());
   return l;
 }
-
-}  // namespace
 
 Tensor linear_nf4(const Tensor& x, const NF4& w, const Tensor* bias, const LinearOptions& opts) {
   Nf4Linear l = prepare_nf4(x, w, bias, opts);

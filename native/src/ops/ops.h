@@ -115,8 +115,12 @@ struct QkvProjectionStream {
   const Tensor* sin;
 };
 // joint_qkv of the streams' projections, bitwise as linear then joint_qkv; on sm90 with bf16 activations and
-// head dim 128 the projection GEMM writes q, k, v itself (no [B,L,3·H·D] intermediate).
-std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>& streams, int64_t heads, float eps);
+// head dim 128 the projection GEMM writes q, k, v itself (no [B,L,3·H·D] intermediate), two NF4 streams in one
+// launch. `alongside` (one stream, its x): also that linear of the stream's x, appended to [q, k, v]; with both
+// weights NF4 on sm90 one launch computes both (Flux's single blocks: QKV and MLP up). Launches shared with another
+// product sum a split last round's pieces in their own float32 order.
+std::vector<Tensor> joint_qkv_projection(const std::vector<QkvProjectionStream>& streams, int64_t heads, float eps,
+                                         const GroupLinear* alongside = nullptr);
 Tensor timestep_embedding(const Tensor& t, int64_t dim, bool flip_sin_to_cos, float downscale_freq_shift, float scale,
                           float max_period);
 Tensor randn_philox(const Shape& shape, DType dtype, Device device, uint64_t seed, float mean, float std);

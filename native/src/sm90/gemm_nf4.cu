@@ -51,22 +51,23 @@ struct Nf4Config {
   static_assert(kXBytes % 1024 == 0, "swizzle atoms need 1024-byte alignment");
 };
 
-// One product of a launch. A pair launch (gemm_nf4_sm90_pair: Flux's image and text streams through their own
-// weights) runs two of the same N, K and epilogue kind as one list of units, so that their tiles share the rounds.
+// One product of a launch. A pair launch (gemm_nf4_sm90_pair) runs two of the same K as one list of units, so that
+// their tiles share the rounds: Flux's image and text streams through their own weights (same N and epilogue), or a
+// single block's QKV projection and MLP up of the same x (N 9216 and 12288, epilogues QK-norm/RoPE and GELU).
 struct Nf4Problem {
   __nv_bfloat16* c;
   int64_t ldc;
-  int m, tiles_m;
+  int m, n, tiles_m, tiles_n;
+  int units_n;  // a unit is CL adjacent weight blocks, one per CTA of a cluster
   Nf4Weight w;
   EpilogueArgs epi;
 };
 
 struct Nf4Params {
   Nf4Problem prob[2];      // prob[1]: a pair launch's second product
-  int n, k;
-  int tiles_n, k_blocks;
+  int k, k_blocks;
   int x_split_blocks;      // k-blocks from the first part of the activations (k_blocks if one)
-  int units_n, num_units;  // a unit is CL adjacent weight blocks, one per CTA of a cluster
+  int num_units;
   int units0;              // units [0, units0) are prob[0]'s tiles, the rest prob[1]'s
   SplitSchedule split;
   float4* partials;   // slot c + j: CTA c's piece of split tile j, [2 consumer halves][BT / 8][128 threads]
@@ -88,7 +89,7 @@ __host__ __device__ __forceinline__ void tile_coords(int t, int tiles_m, int til
 template <bool PAIR>
 __device__ __forceinline__ int unit_tile(const Nf4Params& p, int unit, int& tm, int& tu) {
   const int second = PAIR && unit >= p.units0;
-  tile_coords(second ? unit - p.units0 : unit, p.prob[second].tiles_m, p.units_n, tm, tu);
+  tile_coords(second ? unit - p.units0 : unit, p.prob[second].tiles_m, p.prob[second].units_n, tm, tu);
   return second;
 }
 
@@ -144,6 +145,10 @@ __device__ __forceinline__ void build_fragments(uint32_t (&f)[16], const uint8_t
 #endif
 
 constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
+template <int E>
+struct EpiKind {
+  static constexpr int value = E;
+};
 constexpr int kQkBarrier = 3;  // both consumer warpgroups (1 + cw are each one's own)
 
 #if FLUXK_SM90_DEVICE
@@ -227,8 +232,8 @@ __device__ __forceinline__ void nf4_qk_norm_rope(const EpilogueArgs& e, const ui
 #endif
 
 // PAIR: units from units0 on are prob[1]'s, whose activations and weights come through tma_x2 and tma_w2 (a pair
-// has no activations in two parts).
-template <int BT, int EPI, int CL, bool PAIR>
+// has no activations in two parts) and whose epilogue is EPI2.
+template <int BT, int EPI, int CL, bool PAIR, int EPI2 = EPI>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_nf4_kernel(const __grid_constant__ CUtensorMap tma_x, const __grid_constant__ CUtensorMap tma_x2,
                     const __grid_constant__ CUtensorMap tma_w, const __grid_constant__ CUtensorMap tma_w2,
@@ -314,14 +319,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int i = 0; i < pieces; ++i) {
         const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
         int tm, tu;
-        const Nf4Weight& weight = p.prob[unit_tile<PAIR>(p, w.unit, tm, tu)].w;
+        const Nf4Problem& pr = p.prob[unit_tile<PAIR>(p, w.unit, tm, tu)];
         const int tn = tu * CL + rank;
         for (int kb = w.kb0; kb < w.kb1; ++kb) {
           const int n0 = tn * kRows + st;
           const int n1 = n0 + 96;
-          const float v0 = n0 < p.n ? nf4_absmax(weight, static_cast<int64_t>(n0) * k_blocks_row + kb) : 0.f;
+          const float v0 = n0 < pr.n ? nf4_absmax(pr.w, static_cast<int64_t>(n0) * k_blocks_row + kb) : 0.f;
           const float v1 =
-              (st < 32 && n1 < p.n) ? nf4_absmax(weight, static_cast<int64_t>(n1) * k_blocks_row + kb) : 0.f;
+              (st < 32 && n1 < pr.n) ? nf4_absmax(pr.w, static_cast<int64_t>(n1) * k_blocks_row + kb) : 0.f;
           mbar_wait(&empty[stage], phase ^ 1);
           s_scale[stage * kRows + st] = v0;
           if (st < 32) s_scale[stage * kRows + st + 96] = v1;
@@ -371,7 +376,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < pieces; ++i) {
       const Piece w = piece_of(p.split, cluster_id, num_clusters, i);
       int tm, tu;
-      const Nf4Problem& pr = p.prob[unit_tile<PAIR>(p, w.unit, tm, tu)];
+      const int product = unit_tile<PAIR>(p, w.unit, tm, tu);
+      const Nf4Problem& pr = p.prob[product];
       const int tn = tu * CL + rank;
 #pragma unroll
       for (int i = 0; i < BT / 2; ++i) acc[i] = 0.f;
@@ -441,59 +447,72 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
 
-      // acc[4j + h]: weight row (row0 - cw*64) + 8*(h/2) of this warpgroup's 64, token 8j + 2c + h%2.
-      // Stage as [token][64 weight rows] bf16 (pitch 144 B: conflict-free 2-byte writes, aligned
-      // 16-byte reads), then write 16-byte pieces of C rows.
-      const int local0 = warp * 16 + g;
-      const int n_first = tn * kRows + cw * 64;
-      const float b0 = (pr.epi.bias && n_first + local0 < p.n) ? __bfloat162float(pr.epi.bias[n_first + local0]) : 0.f;
-      const float b1 =
-          (pr.epi.bias && n_first + local0 + 8 < p.n) ? __bfloat162float(pr.epi.bias[n_first + local0 + 8]) : 0.f;
-      __nv_bfloat16* stg = reinterpret_cast<__nv_bfloat16*>(staging);
+      // The tile's epilogue: the product's kind, EPI, or a pair's second product's EPI2.
+      const auto finish = [&](auto kind) {
+        constexpr int E = decltype(kind)::value;
+        // acc[4j + h]: weight row (row0 - cw*64) + 8*(h/2) of this warpgroup's 64, token 8j + 2c + h%2.
+        // Stage as [token][64 weight rows] bf16 (pitch 144 B: conflict-free 2-byte writes, aligned
+        // 16-byte reads), then write 16-byte pieces of C rows.
+        const int local0 = warp * 16 + g;
+        const int n_first = tn * kRows + cw * 64;
+        const float b0 =
+            (pr.epi.bias && n_first + local0 < pr.n) ? __bfloat162float(pr.epi.bias[n_first + local0]) : 0.f;
+        const float b1 =
+            (pr.epi.bias && n_first + local0 + 8 < pr.n) ? __bfloat162float(pr.epi.bias[n_first + local0 + 8]) : 0.f;
+        __nv_bfloat16* stg = reinterpret_cast<__nv_bfloat16*>(staging);
 #pragma unroll
-      for (int j = 0; j < BT / 8; ++j) {
-        const int tok = 8 * j + 2 * c;
-        stg[tok * (kStagePitch / 2) + local0] = __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 0], b0));
-        stg[(tok + 1) * (kStagePitch / 2) + local0] =
-            __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 1], b0));
-        stg[tok * (kStagePitch / 2) + local0 + 8] =
-            __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 2], b1));
-        stg[(tok + 1) * (kStagePitch / 2) + local0 + 8] =
-            __float2bfloat16_rn(epilogue_pointwise<EPI>(acc[4 * j + 3], b1));
-      }
-      if constexpr (EPI == kQkEpi) {
-        named_barrier_sync(kQkBarrier, 256);
-        nf4_qk_norm_rope<BT>(pr.epi, s_stage_out, tm, tn, pr.m, cw * 128 + tid);
-        named_barrier_sync(kQkBarrier, 256);
-        continue;
-      }
-      named_barrier_sync(1 + cw, 128);
-      for (int idx = tid; idx < BT * 8; idx += 128) {
-        const int tok = idx >> 3;
-        const int ch = idx & 7;
-        const int row = tm * BT + tok;
-        const int col = n_first + ch * 8;
-        if (row < pr.m && col < p.n) {
-          uint4 v = *reinterpret_cast<const uint4*>(staging + tok * kStagePitch + ch * 16);
-          if (EPI == static_cast<int>(Epilogue::kGateResidual)) {
-            const uint4 r = *reinterpret_cast<const uint4*>(pr.epi.residual + static_cast<int64_t>(row) * pr.epi.ldr + col);
-            const uint4 gt = *reinterpret_cast<const uint4*>(
-                pr.epi.gate + static_cast<int64_t>(row / pr.epi.gate_rows_per_batch) * pr.epi.ldg + col);
-            const __nv_bfloat162* vv = reinterpret_cast<const __nv_bfloat162*>(&v);
-            const __nv_bfloat162* rr = reinterpret_cast<const __nv_bfloat162*>(&r);
-            const __nv_bfloat162* gg = reinterpret_cast<const __nv_bfloat162*>(&gt);
-            uint32_t out[4];
-#pragma unroll
-            for (int q = 0; q < 4; ++q) {
-              out[q] = pack_bf16x2(__low2float(rr[q]) + __low2float(gg[q]) * __low2float(vv[q]),
-                                   __high2float(rr[q]) + __high2float(gg[q]) * __high2float(vv[q]));
-            }
-            v = make_uint4(out[0], out[1], out[2], out[3]);
-          }
-          *reinterpret_cast<uint4*>(pr.c + static_cast<int64_t>(row) * pr.ldc + col) = v;
+        for (int j = 0; j < BT / 8; ++j) {
+          const int tok = 8 * j + 2 * c;
+          stg[tok * (kStagePitch / 2) + local0] = __float2bfloat16_rn(epilogue_pointwise<E>(acc[4 * j + 0], b0));
+          stg[(tok + 1) * (kStagePitch / 2) + local0] =
+              __float2bfloat16_rn(epilogue_pointwise<E>(acc[4 * j + 1], b0));
+          stg[tok * (kStagePitch / 2) + local0 + 8] =
+              __float2bfloat16_rn(epilogue_pointwise<E>(acc[4 * j + 2], b1));
+          stg[(tok + 1) * (kStagePitch / 2) + local0 + 8] =
+              __float2bfloat16_rn(epilogue_pointwise<E>(acc[4 * j + 3], b1));
         }
+        if constexpr (E == kQkEpi) {
+          named_barrier_sync(kQkBarrier, 256);
+          nf4_qk_norm_rope<BT>(pr.epi, s_stage_out, tm, tn, pr.m, cw * 128 + tid);
+          named_barrier_sync(kQkBarrier, 256);
+          return;
+        }
+        named_barrier_sync(1 + cw, 128);
+        for (int idx = tid; idx < BT * 8; idx += 128) {
+          const int tok = idx >> 3;
+          const int ch = idx & 7;
+          const int row = tm * BT + tok;
+          const int col = n_first + ch * 8;
+          if (row < pr.m && col < pr.n) {
+            uint4 v = *reinterpret_cast<const uint4*>(staging + tok * kStagePitch + ch * 16);
+            if (E == static_cast<int>(Epilogue::kGateResidual)) {
+              const uint4 r =
+                  *reinterpret_cast<const uint4*>(pr.epi.residual + static_cast<int64_t>(row) * pr.epi.ldr + col);
+              const uint4 gt = *reinterpret_cast<const uint4*>(
+                  pr.epi.gate + static_cast<int64_t>(row / pr.epi.gate_rows_per_batch) * pr.epi.ldg + col);
+              const __nv_bfloat162* vv = reinterpret_cast<const __nv_bfloat162*>(&v);
+              const __nv_bfloat162* rr = reinterpret_cast<const __nv_bfloat162*>(&r);
+              const __nv_bfloat162* gg = reinterpret_cast<const __nv_bfloat162*>(&gt);
+              uint32_t out[4];
+#pragma unroll
+              for (int q = 0; q < 4; ++q) {
+                out[q] = pack_bf16x2(__low2float(rr[q]) + __low2float(gg[q]) * __low2float(vv[q]),
+                                     __high2float(rr[q]) + __high2float(gg[q]) * __high2float(vv[q]));
+              }
+              v = make_uint4(out[0], out[1], out[2], out[3]);
+            }
+            *reinterpret_cast<uint4*>(pr.c + static_cast<int64_t>(row) * pr.ldc + col) = v;
+          }
+        }
+        named_barrier_sync(1 + cw, 128);
+      };
+      if constexpr (EPI2 == EPI) {
+        finish(EpiKind<EPI>{});
+      } else if (product) {
+        finish(EpiKind<EPI2>{});
+      } else {
+        finish(EpiKind<EPI>{});
       }
-      named_barrier_sync(1 + cw, 128);
     }
   }
   if (CL > 1) {
@@ -508,8 +527,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 // (H100, 2026-11-26, adjacent bench.py rows, whole -> split: 512x12288x3072, 60 of 132 SMs busy, 0.092 -> 0.080 ms;
 // 1536x12288x3072, 48 busy, 0.228 -> 0.216; 4608x12288x3072, 12 busy, 0.681 -> 0.632; 4096x9216x3072, 96 busy, no
 // gain: 0.395 -> 0.420, within the pairs' noise; docs/kernels.md).
-SplitPlan nf4_split_plan(int tiles_m, int n, int k, int bt, int sms, bool allowed) {
-  const int tiles_n = (n + kRows - 1) / kRows;
+SplitPlan nf4_split_plan(int tiles_m, int tiles_n, int k, int bt, int sms, bool allowed) {
   // With no whole round, pieces of fewer than 32 k-blocks on average lost to whole narrower tiles: H100, ab.py,
   // 512x3072x3072 + gate, 48 tiles of 256 tokens split 0.0418 ms, 96 whole tiles of 128 0.0359, where 70-block pieces
   // (512x12288x3072 + gate) won (bench/kernels/results/2026-11-26-h100-1ff51ea-nf4-token-tiles.txt).
@@ -530,9 +548,9 @@ SplitPlan nf4_split_plan(int tiles_m, int n, int k, int bt, int sms, bool allowe
 int tiles_of(int m, int bt) { return (m + bt - 1) / bt; }
 
 // The workspace a split at this token tile needs is there (gemm_nf4_sm90_workspace_bytes sized it).
-bool split_fits(const Nf4GemmArgs& a, int tiles_m, int bt, int sms) {
+bool split_fits(const Nf4GemmArgs& a, int tiles_m, int tiles_n, int bt, int sms) {
   if (!a.workspace || !aligned16(a.workspace) || (a.cluster && a.cluster != 1)) return false;
-  const SplitPlan plan = nf4_split_plan(tiles_m, a.w.n, a.w.k, bt, sms, true);
+  const SplitPlan plan = nf4_split_plan(tiles_m, tiles_n, a.w.k, bt, sms, true);
   return plan.s.sk_tiles > 0 && a.workspace_bytes >= plan.bytes;
 }
 
@@ -544,13 +562,23 @@ cudaError_t encode_weight_map(CUtensorMap* map, const Nf4Weight& w) {
                            CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
-Nf4Problem problem_of(const Nf4GemmArgs& a, int bt) {
-  return {a.c, a.ldc, a.m, tiles_of(a.m, bt), a.w, a.epi};
+Nf4Problem problem_of(const Nf4GemmArgs& a, int bt, int cl) {
+  const int tiles_n = (a.w.n + kRows - 1) / kRows;
+  return {a.c, a.ldc, a.m, a.w.n, tiles_of(a.m, bt), tiles_n, (tiles_n + cl - 1) / cl, a.w, a.epi};
 }
 
-// One product (b null), or the pair a, b (PAIR: CL 1, same N, K and epilogue kind, one part of activations each);
-// the split workspace is a's.
-template <int BT, int EPI, int CL, bool PAIR>
+// The tile counts a launch's split plan is made for: one product's, or a pair's together (same N: token tiles added;
+// same M: weight tiles added; pair_valid admits no other pair).
+void launch_tiles(const Nf4GemmArgs& a, const Nf4GemmArgs* b, int bt, int* tiles_m, int* tiles_n) {
+  *tiles_m = tiles_of(a.m, bt);
+  *tiles_n = (a.w.n + kRows - 1) / kRows;
+  if (!b) return;
+  if (b->w.n == a.w.n) *tiles_m += tiles_of(b->m, bt);
+  else *tiles_n += (b->w.n + kRows - 1) / kRows;
+}
+
+// One product (b null), or the pair a, b (PAIR: CL 1, pair_valid, b's epilogue kind EPI2); the split workspace is a's.
+template <int BT, int EPI, int CL, bool PAIR, int EPI2 = EPI>
 cudaError_t launch(const Nf4GemmArgs& a, const Nf4GemmArgs* b, cudaStream_t stream, int sms) {
   using Cfg = Nf4Config<BT>;
   CUtensorMap tma_x, tma_x2, tma_w, tma_w2;
@@ -573,24 +601,23 @@ cudaError_t launch(const Nf4GemmArgs& a, const Nf4GemmArgs* b, cudaStream_t stre
     if (e != cudaSuccess) return e;
   }
   Nf4Params p;
-  p.prob[0] = problem_of(a, BT);
-  p.prob[1] = PAIR ? problem_of(*b, BT) : p.prob[0];
-  p.n = a.w.n;
+  p.prob[0] = problem_of(a, BT, CL);
+  p.prob[1] = PAIR ? problem_of(*b, BT, CL) : p.prob[0];
   p.k = a.w.k;
-  p.tiles_n = (a.w.n + kRows - 1) / kRows;
   p.k_blocks = a.w.k / kBK;
   p.x_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
-  p.units_n = (p.tiles_n + CL - 1) / CL;
-  p.units0 = p.prob[0].tiles_m * p.units_n;
-  p.num_units = p.units0 + (PAIR ? p.prob[1].tiles_m * p.units_n : 0);
-  const int tiles_m = p.prob[0].tiles_m + (PAIR ? p.prob[1].tiles_m : 0);
-  SplitPlan plan = nf4_split_plan(tiles_m, a.w.n, a.w.k, BT, sms, CL == 1 && split_fits(a, tiles_m, BT, sms));
+  p.units0 = p.prob[0].tiles_m * p.prob[0].units_n;
+  p.num_units = p.units0 + (PAIR ? p.prob[1].tiles_m * p.prob[1].units_n : 0);
+  int tiles_m = 0, tiles_n = 0;
+  launch_tiles(a, PAIR ? b : nullptr, BT, &tiles_m, &tiles_n);
+  SplitPlan plan =
+      nf4_split_plan(tiles_m, tiles_n, a.w.k, BT, sms, CL == 1 && split_fits(a, tiles_m, tiles_n, BT, sms));
   if (CL > 1) plan.s.dp_units = p.num_units;
   p.split = plan.s;
   p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
   p.partials =
       plan.s.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
-  auto kernel = gemm_nf4_kernel<BT, EPI, CL, PAIR>;
+  auto kernel = gemm_nf4_kernel<BT, EPI, CL, PAIR, EPI2>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
@@ -637,8 +664,9 @@ int pick_tile_m(int m, int n, int k, int sms, bool split) {
   double best_cost = 1e30;
   for (int i = 0; i < 3; ++i) {
     const int tiles_m = tiles_of(m, widths[i]);
-    const int tiles = tiles_m * ((n + kRows - 1) / kRows);
-    const double rounds = split_rounds(nf4_split_plan(tiles_m, n, k, widths[i], sms, split), tiles, sms);
+    const int tiles_n = (n + kRows - 1) / kRows;
+    const double rounds =
+        split_rounds(nf4_split_plan(tiles_m, tiles_n, k, widths[i], sms, split), tiles_m * tiles_n, sms);
     const double cost = rounds * widths[i] / rate[i];
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
@@ -651,17 +679,23 @@ int pick_tile_m(int m, int n, int k, int sms, bool split) {
 int token_tile(const Nf4GemmArgs& a, int sms) {
   if (a.tile_m) return a.tile_m;
   const int split = pick_tile_m(a.m, a.w.n, a.w.k, sms, true);
-  return split_fits(a, tiles_of(a.m, split), split, sms) ? split : pick_tile_m(a.m, a.w.n, a.w.k, sms, false);
+  const int tiles_n = (a.w.n + kRows - 1) / kRows;
+  if (split_fits(a, tiles_of(a.m, split), tiles_n, split, sms)) return split;
+  return pick_tile_m(a.m, a.w.n, a.w.k, sms, false);
 }
 
 // A pair runs in tiles of 256 tokens, which every product of Flux's double blocks takes alone (512 to 4096 rows).
 constexpr int kPairTile = 256;
 
+// The pairs a launch takes: the same N (image and text streams: any same epilogue) or the same M (a single block's QKV
+// and MLP up: QK-norm/RoPE then GELU).
 bool pair_valid(const Nf4GemmArgs& a, const Nf4GemmArgs& b) {
-  return nf4_args_valid(a) && nf4_args_valid(b) && a.m > 0 && b.m > 0 && a.w.n == b.w.n && a.w.k == b.w.k &&
-         a.w.k % 32 == 0 && a.epi.kind == b.epi.kind && !a.a2 && !b.a2 && (!a.cluster || a.cluster == 1) &&
-         (!b.cluster || b.cluster == 1) && (!a.tile_m || a.tile_m == kPairTile) && aligned16(a.w.packed) &&
-         aligned16(b.w.packed);
+  const bool streams = a.w.n == b.w.n && a.epi.kind == b.epi.kind;
+  const bool qkv_mlp =
+      a.m == b.m && a.epi.kind == Epilogue::kQkNormRope && b.epi.kind == Epilogue::kGeluTanh;
+  return nf4_args_valid(a) && nf4_args_valid(b) && a.m > 0 && b.m > 0 && (streams || qkv_mlp) && a.w.k == b.w.k &&
+         a.w.k % 32 == 0 && !a.a2 && !b.a2 && (!a.cluster || a.cluster == 1) && (!b.cluster || b.cluster == 1) &&
+         (!a.tile_m || a.tile_m == kPairTile) && aligned16(a.w.packed) && aligned16(b.w.packed);
 }
 
 }  // namespace
@@ -692,7 +726,7 @@ size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& a) {
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
   const int bt = a.tile_m ? a.tile_m : pick_tile_m(a.m, a.w.n, a.w.k, sms, true);
-  return nf4_split_plan(tiles_of(a.m, bt), a.w.n, a.w.k, bt, sms, true).bytes;
+  return nf4_split_plan(tiles_of(a.m, bt), (a.w.n + kRows - 1) / kRows, a.w.k, bt, sms, true).bytes;
 }
 
 cudaError_t gemm_nf4_sm90_pair(const Nf4GemmArgs& a, const Nf4GemmArgs& b, cudaStream_t stream) {
@@ -702,6 +736,7 @@ cudaError_t gemm_nf4_sm90_pair(const Nf4GemmArgs& a, const Nf4GemmArgs& b, cudaS
   int sms = 0;
   cudaError_t e = device_sm_count(&sms);
   if (e != cudaSuccess) return e;
+  if (a.epi.kind != b.epi.kind) return launch<kPairTile, kQkEpi, 1, true, 1>(a, &b, stream, sms);
   return launch_epi<kPairTile, 1, true>(a, &b, stream, sms);
 }
 
@@ -710,8 +745,9 @@ size_t gemm_nf4_sm90_pair_workspace_bytes(const Nf4GemmArgs& a, const Nf4GemmArg
   if (!pair_valid(a, b) || a.w.k < kBK || !device_is_sm90()) return 0;
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
-  const int tiles_m = tiles_of(a.m, kPairTile) + tiles_of(b.m, kPairTile);
-  return nf4_split_plan(tiles_m, a.w.n, a.w.k, kPairTile, sms, true).bytes;
+  int tiles_m = 0, tiles_n = 0;
+  launch_tiles(a, &b, kPairTile, &tiles_m, &tiles_n);
+  return nf4_split_plan(tiles_m, tiles_n, a.w.k, kPairTile, sms, true).bytes;
 }
 
 }  // namespace fluxk

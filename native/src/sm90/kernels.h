@@ -196,11 +196,13 @@ cudaError_t gemm_nf4_sm90(const Nf4GemmArgs& args, cudaStream_t stream);  // lar
 size_t gemm_nf4_sm90_workspace_bytes(const Nf4GemmArgs& args);            // 0: no split pays (or not sm90)
 cudaError_t gemm_nf4_sm80(const Nf4GemmArgs& args, cudaStream_t stream);  // large m, mma.sync
 cudaError_t gemv_nf4(const Nf4GemmArgs& args, cudaStream_t stream);       // m <= 16, any sm_80+
-// Two products of the same N, K and epilogue kind in one launch of the sm90 kernel, their tiles sharing the rounds
-// (Flux's double blocks: the image and text streams through their own weights; at 512² the text stream's 512 rows
-// alone fill a round and a sliver). Each is computed as gemm_nf4_sm90 computes it, except that where the last
-// round's tiles are split along K the pieces are the pair's: float32 sums in another order there. Token tiles of
-// 256, no activations in two parts, no clusters; the split workspace is a's (gemm_nf4_sm90_pair_workspace_bytes).
+// Two products of the same K in one launch of the sm90 kernel, their tiles sharing the rounds: the same N and
+// epilogue kind (Flux's double blocks: the image and text streams through their own weights; at 512² the text
+// stream's 512 rows alone fill a round and a sliver), or the same M with a kQkNormRope then a kGeluTanh epilogue (a
+// single block's QKV projection and MLP up of one x). Each is computed as gemm_nf4_sm90 computes it, except that
+// where the last round's tiles are split along K the pieces are the pair's: float32 sums in another order there.
+// Token tiles of 256, no activations in two parts, no clusters; the split workspace is a's
+// (gemm_nf4_sm90_pair_workspace_bytes).
 cudaError_t gemm_nf4_sm90_pair(const Nf4GemmArgs& a, const Nf4GemmArgs& b, cudaStream_t stream);
 size_t gemm_nf4_sm90_pair_workspace_bytes(const Nf4GemmArgs& a, const Nf4GemmArgs& b);
 bool nf4_args_valid(const Nf4GemmArgs& args);  // the argument checks every NF4 launcher makes (sm80/gemv_nf4.cu)
