@@ -36,6 +36,16 @@ void weight_value(const Napi::Value& v, ops::NF4& slot, const Tensor** dense, co
   }
 }
 
+// Argument 0: a flat array of `per` values for each of its *count items (at least one).
+Napi::Array flat_values(const Napi::CallbackInfo& info, uint32_t per, const char* what, const char* items,
+                        uint32_t* count) {
+  if (info.Length() < 1 || !info[0].IsArray()) fail(cat(what, ": expects an array of ", items, " values"));
+  Napi::Array a = info[0].As<Napi::Array>();
+  FL_CHECK(a.Length() > 0 && a.Length() % per == 0, what, ": expects ", per, " values per ", items, ", got ", a.Length());
+  *count = a.Length() / per;
+  return a;
+}
+
 // Arguments 3-5 of linear / linearNF4: activation ('gelu_tanh' or null), gate, residual.
 ops::LinearOptions linear_options(const Napi::CallbackInfo& info) {
   const char* w = "ops.linear";
@@ -75,10 +85,8 @@ Napi::Value linear_parts_js(const Napi::CallbackInfo& info) {
 // residual | null] per linear, flattened; returns their outputs.
 Napi::Value linear_group_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.linearGroup";
-  if (info.Length() < 1 || !info[0].IsArray()) fail("ops.linearGroup: expects an array of linear values");
-  Napi::Array a = info[0].As<Napi::Array>();
-  FL_CHECK(a.Length() > 0 && a.Length() % 6 == 0, "ops.linearGroup: expects 6 values per linear, got ", a.Length());
-  const uint32_t count = a.Length() / 6;
+  uint32_t count = 0;
+  Napi::Array a = flat_values(info, 6, w, "linear", &count);
   std::vector<ops::NF4> nf4(count);  // sized once: items point into it
   std::vector<ops::GroupLinear> items(count);
   for (uint32_t l = 0; l < count; l++) {
@@ -139,9 +147,8 @@ Napi::Value qk_norm_rope_js(const Napi::CallbackInfo& info) {
 // jointQkv(tensors, heads, eps): tensors = [qkv, normQ, normK, cos, sin] per stream, flattened; returns [q, k, v].
 Napi::Value joint_qkv_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.jointQkv";
-  if (info.Length() < 1 || !info[0].IsArray()) fail("ops.jointQkv: expects an array of stream tensors");
-  Napi::Array a = info[0].As<Napi::Array>();
-  FL_CHECK(a.Length() > 0 && a.Length() % 5 == 0, "ops.jointQkv: expects 5 tensors per stream, got ", a.Length());
+  uint32_t count = 0;
+  Napi::Array a = flat_values(info, 5, w, "stream", &count);
   std::vector<ops::QkvStream> streams;
   for (uint32_t i = 0; i < a.Length(); i += 5) {
     streams.push_back({&tensor_value(a.Get(i), w), &tensor_value(a.Get(i + 1), w), &tensor_value(a.Get(i + 2), w),
@@ -154,10 +161,8 @@ Napi::Value joint_qkv_js(const Napi::CallbackInfo& info) {
 // normQ, normK, cos, sin] per stream, flattened; returns [q, k, v], then alongside's output when given.
 Napi::Value joint_qkv_projection_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.jointQkv";
-  if (info.Length() < 1 || !info[0].IsArray()) fail("ops.jointQkv: expects an array of stream values");
-  Napi::Array a = info[0].As<Napi::Array>();
-  FL_CHECK(a.Length() > 0 && a.Length() % 7 == 0, "ops.jointQkv: expects 7 values per stream, got ", a.Length());
-  const uint32_t count = a.Length() / 7;
+  uint32_t count = 0;
+  Napi::Array a = flat_values(info, 7, w, "stream", &count);
   std::vector<ops::NF4> nf4(count);  // sized once: streams point into it
   std::vector<ops::QkvProjectionStream> streams;
   for (uint32_t s = 0; s < count; s++) {

@@ -510,18 +510,35 @@ bool fluxk_linear_joint_qkv(const void* x, DType xdt, const void* w, DType wdt, 
 #endif
 }
 
+#if FLUXLAB_HAVE_SM90
+namespace {
+
+// An NF4 linear's arguments where it would run the fused sm90 NF4 GEMM alone (more than 16 rows, not dequantized
+// first), else nullopt.
+std::optional<fluxk::Nf4GemmArgs> fused_linear_args(const Nf4LinearItem& l) {
+  if (l.M <= 16 || fluxk_linear_nf4_dequantized_applies(l.x, l.xdt, l.w, l.bias, l.out, l.M, l.epi)) return std::nullopt;
+  return nf4_gemm_args(l.x, l.xdt, l.w, l.bias, l.out, l.M, l.w.rows, l.w.cols, l.epi);
+}
+
+// gemm_nf4_sm90_pair of a and b (both given) with the split workspace, counted as `route`.
+bool launch_pair(std::optional<fluxk::Nf4GemmArgs> a, const std::optional<fluxk::Nf4GemmArgs>& b, Route route,
+                 const char* what, cudaStream_t s) {
+  if (!use_sm90() || !a || !b) return false;
+  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
+  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), what)) return false;
+  count_route(route);
+  return true;
+}
+
+}  // namespace
+#endif
+
 bool fluxk_linear_joint_qkv_nf4_pair(const JointQkvProjection& first, const JointQkvProjection& second,
                                      const JointQkvOutputs& out, cudaStream_t s) {
 #if FLUXLAB_HAVE_SM90
-  std::optional<fluxk::Nf4GemmArgs> a = nf4_qkv_args(first.x, first.xdt, first.w, first.bias, first.M, first.K,
-                                                     first.stream, out);
-  std::optional<fluxk::Nf4GemmArgs> b = nf4_qkv_args(second.x, second.xdt, second.w, second.bias, second.M,
-                                                     second.K, second.stream, out);
-  if (!a || !b) return false;
-  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
-  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), "ops.jointQkv (fluxk gemm_nf4_sm90_pair)")) return false;
-  count_route(Route::LinearNf4JointQkvPairFluxkSm90);
-  return true;
+  return launch_pair(nf4_qkv_args(first.x, first.xdt, first.w, first.bias, first.M, first.K, first.stream, out),
+                     nf4_qkv_args(second.x, second.xdt, second.w, second.bias, second.M, second.K, second.stream, out),
+                     Route::LinearNf4JointQkvPairFluxkSm90, "ops.jointQkv (fluxk gemm_nf4_sm90_pair)", s);
 #else
   (void)first, (void)second, (void)out, (void)s;
   return false;
@@ -534,20 +551,9 @@ bool fluxk_joint_qkv_nf4_with_linear(const JointQkvProjection& qkv, const Nf4Lin
   if (linear.x != qkv.x || linear.M != qkv.M || !linear.epi.gelu_tanh || linear.epi.gate || linear.epi.residual) {
     return false;
   }
-  if (fluxk_linear_nf4_dequantized_applies(linear.x, linear.xdt, linear.w, linear.bias, linear.out, linear.M,
-                                           linear.epi)) {
-    return false;
-  }
-  std::optional<fluxk::Nf4GemmArgs> a = nf4_qkv_args(qkv.x, qkv.xdt, qkv.w, qkv.bias, qkv.M, qkv.K, qkv.stream, out);
-  std::optional<fluxk::Nf4GemmArgs> b = nf4_gemm_args(linear.x, linear.xdt, linear.w, linear.bias, linear.out,
-                                                      linear.M, linear.w.rows, linear.w.cols, linear.epi);
-  if (!a || !b) return false;
-  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
-  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), "ops.jointQkv (fluxk gemm_nf4_sm90_pair with a linear)")) {
-    return false;
-  }
-  count_route(Route::LinearNf4JointQkvWithLinearFluxkSm90);
-  return true;
+  return launch_pair(nf4_qkv_args(qkv.x, qkv.xdt, qkv.w, qkv.bias, qkv.M, qkv.K, qkv.stream, out),
+                     fused_linear_args(linear), Route::LinearNf4JointQkvWithLinearFluxkSm90,
+                     "ops.jointQkv (fluxk gemm_nf4_sm90_pair with a linear)", s);
 #else
   (void)qkv, (void)linear, (void)out, (void)s;
   return false;
@@ -556,19 +562,8 @@ bool fluxk_joint_qkv_nf4_with_linear(const JointQkvProjection& qkv, const Nf4Lin
 
 bool fluxk_linear_nf4_pair(const Nf4LinearItem& first, const Nf4LinearItem& second, cudaStream_t s) {
 #if FLUXLAB_HAVE_SM90
-  if (!use_sm90() || first.M <= 16 || second.M <= 16) return false;
-  for (const Nf4LinearItem* it : {&first, &second}) {
-    if (fluxk_linear_nf4_dequantized_applies(it->x, it->xdt, it->w, it->bias, it->out, it->M, it->epi)) return false;
-  }
-  std::optional<fluxk::Nf4GemmArgs> a =
-      nf4_gemm_args(first.x, first.xdt, first.w, first.bias, first.out, first.M, first.w.rows, first.w.cols, first.epi);
-  std::optional<fluxk::Nf4GemmArgs> b = nf4_gemm_args(second.x, second.xdt, second.w, second.bias, second.out,
-                                                      second.M, second.w.rows, second.w.cols, second.epi);
-  if (!a || !b) return false;
-  const Tensor workspace = attach_split_workspace(*a, fluxk::gemm_nf4_sm90_pair_workspace_bytes(*a, *b));
-  if (!accepted(fluxk::gemm_nf4_sm90_pair(*a, *b, s), "ops.linearPair (fluxk gemm_nf4_sm90_pair)")) return false;
-  count_route(Route::LinearNf4PairFluxkSm90);
-  return true;
+  return launch_pair(fused_linear_args(first), fused_linear_args(second), Route::LinearNf4PairFluxkSm90,
+                     "ops.linearGroup (fluxk gemm_nf4_sm90_pair)", s);
 #else
   (void)first, (void)second, (void)s;
   return false;
