@@ -32,7 +32,8 @@ sys.path.insert(0, HERE)
 from bench import EPI, Lib  # noqa: E402
 
 # (schedule, tile_n, cluster) as GemmArgs takes them, and whether the split workspace is given (capi.cu fk_set_split).
-VARIANTS = {"pp": (2, 0, 1, 1), "pp-cl2": (2, 0, 2, 1), "coop-256": (1, 256, 1, 1), "pp-whole": (2, 0, 1, 0)}
+VARIANTS = {"pp": (2, 0, 1, 1), "pp-cl2": (2, 0, 2, 1), "pp-192": (2, 192, 1, 1), "pp-192-cl2": (2, 192, 2, 1),
+            "coop-256": (1, 256, 1, 1), "pp-whole": (2, 0, 1, 0)}
 QK_BACKENDS = {"pp": 4, "pp-cl2": 3, "nf4": 2}  # capi.cu's fk_gemm_qk_norm_rope
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).

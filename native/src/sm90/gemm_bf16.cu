@@ -250,11 +250,27 @@ __global__ void __launch_bounds__(kThreads, 1)
 // tile's place in that order (skipping the other warpgroup's k-blocks). With CL = 2, CTA pairs walk
 // units of two vertically adjacent tiles; each CTA loads its A tile and half of the shared W tile,
 // multicast to both, and a stage is refilled once the consuming warpgroups of both CTAs released it.
-constexpr int kPpBN = 128;
-constexpr int kPpStages = 7;
-constexpr int kPpTileBytes = kBM * kBK * 2;  // A and W tiles are both 128 x 64
-constexpr int kPpSmemBytes = kPpStages * 2 * kPpTileBytes + 2 * kPpStages * 8 + 1024;
-static_assert(kPpSmemBytes <= 232448, "shared memory budget");
+// BN = 192 (tiles 128 x 192, 2 x 96 accumulators per thread): 17% fewer L2->SM bytes per output than 128 x 128 (22%
+// in CTA pairs), the quantity that separates our GEMMs from cuBLAS's 192 x 192 tiles at the card's power cap
+// (docs/kernels.md "Where the GEMM time goes"). The QK-norm/RoPE epilogue needs a head (128 columns) per tile.
+constexpr int kPpBN = 128;  // the tile width of the QK-norm/RoPE epilogue
+template <int BN>
+struct PingPongConfig {
+  static_assert(BN == 128 || BN == 192, "ping-pong tile widths");
+  static constexpr int kStages = BN == 128 ? 7 : 5;
+  static constexpr int kABytes = kBM * kBK * 2;
+  static constexpr int kWBytes = BN * kBK * 2;
+  static constexpr int kSmemBytes = kStages * (kABytes + kWBytes) + 2 * kStages * 8 + 1024;
+  static_assert(kSmemBytes <= 232448, "shared memory budget");
+  static_assert(kWBytes / 2 % 1024 == 0, "each CTA's multicast half of W starts on a swizzle atom");
+};
+
+// Column pairs per thread loaded ahead of their stores in the epilogue: the 128-wide tile's whole row (measured, see
+// the epilogue); with the 192-wide tile's 192 accumulators, batches of 8 (of 4 with the residual and gate, where 8
+// spilled) leave the registers enough room.
+constexpr int pingpong_epilogue_batch(int bn, int epi) {
+  return bn == 128 ? 16 : epi == static_cast<int>(Epilogue::kGateResidual) ? 4 : 8;
+}
 constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
 constexpr int kPieceBarrier = 3;  // named barriers 3 + cw: warpgroup cw's threads stored (or may read) a split slot
 // Rows of tiles walked together. Measured on an H100, 132 SMs (bench/kernels/tile_walk.sh; figures in
@@ -363,17 +379,19 @@ __device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, con
 }
 #endif
 
-template <int EPI, int CL>
+template <int BN, int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a2,
                               const __grid_constant__ CUtensorMap tma_w, const GemmParams p) {
 #if FLUXK_SM90_DEVICE
+  using Cfg = PingPongConfig<BN>;
+  static_assert(EPI != kQkEpi || BN == kPpBN, "the QK epilogue takes one head per tile");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   uint8_t* s_a = smem;
-  uint8_t* s_w = smem + kPpStages * kPpTileBytes;
-  uint64_t* full = reinterpret_cast<uint64_t*>(s_w + kPpStages * kPpTileBytes);
-  uint64_t* empty = full + kPpStages;
+  uint8_t* s_w = smem + Cfg::kStages * Cfg::kABytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_w + Cfg::kStages * Cfg::kWBytes);
+  uint64_t* empty = full + Cfg::kStages;
 
   const int wg = threadIdx.x / 128;
   const int tid = threadIdx.x % 128;
@@ -383,7 +401,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int local_tiles = pieces_of(p.split, cluster_id, num_clusters);
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kPpStages; ++s) {
+    for (int s = 0; s < Cfg::kStages; ++s) {
       mbar_init(&full[s], 1);
       // One arrival per warp of the warpgroup that consumes the stage, in every CTA the stage's W half reaches.
       mbar_init(&empty[s], 4 * CL);
@@ -411,18 +429,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int tm = tu * CL + rank;
         for (int kb = w.kb0; kb < w.kb1; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
-          mbar_arrive_expect_tx(&full[stage], 2 * kPpTileBytes);
+          mbar_arrive_expect_tx(&full[stage], Cfg::kABytes + Cfg::kWBytes);
           const bool second = kb >= p.a_split_blocks;
-          tma_load_2d(s_a + stage * kPpTileBytes, second ? &tma_a2 : &tma_a, &full[stage],
+          tma_load_2d(s_a + stage * Cfg::kABytes, second ? &tma_a2 : &tma_a, &full[stage],
                       (second ? kb - p.a_split_blocks : kb) * kBK, tm * kBM);
           if (CL == 1) {
-            tma_load_2d(s_w + stage * kPpTileBytes, &tma_w, &full[stage], kb * kBK, tn * kPpBN);
+            tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
           } else {
             // Both CTAs' tiles share W's rows: each loads its half and multicasts it to the pair.
-            tma_load_2d_multicast(s_w + stage * kPpTileBytes + rank * (kPpBN / 2) * 128, &tma_w, &full[stage],
-                                  kb * kBK, tn * kPpBN + rank * (kPpBN / 2), static_cast<uint16_t>(0x3));
+            tma_load_2d_multicast(s_w + stage * Cfg::kWBytes + rank * (BN / 2) * 128, &tma_w, &full[stage],
+                                  kb * kBK, tn * BN + rank * (BN / 2), static_cast<uint16_t>(0x3));
           }
-          if (++stage == kPpStages) {
+          if (++stage == Cfg::kStages) {
             stage = 0;
             phase ^= 1;
           }
@@ -434,7 +452,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int cw = wg - 1;
     const int warp = tid / 32;
     const int lane = tid % 32;
-    float acc[2][kPpBN / 2];  // rows 0-63 and 64-127 of the tile
+    float acc[2][BN / 2];  // rows 0-63 and 64-127 of the tile
 
     // Every turn handed over is taken: warpgroup 1 hands warpgroup 0 its first turn only, and a
     // warpgroup hands over after a tile only when the CTA has a next tile (the other's).
@@ -444,29 +462,29 @@ __global__ void __launch_bounds__(kThreads, 1)
       int tu, tn;
       tile_coords<kPpGroupM / CL>(w.unit, p.units_m, p.tiles_n, tu, tn);
       const int tm = tu * CL + rank;
-      int stage = w.ring_start % kPpStages;  // this piece's place in the ring order
-      uint32_t phase = static_cast<uint32_t>((w.ring_start / kPpStages) & 1);
+      int stage = w.ring_start % Cfg::kStages;  // this piece's place in the ring order
+      uint32_t phase = static_cast<uint32_t>((w.ring_start / Cfg::kStages) & 1);
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int j = 0; j < kPpBN / 2; ++j) acc[h][j] = 0.f;
+        for (int j = 0; j < BN / 2; ++j) acc[h][j] = 0.f;
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
+        for (int j = 0; j < BN / 2; ++j) reg_fence(acc[h][j]);
 
       named_barrier_sync(kTurnBarrier + cw, 256);
       int prev_stage = 0;
       for (int kb = w.kb0; kb < w.kb1; ++kb) {
         mbar_wait(&full[stage], phase);
-        const uint32_t a_base = smem_addr(s_a + stage * kPpTileBytes);
-        const uint32_t w_base = smem_addr(s_w + stage * kPpTileBytes);
+        const uint32_t a_base = smem_addr(s_a + stage * Cfg::kABytes);
+        const uint32_t w_base = smem_addr(s_w + stage * Cfg::kWBytes);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < kBK / 16; ++kk) {
           const uint64_t wd = make_smem_desc(w_base + kk * 32, 16, 1024);
-          WgmmaSS<kPpBN, 0>::run(acc[0], make_smem_desc(a_base + kk * 32, 16, 1024), wd, 1);
-          WgmmaSS<kPpBN, 0>::run(acc[1], make_smem_desc(a_base + 64 * 128 + kk * 32, 16, 1024), wd, 1);
+          WgmmaSS<BN, 0>::run(acc[0], make_smem_desc(a_base + kk * 32, 16, 1024), wd, 1);
+          WgmmaSS<BN, 0>::run(acc[1], make_smem_desc(a_base + 64 * 128 + kk * 32, 16, 1024), wd, 1);
         }
         wgmma_commit();
         wgmma_wait<1>();
@@ -475,7 +493,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
         }
         prev_stage = stage;
-        if (++stage == kPpStages) {
+        if (++stage == Cfg::kStages) {
           stage = 0;
           phase ^= 1;
         }
@@ -486,14 +504,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
-        for (int j = 0; j < kPpBN / 2; ++j) reg_fence(acc[h][j]);
+        for (int j = 0; j < BN / 2; ++j) reg_fence(acc[h][j]);
       if (lane == 0) {
         mbar_arrive(&empty[prev_stage]);
         if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
       }
       if (CL == 1 && w.role != kWholeTile) {  // clusters are never split
         // Slot layout: each thread's accumulators as float4s, 128 threads side by side.
-        constexpr int kQuads = kPpBN / 4;
+        constexpr int kQuads = BN / 4;
         if (w.role == kLaterPiece) {
           float4* slot = p.partials + static_cast<int64_t>(cluster_id + w.split_tile) * kQuads * 128 + tid;
 #pragma unroll
@@ -524,42 +542,52 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
 
       // Accumulator layout of wgmma m64nNk16: acc[h][4j + 2r + e] holds row (64h + 16*warp + lane/4 + 8r),
-      // column (8j + 2*(lane%4) + e) of the 128 x 128 tile.
+      // column (8j + 2*(lane%4) + e) of the 128 x BN tile.
       // Loads go in batches ahead of the batch's stores: the residual may alias the output, so in
       // program order every load would wait behind the previous store (one memory latency per pair,
       // longer than the other warpgroup's main loop). Batching is safe since each element is read
       // and then written by the same thread.
-      const int col_base = tn * kPpBN + 2 * (lane % 4);
-      uint32_t bias2[kPpBN / 8];
-#pragma unroll
-      for (int j = 0; j < kPpBN / 8; ++j) {
-        const int col = col_base + 8 * j;
-        bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
-      }
+      const int col_base = tn * BN + 2 * (lane % 4);
       if constexpr (EPI == kQkEpi) {
+        uint32_t bias2[kPpBN / 8];
+#pragma unroll
+        for (int j = 0; j < kPpBN / 8; ++j) {
+          const int col = col_base + 8 * j;
+          bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
+        }
         pingpong_qk_norm_rope(p.epi, acc, bias2, tm, tn, p.m, warp, lane);
       } else {
+        constexpr int kBatch = pingpong_epilogue_batch(BN, EPI);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int j0 = 0; j0 < BN / 8; j0 += kBatch) {
+          uint32_t bias2[kBatch];
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
-            if (row >= p.m) continue;
-            uint32_t res2[kPpBN / 8], gate2[kPpBN / 8];
+          for (int j = 0; j < kBatch; ++j) {
+            const int col = col_base + 8 * (j0 + j);
+            bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
+          }
 #pragma unroll
-            for (int j = 0; j < kPpBN / 8; ++j) {
-              const int col = col_base + 8 * j;
-              const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
-              res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
-              gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
-            }
+          for (int h = 0; h < 2; ++h) {
 #pragma unroll
-            for (int j = 0; j < kPpBN / 8; ++j) {
-              const int col = col_base + 8 * j;
-              if (col < p.n) {
-                *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
-                    epilogue_pair_loaded<EPI>(acc[h][4 * j + 2 * r], acc[h][4 * j + 2 * r + 1], bias2[j], res2[j],
-                                              gate2[j]);
+            for (int r = 0; r < 2; ++r) {
+              const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
+              if (row >= p.m) continue;
+              uint32_t res2[kBatch], gate2[kBatch];
+#pragma unroll
+              for (int j = 0; j < kBatch; ++j) {
+                const int col = col_base + 8 * (j0 + j);
+                const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
+                res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
+                gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
+              }
+#pragma unroll
+              for (int j = 0; j < kBatch; ++j) {
+                const int col = col_base + 8 * (j0 + j);
+                if (col < p.n) {
+                  const int a = 4 * (j0 + j) + 2 * r;
+                  *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
+                      epilogue_pair_loaded<EPI>(acc[h][a], acc[h][a + 1], bias2[j], res2[j], gate2[j]);
+                }
               }
             }
           }
@@ -574,8 +602,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-constexpr size_t kPpTileF32Bytes = static_cast<size_t>(kBM) * kPpBN * sizeof(float);
-
 // The ping-pong split's plan for these arguments with independent CTAs (split_k.cuh): after one to three whole rounds
 // and for last rounds under 40% busy only. H100, 2026-11-26, ab.py interleaved, whole -> split with no such limits
 // (bench/kernels/results/2026-11-26-h100-6792ab4-ab-pingpong-split.txt): 1536x3072x15360 + gate (the 512²
@@ -583,22 +609,24 @@ constexpr size_t kPpTileF32Bytes = static_cast<size_t>(kBM) * kPpBN * sizeof(flo
 // 512x3072x3072 + gate (96 tiles, no whole round) 0.030 -> 0.042, 1024x3072x3072 + gate (1 + 60) 0.049 -> 0.064,
 // 1536x9216x3072 (6 + 72) 0.153 -> 0.159, and after many rounds no gain (4608x12288x3072 + gelu, 26 + 24: 0.612 ->
 // 0.605).
-SplitPlan pingpong_split_plan(const GemmArgs& a, int sms, bool allowed) {
-  const int tiles_m = (a.m + kBM - 1) / kBM, tiles_n = (a.n + kPpBN - 1) / kPpBN;
+SplitPlan pingpong_split_plan(const GemmArgs& a, int bn, int sms, bool allowed) {
+  const int tiles_m = (a.m + kBM - 1) / kBM, tiles_n = (a.n + bn - 1) / bn;
   const int rounds = tiles_m * tiles_n / sms;
   allowed = allowed && rounds >= 1 && rounds <= 3;
   const auto coords = [&](int u, int* r, int* c) { tile_coords<kPpGroupM>(u, tiles_m, tiles_n, *r, *c); };
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
     distinct_blocks(first, count, tiles_m, tiles_n, coords, &rows, &cols);
-    return (static_cast<size_t>(rows) * kBM + static_cast<size_t>(cols) * kPpBN) * a.k * 2;
+    return (static_cast<size_t>(rows) * kBM + static_cast<size_t>(cols) * bn) * a.k * 2;
   };
-  return plan_split(tiles_m * tiles_n, (a.k + kBK - 1) / kBK, sms, kPpTileF32Bytes, 1, allowed, 2 * sms / 5,
+  const size_t tile_f32_bytes = static_cast<size_t>(kBM) * bn * sizeof(float);
+  return plan_split(tiles_m * tiles_n, (a.k + kBK - 1) / kBK, sms, tile_f32_bytes, 1, allowed, 2 * sms / 5,
                     device_l2_bytes(), footprint);
 }
 
-template <int EPI, int CL>
+template <int BN, int EPI, int CL>
 cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
+  using Cfg = PingPongConfig<BN>;
   CUtensorMap tma_a, tma_a2, tma_w;
   const int k1 = a.a2 ? a.k_split : a.k;
   cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, kBM);
@@ -608,7 +636,7 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
     e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kBM);
     if (e != cudaSuccess) return e;
   }
-  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kPpBN / CL);
+  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN / CL);
   if (e != cudaSuccess) return e;
   GemmParams p;
   p.c = a.c;
@@ -619,45 +647,52 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.k = a.k;
   p.a_parts = 1;
   p.tiles_m = (a.m + kBM - 1) / kBM;
-  p.tiles_n = (a.n + kPpBN - 1) / kPpBN;
+  p.tiles_n = (a.n + BN - 1) / BN;
   p.k_blocks = (a.k + kBK - 1) / kBK;
   p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
   p.units_m = (p.tiles_m + CL - 1) / CL;
   p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
   const bool split_ok = CL == 1 && a.workspace && aligned16(a.workspace);
-  SplitPlan plan = pingpong_split_plan(a, sms, split_ok);
-  if (plan.s.sk_tiles && a.workspace_bytes < plan.bytes) plan = pingpong_split_plan(a, sms, false);
+  SplitPlan plan = pingpong_split_plan(a, BN, sms, split_ok);
+  if (plan.s.sk_tiles && a.workspace_bytes < plan.bytes) plan = pingpong_split_plan(a, BN, sms, false);
   if (CL > 1) plan.s.dp_units = p.num_units;
   p.split = plan.s;
   p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
   p.partials =
       plan.s.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
-  auto kernel = gemm_bf16_pingpong_kernel<EPI, CL>;
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kPpSmemBytes);
+  auto kernel = gemm_bf16_pingpong_kernel<BN, EPI, CL>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
     if (plan.s.sk_tiles) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
-    kernel<<<plan.grid, kThreads, kPpSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
     return cudaGetLastError();
   }
   static int max_clusters = 0;
-  return launch_clusters(kernel, kThreads, CL, p.num_units, kPpSmemBytes, sms, &max_clusters, stream, tma_a, tma_a2,
+  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_a, tma_a2,
                          tma_w, p);
 }
 
-template <int CL>
+template <int BN, int CL>
 cudaError_t launch_pingpong_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
   switch (a.epi.kind) {
-    case Epilogue::kNone: return launch_pingpong<0, CL>(a, stream, sms);
-    case Epilogue::kGeluTanh: return launch_pingpong<1, CL>(a, stream, sms);
-    case Epilogue::kGateResidual: return launch_pingpong<2, CL>(a, stream, sms);
-    case Epilogue::kQkNormRope: return launch_pingpong<kQkEpi, CL>(a, stream, sms);
+    case Epilogue::kNone: return launch_pingpong<BN, 0, CL>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch_pingpong<BN, 1, CL>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch_pingpong<BN, 2, CL>(a, stream, sms);
+    case Epilogue::kQkNormRope:
+      if constexpr (BN == kPpBN) return launch_pingpong<BN, kQkEpi, CL>(a, stream, sms);
+      break;
   }
   return cudaErrorInvalidValue;
+}
+
+template <int CL>
+cudaError_t launch_pingpong_width(const GemmArgs& a, int bn, cudaStream_t stream, int sms) {
+  return bn == 192 ? launch_pingpong_epi<192, CL>(a, stream, sms) : launch_pingpong_epi<128, CL>(a, stream, sms);
 }
 
 template <int BN, int EPI, int CL, bool F32 = false>
@@ -760,6 +795,12 @@ int pick_pingpong_cluster(const GemmArgs& a) {
   return plain && a.m >= kPpClusterMinM ? 2 : 1;
 }
 
+// The ping-pong tile width: a forced one, else 128 (192 awaits its measurement).
+int pick_pingpong_tile_n(const GemmArgs& a) {
+  if (a.tile_n) return a.tile_n;
+  return kPpBN;
+}
+
 GemmSchedule resolved_schedule(const GemmArgs& a) {
   return a.schedule != GemmSchedule::kAuto                  ? a.schedule
          : a.c_f32 || a.a_parts != 1 || a.tile_n ? GemmSchedule::kCooperative
@@ -781,15 +822,17 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
   const GemmSchedule schedule = resolved_schedule(a);
   if (schedule == GemmSchedule::kPingPong) {
-    if (a.c_f32 || a.a_parts != 1 || (a.tile_n && a.tile_n != kPpBN) || a.cluster > 2) return cudaErrorInvalidValue;
-    if (a.cluster == 2) return launch_pingpong_epi<2>(a, stream, sms);
-    if (a.cluster == 1) return launch_pingpong_epi<1>(a, stream, sms);
+    const int bn = pick_pingpong_tile_n(a);
+    const bool qk = a.epi.kind == Epilogue::kQkNormRope;
+    if (a.c_f32 || a.a_parts != 1 || (bn != kPpBN && (bn != 192 || qk)) || a.cluster > 2) return cudaErrorInvalidValue;
+    if (a.cluster == 2) return launch_pingpong_width<2>(a, bn, stream, sms);
+    if (a.cluster == 1) return launch_pingpong_width<1>(a, bn, stream, sms);
     if (pick_pingpong_cluster(a) == 2) {
       // Pairs picked by measurement: where none fits on this device, independent CTAs do the same work.
-      const cudaError_t paired = launch_pingpong_epi<2>(a, stream, sms);
+      const cudaError_t paired = launch_pingpong_width<2>(a, bn, stream, sms);
       if (paired != cudaErrorNotSupported) return paired;
     }
-    return launch_pingpong_epi<1>(a, stream, sms);
+    return launch_pingpong_width<1>(a, bn, stream, sms);
   }
   if (schedule != GemmSchedule::kCooperative || a.a2) return cudaErrorInvalidValue;  // two-part A: ping-pong only
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
@@ -808,7 +851,7 @@ size_t gemm_bf16_sm90_workspace_bytes(const GemmArgs& a) {
   if (!device_is_sm90()) return 0;
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
-  return pingpong_split_plan(a, sms, true).bytes;
+  return pingpong_split_plan(a, pick_pingpong_tile_n(a), sms, true).bytes;
 }
 
 // The split (sm80/gemm_sm80.cu, a memory-bound pass) and one wgmma GEMM over K' = 3·K64 with a

@@ -94,7 +94,8 @@ struct GemmArgs {
   int64_t lda2 = 0;
   int k_split = 0;
   EpilogueArgs epi;
-  int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks)
+  int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks; with a forced
+                    // kPingPong schedule, 128 or 192, 128 only for kQkNormRope)
   // sm90: 2 = CTA pairs with vertically adjacent tiles sharing W tiles by TMA multicast, 1 = independent CTAs,
   // 0 = by measurement (docs/kernels.md): pairs for ping-pong GEMMs of >= 4096 rows with the plain or QK-norm/RoPE
   // epilogue, independent CTAs otherwise.
