@@ -268,7 +268,7 @@ struct PingPongConfig {
 // Column pairs per thread loaded ahead of their stores in the epilogue: the 128-wide tile's whole row (measured, see
 // the epilogue); with the 192-wide tile's 192 accumulators, batches of 8 (of 4 with the residual and gate, where 8
 // spilled) leave the registers enough room.
-constexpr int pingpong_epilogue_batch(int bn, int epi) {
+__host__ __device__ constexpr int pingpong_epilogue_batch(int bn, int epi) {
   return bn == 128 ? 16 : epi == static_cast<int>(Epilogue::kGateResidual) ? 4 : 8;
 }
 constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
