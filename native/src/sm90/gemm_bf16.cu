@@ -795,10 +795,16 @@ int pick_pingpong_cluster(const GemmArgs& a) {
   return plain && a.m >= kPpClusterMinM ? 2 : 1;
 }
 
-// The ping-pong tile width: a forced one, else 128 (192 awaits its measurement).
+// The ping-pong tile width: 192 for the plain, gelu and gate/residual epilogues from 4096 rows, 128 elsewhere.
+// Interleaved A/B under sustained load (H100, 2026-11-26, bench/kernels/ab.py, best of alone / in CTA pairs for
+// each width; results/2026-11-26-h100-47c5339-ab-pingpong-192.txt), 128 -> 192: 4608x3072x12288 + gelu 0.615 ->
+// 0.564 ms, 4096x3072x12288 + gelu 0.556 -> 0.494, 4096x12288x3072 + gate 0.536 -> 0.513, 4608x15360x3072 + gate
+// 0.777 -> 0.765, 4096x3072x3072 + gate 0.163 -> 0.159, 4608x3072x9216 0.470 -> 0.447; at 512 rows gelu tied (0.073)
+// and gate lost (0.088 -> 0.111: 64 tiles for 132 SMs).
+constexpr int kPpWideMinM = 4096;
 int pick_pingpong_tile_n(const GemmArgs& a) {
   if (a.tile_n) return a.tile_n;
-  return kPpBN;
+  return a.m >= kPpWideMinM && a.epi.kind != Epilogue::kQkNormRope ? 192 : kPpBN;
 }
 
 GemmSchedule resolved_schedule(const GemmArgs& a) {
