@@ -819,16 +819,29 @@ int pick_pingpong_cluster(const GemmArgs& a) {
   return plain && a.m >= kPpClusterMinM ? 2 : 1;
 }
 
-// The ping-pong tile width: 192 for the plain, gelu and gate/residual epilogues from 4096 rows, 128 elsewhere.
-// Interleaved A/B under sustained load (H100, 2026-11-26, bench/kernels/ab.py, best of alone / in CTA pairs for
-// each width; results/2026-11-26-h100-47c5339-ab-pingpong-192.txt), 128 -> 192: 4608x3072x12288 + gelu 0.615 ->
-// 0.564 ms, 4096x3072x12288 + gelu 0.556 -> 0.494, 4096x12288x3072 + gate 0.536 -> 0.513, 4608x15360x3072 + gate
-// 0.777 -> 0.765, 4096x3072x3072 + gate 0.163 -> 0.159, 4608x3072x9216 0.470 -> 0.447; at 512 rows gelu tied (0.073)
-// and gate lost (0.088 -> 0.111: 64 tiles for 132 SMs).
-constexpr int kPpWideMinM = 4096;
-PingPongTile pick_pingpong_tile(const GemmArgs& a) {
+// The ping-pong tile: 128 x 192 or 128 x 128, whichever takes fewer rounds of tiles x tile cost, the split last round
+// counted as the fraction of a round it is. The QK-norm/RoPE epilogue takes 128 x 128: the 192 x 128 tiles (its
+// only longer tiles) ran 0.531 / 0.495 ms at 4608 / 4096 rows against 0.509 / 0.460 for 128 x 128 pairs, and lost
+// on every other shape too (results/2026-11-26-h100-cf25cac-ab-pingpong-tiles.txt). Interleaved A/B under sustained
+// load (H100, 2026-11-26, bench/kernels/ab.py; results/2026-11-26-h100-47c5339-ab-pingpong-192.txt and the file
+// above), 128 -> 192 wide: 4608x3072x12288 + gelu 0.615 -> 0.564 ms, 4096x3072x12288 + gelu 0.548 -> 0.497,
+// 4096x12288x3072 + gate 0.525 -> 0.508, 4608x15360x3072 + gate 0.744 -> 0.721, 4608x3072x9216 0.470 -> 0.447 (in
+// pairs), 1024x12288x3072 + gate 0.161 -> 0.130 (1.45 rounds of 128-wide tiles against one of 192), 1024x3072x3072
+// + gate 0.052 -> 0.047; 192 lost where it leaves a round part-filled that 128 fills or splits: 512x12288x3072 +
+// gate 0.086 -> 0.111 (96 tiles against 64 for 132 SMs), 1536x15360x3072 + gate 0.265 -> 0.276 (128's split last
+// round); gelu at 512 / 1024 / 1536 rows tied. Relative rate per output 1.1 for 192: between the 3% (gate) and 10%
+// (gelu) gains at equal rounds, the value that orders all of these as measured.
+PingPongTile pick_pingpong_tile(const GemmArgs& a, int sms) {
   if (a.tile_m || a.tile_n) return {a.tile_m ? a.tile_m : kBM, a.tile_n ? a.tile_n : kPpBN};
-  return {kBM, a.m >= kPpWideMinM && a.epi.kind != Epilogue::kQkNormRope ? 192 : kPpBN};
+  if (a.epi.kind == Epilogue::kQkNormRope) return {kBM, kPpBN};
+  const auto cost = [&](PingPongTile t, double rate) {
+    const int tiles = ((a.m + t.bm - 1) / t.bm) * ((a.n + t.bn - 1) / t.bn);
+    const bool split = pingpong_split_plan(a, t, sms, true).s.sk_tiles > 0;
+    const double rounds = split ? static_cast<double>(tiles) / sms : static_cast<double>((tiles + sms - 1) / sms);
+    return rounds * t.bn / rate;
+  };
+  const PingPongTile narrow{kBM, kPpBN}, wide{kBM, 192};
+  return cost(wide, 1.1) < cost(narrow, 1.0) ? wide : narrow;
 }
 
 GemmSchedule resolved_schedule(const GemmArgs& a) {
@@ -852,7 +865,7 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
   const GemmSchedule schedule = resolved_schedule(a);
   if (schedule == GemmSchedule::kPingPong) {
-    const PingPongTile t = pick_pingpong_tile(a);
+    const PingPongTile t = pick_pingpong_tile(a, sms);
     const bool qk = a.epi.kind == Epilogue::kQkNormRope;
     const bool tile_ok = (t.bm == 128 && t.bn == 128) || (t.bm == 128 && t.bn == 192 && !qk) ||
                          (t.bm == 192 && t.bn == 128);
@@ -883,7 +896,7 @@ size_t gemm_bf16_sm90_workspace_bytes(const GemmArgs& a) {
   if (!device_is_sm90()) return 0;
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
-  return pingpong_split_plan(a, pick_pingpong_tile(a), sms, true).bytes;
+  return pingpong_split_plan(a, pick_pingpong_tile(a, sms), sms, true).bytes;
 }
 
 // The split (sm80/gemm_sm80.cu, a memory-bound pass) and one wgmma GEMM over K' = 3·K64 with a
