@@ -13,7 +13,7 @@ Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--variants pp,
                                    [--lib-b OTHER.so]
 Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: "pp", "pp-cl2", "nf4").
 Variants: "pp" ping-pong 128x128 tiles, "pp-cl2" the same in 2-CTA clusters (W multicast), "pp-192" / "pp-192-cl2"
-128x192 tiles, "pp-r192" / "pp-r192-cl2" 192x128 tiles, "pp-auto" the dispatch's tiles and clusters, "coop-256" cooperative 128x256,
+128x192 tiles, "pp-auto" the dispatch's tiles and clusters, "coop-256" cooperative 128x256,
 "pp-whole" ping-pong without the split last round's workspace (whole tiles only; split_k.cuh), "nf4" the sm90 NF4
 kernel (random codes and absmax, its own tile and split choice), "nf4-128" / "-192" / "-256" with that token tile. With --lib-b every variant also runs from that
 library, as "<variant>@b" (an old build against a new one, in the same rotation).
@@ -32,14 +32,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import EPI, Lib  # noqa: E402
 
-# (schedule, tile_n, cluster) as GemmArgs takes them, whether the split workspace is given (capi.cu fk_set_split) and
-# the ping-pong tile rows (fk_set_tile_m; 0: the dispatch's).
-VARIANTS = {"pp": (2, 128, 1, 1, 128), "pp-cl2": (2, 128, 2, 1, 128), "pp-192": (2, 192, 1, 1, 128),
-            "pp-192-cl2": (2, 192, 2, 1, 128), "pp-r192": (2, 128, 1, 1, 192), "pp-r192-cl2": (2, 128, 2, 1, 192),
-            "pp-auto": (2, 0, 0, 1, 0), "coop-256": (1, 256, 1, 1, 0), "pp-whole": (2, 128, 1, 0, 128)}
-# capi.cu's fk_gemm_qk_norm_rope backend and the tile rows
-QK_BACKENDS = {"pp": (4, 128), "pp-cl2": (3, 128), "pp-r192": (4, 192), "pp-r192-cl2": (3, 192), "pp-auto": (1, 0),
-               "nf4": (2, 0)}
+# (schedule, tile_n, cluster) as GemmArgs takes them (0: the dispatch's), and whether the split workspace is given
+# (capi.cu fk_set_split).
+VARIANTS = {"pp": (2, 128, 1, 1), "pp-cl2": (2, 128, 2, 1), "pp-192": (2, 192, 1, 1), "pp-192-cl2": (2, 192, 2, 1),
+            "pp-auto": (2, 0, 0, 1), "coop-256": (1, 256, 1, 1), "pp-whole": (2, 128, 1, 0)}
+QK_BACKENDS = {"pp": 4, "pp-cl2": 3, "pp-auto": 1, "nf4": 2}  # capi.cu's fk_gemm_qk_norm_rope
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).
 STEP_SHAPES = [(4608, 3072, 9216, "qk"), (4096, 3072, 9216, "qk"), (512, 3072, 9216, "qk"), (4608, 3072, 9216, "none"),
@@ -112,12 +109,11 @@ def main():
                         gate.data_ptr() if gate is not None else None, gate.stride(0) if gate is not None else 0, m,
                         tile, 0, sp), name)
                 return nf4_fn
-            schedule, tile, cluster, split, rows = VARIANTS[base]
+            schedule, tile, cluster, split = VARIANTS[base]
 
             def fn(i):
                 a, w, c, bias, res, gate = sets[i % sets_n]
                 lib.lib.fk_set_split(split)
-                lib.lib.fk_set_tile_m(rows)
                 lib.check(lib.lib.fk_gemm_bf16(
                     1, a.data_ptr(), a.stride(0), w.data_ptr(), w.stride(0), c.data_ptr(), c.stride(0), m, n, k,
                     EPI[epi], bias.data_ptr(), res.data_ptr() if res is not None else None,
@@ -134,16 +130,15 @@ def main():
 
             def qk_variant(name):
                 base, lib = split_name(name)
-                if base not in QK_BACKENDS:
+                backend = QK_BACKENDS.get(base)
+                if backend is None:
                     return None
-                backend, rows = QK_BACKENDS[base]
 
                 def fn(i):
                     a, w, _, bias, _, _ = sets[i % sets_n]
                     nq, nk, cos, sin, q, kk, v = tabs[i % sets_n]
                     packed, absmax = nf4_sets[i % sets_n] if base == "nf4" else (None, None)
                     lib.lib.fk_set_split(1)
-                    lib.lib.fk_set_tile_m(rows)
                     lib.check(lib.lib.fk_gemm_qk_norm_rope(
                         backend, a.data_ptr(), a.stride(0), w.data_ptr(), w.stride(0),
                         packed.data_ptr() if packed is not None else None,

@@ -47,9 +47,9 @@ def build_tests(quick):
     """Ordered by what matters most, so that a run cut short still answers the main questions."""
     first, checks, timings, portable, fused = [], [], [], [], []
 
-    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0, sched=0, split=1, tile_m=0):
+    def gemm(lst, mode, backend, tile, m, n, k, epi, cl=0, sched=0, split=1):
         lst.append(dict(op="gemm", mode=mode, backend=backend, tile=tile, cl=cl, m=m, n=n, k=k, epi=epi, sched=sched,
-                        split=split, tile_m=tile_m))
+                        split=split))
         return lst[-1]
 
     def nf4(lst, mode, backend, tile, m, n, k, epi, dq=False, cl=0, split=1):
@@ -128,14 +128,6 @@ def build_tests(quick):
     for (m, n, k, epi) in [(512, 13824, 3072, "none"), (1536, 4608, 15360, "gate"), (777, 4608, 1088, "gelu"),
                            (1300, 4616, 4104, "nobias")]:
         gemm(checks, "check", 1, 192, m, n, k, epi, 1, 2)["expect_split"] = True
-    # Its 192-row tiles (128 columns), alone and in pairs, then split (tiles: 24 x 12 = 288, 6 x 24 = 144).
-    for cl in (1, 2):
-        for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (640, 264, 200, "nobias"), (129, 136, 72, "gelu"),
-                               (77, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"), (4608, 3072, 12288, "gate"),
-                               (1000, 1160, 4104, "gelu"), (4096, 3072, 3072, "gate")]:
-            gemm(checks, "check", 1, 0, m, n, k, epi, cl, 2, tile_m=192)
-    for (m, n, k, epi) in [(4608, 1536, 3072, "none"), (1100, 3072, 1088, "gate")]:
-        gemm(checks, "check", 1, 0, m, n, k, epi, 1, 2, tile_m=192)["expect_split"] = True
     # The skinny bf16 kernel (gemv, M <= 16): odd M, N a multiple of 8 but not of 16, K a multiple of 8 but not of
     # 32, every epilogue; gate rows per batch are M // 2 (gate rows 1, 3, 8 for M 3, 7, 16).
     for (m, n, k, epi) in [(1, 136, 64, "gate"), (3, 264, 200, "gelu"), (7, 3080, 3072, "nobias"),
@@ -242,9 +234,9 @@ def build_tests(quick):
     # NF4 GEMM), each token stream (tokens, joint offset) one call into the joint q, k, v [B, joint, H, 128]; and the
     # two-part A (GemmArgs::a2, Flux's single-block proj_out over [attention | MLP] without the concat). Appended last,
     # so the ids of the sections above stay what earlier results.json files hold.
-    def qk(lst, mode, backend, b, streams, joint, heads, k, dq=False, tile_m=0):
+    def qk(lst, mode, backend, b, streams, joint, heads, k, dq=False):
         lst.append(dict(op="qkrope", mode=mode, backend=backend, b=b, streams=streams, joint=joint, heads=heads, k=k,
-                        dq=dq, tile_m=tile_m))
+                        dq=dq))
 
     def two_part(lst, mode, m, n, k1, k2, epi):
         lst.append(dict(op="gemm2", mode=mode, m=m, n=n, k1=k1, k2=k2, epi=epi))
@@ -256,11 +248,6 @@ def build_tests(quick):
         qk(fused, "check", backend, 1, [(777, 0)], 777, 3, 200 if backend == 1 else 320)  # odd M (NF4: K % 64)
     for backend in (1, 2):
         qk(fused, "time", backend, 1, [(4608, 0)], 4608, 24, 3072)
-    # The ping-pong kernel's 192-token tiles (forced) with the QK epilogue, one head at a time: the same cases.
-    qk(fused, "check", 1, 1, [(4608, 0)], 4608, 24, 3072, tile_m=192)
-    qk(fused, "check", 1, 1, [(512, 0), (4096, 512)], 4608, 24, 3072, tile_m=192)
-    qk(fused, "check", 1, 2, [(300, 512)], 812, 24, 3072, tile_m=192)
-    qk(fused, "check", 1, 1, [(777, 0)], 777, 3, 200, tile_m=192)
     two_part(fused, "check", 4608, 3072, 3072, 12288, "gate")
     two_part(fused, "check", 600, 264, 192, 320, "gate")
     two_part(fused, "check", 777, 136, 128, 200, "nobias")  # odd M, second part's K not a multiple of 64
@@ -308,8 +295,6 @@ class Lib:
                                          i, i, vp]
         self.lib.fk_set_split.restype = None
         self.lib.fk_set_split.argtypes = [i]
-        self.lib.fk_set_tile_m.restype = None
-        self.lib.fk_set_tile_m.argtypes = [i]
         self.lib.fk_last_split_bytes.restype = ctypes.c_ulonglong
         self.lib.fk_last_split_bytes.argtypes = []
         self.lib.fk_gemm_bf16_two_part.restype = i
@@ -628,7 +613,6 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
         r = {"id": tc["id"]}
         torch.manual_seed(1000 + tc["id"])
         lib.lib.fk_set_split(tc.get("split", 1))
-        lib.lib.fk_set_tile_m(tc.get("tile_m", 0))
         op, mode = tc["op"], tc["mode"]
         if op == "gemm":
             m, n, k, epi, tile, backend = tc["m"], tc["n"], tc["k"], tc["epi"], tc["tile"], tc["backend"]
@@ -1015,7 +999,7 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
 def describe(tc):
     if tc["op"] == "gemm":
         be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
-        tile = (f" tile_m={tc['tile_m']}" if tc.get("tile_m") else "") + (f" tile_n={tc['tile']}" if tc["tile"] else "")
+        tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
         sched = {0: "", 1: " coop", 2: " pingpong"}[tc.get("sched", 0)]
         whole = " whole-tiles" if tc.get("split", 1) == 0 else ""
@@ -1031,8 +1015,7 @@ def describe(tc):
         be = {1: "bf16 sm90", 2: "nf4 sm90"}[tc["backend"]]
         dq = " dq" if tc["dq"] else ""
         streams = "+".join(f"{tokens}@{off}" for tokens, off in tc["streams"])
-        rows = f" tile_m={tc['tile_m']}" if tc.get("tile_m") else ""
-        return f"gemm_qk_norm_rope[{be}{dq}{rows}]", f"B{tc['b']} L{streams}/{tc['joint']} H{tc['heads']} K{tc['k']}"
+        return f"gemm_qk_norm_rope[{be}{dq}]", f"B{tc['b']} L{streams}/{tc['joint']} H{tc['heads']} K{tc['k']}"
     if tc["op"] == "gemm2":
         return f"gemm_bf16[sm90 two-part A] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k1']}+{tc['k2']}"
     if tc["op"] == "nf4pair":

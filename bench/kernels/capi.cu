@@ -22,9 +22,6 @@ EpilogueArgs make_epi(int kind, const void* bias, const void* residual, long lon
   return e;
 }
 
-// The ping-pong tile rows forced on the bf16 GEMMs that follow (fk_set_tile_m; 0: the dispatch picks).
-int g_tile_m = 0;
-
 GemmArgs make_gemm(const void* a, long long lda, const void* w, long long ldw, void* c, long long ldc, int m, int n,
                    int k, int epi, const void* bias, const void* residual, long long ldr, const void* gate,
                    long long ldg, int rows_per_batch, int tile_n, int cluster, int schedule) {
@@ -40,7 +37,6 @@ GemmArgs make_gemm(const void* a, long long lda, const void* w, long long ldw, v
   g.k = k;
   g.epi = make_epi(epi, bias, residual, ldr, gate, ldg, rows_per_batch);
   g.tile_n = tile_n;
-  g.tile_m = g_tile_m;
   g.cluster = cluster;
   g.schedule = static_cast<GemmSchedule>(schedule);
   return g;
@@ -107,8 +103,6 @@ extern "C" {
 // 0: the sm90 GEMMs run whole tiles only (no split workspace), 1: as the addon runs them (the default).
 void fk_set_split(int on) { g_split = on != 0; }
 unsigned long long fk_last_split_bytes() { return g_last_split_bytes; }
-// The rows of the ping-pong tiles of the bf16 GEMMs that follow (GemmArgs::tile_m): 0 lets the dispatch pick.
-void fk_set_tile_m(int rows) { g_tile_m = rows; }
 
 const char* fk_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }
 

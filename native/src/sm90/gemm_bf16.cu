@@ -250,30 +250,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 // tile's place in that order (skipping the other warpgroup's k-blocks). With CL = 2, CTA pairs walk
 // units of two vertically adjacent tiles; each CTA loads its A tile and half of the shared W tile,
 // multicast to both, and a stage is refilled once the consuming warpgroups of both CTAs released it.
-// Tiles BM x BN of 128 x 128, 128 x 192 or 192 x 128 (a warpgroup's BM / 64 wgmmas of m64nBN per k16 step): the
-// 192-long tiles (192 accumulators per thread) move 17% fewer L2->SM bytes per output than 128 x 128 (22% in CTA
-// pairs), the quantity that separates our GEMMs from cuBLAS's 192 x 192 tiles at the card's power cap
-// (docs/kernels.md "Where the GEMM time goes"). The QK-norm/RoPE epilogue needs a head (128 columns) per tile, so
-// its long tiles are 192 tokens.
+// BN = 192 (tiles 128 x 192, 2 x 96 accumulators per thread): 17% fewer L2->SM bytes per output than 128 x 128 (22%
+// in CTA pairs), the quantity that separates our GEMMs from cuBLAS's 192 x 192 tiles at the card's power cap
+// (docs/kernels.md "Where the GEMM time goes"). The QK-norm/RoPE epilogue needs a head (128 columns) per tile.
 constexpr int kPpBN = 128;  // the tile width of the QK-norm/RoPE epilogue
-template <int BM, int BN>
+template <int BN>
 struct PingPongConfig {
-  static_assert((BM == 128 && (BN == 128 || BN == 192)) || (BM == 192 && BN == 128), "ping-pong tiles");
-  static constexpr int kHalves = BM / 64;  // m64 row blocks of a tile
-  static constexpr int kAcc = kHalves * BN / 2;  // accumulators per thread
-  static constexpr int kStages = kAcc == 128 ? 7 : 5;
-  static constexpr int kABytes = BM * kBK * 2;
+  static_assert(BN == 128 || BN == 192, "ping-pong tile widths");
+  static constexpr int kStages = BN == 128 ? 7 : 5;
+  static constexpr int kABytes = kBM * kBK * 2;
   static constexpr int kWBytes = BN * kBK * 2;
   static constexpr int kSmemBytes = kStages * (kABytes + kWBytes) + 2 * kStages * 8 + 1024;
   static_assert(kSmemBytes <= 232448, "shared memory budget");
   static_assert(kWBytes / 2 % 1024 == 0, "each CTA's multicast half of W starts on a swizzle atom");
 };
 
-// Column pairs per thread loaded ahead of their stores in the epilogue: the 128 x 128 tile's whole row (measured, see
-// the epilogue); beside 192 accumulators, batches of 8 (of 4 with the residual and gate, where 8 spilled) leave the
-// registers enough room.
-__host__ __device__ constexpr int pingpong_epilogue_batch(int acc, int bn, int epi) {
-  return acc == 128 ? bn / 8 : epi == static_cast<int>(Epilogue::kGateResidual) ? 4 : 8;
+// Column pairs per thread loaded ahead of their stores in the epilogue: the 128-wide tile's whole row (measured, see
+// the epilogue); with the 192-wide tile's 192 accumulators, batches of 8 (of 4 with the residual and gate, where 8
+// spilled) leave the registers enough room.
+__host__ __device__ constexpr int pingpong_epilogue_batch(int bn, int epi) {
+  return bn == 128 ? 16 : epi == static_cast<int>(Epilogue::kGateResidual) ? 4 : 8;
 }
 constexpr int kTurnBarrier = 1;  // named barriers 1 + cw: warpgroup cw may issue its main loop
 constexpr int kPieceBarrier = 3;  // named barriers 3 + cw: warpgroup cw's threads stored (or may read) a split slot
@@ -286,10 +282,6 @@ constexpr int kPpGroupM = 6;
 
 constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
 
-struct PingPongTile {
-  int bm, bn;
-};
-
 #if FLUXK_SM90_DEVICE
 // kQkNormRope on a ping-pong tile: 128 tokens x one head of q, k or v (tn = part · heads + head). acc[h][4j + 2r + e]
 // is row 64h + 16·warp + lane/4 + 8r, column 8j + 2·(lane%4) + e, so a row's 128 values live in a quad of lanes.
@@ -298,42 +290,38 @@ struct PingPongTile {
 // Every table value a row needs is loaded (read-only loads) before the row's first store: the compiler keeps plain
 // loads behind stores it cannot prove disjoint, and one L2 round trip per column pair (measured: 0.50 → 0.64 ms for
 // [4608,3072]x[9216,3072]ᵀ on the H100) would outlast the other warpgroup's tile.
-// Halves H0 .. H0 + NH - 1 of the tile's (row blocks of 64), rows from row0: the 128-token tile does both at once,
-// the 192-token tile one at a time, so that a half's accumulators are dead before the next half's rows are built.
-template <int HALVES, int H0, int NH>
-__device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, const float (&acc)[HALVES][kPpBN / 2],
-                                                      const uint32_t (&bias2)[kPpBN / 8], int row0, int tn, int m,
+__device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, const float (&acc)[2][kPpBN / 2],
+                                                      const uint32_t (&bias2)[kPpBN / 8], int tm, int tn, int m,
                                                       int warp, int lane) {
-  constexpr int kRows = 2 * NH;
   constexpr int kPairs = kPpBN / 8;  // column pairs of a row per lane
   const int part = tn / e.heads;
   const int head = tn - part * e.heads;
   __nv_bfloat16* out = part == 0 ? e.q : part == 1 ? e.k : e.v;
   const int col = 2 * (lane % 4);
-  uint32_t y2[kRows][kPairs];  // rows (H0 + h, r) as 2h + r: the column pairs as the bf16 projection stores them
+  uint32_t y2[4][kPairs];  // rows (h, r) as 2h + r: the column pairs as the bf16 projection stores them
 #pragma unroll
-  for (int h = 0; h < NH; ++h)
+  for (int h = 0; h < 2; ++h)
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
       for (int j = 0; j < kPairs; ++j) {
         const __nv_bfloat162 b = bf16x2_from_bits(bias2[j]);
-        y2[2 * h + r][j] = pack_bf16x2(acc[H0 + h][4 * j + 2 * r] + __low2float(b),
-                                       acc[H0 + h][4 * j + 2 * r + 1] + __high2float(b));
+        y2[2 * h + r][j] =
+            pack_bf16x2(acc[h][4 * j + 2 * r] + __low2float(b), acc[h][4 * j + 2 * r + 1] + __high2float(b));
       }
-  int rows[kRows];
-  __nv_bfloat16* dst[kRows];
-  int tokens[kRows];
+  int rows[4];
+  __nv_bfloat16* dst[4];
+  int tokens[4];
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
-    rows[i] = row0 + (H0 + i / 2) * 64 + warp * 16 + lane / 4 + 8 * (i % 2);
+  for (int i = 0; i < 4; ++i) {
+    rows[i] = tm * kBM + (i / 2) * 64 + warp * 16 + lane / 4 + 8 * (i % 2);
     tokens[i] = rows[i] < m ? rows[i] % e.tokens : 0;
     const int64_t joint_row = static_cast<int64_t>(rows[i] / e.tokens) * e.joint_tokens + e.joint_offset + tokens[i];
     dst[i] = out + (joint_row * e.heads + head) * 128 + col;
   }
   if (part == 2) {
 #pragma unroll
-    for (int i = 0; i < kRows; ++i) {
+    for (int i = 0; i < 4; ++i) {
       if (rows[i] >= m) continue;
 #pragma unroll
       for (int j = 0; j < kPairs; ++j) *reinterpret_cast<uint32_t*>(dst[i] + 8 * j) = y2[i][j];
@@ -344,10 +332,10 @@ __device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, con
   uint32_t w2[kPairs];
 #pragma unroll
   for (int j = 0; j < kPairs; ++j) w2[j] = *reinterpret_cast<const uint32_t*>(norm + 8 * j);
-  float rstd[kRows];
+  float rstd[4];
   const int quad_base = lane & ~3;
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
+  for (int i = 0; i < 4; ++i) {
     float piece[kPairs];
 #pragma unroll
     for (int j = 0; j < kPairs; ++j) {
@@ -368,7 +356,7 @@ __device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, con
     rstd[i] = qk_rstd(__fadd_rn(__fadd_rn(s4[0], s4[2]), __fadd_rn(s4[1], s4[3])), 128.f, e.eps);
   }
 #pragma unroll
-  for (int i = 0; i < kRows; ++i) {
+  for (int i = 0; i < 4; ++i) {
     const float2* cs = reinterpret_cast<const float2*>(e.rope_cos + static_cast<int64_t>(tokens[i]) * 128 + col);
     const float2* sn = reinterpret_cast<const float2*>(e.rope_sin + static_cast<int64_t>(tokens[i]) * 128 + col);
     float2 c[kPairs], sv[kPairs];
@@ -391,13 +379,12 @@ __device__ __forceinline__ void pingpong_qk_norm_rope(const EpilogueArgs& e, con
 }
 #endif
 
-template <int BM, int BN, int EPI, int CL>
+template <int BN, int EPI, int CL>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_bf16_pingpong_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a2,
                               const __grid_constant__ CUtensorMap tma_w, const GemmParams p) {
 #if FLUXK_SM90_DEVICE
-  using Cfg = PingPongConfig<BM, BN>;
-  constexpr int kHalves = Cfg::kHalves;
+  using Cfg = PingPongConfig<BN>;
   static_assert(EPI != kQkEpi || BN == kPpBN, "the QK epilogue takes one head per tile");
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
@@ -445,7 +432,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_arrive_expect_tx(&full[stage], Cfg::kABytes + Cfg::kWBytes);
           const bool second = kb >= p.a_split_blocks;
           tma_load_2d(s_a + stage * Cfg::kABytes, second ? &tma_a2 : &tma_a, &full[stage],
-                      (second ? kb - p.a_split_blocks : kb) * kBK, tm * BM);
+                      (second ? kb - p.a_split_blocks : kb) * kBK, tm * kBM);
           if (CL == 1) {
             tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
           } else {
@@ -465,7 +452,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int cw = wg - 1;
     const int warp = tid / 32;
     const int lane = tid % 32;
-    float acc[kHalves][BN / 2];  // rows 64h .. 64h + 63 of the tile
+    float acc[2][BN / 2];  // rows 0-63 and 64-127 of the tile
 
     // Every turn handed over is taken: warpgroup 1 hands warpgroup 0 its first turn only, and a
     // warpgroup hands over after a tile only when the CTA has a next tile (the other's).
@@ -478,11 +465,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       int stage = w.ring_start % Cfg::kStages;  // this piece's place in the ring order
       uint32_t phase = static_cast<uint32_t>((w.ring_start / Cfg::kStages) & 1);
 #pragma unroll
-      for (int h = 0; h < kHalves; ++h)
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < BN / 2; ++j) acc[h][j] = 0.f;
 #pragma unroll
-      for (int h = 0; h < kHalves; ++h)
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < BN / 2; ++j) reg_fence(acc[h][j]);
 
@@ -496,9 +483,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int kk = 0; kk < kBK / 16; ++kk) {
           const uint64_t wd = make_smem_desc(w_base + kk * 32, 16, 1024);
-#pragma unroll
-          for (int h = 0; h < kHalves; ++h)
-            WgmmaSS<BN, 0>::run(acc[h], make_smem_desc(a_base + h * 64 * 128 + kk * 32, 16, 1024), wd, 1);
+          WgmmaSS<BN, 0>::run(acc[0], make_smem_desc(a_base + kk * 32, 16, 1024), wd, 1);
+          WgmmaSS<BN, 0>::run(acc[1], make_smem_desc(a_base + 64 * 128 + kk * 32, 16, 1024), wd, 1);
         }
         wgmma_commit();
         wgmma_wait<1>();
@@ -516,7 +502,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (i + 1 < local_tiles) named_barrier_arrive(kTurnBarrier + (cw ^ 1), 256);
       wgmma_wait<0>();
 #pragma unroll
-      for (int h = 0; h < kHalves; ++h)
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int j = 0; j < BN / 2; ++j) reg_fence(acc[h][j]);
       if (lane == 0) {
@@ -525,13 +511,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       if (CL == 1 && w.role != kWholeTile) {  // clusters are never split
         // Slot layout: each thread's accumulators as float4s, 128 threads side by side.
-        constexpr int kQuads = Cfg::kAcc / 4;
-        constexpr int kHalfQuads = BN / 8;
+        constexpr int kQuads = BN / 4;
         if (w.role == kLaterPiece) {
           float4* slot = p.partials + static_cast<int64_t>(cluster_id + w.split_tile) * kQuads * 128 + tid;
 #pragma unroll
           for (int q = 0; q < kQuads; ++q) {
-            const float* v = &acc[q / kHalfQuads][4 * (q % kHalfQuads)];
+            const float* v = &acc[q / (kQuads / 2)][4 * (q % (kQuads / 2))];
             __stcg(slot + q * 128, make_float4(v[0], v[1], v[2], v[3]));
           }
           named_barrier_sync(kPieceBarrier + cw, 128);
@@ -547,7 +532,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
           for (int q = 0; q < kQuads; ++q) {
             const float4 v = __ldcg(slot + q * 128);
-            float* a = &acc[q / kHalfQuads][4 * (q % kHalfQuads)];
+            float* a = &acc[q / (kQuads / 2)][4 * (q % (kQuads / 2))];
             a[0] += v.x;
             a[1] += v.y;
             a[2] += v.z;
@@ -557,7 +542,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
 
       // Accumulator layout of wgmma m64nNk16: acc[h][4j + 2r + e] holds row (64h + 16*warp + lane/4 + 8r),
-      // column (8j + 2*(lane%4) + e) of the BM x BN tile.
+      // column (8j + 2*(lane%4) + e) of the 128 x BN tile.
       // Loads go in batches ahead of the batch's stores: the residual may alias the output, so in
       // program order every load would wait behind the previous store (one memory latency per pair,
       // longer than the other warpgroup's main loop). Batching is safe since each element is read
@@ -570,15 +555,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int col = col_base + 8 * j;
           bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
         }
-        if constexpr (kHalves == 2) {
-          pingpong_qk_norm_rope<2, 0, 2>(p.epi, acc, bias2, tm * BM, tn, p.m, warp, lane);
-        } else {
-          pingpong_qk_norm_rope<kHalves, 0, 1>(p.epi, acc, bias2, tm * BM, tn, p.m, warp, lane);
-          pingpong_qk_norm_rope<kHalves, 1, 1>(p.epi, acc, bias2, tm * BM, tn, p.m, warp, lane);
-          pingpong_qk_norm_rope<kHalves, 2, 1>(p.epi, acc, bias2, tm * BM, tn, p.m, warp, lane);
-        }
+        pingpong_qk_norm_rope(p.epi, acc, bias2, tm, tn, p.m, warp, lane);
       } else {
-        constexpr int kBatch = pingpong_epilogue_batch(Cfg::kAcc, BN, EPI);
+        constexpr int kBatch = pingpong_epilogue_batch(BN, EPI);
 #pragma unroll
         for (int j0 = 0; j0 < BN / 8; j0 += kBatch) {
           uint32_t bias2[kBatch];
@@ -588,10 +567,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
           }
 #pragma unroll
-          for (int h = 0; h < kHalves; ++h) {
+          for (int h = 0; h < 2; ++h) {
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-              const int row = tm * BM + h * 64 + warp * 16 + lane / 4 + 8 * r;
+              const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
               if (row >= p.m) continue;
               uint32_t res2[kBatch], gate2[kBatch];
 #pragma unroll
@@ -630,32 +609,31 @@ __global__ void __launch_bounds__(kThreads, 1)
 // 512x3072x3072 + gate (96 tiles, no whole round) 0.030 -> 0.042, 1024x3072x3072 + gate (1 + 60) 0.049 -> 0.064,
 // 1536x9216x3072 (6 + 72) 0.153 -> 0.159, and after many rounds no gain (4608x12288x3072 + gelu, 26 + 24: 0.612 ->
 // 0.605).
-SplitPlan pingpong_split_plan(const GemmArgs& a, PingPongTile t, int sms, bool allowed) {
-  const int bm = t.bm, bn = t.bn;
-  const int tiles_m = (a.m + bm - 1) / bm, tiles_n = (a.n + bn - 1) / bn;
+SplitPlan pingpong_split_plan(const GemmArgs& a, int bn, int sms, bool allowed) {
+  const int tiles_m = (a.m + kBM - 1) / kBM, tiles_n = (a.n + bn - 1) / bn;
   const int rounds = tiles_m * tiles_n / sms;
   allowed = allowed && rounds >= 1 && rounds <= 3;
   const auto coords = [&](int u, int* r, int* c) { tile_coords<kPpGroupM>(u, tiles_m, tiles_n, *r, *c); };
   const auto footprint = [&](int first, int count) {
     int rows = 0, cols = 0;
     distinct_blocks(first, count, tiles_m, tiles_n, coords, &rows, &cols);
-    return (static_cast<size_t>(rows) * bm + static_cast<size_t>(cols) * bn) * a.k * 2;
+    return (static_cast<size_t>(rows) * kBM + static_cast<size_t>(cols) * bn) * a.k * 2;
   };
-  const size_t tile_f32_bytes = static_cast<size_t>(bm) * bn * sizeof(float);
+  const size_t tile_f32_bytes = static_cast<size_t>(kBM) * bn * sizeof(float);
   return plan_split(tiles_m * tiles_n, (a.k + kBK - 1) / kBK, sms, tile_f32_bytes, 1, allowed, 2 * sms / 5,
                     device_l2_bytes(), footprint);
 }
 
-template <int BM, int BN, int EPI, int CL>
+template <int BN, int EPI, int CL>
 cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
-  using Cfg = PingPongConfig<BM, BN>;
+  using Cfg = PingPongConfig<BN>;
   CUtensorMap tma_a, tma_a2, tma_w;
   const int k1 = a.a2 ? a.k_split : a.k;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, BM);
+  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, kBM);
   if (e != cudaSuccess) return e;
   tma_a2 = tma_a;
   if (a.a2) {
-    e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, BM);
+    e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kBM);
     if (e != cudaSuccess) return e;
   }
   e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN / CL);
@@ -668,7 +646,7 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.n = a.n;
   p.k = a.k;
   p.a_parts = 1;
-  p.tiles_m = (a.m + BM - 1) / BM;
+  p.tiles_m = (a.m + kBM - 1) / kBM;
   p.tiles_n = (a.n + BN - 1) / BN;
   p.k_blocks = (a.k + kBK - 1) / kBK;
   p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
@@ -676,14 +654,14 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
   const bool split_ok = CL == 1 && a.workspace && aligned16(a.workspace);
-  SplitPlan plan = pingpong_split_plan(a, {BM, BN}, sms, split_ok);
-  if (plan.s.sk_tiles && a.workspace_bytes < plan.bytes) plan = pingpong_split_plan(a, {BM, BN}, sms, false);
+  SplitPlan plan = pingpong_split_plan(a, BN, sms, split_ok);
+  if (plan.s.sk_tiles && a.workspace_bytes < plan.bytes) plan = pingpong_split_plan(a, BN, sms, false);
   if (CL > 1) plan.s.dp_units = p.num_units;
   p.split = plan.s;
   p.arrived = plan.s.sk_tiles ? static_cast<uint32_t*>(a.workspace) : nullptr;
   p.partials =
       plan.s.sk_tiles ? reinterpret_cast<float4*>(static_cast<uint8_t*>(a.workspace) + plan.counter_bytes) : nullptr;
-  auto kernel = gemm_bf16_pingpong_kernel<BM, BN, EPI, CL>;
+  auto kernel = gemm_bf16_pingpong_kernel<BN, EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
@@ -699,24 +677,22 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
                          tma_w, p);
 }
 
-template <int BM, int BN, int CL>
+template <int BN, int CL>
 cudaError_t launch_pingpong_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
   switch (a.epi.kind) {
-    case Epilogue::kNone: return launch_pingpong<BM, BN, 0, CL>(a, stream, sms);
-    case Epilogue::kGeluTanh: return launch_pingpong<BM, BN, 1, CL>(a, stream, sms);
-    case Epilogue::kGateResidual: return launch_pingpong<BM, BN, 2, CL>(a, stream, sms);
+    case Epilogue::kNone: return launch_pingpong<BN, 0, CL>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch_pingpong<BN, 1, CL>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch_pingpong<BN, 2, CL>(a, stream, sms);
     case Epilogue::kQkNormRope:
-      if constexpr (BN == kPpBN) return launch_pingpong<BM, BN, kQkEpi, CL>(a, stream, sms);
+      if constexpr (BN == kPpBN) return launch_pingpong<BN, kQkEpi, CL>(a, stream, sms);
       break;
   }
   return cudaErrorInvalidValue;
 }
 
 template <int CL>
-cudaError_t launch_pingpong_tile(const GemmArgs& a, PingPongTile t, cudaStream_t stream, int sms) {
-  if (t.bm == 192) return launch_pingpong_epi<192, 128, CL>(a, stream, sms);
-  if (t.bn == 192) return launch_pingpong_epi<128, 192, CL>(a, stream, sms);
-  return launch_pingpong_epi<128, 128, CL>(a, stream, sms);
+cudaError_t launch_pingpong_width(const GemmArgs& a, int bn, cudaStream_t stream, int sms) {
+  return bn == 192 ? launch_pingpong_epi<192, CL>(a, stream, sms) : launch_pingpong_epi<128, CL>(a, stream, sms);
 }
 
 template <int BN, int EPI, int CL, bool F32 = false>
@@ -819,29 +795,26 @@ int pick_pingpong_cluster(const GemmArgs& a) {
   return plain && a.m >= kPpClusterMinM ? 2 : 1;
 }
 
-// The ping-pong tile: 128 x 192 or 128 x 128, whichever takes fewer rounds of tiles x tile cost, the split last round
-// counted as the fraction of a round it is. The QK-norm/RoPE epilogue takes 128 x 128: the 192 x 128 tiles (its
-// only longer tiles) ran 0.531 / 0.495 ms at 4608 / 4096 rows against 0.509 / 0.460 for 128 x 128 pairs, and lost
-// on every other shape too (results/2026-11-26-h100-cf25cac-ab-pingpong-tiles.txt). Interleaved A/B under sustained
-// load (H100, 2026-11-26, bench/kernels/ab.py; results/2026-11-26-h100-47c5339-ab-pingpong-192.txt and the file
-// above), 128 -> 192 wide: 4608x3072x12288 + gelu 0.615 -> 0.564 ms, 4096x3072x12288 + gelu 0.548 -> 0.497,
-// 4096x12288x3072 + gate 0.525 -> 0.508, 4608x15360x3072 + gate 0.744 -> 0.721, 4608x3072x9216 0.470 -> 0.447 (in
-// pairs), 1024x12288x3072 + gate 0.161 -> 0.130 (1.45 rounds of 128-wide tiles against one of 192), 1024x3072x3072
-// + gate 0.052 -> 0.047; 192 lost where it leaves a round part-filled that 128 fills or splits: 512x12288x3072 +
-// gate 0.086 -> 0.111 (96 tiles against 64 for 132 SMs), 1536x15360x3072 + gate 0.265 -> 0.276 (128's split last
-// round); gelu at 512 / 1024 / 1536 rows tied. Relative rate per output 1.1 for 192: between the 3% (gate) and 10%
-// (gelu) gains at equal rounds, the value that orders all of these as measured.
-PingPongTile pick_pingpong_tile(const GemmArgs& a, int sms) {
-  if (a.tile_m || a.tile_n) return {a.tile_m ? a.tile_m : kBM, a.tile_n ? a.tile_n : kPpBN};
-  if (a.epi.kind == Epilogue::kQkNormRope) return {kBM, kPpBN};
-  const auto cost = [&](PingPongTile t, double rate) {
-    const int tiles = ((a.m + t.bm - 1) / t.bm) * ((a.n + t.bn - 1) / t.bn);
-    const bool split = pingpong_split_plan(a, t, sms, true).s.sk_tiles > 0;
+// The ping-pong tile width: 192 or 128, whichever takes fewer rounds of tiles x tile cost, the split last round
+// counted as the fraction of a round it is; the QK-norm/RoPE epilogue takes 128 (a head per tile). Interleaved A/B
+// under sustained load (H100, 2026-11-26, bench/kernels/ab.py; results/2026-11-26-h100-47c5339-ab-pingpong-192.txt,
+// …-cf25cac-ab-pingpong-tiles.txt), 128 -> 192 wide: 4608x3072x12288 + gelu 0.615 -> 0.564 ms, 4096x3072x12288 +
+// gelu 0.548 -> 0.497, 4096x12288x3072 + gate 0.525 -> 0.508, 4608x15360x3072 + gate 0.744 -> 0.721, 4608x3072x9216
+// 0.470 -> 0.447 (in pairs), 1024x12288x3072 + gate 0.161 -> 0.130 (1.45 rounds of 128-wide tiles against one of
+// 192), 1024x3072x3072 + gate 0.052 -> 0.047; 192 lost where it leaves a round part-filled that 128 fills or splits:
+// 512x12288x3072 + gate 0.086 -> 0.111 (96 tiles against 64 for 132 SMs), 1536x15360x3072 + gate 0.265 -> 0.276
+// (128's split last round); gelu at 512 / 1024 / 1536 rows tied. Relative rate per output 1.1 for 192: between the
+// 3% (gate) and 10% (gelu) gains at equal rounds, the value that orders all of these as measured.
+int pick_pingpong_tile_n(const GemmArgs& a, int sms) {
+  if (a.tile_n) return a.tile_n;
+  if (a.epi.kind == Epilogue::kQkNormRope) return kPpBN;
+  const auto cost = [&](int bn, double rate) {
+    const int tiles = ((a.m + kBM - 1) / kBM) * ((a.n + bn - 1) / bn);
+    const bool split = pingpong_split_plan(a, bn, sms, true).s.sk_tiles > 0;
     const double rounds = split ? static_cast<double>(tiles) / sms : static_cast<double>((tiles + sms - 1) / sms);
-    return rounds * t.bn / rate;
+    return rounds * bn / rate;
   };
-  const PingPongTile narrow{kBM, kPpBN}, wide{kBM, 192};
-  return cost(wide, 1.1) < cost(narrow, 1.0) ? wide : narrow;
+  return cost(192, 1.1) < cost(kPpBN, 1.0) ? 192 : kPpBN;
 }
 
 GemmSchedule resolved_schedule(const GemmArgs& a) {
@@ -865,19 +838,17 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
   const GemmSchedule schedule = resolved_schedule(a);
   if (schedule == GemmSchedule::kPingPong) {
-    const PingPongTile t = pick_pingpong_tile(a, sms);
+    const int bn = pick_pingpong_tile_n(a, sms);
     const bool qk = a.epi.kind == Epilogue::kQkNormRope;
-    const bool tile_ok = (t.bm == 128 && t.bn == 128) || (t.bm == 128 && t.bn == 192 && !qk) ||
-                         (t.bm == 192 && t.bn == 128);
-    if (a.c_f32 || a.a_parts != 1 || !tile_ok || a.cluster > 2) return cudaErrorInvalidValue;
-    if (a.cluster == 2) return launch_pingpong_tile<2>(a, t, stream, sms);
-    if (a.cluster == 1) return launch_pingpong_tile<1>(a, t, stream, sms);
+    if (a.c_f32 || a.a_parts != 1 || (bn != kPpBN && (bn != 192 || qk)) || a.cluster > 2) return cudaErrorInvalidValue;
+    if (a.cluster == 2) return launch_pingpong_width<2>(a, bn, stream, sms);
+    if (a.cluster == 1) return launch_pingpong_width<1>(a, bn, stream, sms);
     if (pick_pingpong_cluster(a) == 2) {
       // Pairs picked by measurement: where none fits on this device, independent CTAs do the same work.
-      const cudaError_t paired = launch_pingpong_tile<2>(a, t, stream, sms);
+      const cudaError_t paired = launch_pingpong_width<2>(a, bn, stream, sms);
       if (paired != cudaErrorNotSupported) return paired;
     }
-    return launch_pingpong_tile<1>(a, t, stream, sms);
+    return launch_pingpong_width<1>(a, bn, stream, sms);
   }
   if (schedule != GemmSchedule::kCooperative || a.a2) return cudaErrorInvalidValue;  // two-part A: ping-pong only
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);
@@ -896,7 +867,7 @@ size_t gemm_bf16_sm90_workspace_bytes(const GemmArgs& a) {
   if (!device_is_sm90()) return 0;
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
-  return pingpong_split_plan(a, pick_pingpong_tile(a, sms), sms, true).bytes;
+  return pingpong_split_plan(a, pick_pingpong_tile_n(a, sms), sms, true).bytes;
 }
 
 // The split (sm80/gemm_sm80.cu, a memory-bound pass) and one wgmma GEMM over K' = 3·K64 with a

@@ -96,7 +96,6 @@ struct GemmArgs {
   EpilogueArgs epi;
   int tile_n = 0;   // sm90: 0 picks a tile width; 128, 192 or 256 force one (for benchmarks; with a forced
                     // kPingPong schedule, 128 or 192, 128 only for kQkNormRope)
-  int tile_m = 0;   // sm90 ping-pong: 0 picks the tile's rows; 128 or 192 (with 128 columns) force them (benchmarks)
   // sm90: 2 = CTA pairs with vertically adjacent tiles sharing W tiles by TMA multicast, 1 = independent CTAs,
   // 0 = by measurement (docs/kernels.md): pairs for ping-pong GEMMs of >= 4096 rows with the plain or QK-norm/RoPE
   // epilogue, independent CTAs otherwise.
