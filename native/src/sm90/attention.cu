@@ -56,35 +56,22 @@ struct AttnParams {
   float2* part_ml; // [piece][128 rows] (row max in log2 units with the scale folded in, row sum)
 };
 
-// The split of the last round for this launch on `sms` SMs (one CTA per SM): the leftover units are each cut into
-// the number of key ranges (each at least one key block) that finishes them soonest, counting ceil(pieces / sms)
-// rounds of 1 / split of a unit, plus kPieceCost of a unit per split for the partial stores and the merge; none where
-// that saves less than a quarter of a round. At 1536 tokens (24 left over) that is 5 pieces each (one fifth of a
-// round); at 4608 (864 units, 72 left over: 0.55 of a round busy) 5 pieces (3 rounds of a fifth).
+// The split of the last round for this launch on `sms` SMs (one CTA per SM): leftover units at most half a round,
+// each cut into as many key ranges as fill the SMs, each range at least one key block.
 struct AttnSplit {
   int whole = 0, split = 0, pieces = 0;
   size_t bytes = 0;
 };
-constexpr double kPieceCost = 0.02;
 AttnSplit plan_attention_split(long long units, int kv_blocks, int sms) {
   AttnSplit plan;
   plan.whole = static_cast<int>(units);
   const long long leftover = units % sms;
-  if (units < sms || leftover == 0) return plan;
-  int best = 0;
-  double best_cost = 0.75;  // in units' time; the whole leftover round costs 1
-  for (int split = 2; split <= std::min(kv_blocks, 16); ++split) {
-    const long long rounds = (leftover * split + sms - 1) / sms;
-    const double cost = static_cast<double>(rounds) / split + kPieceCost * split;
-    if (cost < best_cost - 1e-9) {
-      best_cost = cost;
-      best = split;
-    }
-  }
-  if (best == 0) return plan;
+  if (units < sms || leftover == 0 || leftover > sms / 2) return plan;
+  const int split = static_cast<int>(std::min<long long>(kv_blocks, sms / leftover));
+  if (split < 2) return plan;
   plan.whole = static_cast<int>(units - leftover);
-  plan.split = best;
-  plan.pieces = static_cast<int>(leftover) * best;
+  plan.split = split;
+  plan.pieces = static_cast<int>(leftover) * split;
   plan.bytes = static_cast<size_t>(plan.pieces) * kBM * (kD * sizeof(float) + sizeof(float2));
   return plan;
 }
