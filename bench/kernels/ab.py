@@ -13,7 +13,8 @@ Usage: python3 bench/kernels/ab.py [--rounds 8] [--round-ms 150] [--variants pp,
                                    [--lib-b OTHER.so]
 Epilogues: none, gelu, gate, and qk (the QKV projection with QK-norm + RoPE into q, k, v: "pp", "pp-cl2", "nf4").
 Variants: "pp" ping-pong 128x128 tiles, "pp-cl2" the same in 2-CTA clusters (W multicast), "pp-192" / "pp-192-cl2"
-128x192 tiles, "pp-auto" the dispatch's tiles and clusters, "coop-256" cooperative 128x256,
+128x192 tiles, "pp-auto" the dispatch's tiles and clusters, "wide" / "wide-cl2" the cooperative 192x192 kernel,
+"coop-256" cooperative 128x256,
 "pp-whole" ping-pong without the split last round's workspace (whole tiles only; split_k.cuh), "nf4" the sm90 NF4
 kernel (random codes and absmax, its own tile and split choice), "nf4-128" / "-192" / "-256" with that token tile. With --lib-b every variant also runs from that
 library, as "<variant>@b" (an old build against a new one, in the same rotation).
@@ -35,7 +36,8 @@ from bench import EPI, Lib  # noqa: E402
 # (schedule, tile_n, cluster) as GemmArgs takes them (0: the dispatch's), and whether the split workspace is given
 # (capi.cu fk_set_split).
 VARIANTS = {"pp": (2, 128, 1, 1), "pp-cl2": (2, 128, 2, 1), "pp-192": (2, 192, 1, 1), "pp-192-cl2": (2, 192, 2, 1),
-            "pp-auto": (2, 0, 0, 1), "coop-256": (1, 256, 1, 1), "pp-whole": (2, 128, 1, 0)}
+            "pp-auto": (2, 0, 0, 1), "wide": (3, 0, 1, 1), "wide-cl2": (3, 0, 2, 1), "coop-256": (1, 256, 1, 1),
+            "pp-whole": (2, 128, 1, 0)}
 QK_BACKENDS = {"pp": 4, "pp-cl2": 3, "pp-auto": 1, "nf4": 2}  # capi.cu's fk_gemm_qk_norm_rope
 # The transformer step's GEMMs (M, K, N, epilogue): double blocks' image stream (4096) and text stream (512),
 # single blocks (4608; proj_out timed on its concatenated A).

@@ -128,6 +128,13 @@ def build_tests(quick):
     for (m, n, k, epi) in [(512, 13824, 3072, "none"), (1536, 4608, 15360, "gate"), (777, 4608, 1088, "gelu"),
                            (1300, 4616, 4104, "nobias")]:
         gemm(checks, "check", 1, 192, m, n, k, epi, 1, 2)["expect_split"] = True
+    # The wide cooperative kernel (sched 3: 192 x 192 tiles, three consumer warpgroups), alone and in CTA pairs:
+    # partial tiles along N and M (odd tile-row counts leave a pair's second tile out of range), every epilogue.
+    for cl in (1, 2):
+        for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (640, 264, 200, "nobias"), (129, 136, 72, "gelu"),
+                               (77, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"), (4608, 3072, 12288, "gate"),
+                               (1000, 1160, 4104, "gelu"), (4096, 3072, 3072, "gate")]:
+            gemm(checks, "check", 1, 0, m, n, k, epi, cl, 3)
     # The skinny bf16 kernel (gemv, M <= 16): odd M, N a multiple of 8 but not of 16, K a multiple of 8 but not of
     # 32, every epilogue; gate rows per batch are M // 2 (gate rows 1, 3, 8 for M 3, 7, 16).
     for (m, n, k, epi) in [(1, 136, 64, "gate"), (3, 264, 200, "gelu"), (7, 3080, 3072, "nobias"),
@@ -1001,7 +1008,7 @@ def describe(tc):
         be = {0: "auto", 1: "sm90", 2: "sm80", 3: "gemv"}[tc["backend"]]
         tile = f" tile_n={tc['tile']}" if tc["tile"] else ""
         cl = f" cl={tc['cl']}" if tc.get("cl") else ""
-        sched = {0: "", 1: " coop", 2: " pingpong"}[tc.get("sched", 0)]
+        sched = {0: "", 1: " coop", 2: " pingpong", 3: " wide"}[tc.get("sched", 0)]
         whole = " whole-tiles" if tc.get("split", 1) == 0 else ""
         return f"gemm_bf16[{be}{tile}{cl}{sched}{whole}] {tc['epi']}", f"M{tc['m']} N{tc['n']} K{tc['k']}"
     if tc["op"] == "nf4":

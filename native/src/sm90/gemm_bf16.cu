@@ -602,6 +602,227 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+// Wide cooperative schedule (GemmSchedule::kWide): 192 x 192 tiles, the shape of cuBLAS's fastest kernel on these
+// GEMMs at the card's power cap (nvjet 192x192, 2x1 clusters; docs/kernels.md "Where the GEMM time goes"). Three
+// consumer warpgroups each own 64 rows of the tile (one m64n192k16 per k16 step, 96 accumulators per thread) and
+// share every stage, so per output the tile moves 20% fewer bytes from L2 than 128 x 192 (40% in CTA pairs, which
+// take vertically adjacent tiles and multicast halves of the shared W tile). The epilogue is not overlapped with a
+// main loop: the producer refills the four stages for the next tile meanwhile. Bf16 output, any epilogue but the QK
+// one, two-part A (GemmArgs::a2) as the ping-pong kernel reads it; no split last round.
+constexpr int kWideBM = 192;
+constexpr int kWideBN = 192;
+constexpr int kWideConsumers = kWideBM / 64;
+constexpr int kWideThreads = (kWideConsumers + 1) * 128;
+constexpr int kWideStages = 4;
+constexpr int kWideTileBytes = kWideBM * kBK * 2;  // A and W tiles are both 192 x 64
+constexpr int kWideSmemBytes = kWideStages * 2 * kWideTileBytes + 2 * kWideStages * 8 + 1024;
+static_assert(kWideSmemBytes <= 232448, "shared memory budget");
+static_assert(kWideTileBytes / 2 % 1024 == 0, "each CTA's multicast half of W starts on a swizzle atom");
+
+template <int EPI, int CL>
+__global__ void __launch_bounds__(kWideThreads, 1)
+    gemm_bf16_wide_kernel(const __grid_constant__ CUtensorMap tma_a, const __grid_constant__ CUtensorMap tma_a2,
+                          const __grid_constant__ CUtensorMap tma_w, const GemmParams p) {
+#if FLUXK_SM90_DEVICE
+  static_assert(EPI != kQkEpi, "the QK epilogue takes one head per tile");
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+  uint8_t* s_a = smem;
+  uint8_t* s_w = smem + kWideStages * kWideTileBytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(s_w + kWideStages * kWideTileBytes);
+  uint64_t* empty = full + kWideStages;
+
+  const int wg = threadIdx.x / 128;
+  const int tid = threadIdx.x % 128;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kWideStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], 4 * kWideConsumers * CL);  // every consumer warp of every CTA the stage's W half reaches
+    }
+    fence_barrier_init();
+  }
+  if (CL > 1)
+    cluster_sync();
+  else
+    __syncthreads();
+  const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
+  const int cluster_id = blockIdx.x / CL;
+  const int num_clusters = gridDim.x / CL;
+
+  if (wg == 0) {
+    // 512 threads: 128 registers each at launch; 3 x 128 x 152 + 128 x 40 fit the 64 K register file.
+    setmaxnreg_dec<40>();
+    if (tid == 0) {
+      prefetch_tensor_map(&tma_a);
+      if (p.a_split_blocks < p.k_blocks) prefetch_tensor_map(&tma_a2);
+      prefetch_tensor_map(&tma_w);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+        int tu, tn;
+        tile_coords<kPpGroupM / CL>(t, p.units_m, p.tiles_n, tu, tn);
+        const int tm = tu * CL + rank;
+        for (int kb = 0; kb < p.k_blocks; ++kb) {
+          mbar_wait(&empty[stage], phase ^ 1);
+          mbar_arrive_expect_tx(&full[stage], 2 * kWideTileBytes);
+          const bool second = kb >= p.a_split_blocks;
+          tma_load_2d(s_a + stage * kWideTileBytes, second ? &tma_a2 : &tma_a, &full[stage],
+                      (second ? kb - p.a_split_blocks : kb) * kBK, tm * kWideBM);
+          if (CL == 1) {
+            tma_load_2d(s_w + stage * kWideTileBytes, &tma_w, &full[stage], kb * kBK, tn * kWideBN);
+          } else {
+            tma_load_2d_multicast(s_w + stage * kWideTileBytes + rank * (kWideBN / 2) * 128, &tma_w, &full[stage],
+                                  kb * kBK, tn * kWideBN + rank * (kWideBN / 2), static_cast<uint16_t>(0x3));
+          }
+          if (++stage == kWideStages) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    setmaxnreg_inc<152>();
+    const int cw = wg - 1;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    int stage = 0;
+    uint32_t phase = 0;
+    float acc[kWideBN / 2];
+    const auto release = [&](int s) {
+      if (lane == 0) {
+        mbar_arrive(&empty[s]);
+        if (CL > 1) mbar_arrive_cluster(&empty[s], rank ^ 1);
+      }
+    };
+    for (int t = cluster_id; t < p.num_units; t += num_clusters) {
+      int tu, tn;
+      tile_coords<kPpGroupM / CL>(t, p.units_m, p.tiles_n, tu, tn);
+      const int tm = tu * CL + rank;
+#pragma unroll
+      for (int i = 0; i < kWideBN / 2; ++i) acc[i] = 0.f;
+#pragma unroll
+      for (int i = 0; i < kWideBN / 2; ++i) reg_fence(acc[i]);
+      int prev_stage = 0;
+      for (int kb = 0; kb < p.k_blocks; ++kb) {
+        mbar_wait(&full[stage], phase);
+        const uint32_t a_base = smem_addr(s_a + stage * kWideTileBytes + cw * 64 * 128);
+        const uint32_t w_base = smem_addr(s_w + stage * kWideTileBytes);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kBK / 16; ++kk) {
+          WgmmaSS<kWideBN, 0>::run(acc, make_smem_desc(a_base + kk * 32, 16, 1024),
+                                   make_smem_desc(w_base + kk * 32, 16, 1024), 1);
+        }
+        wgmma_commit();
+        wgmma_wait<1>();
+        if (kb > 0) release(prev_stage);
+        prev_stage = stage;
+        if (++stage == kWideStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < kWideBN / 2; ++i) reg_fence(acc[i]);
+      if (p.k_blocks > 0) release(prev_stage);
+
+      // acc[4j + 2r + e]: row 16·warp + lane/4 + 8r, column 8j + 2·(lane%4) + e of this warpgroup's 64 x 192 block.
+      // Loads go ahead of their stores in batches (the residual may alias the output: see the ping-pong epilogue).
+      const int col_base = tn * kWideBN + 2 * (lane % 4);
+      constexpr int kBatch = pingpong_epilogue_batch(kWideBN, EPI);
+#pragma unroll
+      for (int j0 = 0; j0 < kWideBN / 8; j0 += kBatch) {
+        uint32_t bias2[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int col = col_base + 8 * (j0 + j);
+          bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int row = tm * kWideBM + cw * 64 + warp * 16 + lane / 4 + 8 * r;
+          if (row >= p.m) continue;
+          uint32_t res2[kBatch], gate2[kBatch];
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j) {
+            const int col = col_base + 8 * (j0 + j);
+            const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
+            res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
+            gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
+          }
+#pragma unroll
+          for (int j = 0; j < kBatch; ++j) {
+            const int col = col_base + 8 * (j0 + j);
+            if (col < p.n) {
+              const int a = 4 * (j0 + j) + 2 * r;
+              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
+                  epilogue_pair_loaded<EPI>(acc[a], acc[a + 1], bias2[j], res2[j], gate2[j]);
+            }
+          }
+        }
+      }
+    }
+  }
+  if (CL > 1) {
+    __syncwarp();
+    cluster_sync();  // no CTA leaves while its peer may still multicast into it or arrive on it
+  }
+#endif
+}
+
+template <int EPI, int CL>
+cudaError_t launch_wide(const GemmArgs& a, cudaStream_t stream, int sms) {
+  CUtensorMap tma_a, tma_a2, tma_w;
+  const int k1 = a.a2 ? a.k_split : a.k;
+  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, kWideBM);
+  if (e != cudaSuccess) return e;
+  tma_a2 = tma_a;
+  if (a.a2) {
+    e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kWideBM);
+    if (e != cudaSuccess) return e;
+  }
+  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kWideBN / CL);
+  if (e != cudaSuccess) return e;
+  GemmParams p{};
+  p.c = a.c;
+  p.ldc = a.ldc;
+  p.m = a.m;
+  p.n = a.n;
+  p.k = a.k;
+  p.a_parts = 1;
+  p.tiles_m = (a.m + kWideBM - 1) / kWideBM;
+  p.tiles_n = (a.n + kWideBN - 1) / kWideBN;
+  p.k_blocks = (a.k + kBK - 1) / kBK;
+  p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
+  p.units_m = (p.tiles_m + CL - 1) / CL;
+  p.num_units = p.units_m * p.tiles_n;
+  p.epi = a.epi;
+  auto kernel = gemm_bf16_wide_kernel<EPI, CL>;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWideSmemBytes);
+  if (e != cudaSuccess) return e;
+  if (CL == 1) {
+    const int grid = p.num_units < sms ? p.num_units : sms;
+    kernel<<<grid, kWideThreads, kWideSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    return cudaGetLastError();
+  }
+  static int max_clusters = 0;
+  return launch_clusters(kernel, kWideThreads, CL, p.num_units, kWideSmemBytes, sms, &max_clusters, stream, tma_a,
+                         tma_a2, tma_w, p);
+}
+
+template <int CL>
+cudaError_t launch_wide_epi(const GemmArgs& a, cudaStream_t stream, int sms) {
+  switch (a.epi.kind) {
+    case Epilogue::kNone: return launch_wide<0, CL>(a, stream, sms);
+    case Epilogue::kGeluTanh: return launch_wide<1, CL>(a, stream, sms);
+    case Epilogue::kGateResidual: return launch_wide<2, CL>(a, stream, sms);
+    case Epilogue::kQkNormRope: break;
+  }
+  return cudaErrorInvalidValue;
+}
+
 // The ping-pong split's plan for these arguments with independent CTAs (split_k.cuh): after one to three whole rounds
 // and for last rounds under 40% busy only. H100, 2026-11-26, ab.py interleaved, whole -> split with no such limits
 // (bench/kernels/results/2026-11-26-h100-6792ab4-ab-pingpong-split.txt): 1536x3072x15360 + gate (the 512²
@@ -849,6 +1070,15 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
       if (paired != cudaErrorNotSupported) return paired;
     }
     return launch_pingpong_width<1>(a, bn, stream, sms);
+  }
+  if (schedule == GemmSchedule::kWide) {
+    if (a.c_f32 || a.a_parts != 1 || a.tile_n || a.cluster > 2 || a.epi.kind == Epilogue::kQkNormRope)
+      return cudaErrorInvalidValue;
+    if (a.cluster == 2) {
+      const cudaError_t paired = launch_wide_epi<2>(a, stream, sms);
+      if (paired != cudaErrorNotSupported) return paired;
+    }
+    return launch_wide_epi<1>(a, stream, sms);
   }
   if (schedule != GemmSchedule::kCooperative || a.a2) return cudaErrorInvalidValue;  // two-part A: ping-pong only
   const int tile_n = a.c_f32 ? 128 : a.tile_n ? a.tile_n : pick_tile_n(a.m, a.n, sms);

@@ -66,8 +66,9 @@ inline bool qk_norm_rope_args_valid(const EpilogueArgs& e, int m, int n) {
 // sm90 bf16 GEMM schedules (docs/kernels.md). kCooperative: both consumer warpgroups share a
 // 128 x tile_n tile, then both run the epilogue. kPingPong: each consumer warpgroup owns whole
 // 128 x 128 tiles and they alternate, so one's epilogue overlaps the other's main loop (bf16
-// output, a_parts 1). kAuto picks by measurement.
-enum class GemmSchedule : int { kAuto = 0, kCooperative = 1, kPingPong = 2 };
+// output, a_parts 1). kWide: three consumer warpgroups share 192 x 192 tiles (bf16 output, a_parts 1, not the QK
+// epilogue; cluster 2 pairs them). kAuto picks by measurement.
+enum class GemmSchedule : int { kAuto = 0, kCooperative = 1, kPingPong = 2, kWide = 3 };
 
 // C[M,N] = epilogue(A[M,K] · W[N,K]ᵀ). Row-major, unit stride along K and N.
 // Requires K % 8 == 0, N % 8 == 0, lda/ldw/ldc/ldr multiples of 8, 16-byte aligned pointers.
