@@ -20,6 +20,8 @@
 // ~1e-4 relative. So F32 accumulates each W k-block's parts in a fresh register tile and adds it to
 // the float32 sum with round-to-nearest (DeepGEMM's promotion), as a float32 GEMM sums; tile 128
 // only (2 x 64 accumulators per thread).
+#include <algorithm>
+
 #include "cluster_launch.h"
 #include "epilogue.cuh"
 #include "hopper.cuh"
@@ -1026,22 +1028,42 @@ int pick_pingpong_cluster(const GemmArgs& a) {
 // 512x12288x3072 + gate 0.086 -> 0.111 (96 tiles against 64 for 132 SMs), 1536x15360x3072 + gate 0.265 -> 0.276
 // (128's split last round); gelu at 512 / 1024 / 1536 rows tied. Relative rate per output 1.1 for 192: between the
 // 3% (gate) and 10% (gelu) gains at equal rounds, the value that orders all of these as measured.
+// A GEMM's cost on the ping-pong kernel with tiles 128 x bn, in rounds x tile area (units of 128 x 128) / rate.
+double pingpong_cost(const GemmArgs& a, int bn, double rate, int sms) {
+  const int tiles = ((a.m + kBM - 1) / kBM) * ((a.n + bn - 1) / bn);
+  const bool split = pingpong_split_plan(a, bn, sms, true).s.sk_tiles > 0;
+  const double rounds = split ? static_cast<double>(tiles) / sms : static_cast<double>((tiles + sms - 1) / sms);
+  return rounds * bn / kPpBN / rate;
+}
+
 int pick_pingpong_tile_n(const GemmArgs& a, int sms) {
   if (a.tile_n) return a.tile_n;
   if (a.epi.kind == Epilogue::kQkNormRope) return kPpBN;
-  const auto cost = [&](int bn, double rate) {
-    const int tiles = ((a.m + kBM - 1) / kBM) * ((a.n + bn - 1) / bn);
-    const bool split = pingpong_split_plan(a, bn, sms, true).s.sk_tiles > 0;
-    const double rounds = split ? static_cast<double>(tiles) / sms : static_cast<double>((tiles + sms - 1) / sms);
-    return rounds * bn / rate;
-  };
-  return cost(192, 1.1) < cost(kPpBN, 1.0) ? 192 : kPpBN;
+  return pingpong_cost(a, 192, 1.1, sms) < pingpong_cost(a, kPpBN, 1.0, sms) ? 192 : kPpBN;
 }
 
-GemmSchedule resolved_schedule(const GemmArgs& a) {
-  return a.schedule != GemmSchedule::kAuto                  ? a.schedule
-         : a.c_f32 || a.a_parts != 1 || a.tile_n ? GemmSchedule::kCooperative
-                                                 : pick_schedule(a.m);
+// The wide schedule where its rounds of 192 x 192 tiles cost less than the ping-pong tiles', its epilogue (not
+// overlapped) counted as 6 more k-blocks, its rate per output that of the 128 x 192 ping-pong tiles. Interleaved A/B
+// (H100, 2026-11-26, ab.py; results/2026-11-26-h100-d64ac2b-ab-wide.txt), ping-pong as dispatched -> wide: the
+// single-block proj_out 4608x15360x3072 + gate 0.731 -> 0.658 ms (4.4 rounds of 128 x 192 tiles, 2.9 of 192 x 192);
+// the model keeps the ping-pong kernel on the others, which wide lost: 4608x3072x12288 + gelu 0.530 -> 0.611,
+// 4096x3072x12288 + gelu 0.492 -> 0.568, 4096x12288x3072 + gate 0.497 -> 0.536, 4096x3072x3072 + gate 0.152 ->
+// 0.158, 1536x3072x12288 + gelu 0.189 -> 0.212, 512 rows 0.073 -> 0.096; 4608x3072x9216 tied (0.445 / 0.443).
+constexpr int kWideMinM = 1536;
+bool pick_wide(const GemmArgs& a, int sms) {
+  if (a.tile_n || a.m < kWideMinM || a.epi.kind == Epilogue::kQkNormRope) return false;
+  const int tiles = ((a.m + kWideBM - 1) / kWideBM) * ((a.n + kWideBN - 1) / kWideBN);
+  const double rounds = static_cast<double>((tiles + sms - 1) / sms);
+  const double k_blocks = (a.k + kBK - 1) / kBK;
+  const double wide = rounds * (kWideBM * kWideBN) / (kBM * kPpBN) * (k_blocks + 6) / k_blocks / 1.1;
+  return wide < std::min(pingpong_cost(a, 192, 1.1, sms), pingpong_cost(a, kPpBN, 1.0, sms));
+}
+
+GemmSchedule resolved_schedule(const GemmArgs& a, int sms) {
+  if (a.schedule != GemmSchedule::kAuto) return a.schedule;
+  if (a.c_f32 || a.a_parts != 1 || a.tile_n) return GemmSchedule::kCooperative;
+  const GemmSchedule picked = pick_schedule(a.m);
+  return picked == GemmSchedule::kPingPong && pick_wide(a, sms) ? GemmSchedule::kWide : picked;
 }
 
 }  // namespace
@@ -1057,7 +1079,7 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
   cudaError_t e = device_sm_count(&sms);
   if (e != cudaSuccess) return e;
   if (a.c_f32 && a.tile_n && a.tile_n != 128) return cudaErrorInvalidValue;
-  const GemmSchedule schedule = resolved_schedule(a);
+  const GemmSchedule schedule = resolved_schedule(a, sms);
   if (schedule == GemmSchedule::kPingPong) {
     const int bn = pick_pingpong_tile_n(a, sms);
     const bool qk = a.epi.kind == Epilogue::kQkNormRope;
@@ -1092,11 +1114,11 @@ cudaError_t gemm_bf16_sm90(const GemmArgs& a, cudaStream_t stream) {
 
 size_t gemm_bf16_sm90_workspace_bytes(const GemmArgs& a) {
   using namespace sm90;
-  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || resolved_schedule(a) != GemmSchedule::kPingPong || a.cluster > 1) return 0;
-  if (a.cluster == 0 && pick_pingpong_cluster(a) == 2) return 0;
-  if (!device_is_sm90()) return 0;
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || a.cluster > 1 || !device_is_sm90()) return 0;
   int sms = 0;
   if (device_sm_count(&sms) != cudaSuccess) return 0;
+  if (resolved_schedule(a, sms) != GemmSchedule::kPingPong) return 0;
+  if (a.cluster == 0 && pick_pingpong_cluster(a) == 2) return 0;
   return pingpong_split_plan(a, pick_pingpong_tile_n(a, sms), sms, true).bytes;
 }
 
