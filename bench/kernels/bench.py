@@ -114,10 +114,11 @@ def build_tests(quick):
                                (1536, 9216, 3072, "none", False), (300, 9216, 1088, "nobias", True),
                                (512, 3072, 12288, "gate", True)]:
         nf4(checks, "check", 1, 0, m, n, k, epi, dq)["expect_split"] = True
-    # The same for the bf16 ping-pong kernel (128 x 128 tiles), K blocks odd (17, 65) and a partial last k-block.
+    # The same for the bf16 ping-pong kernel (128 x 128 tiles; forced: the dispatch gives 1536x3072x15360 to the wide
+    # kernel), K blocks odd (17, 65) and a partial last k-block.
     for (m, n, k, epi) in [(512, 9216, 3072, "none"), (1536, 3072, 15360, "gate"), (777, 3072, 1088, "gelu"),
                            (800, 3080, 4104, "nobias")]:
-        gemm(checks, "check", 1, 0, m, n, k, epi)["expect_split"] = True
+        gemm(checks, "check", 1, 0, m, n, k, epi, 0, 2)["expect_split"] = True
     # The ping-pong kernel's 192-wide tiles (forced), alone and in CTA pairs, then split: partial tiles along N and M,
     # every epilogue but the QK one (a head per tile: refused), K blocks odd, the split's shapes at 192 columns.
     for cl in (1, 2):

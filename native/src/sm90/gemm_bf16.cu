@@ -1044,8 +1044,10 @@ int pick_pingpong_tile_n(const GemmArgs& a, int sms) {
 
 // The wide schedule where its rounds of 192 x 192 tiles cost less than the ping-pong tiles', its epilogue (not
 // overlapped) counted as 6 more k-blocks, its rate per output that of the 128 x 192 ping-pong tiles. Interleaved A/B
-// (H100, 2026-11-26, ab.py; results/2026-11-26-h100-d64ac2b-ab-wide.txt), ping-pong as dispatched -> wide: the
-// single-block proj_out 4608x15360x3072 + gate 0.731 -> 0.658 ms (4.4 rounds of 128 x 192 tiles, 2.9 of 192 x 192);
+// (H100, 2026-11-26, ab.py; results/2026-11-26-h100-d64ac2b-ab-wide.txt, …-491eac5-ab-wide-proj-out.txt), ping-pong
+// as dispatched -> wide: the single-block proj_out 4608x15360x3072 + gate 0.731 / 0.751 -> 0.658 / 0.651 ms (4.4
+// rounds of 128 x 192 tiles, 2.9 of 192 x 192), at 1536 rows (the 512² step) 0.270 -> 0.208 (torch's plain matmul
+// 0.208); in the step, alternated on one card, bf16 compiled 135.4 -> 131.6 ms at 1024², 44.4 -> 42.3 at 512²;
 // the model keeps the ping-pong kernel on the others, which wide lost: 4608x3072x12288 + gelu 0.530 -> 0.611,
 // 4096x3072x12288 + gelu 0.492 -> 0.568, 4096x12288x3072 + gate 0.497 -> 0.536, 4096x3072x3072 + gate 0.152 ->
 // 0.158, 1536x3072x12288 + gelu 0.189 -> 0.212, 512 rows 0.073 -> 0.096; 4608x3072x9216 tied (0.445 / 0.443).
