@@ -285,6 +285,48 @@ constexpr int kPpGroupM = 6;
 constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
 
 #if FLUXK_SM90_DEVICE
+// The bias pairs of column pairs j0 .. j0 + B - 1 of a thread's accumulator block (column col_base + 8j).
+template <int B>
+__device__ __forceinline__ void load_bias_batch(const GemmParams& p, int col_base, int j0, uint32_t (&bias2)[B]) {
+#pragma unroll
+  for (int j = 0; j < B; ++j) {
+    const int col = col_base + 8 * (j0 + j);
+    bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
+  }
+}
+
+// Column pairs j0 .. j0 + B - 1 of one m64 accumulator block (acc[4j + 2r + e]: row row0 + 8r, column
+// col_base + 8j + e) through the epilogue into C. A row's residual and gate loads go ahead of its stores: the residual
+// may alias the output, so in program order every load would wait behind the previous store (one memory latency per
+// pair, longer than the other warpgroup's main loop). Safe since each element is read and then written by the same
+// thread.
+template <int EPI, int B, int N>
+__device__ __forceinline__ void store_rows_batch(const GemmParams& p, const float (&acc)[N], const uint32_t (&bias2)[B],
+                                                 int j0, int row0, int col_base) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row0 + 8 * r;
+    if (row >= p.m) continue;
+    uint32_t res2[B], gate2[B];
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      const int col = col_base + 8 * (j0 + j);
+      const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
+      res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
+      gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
+    }
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      const int col = col_base + 8 * (j0 + j);
+      if (col < p.n) {
+        const int a = 4 * (j0 + j) + 2 * r;
+        *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
+            epilogue_pair_loaded<EPI>(acc[a], acc[a + 1], bias2[j], res2[j], gate2[j]);
+      }
+    }
+  }
+}
+
 // kQkNormRope on a ping-pong tile: 128 tokens x one head of q, k or v (tn = part · heads + head). acc[h][4j + 2r + e]
 // is row 64h + 16·warp + lane/4 + 8r, column 8j + 2·(lane%4) + e, so a row's 128 values live in a quad of lanes.
 // The squares are summed in joint_qkv's order (each piece of 8 columns in column order from the quad's rounded
@@ -545,54 +587,21 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       // Accumulator layout of wgmma m64nNk16: acc[h][4j + 2r + e] holds row (64h + 16*warp + lane/4 + 8r),
       // column (8j + 2*(lane%4) + e) of the 128 x BN tile.
-      // Loads go in batches ahead of the batch's stores: the residual may alias the output, so in
-      // program order every load would wait behind the previous store (one memory latency per pair,
-      // longer than the other warpgroup's main loop). Batching is safe since each element is read
-      // and then written by the same thread.
+      // Loads go in batches ahead of the batch's stores (store_rows_batch).
       const int col_base = tn * BN + 2 * (lane % 4);
       if constexpr (EPI == kQkEpi) {
         uint32_t bias2[kPpBN / 8];
-#pragma unroll
-        for (int j = 0; j < kPpBN / 8; ++j) {
-          const int col = col_base + 8 * j;
-          bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
-        }
+        load_bias_batch(p, col_base, 0, bias2);
         pingpong_qk_norm_rope(p.epi, acc, bias2, tm, tn, p.m, warp, lane);
       } else {
         constexpr int kBatch = pingpong_epilogue_batch(BN, EPI);
 #pragma unroll
         for (int j0 = 0; j0 < BN / 8; j0 += kBatch) {
           uint32_t bias2[kBatch];
+          load_bias_batch(p, col_base, j0, bias2);
 #pragma unroll
-          for (int j = 0; j < kBatch; ++j) {
-            const int col = col_base + 8 * (j0 + j);
-            bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              const int row = tm * kBM + h * 64 + warp * 16 + lane / 4 + 8 * r;
-              if (row >= p.m) continue;
-              uint32_t res2[kBatch], gate2[kBatch];
-#pragma unroll
-              for (int j = 0; j < kBatch; ++j) {
-                const int col = col_base + 8 * (j0 + j);
-                const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
-                res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
-                gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
-              }
-#pragma unroll
-              for (int j = 0; j < kBatch; ++j) {
-                const int col = col_base + 8 * (j0 + j);
-                if (col < p.n) {
-                  const int a = 4 * (j0 + j) + 2 * r;
-                  *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
-                      epilogue_pair_loaded<EPI>(acc[h][a], acc[h][a + 1], bias2[j], res2[j], gate2[j]);
-                }
-              }
-            }
-          }
+          for (int h = 0; h < 2; ++h)
+            store_rows_batch<EPI>(p, acc[h], bias2, j0, tm * kBM + h * 64 + warp * 16 + lane / 4, col_base);
         }
       }
     }
@@ -730,40 +739,14 @@ __global__ void __launch_bounds__(kWideThreads, 1)
       for (int i = 0; i < kWideBN / 2; ++i) reg_fence(acc[i]);
       if (p.k_blocks > 0) release(prev_stage);
 
-      // acc[4j + 2r + e]: row 16·warp + lane/4 + 8r, column 8j + 2·(lane%4) + e of this warpgroup's 64 x 192 block.
-      // Loads go ahead of their stores in batches (the residual may alias the output: see the ping-pong epilogue).
+      // This warpgroup's 64 x 192 block, as the ping-pong epilogue stores its blocks.
       const int col_base = tn * kWideBN + 2 * (lane % 4);
       constexpr int kBatch = pingpong_epilogue_batch(kWideBN, EPI);
 #pragma unroll
       for (int j0 = 0; j0 < kWideBN / 8; j0 += kBatch) {
         uint32_t bias2[kBatch];
-#pragma unroll
-        for (int j = 0; j < kBatch; ++j) {
-          const int col = col_base + 8 * (j0 + j);
-          bias2[j] = col < p.n ? load_bias2(p.epi, col) : 0u;
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = tm * kWideBM + cw * 64 + warp * 16 + lane / 4 + 8 * r;
-          if (row >= p.m) continue;
-          uint32_t res2[kBatch], gate2[kBatch];
-#pragma unroll
-          for (int j = 0; j < kBatch; ++j) {
-            const int col = col_base + 8 * (j0 + j);
-            const bool load = EPI == static_cast<int>(Epilogue::kGateResidual) && col < p.n;
-            res2[j] = load ? load_residual2(p.epi, row, col) : 0u;
-            gate2[j] = load ? load_gate2(p.epi, row, col) : 0u;
-          }
-#pragma unroll
-          for (int j = 0; j < kBatch; ++j) {
-            const int col = col_base + 8 * (j0 + j);
-            if (col < p.n) {
-              const int a = 4 * (j0 + j) + 2 * r;
-              *reinterpret_cast<uint32_t*>(p.c + static_cast<int64_t>(row) * p.ldc + col) =
-                  epilogue_pair_loaded<EPI>(acc[a], acc[a + 1], bias2[j], res2[j], gate2[j]);
-            }
-          }
-        }
+        load_bias_batch(p, col_base, j0, bias2);
+        store_rows_batch<EPI>(p, acc, bias2, j0, tm * kWideBM + cw * 64 + warp * 16 + lane / 4, col_base);
       }
     }
   }
