@@ -739,7 +739,9 @@ __global__ void __launch_bounds__(kWideThreads, 1)
       for (int i = 0; i < kWideBN / 2; ++i) reg_fence(acc[i]);
       if (p.k_blocks > 0) release(prev_stage);
 
-      // This warpgroup's 64 x 192 block, as the ping-pong epilogue stores its blocks.
+      // This warpgroup's 64 x 192 block, as the ping-pong epilogue stores its blocks and in its batches (larger ones,
+      // with the registers rebalanced to fit, measured no faster: results/2026-11-26-h100-26cabe5-wide-epilogue-
+      // batches-trial.txt).
       const int col_base = tn * kWideBN + 2 * (lane % 4);
       constexpr int kBatch = pingpong_epilogue_batch(kWideBN, EPI);
 #pragma unroll
