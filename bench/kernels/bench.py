@@ -119,23 +119,19 @@ def build_tests(quick):
     for (m, n, k, epi) in [(512, 9216, 3072, "none"), (1536, 3072, 15360, "gate"), (777, 3072, 1088, "gelu"),
                            (800, 3080, 4104, "nobias")]:
         gemm(checks, "check", 1, 0, m, n, k, epi, 0, 2)["expect_split"] = True
-    # The ping-pong kernel's 192-wide tiles (forced), alone and in CTA pairs, then split: partial tiles along N and M,
-    # every epilogue but the QK one (a head per tile: refused), K blocks odd, the split's shapes at 192 columns.
-    for cl in (1, 2):
-        for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (640, 264, 200, "nobias"), (129, 136, 72, "gelu"),
-                               (77, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"), (4608, 3072, 12288, "gate"),
-                               (1000, 1160, 4104, "gelu"), (4096, 3072, 3072, "gate")]:
-            gemm(checks, "check", 1, 192, m, n, k, epi, cl, 2)
+    # The ping-pong kernel's 192-wide tiles (tile 192, sched 2) and the wide cooperative kernel (sched 3: 192 x 192
+    # tiles, three consumer warpgroups), forced, alone and in CTA pairs: partial tiles along N and M (odd tile-row
+    # counts leave a pair's second tile out of range), every epilogue but the QK one (a head per tile: refused).
+    for tile, sched in ((192, 2), (0, 3)):
+        for cl in (1, 2):
+            for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (640, 264, 200, "nobias"), (129, 136, 72, "gelu"),
+                                   (77, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"), (4608, 3072, 12288, "gate"),
+                                   (1000, 1160, 4104, "gelu"), (4096, 3072, 3072, "gate")]:
+                gemm(checks, "check", 1, tile, m, n, k, epi, cl, sched)
+    # The 192-wide ping-pong tiles split: K blocks odd, the split's shapes at 192 columns.
     for (m, n, k, epi) in [(512, 13824, 3072, "none"), (1536, 4608, 15360, "gate"), (777, 4608, 1088, "gelu"),
                            (1300, 4616, 4104, "nobias")]:
         gemm(checks, "check", 1, 192, m, n, k, epi, 1, 2)["expect_split"] = True
-    # The wide cooperative kernel (sched 3: 192 x 192 tiles, three consumer warpgroups), alone and in CTA pairs:
-    # partial tiles along N and M (odd tile-row counts leave a pair's second tile out of range), every epilogue.
-    for cl in (1, 2):
-        for (m, n, k, epi) in [(4608, 3072, 3072, "none"), (640, 264, 200, "nobias"), (129, 136, 72, "gelu"),
-                               (77, 3072, 3072, "gate"), (4608, 12288, 3072, "gelu"), (4608, 3072, 12288, "gate"),
-                               (1000, 1160, 4104, "gelu"), (4096, 3072, 3072, "gate")]:
-            gemm(checks, "check", 1, 0, m, n, k, epi, cl, 3)
     # The skinny bf16 kernel (gemv, M <= 16): odd M, N a multiple of 8 but not of 16, K a multiple of 8 but not of
     # 32, every epilogue; gate rows per batch are M // 2 (gate rows 1, 3, 8 for M 3, 7, 16).
     for (m, n, k, epi) in [(1, 136, 64, "gate"), (3, 264, 200, "gelu"), (7, 3080, 3072, "nobias"),
