@@ -285,6 +285,24 @@ constexpr int kPpGroupM = 6;
 constexpr int kQkEpi = static_cast<int>(Epilogue::kQkNormRope);
 
 #if FLUXK_SM90_DEVICE
+// One stage of the ping-pong and wide kernels' producers: A's k-block kb of tile row tm (from the second part of a
+// two-part A past a_split_blocks) and W's k-block of tile column tn, all BN rows, or with CL = 2 this CTA's half,
+// multicast to the pair (both CTAs' tiles share W's rows).
+template <int BM, int BN, int CL>
+__device__ __forceinline__ void load_stage(const GemmParams& p, const CUtensorMap* tma_a, const CUtensorMap* tma_a2,
+                                           const CUtensorMap* tma_w, uint8_t* s_a, uint8_t* s_w, uint64_t* full,
+                                           int kb, int tm, int tn, uint32_t rank) {
+  mbar_arrive_expect_tx(full, (BM + BN) * kBK * 2);
+  const bool second = kb >= p.a_split_blocks;
+  tma_load_2d(s_a, second ? tma_a2 : tma_a, full, (second ? kb - p.a_split_blocks : kb) * kBK, tm * BM);
+  if (CL == 1) {
+    tma_load_2d(s_w, tma_w, full, kb * kBK, tn * BN);
+  } else {
+    tma_load_2d_multicast(s_w + rank * (BN / 2) * 128, tma_w, full, kb * kBK, tn * BN + rank * (BN / 2),
+                          static_cast<uint16_t>(0x3));
+  }
+}
+
 // The bias pairs of column pairs j0 .. j0 + B - 1 of a thread's accumulator block (column col_base + 8j).
 template <int B>
 __device__ __forceinline__ void load_bias_batch(const GemmParams& p, int col_base, int j0, uint32_t (&bias2)[B]) {
@@ -473,17 +491,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int tm = tu * CL + rank;
         for (int kb = w.kb0; kb < w.kb1; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
-          mbar_arrive_expect_tx(&full[stage], Cfg::kABytes + Cfg::kWBytes);
-          const bool second = kb >= p.a_split_blocks;
-          tma_load_2d(s_a + stage * Cfg::kABytes, second ? &tma_a2 : &tma_a, &full[stage],
-                      (second ? kb - p.a_split_blocks : kb) * kBK, tm * kBM);
-          if (CL == 1) {
-            tma_load_2d(s_w + stage * Cfg::kWBytes, &tma_w, &full[stage], kb * kBK, tn * BN);
-          } else {
-            // Both CTAs' tiles share W's rows: each loads its half and multicasts it to the pair.
-            tma_load_2d_multicast(s_w + stage * Cfg::kWBytes + rank * (BN / 2) * 128, &tma_w, &full[stage],
-                                  kb * kBK, tn * BN + rank * (BN / 2), static_cast<uint16_t>(0x3));
-          }
+          load_stage<kBM, BN, CL>(p, &tma_a, &tma_a2, &tma_w, s_a + stage * Cfg::kABytes, s_w + stage * Cfg::kWBytes,
+                                  &full[stage], kb, tm, tn, rank);
           if (++stage == Cfg::kStages) {
             stage = 0;
             phase ^= 1;
@@ -675,16 +684,8 @@ __global__ void __launch_bounds__(kWideThreads, 1)
         const int tm = tu * CL + rank;
         for (int kb = 0; kb < p.k_blocks; ++kb) {
           mbar_wait(&empty[stage], phase ^ 1);
-          mbar_arrive_expect_tx(&full[stage], 2 * kWideTileBytes);
-          const bool second = kb >= p.a_split_blocks;
-          tma_load_2d(s_a + stage * kWideTileBytes, second ? &tma_a2 : &tma_a, &full[stage],
-                      (second ? kb - p.a_split_blocks : kb) * kBK, tm * kWideBM);
-          if (CL == 1) {
-            tma_load_2d(s_w + stage * kWideTileBytes, &tma_w, &full[stage], kb * kBK, tn * kWideBN);
-          } else {
-            tma_load_2d_multicast(s_w + stage * kWideTileBytes + rank * (kWideBN / 2) * 128, &tma_w, &full[stage],
-                                  kb * kBK, tn * kWideBN + rank * (kWideBN / 2), static_cast<uint16_t>(0x3));
-          }
+          load_stage<kWideBM, kWideBN, CL>(p, &tma_a, &tma_a2, &tma_w, s_a + stage * kWideTileBytes,
+                                           s_w + stage * kWideTileBytes, &full[stage], kb, tm, tn, rank);
           if (++stage == kWideStages) {
             stage = 0;
             phase ^= 1;
@@ -759,44 +760,58 @@ __global__ void __launch_bounds__(kWideThreads, 1)
 #endif
 }
 
-template <int EPI, int CL>
-cudaError_t launch_wide(const GemmArgs& a, cudaStream_t stream, int sms) {
+// The tensor maps and parameters of a ping-pong or wide launch (bf16 output, A in one or two parts) in BM x BN tiles
+// walked in units of CL vertically adjacent tiles; W in boxes of BN / CL rows (each CTA of a pair loads its half).
+struct TileLaunch {
   CUtensorMap tma_a, tma_a2, tma_w;
+  GemmParams p;
+};
+cudaError_t prepare_tile_launch(const GemmArgs& a, int bm, int bn, int cl, TileLaunch* l) {
   const int k1 = a.a2 ? a.k_split : a.k;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, kWideBM);
+  cudaError_t e = encode_bf16_2d_sw128(&l->tma_a, a.a, a.m, k1, a.lda, bm);
   if (e != cudaSuccess) return e;
-  tma_a2 = tma_a;
+  l->tma_a2 = l->tma_a;
   if (a.a2) {
-    e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kWideBM);
+    e = encode_bf16_2d_sw128(&l->tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, bm);
     if (e != cudaSuccess) return e;
   }
-  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, kWideBN / CL);
+  e = encode_bf16_2d_sw128(&l->tma_w, a.w, a.n, a.k, a.ldw, bn / cl);
   if (e != cudaSuccess) return e;
-  GemmParams p{};
+  GemmParams& p = l->p;
+  p = GemmParams{};
   p.c = a.c;
   p.ldc = a.ldc;
   p.m = a.m;
   p.n = a.n;
   p.k = a.k;
   p.a_parts = 1;
-  p.tiles_m = (a.m + kWideBM - 1) / kWideBM;
-  p.tiles_n = (a.n + kWideBN - 1) / kWideBN;
+  p.tiles_m = (a.m + bm - 1) / bm;
+  p.tiles_n = (a.n + bn - 1) / bn;
   p.k_blocks = (a.k + kBK - 1) / kBK;
   p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
-  p.units_m = (p.tiles_m + CL - 1) / CL;
+  p.units_m = (p.tiles_m + cl - 1) / cl;
   p.num_units = p.units_m * p.tiles_n;
   p.epi = a.epi;
+  return cudaSuccess;
+}
+
+template <int EPI, int CL>
+cudaError_t launch_wide(const GemmArgs& a, cudaStream_t stream, int sms) {
+  TileLaunch l;
+  cudaError_t e = prepare_tile_launch(a, kWideBM, kWideBN, CL, &l);
+  if (e != cudaSuccess) return e;
+  const GemmParams& p = l.p;
   auto kernel = gemm_bf16_wide_kernel<EPI, CL>;
   e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kWideSmemBytes);
   if (e != cudaSuccess) return e;
   if (CL == 1) {
     const int grid = p.num_units < sms ? p.num_units : sms;
-    kernel<<<grid, kWideThreads, kWideSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    kernel<<<grid, kWideThreads, kWideSmemBytes, stream>>>(l.tma_a, l.tma_a2, l.tma_w, p);
     return cudaGetLastError();
   }
   static int max_clusters = 0;
-  return launch_clusters(kernel, kWideThreads, CL, p.num_units, kWideSmemBytes, sms, &max_clusters, stream, tma_a,
-                         tma_a2, tma_w, p);
+  return launch_clusters(kernel, kWideThreads, CL, p.num_units, kWideSmemBytes, sms, &max_clusters, stream, l.tma_a,
+                         l.tma_a2, l.tma_w, p);
 }
 
 template <int CL>
@@ -835,32 +850,10 @@ SplitPlan pingpong_split_plan(const GemmArgs& a, int bn, int sms, bool allowed) 
 template <int BN, int EPI, int CL>
 cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
   using Cfg = PingPongConfig<BN>;
-  CUtensorMap tma_a, tma_a2, tma_w;
-  const int k1 = a.a2 ? a.k_split : a.k;
-  cudaError_t e = encode_bf16_2d_sw128(&tma_a, a.a, a.m, k1, a.lda, kBM);
+  TileLaunch l;
+  cudaError_t e = prepare_tile_launch(a, kBM, BN, CL, &l);
   if (e != cudaSuccess) return e;
-  tma_a2 = tma_a;
-  if (a.a2) {
-    e = encode_bf16_2d_sw128(&tma_a2, a.a2, a.m, a.k - a.k_split, a.lda2, kBM);
-    if (e != cudaSuccess) return e;
-  }
-  e = encode_bf16_2d_sw128(&tma_w, a.w, a.n, a.k, a.ldw, BN / CL);
-  if (e != cudaSuccess) return e;
-  GemmParams p;
-  p.c = a.c;
-  p.c_f32 = nullptr;
-  p.ldc = a.ldc;
-  p.m = a.m;
-  p.n = a.n;
-  p.k = a.k;
-  p.a_parts = 1;
-  p.tiles_m = (a.m + kBM - 1) / kBM;
-  p.tiles_n = (a.n + BN - 1) / BN;
-  p.k_blocks = (a.k + kBK - 1) / kBK;
-  p.a_split_blocks = a.a2 ? a.k_split / kBK : p.k_blocks;
-  p.units_m = (p.tiles_m + CL - 1) / CL;
-  p.num_units = p.units_m * p.tiles_n;
-  p.epi = a.epi;
+  GemmParams& p = l.p;
   const bool split_ok = CL == 1 && a.workspace && aligned16(a.workspace);
   SplitPlan plan = pingpong_split_plan(a, BN, sms, split_ok);
   if (plan.s.sk_tiles && a.workspace_bytes < plan.bytes) plan = pingpong_split_plan(a, BN, sms, false);
@@ -877,12 +870,12 @@ cudaError_t launch_pingpong(const GemmArgs& a, cudaStream_t stream, int sms) {
       e = cudaMemsetAsync(p.arrived, 0, plan.counter_bytes, stream);
       if (e != cudaSuccess) return e;
     }
-    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(tma_a, tma_a2, tma_w, p);
+    kernel<<<plan.grid, kThreads, Cfg::kSmemBytes, stream>>>(l.tma_a, l.tma_a2, l.tma_w, p);
     return cudaGetLastError();
   }
   static int max_clusters = 0;
-  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, tma_a, tma_a2,
-                         tma_w, p);
+  return launch_clusters(kernel, kThreads, CL, p.num_units, Cfg::kSmemBytes, sms, &max_clusters, stream, l.tma_a,
+                         l.tma_a2, l.tma_w, p);
 }
 
 template <int BN, int CL>
