@@ -968,6 +968,10 @@ def worker(tests, start, results_path, lib_path, skip_families, profile=False):
         torch.matmul(a, w.t(), out=c)
         q, _ = make_nf4(n, k, False)
         call_nf4(1, a, q, n, k, c, m, "none", None, None, None, 1, 0)
+        # The skinny NF4 path at the modulation size, M = 1 [18432, 3072].
+        q1, _ = make_nf4(18432, k, False)
+        x1, c1 = a[:1], torch.empty(1, 18432, device=dev, dtype=torch.bfloat16)
+        call_nf4(3, x1, q1, 18432, k, c1, 1, "none", None, None, None, 1, 0)
         for backend in (3, 4):
             qq, kk, vv, oo, strides = attn_tensors(1, 24, 4608, 4608, "bhld")
             call_attn(backend, qq, kk, vv, oo, 1, 24, 4608, 4608, strides)
