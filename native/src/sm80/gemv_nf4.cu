@@ -38,14 +38,17 @@ constexpr int kConsumers = 12;
 constexpr int kThreads = (kConsumers + 1) * 32;
 constexpr int kChunkK = 128;
 constexpr int kSliceK = kConsumers * kChunkK;  // k per unit
-constexpr int kRowBytes = kSliceK / 2;         // packed bytes of one row in a unit (48 pieces of 16)
-constexpr int kStageBytes = 16 * kRowBytes;
+constexpr int kRowBytes = kSliceK / 2;         // packed bytes of one row in a unit
+// Rows 16 bytes apart in the banks: a warp's 16-byte reads of 8 rows (lanes g, c) hit 8 different bank quads.
+constexpr int kRowStride = kRowBytes + 16;
+constexpr int kStageBytes = 16 * kRowStride;
 constexpr int kMaxStages = 8;
 constexpr int kMinStages = 3;
 constexpr int kLutBytes = 256 * 128;  // code pairs: 256 entries × 16 copies × 8 bytes
 
-__host__ __device__ constexpr int red_bytes(int mt) { return 2 * kConsumers * mt * 4 * 32 * 4; }  // double-buffered partial sums
-__host__ __device__ constexpr int fixed_smem_bytes(int mt) { return kLutBytes + red_bytes(mt) + 2 * kMaxStages * 8; }
+// Dynamic shared memory: the double-buffered partial sums, the barriers, then the ring.
+__host__ __device__ constexpr int red_bytes(int mt) { return 2 * kConsumers * mt * 4 * 32 * 4; }
+__host__ __device__ constexpr int dynamic_fixed_bytes(int mt) { return red_bytes(mt) + 2 * kMaxStages * 8; }
 
 #if FLUXK_SM80_DEVICE
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
@@ -70,10 +73,24 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.shared.b64 state, [%0];\n}" ::"r"(bar) : "memory");
 }
-// Arrives on bar once this thread's earlier cp.async copies have landed (the barrier's count includes it).
+#if __CUDA_ARCH__ >= 900
+// The stage's full barrier completes when its one arrival and `bytes` of bulk copies have landed.
+constexpr int kFullArrivals = 1;
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+#else
+// The stage's full barrier completes when each producer lane's cp.async copies have landed.
+constexpr int kFullArrivals = 32;
 __device__ __forceinline__ void cp_async_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];" ::"r"(bar) : "memory");
 }
+#endif
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(kConsumers * 32) : "memory");
 }
@@ -126,18 +143,22 @@ __device__ __forceinline__ void nf4_chunk_mma(float (&acc)[MT][4], const uint32_
   }
 }
 
-// Where unit u of this CTA lies: row group g (rows n0.. of part p), k slice s.
-struct Unit {
-  int g, s, p, n0;
+// A lane's rows of a row group: its part, first row, and the absmax blocks at k = 0 of rows g and g+8.
+struct Group {
+  int p, n0;
+  int64_t blk_a, blk_b;
 };
 
-__device__ __forceinline__ Unit unit_at(const Nf4GemvConcatArgs& a, int u, int slices, int& p) {
-  Unit t;
-  t.g = static_cast<int>(blockIdx.x) + (u / slices) * static_cast<int>(gridDim.x);
-  t.s = u % slices;
-  while (p + 1 < a.parts && t.g >= a.group_begin[p + 1]) ++p;
+// Row group gg (>= every earlier call's: p only moves forward).
+__device__ __forceinline__ Group group_at(const Nf4GemvConcatArgs& a, int gg, int& p) {
+  while (p + 1 < a.parts && gg >= a.group_begin[p + 1]) ++p;
+  const Nf4Weight& w = a.part[p].w;
+  Group t;
   t.p = p;
-  t.n0 = (t.g - a.group_begin[p]) * 16;
+  t.n0 = (gg - a.group_begin[p]) * 16;
+  const int g = threadIdx.x % 32 / 4;
+  t.blk_a = static_cast<int64_t>(min(t.n0 + g, w.n - 1)) * (w.k / 64);
+  t.blk_b = static_cast<int64_t>(min(t.n0 + g + 8, w.n - 1)) * (w.k / 64);
   return t;
 }
 
@@ -148,10 +169,7 @@ struct Scales {
   float na, nb;
 };
 
-__device__ __forceinline__ Scales load_scales(const Nf4Weight& w, int n0, int kblk) {
-  const int lane = threadIdx.x % 32;
-  const int64_t blk_a = static_cast<int64_t>(min(n0 + lane / 4, w.n - 1)) * (w.k / 64) + kblk;
-  const int64_t blk_b = static_cast<int64_t>(min(n0 + lane / 4 + 8, w.n - 1)) * (w.k / 64) + kblk;
+__device__ __forceinline__ Scales load_scales(const Nf4Weight& w, int64_t blk_a, int64_t blk_b) {
   Scales r;
   if (w.absmax) {
     r.qa = __float_as_uint(__ldg(w.absmax + blk_a));
@@ -172,149 +190,182 @@ __device__ __forceinline__ float scale_value(const Nf4Weight& w, uint32_t q, flo
   return __fadd_rn(__fmul_rn(__ldg(w.absmax_code + q), nested), w.nested_offset);
 }
 
-// k extent of slice s and this warp's chunk in it: 128, 64 (the half chunk when K % 128 == 64) or 0.
-__device__ __forceinline__ int chunk_k(int k, int s, int warp) {
-  return max(0, min(kChunkK, k - s * kSliceK - warp * kChunkK));
-}
+// What is left of K from this warp's chunk of slice s on: >= 128 a whole chunk, 64 the half chunk (K % 128 == 64),
+// <= 0 none. Tested unclamped: with the clamped max(0, min(128, .)), nvcc 13.0 gave lanes c = 2, 3 of a half chunk
+// the next block's absmax in one of two evaluations (VIMNMX.RELU's predicate; bench.py checks and a one-hot probe).
+__device__ __forceinline__ int k_left(int k, int s, int warp) { return k - s * kSliceK - warp * kChunkK; }
 
-// The producer warp: every unit's 16 row pieces into the ring, stage by stage.
-__device__ __forceinline__ void produce(const Nf4GemvConcatArgs& a, int units, int slices, int stages,
-                                        uint32_t ring, uint32_t full, uint32_t empty) {
+// The stage of the ring a unit uses, and the parity of its barriers' phase.
+struct RingPos {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ __forceinline__ void advance(int stages) {
+    if (++stage == stages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// The producer warp: every unit's 16 rows into the ring, stage by stage.
+__device__ __forceinline__ void produce(const Nf4GemvConcatArgs& a, int slices, int stages, uint32_t ring,
+                                        uint32_t full, uint32_t empty) {
   const int lane = threadIdx.x % 32;
   const int k = a.part[0].w.k;
+  const int groups = a.group_begin[a.parts];
   int p = 0;
-  for (int u = 0; u < units; ++u) {
-    const Unit t = unit_at(a, u, slices, p);
-    const Nf4Weight& w = a.part[t.p].w;
-    const int st = u % stages;
-    mbar_wait(empty + 8 * st, ((u / stages) & 1) ^ 1);
-    const int pieces = min(kSliceK, k - t.s * kSliceK) / 32;  // 16-byte pieces per row
-    const uint32_t dst = ring + st * kStageBytes;
-    for (int i = lane; i < 16 * pieces; i += 32) {
-      const int r = i / pieces, pc = i % pieces;
-      const uint8_t* src =
-          w.packed + static_cast<int64_t>(min(t.n0 + r, w.n - 1)) * (k / 2) + t.s * kRowBytes + 16 * pc;
-      cp_async_16(dst + r * kRowBytes + ((pc ^ (r & 7)) << 4), src, 16);
-    }
-    cp_async_arrive(full + 8 * st);
-    if (lane < 16) {  // the consumers fetch this unit's absmax a unit ahead: have it in L2 by then
-      const int64_t blk = static_cast<int64_t>(min(t.n0 + lane, w.n - 1)) * (k / 64) + t.s * (kSliceK / 64);
-      if (w.absmax) {
-        prefetch_l2(w.absmax + blk);
-        prefetch_l2(w.absmax + blk + (pieces / 2 - 1));
-      } else {
-        prefetch_l2(w.absmax_q + blk);
+  RingPos pos;
+  for (int gg = blockIdx.x; gg < groups; gg += gridDim.x) {
+    while (p + 1 < a.parts && gg >= a.group_begin[p + 1]) ++p;
+    const Nf4Weight& w = a.part[p].w;
+    const int n0 = (gg - a.group_begin[p]) * 16;
+    // lane r < 16 copies row r (clamped: rows past N are computed and never stored)
+    const int64_t row = min(n0 + (lane & 15), w.n - 1);
+    for (int s = 0; s < slices; ++s, pos.advance(stages)) {
+      const uint32_t full_bar = full + 8 * pos.stage;
+      mbar_wait(empty + 8 * pos.stage, pos.phase ^ 1);
+      const int bytes = min(kSliceK, k - s * kSliceK) / 2;  // per row
+      const uint32_t dst = ring + pos.stage * kStageBytes;
+      const uint8_t* src = w.packed + s * kRowBytes;
+#if __CUDA_ARCH__ >= 900
+      // One bulk copy per row, through the TMA unit: 16-byte cp.async pieces queued behind the consumers' table
+      // lookups in the load/store pipe (H100, M = 1 [18432, 3072]: 43.6 us with them, 31.0 us with bulk copies).
+      if (lane == 0) mbar_arrive_expect_tx(full_bar, 16 * bytes);
+      __syncwarp();
+      if (lane < 16) bulk_copy(dst + lane * kRowStride, src + row * (k / 2), bytes, full_bar);
+#else
+      for (int r = 0; r < 16; ++r) {
+        const uint8_t* from = src + static_cast<int64_t>(min(n0 + r, w.n - 1)) * (k / 2);
+        for (int pc = lane; pc < bytes / 16; pc += 32) cp_async_16(dst + r * kRowStride + 16 * pc, from + 16 * pc, 16);
+      }
+      cp_async_arrive(full_bar);
+#endif
+      if (lane < 16) {  // the consumers fetch this unit's absmax a unit ahead: have it in L2 by then
+        const int64_t blk = row * (k / 64) + s * (kSliceK / 64);
+        if (w.absmax) {
+          prefetch_l2(w.absmax + blk);
+          prefetch_l2(w.absmax + blk + bytes / 32 - 1);
+        } else {
+          prefetch_l2(w.absmax_q + blk);
+        }
       }
     }
   }
+#if __CUDA_ARCH__ < 900
   asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
 }
 
-// A consumer warp's whole job.
+// A consumer warp's whole job. lut: the code-pair table (static shared memory, so its base folds into each
+// lookup's address); red: the partial sums; ring: the stages.
 template <int MT, int EPI>
-__device__ __forceinline__ void consume(const Nf4GemvConcatArgs& a, const EpilogueArgs& epi, int units, int slices,
-                                        int stages, const char* smem, float* red, uint32_t full, uint32_t empty) {
+__device__ __forceinline__ void consume(const Nf4GemvConcatArgs& a, const EpilogueArgs& epi, int slices, int stages,
+                                        const char* lut, float* red, const char* ring, uint32_t full,
+                                        uint32_t empty) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int g = lane / 4;
   const int c = lane % 4;
   const int k = a.part[0].w.k;
+  const int groups = a.group_begin[a.parts];
   const uint32_t copy4 = static_cast<uint32_t>(lane & 15) * 8u * 0x01010101u;
-  const char* ring = smem + fixed_smem_bytes(MT);
+  // This lane's activations at k = 0 of its chunk: token rows g (and g + 8), k offset 128·warp + 32c.
+  const __nv_bfloat16* xrow[MT];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+    xrow[mt] = mt * 8 + g < a.m ? a.a + static_cast<int64_t>(mt * 8 + g) * a.lda + warp * kChunkK : nullptr;
 
-  float acc[MT][4];
-  int p_next = 0;
-  Unit next = unit_at(a, 0, slices, p_next);
-  const auto scales_of = [&](const Unit& t) {
-    const int ck = chunk_k(k, t.s, warp);
-    const int kblk = (t.s * kSliceK + warp * kChunkK) / 64 + (ck == kChunkK ? c / 2 : 0);
-    return load_scales(a.part[t.p].w, t.n0, ck ? kblk : 0);
+  // Absmax block of this lane's chunk in slice s (a whole chunk's lanes c = 2, 3 read its second block).
+  const auto block_in = [&](int s) {
+    const int left = k_left(k, s, warp);
+    return left > 0 ? s * (kSliceK / 64) + 2 * warp + (left >= kChunkK ? c / 2 : 0) : 0;
   };
-  Scales sc_next = scales_of(next);
-  for (int u = 0; u < units; ++u) {
-    const Unit t = next;
-    const Scales sc = sc_next;
-    if (u + 1 < units) {
-      next = unit_at(a, u + 1, slices, p_next);
-      sc_next = scales_of(next);
-    }
-    const Nf4Weight& w = a.part[t.p].w;
-    if (t.s == 0) {
+  int p = 0;
+  Group next_group = group_at(a, blockIdx.x, p);
+  Scales next = load_scales(a.part[next_group.p].w, next_group.blk_a + block_in(0), next_group.blk_b + block_in(0));
+  RingPos pos;
+  int gi = 0;
+  for (int gg = blockIdx.x; gg < groups; gg += gridDim.x, ++gi) {
+    const Group grp = next_group;
+    const Nf4GemvPart& part = a.part[grp.p];
+    const Nf4Weight& w = part.w;
+    float acc[MT][4];
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int h = 0; h < 4; ++h) acc[mt][h] = 0.f;
-    }
-    const int ck = chunk_k(k, t.s, warp);
-    const int kx = t.s * kSliceK + warp * kChunkK;  // first k of the chunk
-    const int st = u % stages;
-    const char* stage = ring + st * kStageBytes;
-    if (ck == kChunkK) {
-      uint4 xv[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const int tok = mt * 8 + g;
-#pragma unroll
-        for (int q = 0; q < 4; ++q)
-          xv[mt][q] = tok < a.m ? __ldg(reinterpret_cast<const uint4*>(a.a + static_cast<int64_t>(tok) * a.lda + kx +
-                                                                       32 * c + 8 * q))
-                                : make_uint4(0, 0, 0, 0);
-      }
-      mbar_wait(full + 8 * st, (u / stages) & 1);
-      const int piece = ((4 * warp + c) ^ g) << 4;
-      const uint4 wa = *reinterpret_cast<const uint4*>(stage + g * kRowBytes + piece);
-      const uint4 wb = *reinterpret_cast<const uint4*>(stage + (g + 8) * kRowBytes + piece);
-      const uint32_t wa_w[4] = {wa.x, wa.y, wa.z, wa.w};
-      const uint32_t wb_w[4] = {wb.x, wb.y, wb.z, wb.w};
-      nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, scale_value(w, sc.qa, sc.na), scale_value(w, sc.qb, sc.nb), xv, smem,
-                           copy4);
-    } else if (ck) {
-      // The half chunk (K % 128 == 64): a lane's 8 bytes per row are k = 16c .. 16c+15 of it; slot pairs of mma i
-      // map to k = 16c + 4i + {0,1} / {2,3}.
-      uint4 xv[MT][2];
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const int tok = mt * 8 + g;
-#pragma unroll
-        for (int q = 0; q < 2; ++q)
-          xv[mt][q] = tok < a.m ? __ldg(reinterpret_cast<const uint4*>(a.a + static_cast<int64_t>(tok) * a.lda + kx +
-                                                                       16 * c + 8 * q))
-                                : make_uint4(0, 0, 0, 0);
-      }
-      mbar_wait(full + 8 * st, (u / stages) & 1);
-      const int piece = (((4 * warp + c / 2) ^ g) << 4) + 8 * (c & 1);
-      const uint2 wa = *reinterpret_cast<const uint2*>(stage + g * kRowBytes + piece);
-      const uint2 wb = *reinterpret_cast<const uint2*>(stage + (g + 8) * kRowBytes + piece);
-      const uint32_t wa_w[2] = {wa.x, wa.y};
-      const uint32_t wb_w[2] = {wb.x, wb.y};
-      nf4_chunk_mma<MT, 2>(acc, wa_w, wb_w, scale_value(w, sc.qa, sc.na), scale_value(w, sc.qb, sc.nb), xv, smem,
-                           copy4);
-    } else {
-      // Idle in this (last, partial) slice, yet through the same barrier phases as the others: an arrival on
-      // empty may only count for the unit the stage holds.
-      mbar_wait(full + 8 * st, (u / stages) & 1);
-    }
-    __syncwarp();
-    if (lane == 0) mbar_arrive(empty + 8 * st);
-    if (t.s + 1 < slices) continue;
+      for (int h = 0; h < 4; ++h) acc[mt][h] = 0.f;
 
-    // The row group's last unit: the 12 warps' sums meet in red[(row group) % 2] ([warp][token tile][accumulator]
-    // [lane], lane-contiguous), then thread i finishes output i of the mma layout.
-    float* buf = red + ((u / slices) & 1) * (kConsumers * MT * 128);
+    for (int s = 0; s < slices; ++s, pos.advance(stages)) {
+      const Scales sc = next;
+      if (s + 1 < slices) {
+        const int b = block_in(s + 1);
+        next = load_scales(w, grp.blk_a + b, grp.blk_b + b);
+      } else if (gg + static_cast<int>(gridDim.x) < groups) {
+        next_group = group_at(a, gg + gridDim.x, p);
+        next = load_scales(a.part[next_group.p].w, next_group.blk_a + block_in(0), next_group.blk_b + block_in(0));
+      }
+      const int left = k_left(k, s, warp);
+      const char* stage = ring + pos.stage * kStageBytes;
+      const uint32_t full_bar = full + 8 * pos.stage;
+      if (left >= kChunkK) {
+        uint4 xv[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int q = 0; q < 4; ++q)
+            xv[mt][q] = xrow[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + s * kSliceK + 32 * c + 8 * q))
+                                 : make_uint4(0, 0, 0, 0);
+        mbar_wait(full_bar, pos.phase);
+        const int at = g * kRowStride + 64 * warp + 16 * c;
+        const uint4 wa = *reinterpret_cast<const uint4*>(stage + at);
+        const uint4 wb = *reinterpret_cast<const uint4*>(stage + at + 8 * kRowStride);
+        const uint32_t wa_w[4] = {wa.x, wa.y, wa.z, wa.w};
+        const uint32_t wb_w[4] = {wb.x, wb.y, wb.z, wb.w};
+        nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, scale_value(w, sc.qa, sc.na), scale_value(w, sc.qb, sc.nb), xv, lut,
+                             copy4);
+      } else if (left > 0) {
+        // The half chunk (K % 128 == 64): a lane's 8 bytes per row are k = 16c .. 16c+15 of it; slot pairs of mma
+        // i map to k = 16c + 4i + {0,1} / {2,3}.
+        uint4 xv[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int q = 0; q < 2; ++q)
+            xv[mt][q] = xrow[mt] ? __ldg(reinterpret_cast<const uint4*>(xrow[mt] + s * kSliceK + 16 * c + 8 * q))
+                                 : make_uint4(0, 0, 0, 0);
+        mbar_wait(full_bar, pos.phase);
+        const int at = g * kRowStride + 64 * warp + 8 * c;
+        const uint2 wa = *reinterpret_cast<const uint2*>(stage + at);
+        const uint2 wb = *reinterpret_cast<const uint2*>(stage + at + 8 * kRowStride);
+        const uint32_t wa_w[2] = {wa.x, wa.y};
+        const uint32_t wb_w[2] = {wb.x, wb.y};
+        nf4_chunk_mma<MT, 2>(acc, wa_w, wb_w, scale_value(w, sc.qa, sc.na), scale_value(w, sc.qb, sc.nb), xv, lut,
+                             copy4);
+      } else {
+        // Idle in this (last, partial) slice, yet through the same barrier phases as the others: an arrival on
+        // empty may only count for the unit the stage holds.
+        mbar_wait(full_bar, pos.phase);
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(empty + 8 * pos.stage);
+    }
+
+    // The 12 warps' sums meet in red[row group % 2] ([warp][token tile][accumulator][lane], lane-contiguous), then
+    // thread i finishes output i of the mma layout.
+    float* buf = red + (gi & 1) * (kConsumers * MT * 128);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int h = 0; h < 4; ++h) buf[(warp * MT + mt) * 128 + h * 32 + lane] = acc[mt][h];
     consumers_sync();
-    const Nf4GemvPart& part = a.part[t.p];
     for (int i = threadIdx.x; i < MT * 128; i += kConsumers * 32) {
       const int mt = i / 128, h = (i / 32) % 4, l = i % 32;
       float v = buf[mt * 128 + h * 32 + l];
 #pragma unroll
       for (int s = 1; s < kConsumers; ++s) v += buf[(s * MT + mt) * 128 + h * 32 + l];
       const int tok = mt * 8 + 2 * (l % 4) + (h & 1);
-      const int row = t.n0 + l / 4 + 8 * (h >> 1);
-      if (tok < a.m && row < part.w.n) {
+      const int row = grp.n0 + l / 4 + 8 * (h >> 1);
+      if (tok < a.m && row < w.n) {
         v = epilogue_pointwise<EPI>(v, bias_at(part.bias, row));
         if (EPI == static_cast<int>(Epilogue::kGateResidual)) v = gate_residual(epi, v, tok, row);
         a.c[static_cast<int64_t>(tok) * a.ldc + part.col + row] = __float2bfloat16_rn(v);
@@ -331,31 +382,29 @@ __global__ void __launch_bounds__(kThreads, 1)
     gemv_nf4_kernel(const __grid_constant__ Nf4GemvConcatArgs a, const __grid_constant__ EpilogueArgs epi,
                     int stages) {
 #if FLUXK_SM80_DEVICE
-  extern __shared__ __align__(16) char smem[];
-  float* red = reinterpret_cast<float*>(smem + kLutBytes);
-  const uint32_t full = smem_u32(smem + kLutBytes + red_bytes(MT));
+  __shared__ __align__(128) char lut[kLutBytes];
+  extern __shared__ __align__(16) char smem[];  // [red][full, empty barriers][ring]
+  float* red = reinterpret_cast<float*>(smem);
+  const uint32_t full = smem_u32(smem + red_bytes(MT));
   const uint32_t empty = full + 8 * kMaxStages;
   const int slices = (a.part[0].w.k + kSliceK - 1) / kSliceK;
-  const int groups = a.group_begin[a.parts];
-  const int units = (groups - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
-                    static_cast<int>(gridDim.x) * slices;
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
-      mbar_init(full + 8 * s, 32);
+      mbar_init(full + 8 * s, kFullArrivals);
       mbar_init(empty + 8 * s, kConsumers);
     }
   }
   __syncthreads();
   if (threadIdx.x / 32 == kConsumers) {
-    produce(a, units, slices, stages, smem_u32(smem + fixed_smem_bytes(MT)), full, empty);
+    produce(a, slices, stages, smem_u32(smem + dynamic_fixed_bytes(MT)), full, empty);
     return;
   }
   for (int i = threadIdx.x; i < 256 * 16; i += kConsumers * 32) {
     const uint32_t b = static_cast<uint32_t>(i) / 16;
-    *reinterpret_cast<float2*>(smem + lut_entry(b) + (i % 16) * 8) = make_float2(kNf4Code[b >> 4], kNf4Code[b & 15]);
+    *reinterpret_cast<float2*>(lut + lut_entry(b) + (i % 16) * 8) = make_float2(kNf4Code[b >> 4], kNf4Code[b & 15]);
   }
   consumers_sync();
-  consume<MT, EPI>(a, epi, units, slices, stages, smem, red, full, empty);
+  consume<MT, EPI>(a, epi, slices, stages, lut, red, smem + dynamic_fixed_bytes(MT), full, empty);
 #endif
 }
 
@@ -375,9 +424,9 @@ cudaError_t launch(Nf4GemvConcatArgs& a, const EpilogueArgs& epi, cudaStream_t s
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   if (e != cudaSuccess) return e;
-  const int stages = std::min(kMaxStages, (optin - fixed_smem_bytes(MT)) / kStageBytes);
+  const int stages = std::min(kMaxStages, (optin - kLutBytes - dynamic_fixed_bytes(MT)) / kStageBytes);
   if (stages < kMinStages) return cudaErrorInvalidConfiguration;
-  const int bytes = fixed_smem_bytes(MT) + stages * kStageBytes;
+  const int bytes = dynamic_fixed_bytes(MT) + stages * kStageBytes;
   static int attribute_bytes = 0;  // per instantiation: raised once, before the first launch that needs it
   if (bytes > attribute_bytes) {
     e = cudaFuncSetAttribute(gemv_nf4_kernel<MT, EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
