@@ -226,7 +226,7 @@ struct Nf4GemvConcatArgs {
   int64_t ldc = 0;
   int parts = 0;                     // 1 .. kNf4GemvConcatMaxParts
   Nf4GemvPart part[kNf4GemvConcatMaxParts];
-  int group_begin[kNf4GemvConcatMaxParts + 1] = {};  // first 16-row group of each part: set by the launcher
+  int cta_begin[kNf4GemvConcatMaxParts + 1] = {};  // set by gemv_nf4_concat
 };
 cudaError_t gemv_nf4_concat(const Nf4GemvConcatArgs& args, cudaStream_t stream);  // any sm_80+
 
