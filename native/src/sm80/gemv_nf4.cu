@@ -30,8 +30,8 @@
 //   byte of nibbles and the lane's offset (the word's nibbles are split into low and high bytes once per 4 pairs):
 //   per pair 2 PRMT + 2 LDS + 2 FMUL + 1 F2F (bf16x2) + 0.75 = ~7.75 instructions, with the loads, absmax and
 //   mmas ~8.6 per pair, ~65% of the issue slots at 2.5 TB/s. Shared memory: 2 conflict-free 4-byte lookups per
-//   pair, ~60% of its 128 B/clk at 2.5 TB/s. Both are high: if the measured figure stays short of 2.5 TB/s, the
-//   next step is one 8-byte lookup per byte (a 256-entry table of code pairs, 16 half-warp copies: 32 KB).
+//   pair, ~60% of its 128 B/clk at 2.5 TB/s. One 8-byte lookup per byte (a 256-entry table of code pairs, 16
+//   half-warp copies: 32 KB) was measured since, here and in a persistent kernel: not faster (docs/kernels.md).
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
 #include "../sm90/nf4.cuh"
