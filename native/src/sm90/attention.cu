@@ -234,10 +234,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         mbar_arrive_expect_tx(&v_full[stage], kTileBytes);
         tma_load_4d(s_v + stage * kTileBytes, &tma_v, &v_full[stage], 0, j * kBN, head, batch);
         tma_load_4d(s_v + stage * kTileBytes + kHalfBytes, &tma_v, &v_full[stage], 64, j * kBN, head, batch);
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage<kStages>(stage, phase);
       }
     }
   } else {
@@ -291,10 +288,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int i = 0; i < 32; ++i) reg_fence(pf[i]);
         if (lane == 0) mbar_arrive(&empty[stage]);
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage<kStages>(stage, phase);
       }
     } else {
       // The first block: scores and probabilities only.
@@ -309,10 +303,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       probs_to_fragments(s, l, alpha, pf);
       int prev = stage;
       uint32_t prev_phase = phase;
-      if (++stage == kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
+      next_stage<kStages>(stage, phase);
       for (int j = kv0 + 1; j < kv1; ++j) {
         mbar_wait(&k_full[stage], phase);
         mbar_wait(&v_full[prev], prev_phase);
@@ -334,10 +325,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         probs_to_fragments(s, l, alpha, pf);
         prev = stage;
         prev_phase = phase;
-        if (++stage == kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage<kStages>(stage, phase);
       }
       mbar_wait(&v_full[prev], prev_phase);
       turn_wait();

@@ -93,17 +93,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = threadIdx.x / 128;
   const int tid = threadIdx.x % 128;
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < Cfg::kStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], 8 * CL);  // one arrival per consumer warp of every CTA sharing the stage
-    }
-    fence_barrier_init();
-  }
-  if (CL > 1)
-    cluster_sync();
-  else
-    __syncthreads();
+  // empty: one arrival per consumer warp of every CTA sharing the stage
+  init_ring_barriers<Cfg::kStages, CL>(full, empty, 1, 8 * CL);
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
   const int cluster_id = blockIdx.x / CL;
   const int num_clusters = gridDim.x / CL;
@@ -130,10 +121,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             tma_load_2d_multicast(s_w + stage * Cfg::kBBytes + rank * (BN / 2) * 128, &tma_w, &full[stage], kw,
                                   tn * BN + rank * (BN / 2), static_cast<uint16_t>(0x3));
           }
-          if (++stage == Cfg::kStages) {
-            stage = 0;
-            phase ^= 1;
-          }
+          next_stage<Cfg::kStages>(stage, phase);
         }
       }
     }
@@ -196,10 +184,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (kb > 0) release(prev_stage);
         prev_stage = stage;
-        if (++stage == Cfg::kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage<Cfg::kStages>(stage, phase);
       }
       wgmma_wait<0>();
 #pragma unroll
@@ -462,18 +447,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // This cluster's units (whole, then pieces of split tiles: split_k.cuh); this CTA takes the rank-th tile of each.
   const int local_tiles = pieces_of(p.split, cluster_id, num_clusters);
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < Cfg::kStages; ++s) {
-      mbar_init(&full[s], 1);
-      // One arrival per warp of the warpgroup that consumes the stage, in every CTA the stage's W half reaches.
-      mbar_init(&empty[s], 4 * CL);
-    }
-    fence_barrier_init();
-  }
-  if (CL > 1)
-    cluster_sync();
-  else
-    __syncthreads();
+  // empty: one arrival per warp of the warpgroup that consumes the stage, in every CTA the stage's W half reaches
+  init_ring_barriers<Cfg::kStages, CL>(full, empty, 1, 4 * CL);
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
 
   if (wg == 0) {
@@ -493,10 +468,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           mbar_wait(&empty[stage], phase ^ 1);
           load_stage<kBM, BN, CL>(p, &tma_a, &tma_a2, &tma_w, s_a + stage * Cfg::kABytes, s_w + stage * Cfg::kWBytes,
                                   &full[stage], kb, tm, tn, rank);
-          if (++stage == Cfg::kStages) {
-            stage = 0;
-            phase ^= 1;
-          }
+          next_stage<Cfg::kStages>(stage, phase);
         }
       }
     }
@@ -546,10 +518,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (CL > 1) mbar_arrive_cluster(&empty[prev_stage], rank ^ 1);
         }
         prev_stage = stage;
-        if (++stage == Cfg::kStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage<Cfg::kStages>(stage, phase);
       }
       // Issued: the other warpgroup's wgmmas may queue behind ours while we finish and store.
       if (i + 1 < local_tiles) named_barrier_arrive(kTurnBarrier + (cw ^ 1), 256);
@@ -654,17 +623,8 @@ __global__ void __launch_bounds__(kWideThreads, 1)
 
   const int wg = threadIdx.x / 128;
   const int tid = threadIdx.x % 128;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kWideStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], 4 * kWideConsumers * CL);  // every consumer warp of every CTA the stage's W half reaches
-    }
-    fence_barrier_init();
-  }
-  if (CL > 1)
-    cluster_sync();
-  else
-    __syncthreads();
+  // empty: every consumer warp of every CTA the stage's W half reaches
+  init_ring_barriers<kWideStages, CL>(full, empty, 1, 4 * kWideConsumers * CL);
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
   const int cluster_id = blockIdx.x / CL;
   const int num_clusters = gridDim.x / CL;
@@ -686,10 +646,7 @@ __global__ void __launch_bounds__(kWideThreads, 1)
           mbar_wait(&empty[stage], phase ^ 1);
           load_stage<kWideBM, kWideBN, CL>(p, &tma_a, &tma_a2, &tma_w, s_a + stage * kWideTileBytes,
                                            s_w + stage * kWideTileBytes, &full[stage], kb, tm, tn, rank);
-          if (++stage == kWideStages) {
-            stage = 0;
-            phase ^= 1;
-          }
+          next_stage<kWideStages>(stage, phase);
         }
       }
     }
@@ -730,10 +687,7 @@ __global__ void __launch_bounds__(kWideThreads, 1)
         wgmma_wait<1>();
         if (kb > 0) release(prev_stage);
         prev_stage = stage;
-        if (++stage == kWideStages) {
-          stage = 0;
-          phase ^= 1;
-        }
+        next_stage<kWideStages>(stage, phase);
       }
       wgmma_wait<0>();
 #pragma unroll

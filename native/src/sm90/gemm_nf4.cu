@@ -256,17 +256,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int lane = tid % 32;
 
   fill_lane_lut(s_lut, threadIdx.x, kThreads);
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < Cfg::kStages; ++s) {
-      mbar_init(&full[s], 1 + 96);
-      mbar_init(&empty[s], 8 * CL);
-    }
-    fence_barrier_init();
-  }
-  if (CL > 1)
-    cluster_sync();
-  else
-    __syncthreads();
+  init_ring_barriers<Cfg::kStages, CL>(full, empty, 1 + 96, 8 * CL);
   const uint32_t rank = CL > 1 ? cluster_ctarank() : 0;
   const int cluster_id = blockIdx.x / CL;
   const int num_clusters = gridDim.x / CL;
@@ -303,10 +293,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                     tm * BT + rank * (BT / 2), static_cast<uint16_t>(0x3));
             }
             tma_load_2d(s_w + stage * Cfg::kWBytes, w_map, &full[stage], kb * (kBK / 2), tn * kRows);
-            if (++stage == Cfg::kStages) {
-              stage = 0;
-              phase ^= 1;
-            }
+            next_stage<Cfg::kStages>(stage, phase);
           }
         }
       }
@@ -331,10 +318,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           s_scale[stage * kRows + st] = v0;
           if (st < 32) s_scale[stage * kRows + st + 96] = v1;
           mbar_arrive(&full[stage]);
-          if (++stage == Cfg::kStages) {
-            stage = 0;
-            phase ^= 1;
-          }
+          next_stage<Cfg::kStages>(stage, phase);
         }
       }
     }
@@ -352,12 +336,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     float acc[BT / 2];
     uint32_t fa[16], fb[16];
 
-    auto advance = [&]() {
-      if (++stage == Cfg::kStages) {
-        stage = 0;
-        phase ^= 1;
-      }
-    };
     auto issue = [&](const uint32_t(&f)[16], int st) {
       const uint32_t x_base = smem_addr(s_x + st * Cfg::kXBytes);
       wgmma_fence();
@@ -391,7 +369,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       build_fragments(fa, s_w + stage * Cfg::kWBytes, s_scale + stage * kRows, row0, lut);
       issue(fa, stage);
       int pending = stage;  // the stage the older queued group reads
-      advance();
+      next_stage<Cfg::kStages>(stage, phase);
       int kb = w.kb0 + 1;
       auto step = [&](uint32_t(&next)[16], uint32_t(&older)[16]) {
         mbar_wait(&full[stage], phase);
@@ -402,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < 16; ++i) reg_fence(older[i]);
         release(pending);
         pending = stage;
-        advance();
+        next_stage<Cfg::kStages>(stage, phase);
         return ++kb < w.kb1;
       };
       while (kb < w.kb1 && step(fb, fa) && step(fa, fb)) {

@@ -131,6 +131,34 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
+// The stage barriers of a TMA ring: full[s] completes on `full_arrivals` arrivals plus the bytes its loads expect,
+// empty[s] on `empty_arrivals` (the consumer warps of every CTA that reads the stage). Initialised by one thread and
+// visible to the whole cluster on return.
+template <int kStages, int CL>
+__device__ __forceinline__ void init_ring_barriers(uint64_t* full, uint64_t* empty, uint32_t full_arrivals,
+                                                   uint32_t empty_arrivals) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full[s], full_arrivals);
+      mbar_init(&empty[s], empty_arrivals);
+    }
+    fence_barrier_init();
+  }
+  if (CL > 1)
+    cluster_sync();
+  else
+    __syncthreads();
+}
+
+// A ring position one stage on; the parity of the stage barriers' phase flips each time the ring wraps.
+template <int kStages>
+__device__ __forceinline__ void next_stage(int& stage, uint32_t& phase) {
+  if (++stage == kStages) {
+    stage = 0;
+    phase ^= 1;
+  }
+}
+
 // Arrives on the mbarrier at the same shared-memory offset in CTA `rank` of the cluster. Default
 // (.release.cta) semantics: the arrival only says that this CTA's wgmmas finished reading a stage,
 // which wgmma.wait_group already ordered. A .release.cluster arrive compiles to a cluster-scope
