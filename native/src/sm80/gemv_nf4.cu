@@ -14,7 +14,7 @@
 //
 // Napkin math (H100 SXM, ~2.9 TB/s copy). Measured (H100, bench/kernels/results/2026-11-26-h100-f2c5f07-gemv.txt):
 // M = 1 [18432, 3072] 25.8 us (1.24 TB/s of packed bytes: still issue bound, below the 2.5 TB/s aimed at),
-// [9216, 3072] 16.5 us, M = 16 [18432, 3072] 35.0 us.
+// [9216, 3072] 16.5 us, M = 16 [18432, 3072] 35.0 us; since the 4 KB-aligned book, 24.4 / 15.5 / 35.1 us.
 //   M = 1, [18432, 3072]: 28.3 MB packed + 3.5 MB absmax (plain; 0.9 MB as double-quant codes) = 31.9 MB
 //   -> 11 us at 2.9 TB/s (target <= 13 us: 2.5 TB/s); [9216, 3072]: 15.9 MB -> 5.5 us. Measured before this
 //   version: 31 us and 19.5 us in the H100 step profile (1.0 TB/s). Two causes, both addressed:
@@ -30,8 +30,11 @@
 //   byte of nibbles and the lane's offset (the word's nibbles are split into low and high bytes once per 4 pairs):
 //   per pair 2 PRMT + 2 LDS + 2 FMUL + 1 F2F (bf16x2) + 0.75 = ~7.75 instructions, with the loads, absmax and
 //   mmas ~8.6 per pair, ~65% of the issue slots at 2.5 TB/s. Shared memory: 2 conflict-free 4-byte lookups per
-//   pair, ~60% of its 128 B/clk at 2.5 TB/s. One 8-byte lookup per byte (a 256-entry table of code pairs, 16
-//   half-warp copies: 32 KB) was measured since, here and in a persistent kernel: not faster (docs/kernels.md).
+//   pair, ~60% of its 128 B/clk at 2.5 TB/s. ncu counted 13.1 M warp instructions at M = 1 [18432, 3072], ~15 per
+//   pair: each lookup also added the book's shared base. The book now sits 4 KB-aligned (LutLane), so the PRMT
+//   builds the whole address: 11.4 M, 25.1 us under ncu against 26.7, and 24.4-24.5 us against 25.3-25.9 in bench.py
+//   (bench/kernels/results/2026-11-26-h100-8b1ea1e-gemv-nf4-book-address.txt). One 8-byte lookup per byte (a
+//   256-entry table of code pairs) was measured too, here and in a persistent kernel: not faster (docs/kernels.md).
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
 #include "../sm90/nf4.cuh"
@@ -44,6 +47,10 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kLutRow = 64;  // floats per code-book entry: 32 lanes' copies, then 128 unused bytes
+constexpr int kBookBytes = 16 * kLutRow * 4;
+// Room for the book at a 4 KB-aligned shared address: declared alignment is relative to the CTA's static shared
+// memory, which the window places after its reserved bytes.
+constexpr int kBookSpace = 2 * kBookBytes;
 
 #if FLUXK_SM80_DEVICE
 // One chunk's weight operands of a lane, loaded ahead of use: 16 packed bytes of rows a and b and their absmax
@@ -78,39 +85,58 @@ __device__ __forceinline__ float chunk_scale(const Nf4Weight& w, uint32_t q, flo
   return __fadd_rn(__fmul_rn(__ldg(w.absmax_code + q), nested), w.nested_offset);
 }
 
-// The code book value of the nibble in byte j of `nibbles` (one nibble per byte), for this lane: the PRMT puts
-// the nibble in bits 8..11 and the lane's byte offset (lane4 = 4·lane) in bits 0..7 of the address.
-__device__ __forceinline__ float lut_at(const char* lut, uint32_t nibbles, uint32_t lane4, int j) {
-  const uint32_t off = __byte_perm(nibbles, lane4, 0x5504u | (static_cast<uint32_t>(j) << 4));
-  return *reinterpret_cast<const float*>(lut + off);
+// The code book's shared address: the first 4 KB boundary in its space.
+__device__ __forceinline__ uint32_t book_address(const char* space) {
+  return (smem_u32(space) + kBookBytes - 1) & ~static_cast<uint32_t>(kBookBytes - 1);
+}
+
+// Where this lane's code book lies: the book is 4 KB-aligned in the shared window, so a lookup's whole address is
+// one PRMT of a byte of nibbles (the nibble in bits 8..11 and the book's bits 12..15 above it, put there when the
+// nibbles are masked out of the packed word) and lane_addr (the lane's offset 4·lane in bits 0..7, the book's bits
+// 16..31): no add of the book's base per lookup.
+struct LutLane {
+  uint32_t lane_addr;  // the book's address & 0xFFFF0000 | 4·lane
+  uint32_t page;       // the book's bits 12..15 in bits 4..7 of every byte
+};
+
+__device__ __forceinline__ LutLane lut_lane_of(const char* space) {
+  const uint32_t book = book_address(space);
+  return {(book & 0xFFFF0000u) | (4u * (threadIdx.x % 32)), ((book >> 8) & 0xF0u) * 0x01010101u};
+}
+
+// The code book value of the nibble in byte j of `nibbles` (one nibble per byte, page bits above it), for this lane.
+// Volatile: the book is written in this kernel, before a barrier.
+__device__ __forceinline__ float lut_at(uint32_t nibbles, uint32_t lane_addr, int j) {
+  const uint32_t addr = __byte_perm(nibbles, lane_addr, 0x7604u | (static_cast<uint32_t>(j) << 4));
+  float v;
+  asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(addr));
+  return v;
 }
 
 // Byte j of a packed word, dequantized with scale s into bf16x2 (first value, the high nibble, in the low half:
 // the lower k in mma fragments): bitsandbytes' bf16(code · absmax), product in fp32. hi / lo: the word's high /
 // low nibbles, one per byte.
-__device__ __forceinline__ uint32_t nf4_pair_at(const char* lut, uint32_t hi, uint32_t lo, int j, float s,
-                                                uint32_t lane4) {
-  const float v0 = lut_at(lut, hi, lane4, j) * s;
-  const float v1 = lut_at(lut, lo, lane4, j) * s;
+__device__ __forceinline__ uint32_t nf4_pair_at(uint32_t hi, uint32_t lo, int j, float s, uint32_t lane_addr) {
+  const float v0 = lut_at(hi, lane_addr, j) * s;
+  const float v1 = lut_at(lo, lane_addr, j) * s;
   return pack_bf16x2(v0, v1);
 }
 
 // The mmas of one chunk (NW packed words per row per lane: 4 for a whole chunk, 2 for the half chunk).
 template <int MT, int NW>
 __device__ __forceinline__ void nf4_chunk_mma(float (&acc)[MT][4], const uint32_t (&wa)[NW], const uint32_t (&wb)[NW],
-                                              float sa, float sb, const uint4 (&xv)[MT][NW], const char* lut,
-                                              uint32_t lane4) {
+                                              float sa, float sb, const uint4 (&xv)[MT][NW], const LutLane& lut) {
 #pragma unroll
   for (int q = 0; q < NW; ++q) {
-    const uint32_t ha = (wa[q] >> 4) & 0x0F0F0F0Fu, la = wa[q] & 0x0F0F0F0Fu;
-    const uint32_t hb = (wb[q] >> 4) & 0x0F0F0F0Fu, lb = wb[q] & 0x0F0F0F0Fu;
+    const uint32_t ha = ((wa[q] >> 4) & 0x0F0F0F0Fu) | lut.page, la = (wa[q] & 0x0F0F0F0Fu) | lut.page;
+    const uint32_t hb = ((wb[q] >> 4) & 0x0F0F0F0Fu) | lut.page, lb = (wb[q] & 0x0F0F0F0Fu) | lut.page;
 #pragma unroll
     for (int p = 0; p < 2; ++p) {
       uint32_t a[4];
-      a[0] = nf4_pair_at(lut, ha, la, 2 * p, sa, lane4);
-      a[1] = nf4_pair_at(lut, hb, lb, 2 * p, sb, lane4);
-      a[2] = nf4_pair_at(lut, ha, la, 2 * p + 1, sa, lane4);
-      a[3] = nf4_pair_at(lut, hb, lb, 2 * p + 1, sb, lane4);
+      a[0] = nf4_pair_at(ha, la, 2 * p, sa, lut.lane_addr);
+      a[1] = nf4_pair_at(hb, lb, 2 * p, sb, lut.lane_addr);
+      a[2] = nf4_pair_at(ha, la, 2 * p + 1, sa, lut.lane_addr);
+      a[3] = nf4_pair_at(hb, lb, 2 * p + 1, sb, lut.lane_addr);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         const uint32_t xw[4] = {xv[mt][q].x, xv[mt][q].y, xv[mt][q].z, xv[mt][q].w};
@@ -120,8 +146,9 @@ __device__ __forceinline__ void nf4_chunk_mma(float (&acc)[MT][4], const uint32_
   }
 }
 
-// The CTA's lane-replicated code book (entry i of lane l at byte 256·i + 4·l).
-__device__ __forceinline__ void fill_code_book(float* lut) {
+// The CTA's lane-replicated code book (entry i of lane l at byte 256·i + 4·l of the book).
+__device__ __forceinline__ void fill_code_book(char* space) {
+  float* lut = reinterpret_cast<float*>(space + (book_address(space) - smem_u32(space)));
   for (int i = threadIdx.x; i < 16 * 32; i += kWarps * 32) lut[(i / 32) * kLutRow + i % 32] = kNf4Code[i / 32];
   __syncthreads();
 }
@@ -130,7 +157,7 @@ __device__ __forceinline__ void fill_code_book(float* lut) {
 template <int MT, int EPI>
 __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m,
                                               const Nf4Weight& w, __nv_bfloat16* __restrict__ out, int64_t ldc,
-                                              const EpilogueArgs& epi, int n0, const float* lut,
+                                              const EpilogueArgs& epi, int n0, const char* lut,
                                               float (&red)[kWarps][MT][4][32]) {
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -143,8 +170,7 @@ __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ 
   const uint8_t* pb = w.packed + static_cast<int64_t>(row_b) * (k / 2);
   const int64_t blk_a = static_cast<int64_t>(row_a) * (k / 64);
   const int64_t blk_b = static_cast<int64_t>(row_b) * (k / 64);
-  const char* lutb = reinterpret_cast<const char*>(lut);
-  const uint32_t lane4 = 4u * lane;
+  const LutLane book = lut_lane_of(lut);
 
   float acc[MT][4];
 #pragma unroll
@@ -176,8 +202,7 @@ __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ 
     }
     const uint32_t wa_w[4] = {cur.wa.x, cur.wa.y, cur.wa.z, cur.wa.w};
     const uint32_t wb_w[4] = {cur.wb.x, cur.wb.y, cur.wb.z, cur.wb.w};
-    nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, chunk_scale(w, cur.qa, cur.na), chunk_scale(w, cur.qb, cur.nb), xv, lutb,
-                         lane4);
+    nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, chunk_scale(w, cur.qa, cur.na), chunk_scale(w, cur.qb, cur.nb), xv, book);
     cur = next;
     next = after;
   }
@@ -203,7 +228,7 @@ __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ 
     }
     const uint32_t wa_w[2] = {wa.x, wa.y};
     const uint32_t wb_w[2] = {wb.x, wb.y};
-    nf4_chunk_mma<MT, 2>(acc, wa_w, wb_w, sa, sb, xv, lutb, lane4);
+    nf4_chunk_mma<MT, 2>(acc, wa_w, wb_w, sa, sb, xv, book);
   }
 
   gemv_reduce_store<MT, EPI>(red, acc, n0, w.n, m, epi, out, ldc);
@@ -215,7 +240,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
     gemv_nf4_kernel(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m, const Nf4Weight w,
                     __nv_bfloat16* __restrict__ out, int64_t ldc, const EpilogueArgs epi) {
 #if FLUXK_SM80_DEVICE
-  __shared__ __align__(256) float lut[16 * kLutRow];
+  __shared__ __align__(16) char lut[kBookSpace];
   // [warp][token tile][accumulator register][lane]: conflict-free stores and reads
   __shared__ float red[kWarps][MT][4][32];
   fill_code_book(lut);
@@ -233,7 +258,7 @@ template <int MT>
 __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 8 : 5)
     gemv_nf4_concat_kernel(const __grid_constant__ Nf4GemvConcatArgs a) {
 #if FLUXK_SM80_DEVICE
-  __shared__ __align__(256) float lut[16 * kLutRow];
+  __shared__ __align__(16) char lut[kBookSpace];
   __shared__ float red[kWarps][MT][4][32];
   int p = 0;
   while (p + 1 < a.parts && static_cast<int>(blockIdx.x) >= a.cta_begin[p + 1]) ++p;
