@@ -33,7 +33,7 @@
 //   pair, ~60% of its 128 B/clk at 2.5 TB/s. ncu counted 13.1 M warp instructions at M = 1 [18432, 3072], ~15 per
 //   pair: each lookup also added the book's shared base. The book now sits 4 KB-aligned (LutLane), so the PRMT
 //   builds the whole address: 11.4 M, 25.1 us under ncu against 26.7, and 24.4-24.5 us against 25.3-25.9 in bench.py
-//   (bench/kernels/results/2026-11-26-h100-8b1ea1e-gemv-nf4-book-address.txt). One 8-byte lookup per byte (a
+//   (bench/kernels/results/2026-11-26-h100-94d063f-gemv-nf4-book-address.txt). One 8-byte lookup per byte (a
 //   256-entry table of code pairs) was measured too, here and in a persistent kernel: not faster (docs/kernels.md).
 #include "../sm90/epilogue.cuh"
 #include "../sm90/kernels.h"
