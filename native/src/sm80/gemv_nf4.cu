@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
 // at 8 CTAs an SM (<= 64 registers, no spills): in a launch this long more warps in flight pay (H100, Flux's 77
 // weights: 0.992 ms against 1.022-1.028 at 6 CTAs, alternating on one card; 77 separate launches 1.54-1.63 ms:
 // bench/kernels/results/2026-11-26-h100-2cad001-gemv-concat.txt), where a single weight's launch is faster at 6
-// (25.6 against 27.8 us).
+// (25.6 against 27.8 us; 24.4 against 26.3 since the 4 KB-aligned book, …-94d063f-gemv-nf4-book-address.txt).
 template <int MT>
 __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 8 : 5)
     gemv_nf4_concat_kernel(const __grid_constant__ Nf4GemvConcatArgs a) {
