@@ -54,35 +54,34 @@ constexpr int kBookSpace = 2 * kBookBytes;
 
 #if FLUXK_SM80_DEVICE
 // One chunk's weight operands of a lane, loaded ahead of use: 16 packed bytes of rows a and b and their absmax
-// as stored (plain: the float's bits in q; double quant: the 8-bit code in q and the nested absmax in nested).
+// as stored (plain: the float's bits; double quant: the 8-bit code).
 struct Nf4Chunk {
   uint4 wa, wb;
   uint32_t qa, qb;
-  float na, nb;
 };
 
+template <bool kDoubleQuant>
 __device__ __forceinline__ Nf4Chunk load_chunk(const Nf4Weight& w, const uint8_t* pa, const uint8_t* pb,
                                                int64_t blk_a, int64_t blk_b) {
   Nf4Chunk ch;
   ch.wa = ldg_stream(pa);
   ch.wb = ldg_stream(pb);
-  if (w.absmax) {
+  if (!kDoubleQuant) {
     ch.qa = __float_as_uint(__ldg(w.absmax + blk_a));
     ch.qb = __float_as_uint(__ldg(w.absmax + blk_b));
-    ch.na = ch.nb = 0.f;
   } else {
     ch.qa = __ldg(w.absmax_q + blk_a);
     ch.qb = __ldg(w.absmax_q + blk_b);
-    ch.na = __ldg(w.nested_absmax + blk_a / 256);
-    ch.nb = __ldg(w.nested_absmax + blk_b / 256);
   }
   return ch;
 }
 
-// nf4_absmax's value from what load_chunk fetched (double quant: multiply, then add, two roundings).
-__device__ __forceinline__ float chunk_scale(const Nf4Weight& w, uint32_t q, float nested) {
-  if (w.absmax) return __uint_as_float(q);
-  return __fadd_rn(__fmul_rn(__ldg(w.absmax_code + q), nested), w.nested_offset);
+// nf4_absmax's value of block blk from what load_chunk fetched (double quant: the code's value times the nested
+// absmax, both L1 hits by then, then the offset: two roundings).
+template <bool kDoubleQuant>
+__device__ __forceinline__ float chunk_scale(const Nf4Weight& w, uint32_t q, int64_t blk) {
+  if (!kDoubleQuant) return __uint_as_float(q);
+  return __fadd_rn(__fmul_rn(__ldg(w.absmax_code + q), __ldg(w.nested_absmax + blk / 256)), w.nested_offset);
 }
 
 // The code book's shared address: the first 4 KB boundary in its space.
@@ -154,7 +153,11 @@ __device__ __forceinline__ void fill_code_book(char* space) {
 }
 
 // Rows n0 .. n0+15 of out[m, ldc] = epi(x[m, K] · dequant(w)ᵀ): one CTA's whole job (lut filled, red scratch).
-template <int MT, int EPI>
+// The quantization kind is a template argument, not a branch in the loop: ptxas predicated that branch, and a
+// predicated-off FMUL of the double-quant path waited on the scoreboard of the loads issued in the same iteration
+// (ncu: 25% of the stall samples; bench/kernels/results/2026-11-26-h100-af72166-gemv-nf4-scoreboard.txt). Without it
+// the first mma waits there instead, for its activations: ~1.5% faster, the rest of that wait is still open.
+template <int MT, int EPI, bool kDoubleQuant>
 __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ x, int64_t ldx, int m,
                                               const Nf4Weight& w, __nv_bfloat16* __restrict__ out, int64_t ldc,
                                               const EpilogueArgs& epi, int n0, const char* lut,
@@ -181,10 +184,10 @@ __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ 
   const int full_chunks = k / 128;
   // Chunk kc of this lane: packed bytes kc·64 + 16c of its rows, absmax block 2·kc + c/2.
   const auto load = [&](int kc) {
-    return load_chunk(w, pa + kc * 64 + 16 * c, pb + kc * 64 + 16 * c, blk_a + 2 * kc + c / 2,
-                      blk_b + 2 * kc + c / 2);
+    return load_chunk<kDoubleQuant>(w, pa + kc * 64 + 16 * c, pb + kc * 64 + 16 * c, blk_a + 2 * kc + c / 2,
+                                    blk_b + 2 * kc + c / 2);
   };
-  const Nf4Chunk none = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), 0u, 0u, 0.f, 0.f};
+  const Nf4Chunk none = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0), 0u, 0u};
   Nf4Chunk cur = warp < full_chunks ? load(warp) : none;
   Nf4Chunk next = warp + kWarps < full_chunks ? load(warp + kWarps) : none;
   for (int kc = warp; kc < full_chunks; kc += kWarps) {
@@ -202,7 +205,8 @@ __device__ __forceinline__ void gemv_nf4_rows(const __nv_bfloat16* __restrict__ 
     }
     const uint32_t wa_w[4] = {cur.wa.x, cur.wa.y, cur.wa.z, cur.wa.w};
     const uint32_t wb_w[4] = {cur.wb.x, cur.wb.y, cur.wb.z, cur.wb.w};
-    nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, chunk_scale(w, cur.qa, cur.na), chunk_scale(w, cur.qb, cur.nb), xv, book);
+    nf4_chunk_mma<MT, 4>(acc, wa_w, wb_w, chunk_scale<kDoubleQuant>(w, cur.qa, blk_a + 2 * kc + c / 2),
+                         chunk_scale<kDoubleQuant>(w, cur.qb, blk_b + 2 * kc + c / 2), xv, book);
     cur = next;
     next = after;
   }
@@ -244,7 +248,10 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 6 : 5)
   // [warp][token tile][accumulator register][lane]: conflict-free stores and reads
   __shared__ float red[kWarps][MT][4][32];
   fill_code_book(lut);
-  gemv_nf4_rows<MT, EPI>(x, ldx, m, w, out, ldc, epi, blockIdx.x * 16, lut, red);
+  if (w.absmax)
+    gemv_nf4_rows<MT, EPI, false>(x, ldx, m, w, out, ldc, epi, blockIdx.x * 16, lut, red);
+  else
+    gemv_nf4_rows<MT, EPI, true>(x, ldx, m, w, out, ldc, epi, blockIdx.x * 16, lut, red);
 #endif
 }
 
@@ -266,8 +273,11 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 8 : 5)
   EpilogueArgs epi;
   epi.bias = a.part[p].bias;
   fill_code_book(lut);
-  gemv_nf4_rows<MT, 0>(a.a, a.lda, a.m, w, a.c + a.part[p].col, a.ldc, epi,
-                       (static_cast<int>(blockIdx.x) - a.cta_begin[p]) * 16, lut, red);
+  const int n0 = (static_cast<int>(blockIdx.x) - a.cta_begin[p]) * 16;
+  if (w.absmax)
+    gemv_nf4_rows<MT, 0, false>(a.a, a.lda, a.m, w, a.c + a.part[p].col, a.ldc, epi, n0, lut, red);
+  else
+    gemv_nf4_rows<MT, 0, true>(a.a, a.lda, a.m, w, a.c + a.part[p].col, a.ldc, epi, n0, lut, red);
 #endif
 }
 
