@@ -382,9 +382,12 @@ def worker(group, quick, lib_path, results_path):
 
     elif group == "t5":
         for dt in (torch.bfloat16, torch.float16):
+            # "dt" without a mask is the kernel's pair path (T5's case): full blocks, a partial last block, and an odd
+            # key count read from a wider row ("dt wide": the bias a slice of [.., Lk + 1]).
             for (B, H, Lq, Lk, bias_kind, mask_kind) in [(1, 64, 512, 512, "f32", None), (1, 64, 512, 512, "dt", "pad"),
                                                         (2, 12, 77, 77, None, "causal"), (3, 5, 77, 33, "f32", "causal"),
-                                                        (1, 2, 1, 1, "f32", None)]:
+                                                        (1, 2, 1, 1, "f32", None), (1, 64, 512, 512, "dt", None),
+                                                        (3, 5, 77, 66, "dt", None), (2, 4, 70, 65, "dt wide", None)]:
                 name = f"check attn d64 {str(dt)[6:]} B{B} H{H} Lq{Lq} Lk{Lk} bias={bias_kind} mask={mask_kind}"
 
                 def one():
@@ -393,9 +396,8 @@ def worker(group, quick, lib_path, results_path):
                     v = torch.randn(B, H, Lk, 64, device=dev).to(dt)
                     bias = None
                     if bias_kind:
-                        bias = (torch.randn(1, H, Lq, Lk, device=dev) * 3)
-                        if bias_kind == "dt":
-                            bias = bias.to(dt)
+                        full = torch.randn(1, H, Lq, Lk + (bias_kind == "dt wide"), device=dev) * 3
+                        bias = (full if bias_kind == "f32" else full.to(dt))[..., :Lk]
                     mask = None
                     if mask_kind == "pad":
                         mask = (torch.arange(Lk, device=dev) < Lk * 3 // 5).to(torch.uint8).view(1, 1, 1, Lk)

@@ -3,7 +3,11 @@
 // attention_sm80.cu (FlashAttention-2): CTA = 4 warps = 64 query rows, 64-key K/V blocks double-buffered with
 // cp.async, S = Q·Kᵀ and O += P·V by mma.sync from ldmatrix fragments, online softmax in fp32 registers, P kept
 // in registers. The bias is read straight from global memory into the score fragments (each (query, key) value
-// is used once): the loads are issued before the block's Q·Kᵀ so their latency hides under the MMAs.
+// is used once). A 16-bit bias with unit key stride and no mask (T5's) takes the pair path: 4-byte loads of two
+// keys, issued one key block ahead and kept raw until the softmax. The general path (any float dtype, strides,
+// masks) loads element by element at the block's start: ncu at T5's [1, 64, 512, 64] put 36 M warp instructions
+// (~2200 a warp and block) and three quarters of the stall samples on waiting for those loads, 179 us a layer
+// (bench/kernels/results/2026-11-26-h100-b8af3e6-t5-attention.txt).
 // Napkin math (T5-XXL, 512 tokens): 4·L²·D·H = 4.3 GFLOP and 33.5 MB of bf16 bias per layer: ~15 µs of MMA at
 // 300 TFLOP/s and ~12 µs of bias traffic; 24 layers ≈ 0.5–1 ms of the 30 ms T5 budget.
 #include <cuda_bf16.h>
@@ -101,7 +105,22 @@ __device__ __forceinline__ void load_tile(uint32_t dst, const uint16_t* src, int
 }
 #endif
 
-template <bool kHalf>
+// Two keys' bias as stored (16-bit, little-endian: the even key in the low half); keys >= seq_kv read nothing.
+__device__ __forceinline__ uint32_t bias_pair(const uint16_t* row, int key, int seq_kv) {
+  if (key + 1 < seq_kv) return *reinterpret_cast<const uint32_t*>(row + key);
+  return key < seq_kv ? static_cast<uint32_t>(row[key]) : 0u;
+}
+
+// Half e of a bias pair as a float.
+template <bool kHalfBias>
+__device__ __forceinline__ float bias_half(uint32_t pair, int e) {
+  const uint32_t bits = e ? pair >> 16 : pair & 0xFFFFu;
+  if constexpr (kHalfBias) return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  return __uint_as_float(bits << 16);
+}
+
+// kPairBias: p.bias is 16-bit (kF16 when kHalfBias, else kBF16), key stride 1, row strides even, no mask.
+template <bool kHalf, bool kPairBias, bool kHalfBias>
 __global__ void __launch_bounds__(kThreads) attention_bias_kernel(const BiasAttnParams p) {
 #if FLUXK_SM80_DEVICE
   __shared__ __align__(128) uint8_t smem[kSmemBytes];
@@ -141,6 +160,25 @@ __global__ void __launch_bounds__(kThreads) attention_bias_kernel(const BiasAttn
   float l[2] = {0.f, 0.f};
   uint32_t qf[4][4];
 
+  // Pair path: bias words of the next key block ([jn][row a / b], keys key0 + 8jn + 2c and + 1), loaded a block
+  // ahead. Rows past seq_q read the last row (their outputs are not stored).
+  const uint16_t* bias_a = nullptr;
+  const uint16_t* bias_b = nullptr;
+  uint32_t bias_next[8][2];
+  const auto load_bias_pairs = [&](int key0) {
+#pragma unroll
+    for (int jn = 0; jn < 8; ++jn) {
+      bias_next[jn][0] = bias_pair(bias_a, key0 + 8 * jn + 2 * c, p.seq_kv);
+      bias_next[jn][1] = bias_pair(bias_b, key0 + 8 * jn + 2 * c, p.seq_kv);
+    }
+  };
+  if constexpr (kPairBias) {
+    const uint16_t* bias16 = static_cast<const uint16_t*>(p.bias) + bias_base;
+    bias_a = bias16 + static_cast<int64_t>(min(row_a, p.seq_q - 1)) * p.bs[2];
+    bias_b = bias16 + static_cast<int64_t>(min(row_b, p.seq_q - 1)) * p.bs[2];
+    load_bias_pairs(0);
+  }
+
   for (int j = 0; j < kv_blocks; ++j) {
     const int stage = j % 2;
     const int key0 = j * kBN;
@@ -155,9 +193,19 @@ __global__ void __launch_bounds__(kThreads) attention_bias_kernel(const BiasAttn
 
     // Additive terms of this block's scores (bias, or -inf for dropped and out-of-range keys), in the
     // accumulator layout: add[jn][h] belongs to row (h < 2 ? row_a : row_b), key key0 + 8jn + 2c + (h & 1).
+    // Pair path: this block's bias words instead, the next block's loads issued.
     float add[8][4];
+    uint32_t bias_cur[8][2];
+    if constexpr (kPairBias) {
 #pragma unroll
-    for (int jn = 0; jn < 8; ++jn)
+      for (int jn = 0; jn < 8; ++jn) {
+        bias_cur[jn][0] = bias_next[jn][0];
+        bias_cur[jn][1] = bias_next[jn][1];
+      }
+      if (j + 1 < kv_blocks) load_bias_pairs(key0 + kBN);
+    }
+#pragma unroll
+    for (int jn = 0; jn < 8 && !kPairBias; ++jn)
 #pragma unroll
       for (int h = 0; h < 4; ++h) {
         const int key = key0 + 8 * jn + 2 * c + (h & 1);
@@ -209,7 +257,13 @@ __global__ void __launch_bounds__(kThreads) attention_bias_kernel(const BiasAttn
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& t = s[jn][2 * r + e];
-          t = fmaf(t, p.scale_log2, add[jn][2 * r + e] * 1.4426950408889634f);
+          if constexpr (kPairBias) {
+            const bool in_range = key0 + 8 * jn + 2 * c + e < p.seq_kv;
+            t = in_range ? fmaf(t, p.scale_log2, bias_half<kHalfBias>(bias_cur[jn][r], e) * 1.4426950408889634f)
+                         : -INFINITY;
+          } else {
+            t = fmaf(t, p.scale_log2, add[jn][2 * r + e] * 1.4426950408889634f);
+          }
           mx = fmaxf(mx, t);
         }
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
@@ -322,10 +376,19 @@ cudaError_t attention_bias_d64(const BiasAttentionArgs& a, cudaStream_t stream) 
   }
   const long long blocks = static_cast<long long>(p.q_tiles) * a.heads * a.batch;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
+  const bool half_bias = a.bias_dtype == ElemType::kF16;
+  const bool pairs = a.bias && !a.mask && (half_bias || a.bias_dtype == ElemType::kBF16) && a.bias_stride[3] == 1 &&
+                     a.bias_stride[0] % 2 == 0 && a.bias_stride[1] % 2 == 0 && a.bias_stride[2] % 2 == 0 &&
+                     (reinterpret_cast<uintptr_t>(a.bias) & 3) == 0;
+  const dim3 grid(static_cast<unsigned>(blocks));
   if (a.dtype == ElemType::kF16) {
-    attention_bias_kernel<true><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+    if (pairs && half_bias) attention_bias_kernel<true, true, true><<<grid, kThreads, 0, stream>>>(p);
+    else if (pairs) attention_bias_kernel<true, true, false><<<grid, kThreads, 0, stream>>>(p);
+    else attention_bias_kernel<true, false, false><<<grid, kThreads, 0, stream>>>(p);
   } else {
-    attention_bias_kernel<false><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+    if (pairs && half_bias) attention_bias_kernel<false, true, true><<<grid, kThreads, 0, stream>>>(p);
+    else if (pairs) attention_bias_kernel<false, true, false><<<grid, kThreads, 0, stream>>>(p);
+    else attention_bias_kernel<false, false, false><<<grid, kThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
