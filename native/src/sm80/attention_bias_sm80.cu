@@ -6,7 +6,7 @@
 // is used once). A 16-bit bias with unit key stride and no mask (T5's) takes the pair path: 4-byte loads of two
 // keys, issued one key block ahead and kept raw until the softmax. The general path (any float dtype, strides,
 // masks) loads element by element at the block's start: ncu at T5's [1, 64, 512, 64] put 36 M warp instructions
-// (~2200 a warp and block) and three quarters of the stall samples on waiting for those loads, 179 us a layer
+// (~2200 a warp and block) and half of the stall samples on waiting for those loads, 179 us a layer
 // (bench/kernels/results/2026-11-26-h100-b8af3e6-t5-attention.txt).
 // Napkin math (T5-XXL, 512 tokens): 4·L²·D·H = 4.3 GFLOP and 33.5 MB of bf16 bias per layer: ~15 µs of MMA at
 // 300 TFLOP/s and ~12 µs of bias traffic; 24 layers ≈ 0.5–1 ms of the 30 ms T5 budget.
