@@ -49,7 +49,7 @@ int fkv_conv2d_nhwc(const void* x, long long xps, const void* w, long long wrs, 
 namespace {
 Conv2dNchwArgs nchw_args(const void* x, const void* w, const void* bias, void* out, int dtype, int batch, int cin,
                          int in_h, int in_w, int cout, int kh, int kw, int stride, int pad, int out_h, int out_w,
-                         int upsample) {
+                         int upsample, long long band_bytes) {
   Conv2dNchwArgs a;
   a.x = x;
   a.w = w;
@@ -68,21 +68,25 @@ Conv2dNchwArgs nchw_args(const void* x, const void* w, const void* bias, void* o
   a.out_h = out_h;
   a.out_w = out_w;
   a.upsample2x = upsample != 0;
+  a.band_bytes = static_cast<size_t>(band_bytes);
   return a;
 }
 }  // namespace
 
-// What ops.conv2d runs for bf16/f16 NCHW tensors (transposes into the workspace, then the implicit GEMM).
-long long fkv_conv2d_nchw_workspace(int batch, int cin, int in_h, int in_w, int cout, int kh, int kw) {
-  return static_cast<long long>(conv2d_nchw_workspace_bytes(
-      nchw_args(nullptr, nullptr, nullptr, nullptr, 1, batch, cin, in_h, in_w, cout, kh, kw, 1, 0, 1, 1, 0)));
+// What ops.conv2d runs for bf16/f16 NCHW tensors (transposes into the workspace, then the implicit GEMM, a band of
+// output rows at a time; band_bytes 0 is the addon's cap).
+long long fkv_conv2d_nchw_workspace(int batch, int cin, int in_h, int in_w, int cout, int kh, int kw, int stride,
+                                    int pad, int out_h, int out_w, int upsample, long long band_bytes) {
+  return static_cast<long long>(conv2d_nchw_workspace_bytes(nchw_args(nullptr, nullptr, nullptr, nullptr, 1, batch,
+                                                                      cin, in_h, in_w, cout, kh, kw, stride, pad,
+                                                                      out_h, out_w, upsample, band_bytes)));
 }
 
 int fkv_conv2d_nchw(const void* x, const void* w, const void* bias, void* out, int dtype, int batch, int cin, int in_h,
                     int in_w, int cout, int kh, int kw, int stride, int pad, int out_h, int out_w, int upsample,
-                    void* workspace, long long workspace_bytes, void* stream) {
+                    long long band_bytes, void* workspace, long long workspace_bytes, void* stream) {
   return conv2d_nchw(nchw_args(x, w, bias, out, dtype, batch, cin, in_h, in_w, cout, kh, kw, stride, pad, out_h,
-                               out_w, upsample),
+                               out_w, upsample, band_bytes),
                      workspace, static_cast<size_t>(workspace_bytes), static_cast<cudaStream_t>(stream));
 }
 

@@ -76,9 +76,9 @@ class Lib:
         L.fkv_conv2d_nhwc.restype = i
         L.fkv_conv2d_nhwc.argtypes = [vp, ll, vp, ll, vp, vp, i, ll, i, i] + [i] * 13 + [ll, vp]
         L.fkv_conv2d_nchw_workspace.restype = ll
-        L.fkv_conv2d_nchw_workspace.argtypes = [i] * 7
+        L.fkv_conv2d_nchw_workspace.argtypes = [i] * 12 + [ll]
         L.fkv_conv2d_nchw.restype = i
-        L.fkv_conv2d_nchw.argtypes = [vp, vp, vp, vp] + [i] * 13 + [vp, ll, vp]
+        L.fkv_conv2d_nchw.argtypes = [vp, vp, vp, vp] + [i] * 13 + [ll, vp, ll, vp]
         L.fkv_group_norm_workspace_floats.restype = ll
         L.fkv_group_norm_workspace_floats.argtypes = [ll] * 4
         L.fkv_group_norm.restype = i
@@ -171,7 +171,7 @@ def worker(group, quick, lib_path, results_path):
             torch.cuda.synchronize()  # a sticky error ends the worker here, and the parent reports it
 
     # ---------------- ops as the addon runs them ----------------
-    def conv_nchw(x, w, b, stride=1, pad=1, up=False, out=None):
+    def conv_nchw(x, w, b, stride=1, pad=1, up=False, out=None, band_bytes=0):
         x = x.contiguous()  # the kernels take raw NCHW pointers (torch may hand over permuted views)
         B, C, H, W = x.shape
         cout, _, kh, kw = w.shape
@@ -179,10 +179,10 @@ def worker(group, quick, lib_path, results_path):
         oh, ow = (eh + 2 * pad - kh) // stride + 1, (ew + 2 * pad - kw) // stride + 1
         if out is None:
             out = torch.empty(B, cout, oh, ow, device=dev, dtype=x.dtype)
-        wsb = L.fkv_conv2d_nchw_workspace(B, C, H, W, cout, kh, kw)
+        wsb = L.fkv_conv2d_nchw_workspace(B, C, H, W, cout, kh, kw, stride, pad, oh, ow, int(up), band_bytes)
         ws = torch.empty(wsb, device=dev, dtype=torch.uint8)
         lib.check(L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(out), code(x.dtype), B, C, H, W, cout, kh, kw, stride,
-                                    pad, oh, ow, int(up), ptr(ws), wsb, sp), "conv2d_nchw")
+                                    pad, oh, ow, int(up), band_bytes, ptr(ws), wsb, sp), "conv2d_nchw")
         return out
 
     def conv_nhwc(x_nhwc, w_khwc, b, H, W, up=False, out_nhwc=None, pad=1):
@@ -269,6 +269,23 @@ def worker(group, quick, lib_path, results_path):
                     err, terr = nerr(o, ref), nerr(F.conv2d(xt, w, b, stride=s, padding=p), ref)
                     record(name, ok=bool(err <= 1e-2), err=err, torch_err=terr)
                 guarded(name, one)
+        # bands of output rows (the workspace capped far below the input): bitwise the one-band result
+        for (B, cin, cout, H, W, k, s, p, up) in CONV_ODD + [(2, 64, 96, 37, 21, 3, 1, 1, False), (1, 32, 40, 30, 26, 1, 1, 0, False)]:
+            for rows in (1, 5):
+                name = f"check conv bands of ~{rows} input rows B{B} {cin}->{cout} {H}x{W} k{k} s{s} p{p}{' up' if up else ''}"
+
+                def banded():
+                    x = torch.randn(B, cin, H, W, device=dev).bfloat16()
+                    w = (torch.randn(cout, cin, k, k, device=dev) / math.sqrt(cin * k * k)).bfloat16()
+                    b = (torch.randn(cout, device=dev) * 0.1).bfloat16()
+                    whole = conv_nchw(x, w, b, s, p, up)
+                    o = torch.empty_like(whole)
+                    poison(o)
+                    cap = rows * B * W * ((cin + 7) // 8 * 8) * 2
+                    conv_nchw(x, w, b, s, p, up, out=o, band_bytes=cap)
+                    torch.cuda.synchronize()
+                    record(name, ok=bool(torch.equal(o, whole)), max_diff=float((o.float() - whole.float()).abs().max()))
+                guarded(name, banded)
         # the NHWC kernel alone (NHWC output), one shape
         def nhwc_check():
             x = torch.randn(1, 64, 24, 20, device=dev).bfloat16()
@@ -292,12 +309,13 @@ def worker(group, quick, lib_path, results_path):
                 oh, ow = (2 * H, 2 * W) if up else (H, W)
                 fl = flops_conv(1, cin, cout, oh, ow, k)
                 o = torch.empty(1, cout, oh, ow, device=dev, dtype=torch.bfloat16)
-                ws = torch.empty(L.fkv_conv2d_nchw_workspace(1, cin, H, W, cout, k, k), device=dev, dtype=torch.uint8)
+                ws = torch.empty(L.fkv_conv2d_nchw_workspace(1, cin, H, W, cout, k, k, 1, p, oh, ow, int(up), 0),
+                                 device=dev, dtype=torch.uint8)
                 wsb = ws.numel()
 
                 def mine():
                     L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(o), BF16, 1, cin, H, W, cout, k, k, 1, p, oh, ow,
-                                      int(up), ptr(ws), wsb, sp)
+                                      int(up), 0, ptr(ws), wsb, sp)
 
                 def torch_nchw():
                     xi = F.interpolate(x, scale_factor=2, mode="nearest") if up else x
@@ -317,7 +335,7 @@ def worker(group, quick, lib_path, results_path):
                                       cin, cout, k, k, 1, p, oh, ow, int(up), 1, 0, sp)
                 poison(o)
                 lib.check(L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(o), BF16, 1, cin, H, W, cout, k, k, 1, p, oh,
-                                            ow, int(up), ptr(ws), wsb, sp), name)
+                                            ow, int(up), 0, ptr(ws), wsb, sp), name)
                 xin = F.interpolate(x.float(), scale_factor=2, mode="nearest") if up else x.float()
                 err = nerr(o, F.conv2d(xin, w.float(), b.float(), padding=p))
                 del xin

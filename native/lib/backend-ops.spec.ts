@@ -1288,7 +1288,10 @@ describe('backend-ops: VAE and text-encoder kernels', () => {
         [[1, 24, 7, 9], [36, 24, 3, 3], 1, 1, true], // upsample with odd sizes
         [[3, 8, 5, 5], [130, 8, 5, 5], 1, 2, false], // 5x5 kernel, cout past one 128 tile
       ];
-      if (full) cases.push([[1, 512, 128, 128], [512, 512, 3, 3], 1, 1, false]); // the mid block at 1024² (77 GFLOP)
+      if (full) {
+        cases.push([[1, 512, 128, 128], [512, 512, 3, 3], 1, 1, false]); // the mid block at 1024² (77 GFLOP)
+        cases.push([[1, 8, 2100, 2052], [16, 8, 3, 3], 1, 1, false]); // 69 MB of input: two bands of output rows
+      }
       for (const [xs, ws, stride, padding, up] of cases) {
         tidy(() => {
           const x = bigPair(xs, 11, dtype);
@@ -1329,6 +1332,39 @@ describe('backend-ops: VAE and text-encoder kernels', () => {
           both(`groupNorm${silu ? '+silu' : ''} [${shape}] G=${groups}`, dtype, [x, w, b], (a, ww, bb) =>
             ops.groupNorm(a, groups, ww, bb, 1e-6, { silu }),
           );
+        });
+      }
+    });
+
+    it(`conv2d of its input's groupNorm (+SiLU) ${dtype}: the norm fused, bit for bit the two ops`, (t) => {
+      if (!gpuOrSkip(t)) return;
+      // [x shape, cout, kernel, groups, silu, upsample]
+      const cases: [number[], number, number, number, boolean, boolean][] = [
+        [[1, 512, 32, 32], 512, 3, 32, true, false], // a resnet's norm1 → SiLU → conv1
+        [[1, 256, 64, 64], 128, 3, 32, true, false], // up_blocks.3 resnets.0 (256 → 128 channels)
+        [[1, 128, 64, 64], 3, 3, 32, true, false], // conv_norm_out → SiLU → conv_out (the narrow tile)
+        [[2, 77, 13, 11], 40, 3, 7, true, false], // odd channels and groups, batch 2
+        [[1, 24, 7, 9], 36, 3, 6, false, true], // no SiLU, upsample
+      ];
+      if (full) cases.push([[1, 8, 2100, 2052], 16, 3, 4, true, false]); // two bands, each normalised on the way
+      for (const [xs, cout, k, groups, silu, up] of cases) {
+        tidy(() => {
+          const label = `conv2d(groupNorm${silu ? '+silu' : ''} G=${groups} of x[${xs}]) -> ${cout}, k${k}${up ? ' up2x' : ''}`;
+          const x = bigPair(xs, 31, dtype, 2);
+          const w = bigPair([cout, xs[1], k, k], 32, dtype, 1 / Math.sqrt(xs[1] * k * k));
+          const b = pair([cout], 33, dtype);
+          const normWeight = pair([xs[1]], 34, 'float32');
+          const normBias = pair([xs[1]], 35, 'float32');
+          const upsample = up ? ('nearest2x' as const) : undefined;
+          const fused = (a: Tensor, ww: Tensor, bb: Tensor, nw: Tensor, nb: Tensor): Tensor =>
+            ops.conv2d(a, ww, bb, { padding: k >> 1, upsample, norm: { groups, weight: nw, bias: nb, eps: 1e-6, silu } });
+          routedBoth(label, dtype, CONV, [x, w, b, normWeight, normBias], fused);
+          const unfused = ops.conv2d(ops.groupNorm(x[1], groups, normWeight[1], normBias[1], 1e-6, { silu }), w[1], b[1], {
+            padding: k >> 1,
+            upsample,
+          });
+          const { out, route } = routed(CONV, label, () => fused(x[1], w[1], b[1], normWeight[1], normBias[1]));
+          check(`${label} = groupNorm then conv2d (GPU)`, dtype, unfused, out, 0, route);
         });
       }
     });

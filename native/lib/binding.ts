@@ -236,7 +236,19 @@ export interface Binding {
   modulate(x: NativeTensor, shift: NativeTensor, scale: NativeTensor): NativeTensor;
   embedding(weight: NativeTensor, ids: NativeTensor): NativeTensor;
   rope(x: NativeTensor, cos: NativeTensor, sin: NativeTensor): NativeTensor;
-  conv2d(x: NativeTensor, w: NativeTensor, b: NativeTensor | null, stride: number, padding: number, upsample: boolean): NativeTensor;
+  conv2d(
+    x: NativeTensor,
+    w: NativeTensor,
+    b: NativeTensor | null,
+    stride: number,
+    padding: number,
+    upsample: boolean,
+    normGroups: number,
+    normWeight: NativeTensor | null,
+    normBias: NativeTensor | null,
+    normEps: number,
+    normSilu: boolean,
+  ): NativeTensor;
   upsampleNearest2x(x: NativeTensor): NativeTensor;
   nf4Quantize(w: NativeTensor, blocksize: number, doubleQuant: boolean, nestedBlocksize: number): NativeNF4Parts;
   nf4Dequantize(w: NativeNF4, dtype: DenseDType): NativeTensor;

@@ -23,7 +23,7 @@ export { Tensor, NF4Tensor, Generator, pythonFloatRepr, resolveDevice } from './
 export type { BnbNF4Tensors, BnbQuantState, NF4Parts } from './tensor';
 export { tidy, keep, Scope } from './scope';
 export { ops, nf4CodeValues, dynamicMap } from './ops';
-export type { SdpaOptions, GeluApproximation, JointQkvStream, JointQkvTables, LinearOptions, TimestepEmbeddingOptions } from './ops';
+export type { Conv2dNorm, Conv2dOptions, SdpaOptions, GeluApproximation, JointQkvStream, JointQkvTables, LinearOptions, TimestepEmbeddingOptions } from './ops';
 export { cuda, Stream, Event, CudaGraph } from './cuda';
 export type { DeviceProperties, OpProfile, ProfiledOp } from './cuda';
 export { memory, pinned, PinnedBuffer, threads } from './memory';

@@ -664,6 +664,29 @@ describe('conv2d', () => {
     });
   });
 
+  it('norm: the convolution of groupNorm(x) (+SiLU), the two ops bit for bit', () => {
+    tidy(() => {
+      for (const [xs, groups, silu, upsample, dtype] of [
+        [[2, 6, 5, 4], 3, true, false, 'float32'],
+        [[1, 8, 3, 5], 2, false, true, 'float32'],
+        [[1, 4, 6, 6], 4, true, false, 'bfloat16'],
+      ] as [number[], number, boolean, boolean, DType][]) {
+        const x = randTensor(xs, 190, { scale: 2, dtype });
+        const w = randTensor([3, xs[1], 3, 3], 191, { scale: 0.3, dtype });
+        const nw = randTensor([xs[1]], 192);
+        const nb = randTensor([xs[1]], 193);
+        const up = upsample ? ('nearest2x' as const) : undefined;
+        const fused = ops.conv2d(x.t, w.t, null, { padding: 1, upsample: up, norm: { groups, weight: nw.t, bias: nb.t, eps: 1e-6, silu } });
+        const unfused = ops.conv2d(ops.groupNorm(x.t, groups, nw.t, nb.t, 1e-6, { silu }), w.t, null, { padding: 1, upsample: up });
+        assert.deepEqual(fused.toBytes(), unfused.toBytes(), `conv2d norm [${xs}] G=${groups} ${dtype}`);
+      }
+      const x = randTensor([1, 6, 3, 3], 194);
+      const w = randTensor([2, 6, 1, 1], 195);
+      assert.throws(() => ops.conv2d(x.t, w.t, null, { norm: { groups: 4 } }), /6 channels .* do not split into 4 groups/);
+      assert.throws(() => ops.conv2d(x.t, w.t, null, { norm: { groups: 0 } }), /norm\.groups must be a positive integer/);
+    });
+  });
+
   it('bfloat16 storage and channel mismatch errors', () => {
     tidy(() => {
       const x = randTensor([1, 3, 5, 5], 170, { dtype: 'bfloat16' });

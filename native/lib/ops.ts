@@ -86,6 +86,22 @@ export interface TimestepEmbeddingOptions {
   maxPeriod?: number;
 }
 
+/** A group norm (+SiLU) of a convolution's input: ops.groupNorm's arguments. */
+export interface Conv2dNorm {
+  groups: number;
+  weight?: Tensor | null;
+  bias?: Tensor | null;
+  eps?: number;
+  silu?: boolean;
+}
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+  upsample?: 'nearest2x';
+  norm?: Conv2dNorm;
+}
+
 export const ops = {
   /**
    * x[...,K] · weightᵀ + bias → [...,N]. weight [N,K] float32 / bfloat16 / float16 / nf4; result in x's dtype.
@@ -489,11 +505,16 @@ export const ops = {
   /**
    * 2-D convolution, NCHW: x [B,Cin,H,W], w [Cout,Cin,kh,kw], bias [Cout]; square stride and zero padding.
    * `upsample: 'nearest2x'` convolves upsampleNearest2x(x) (diffusers' Upsample2D) without materialising the
-   * upsampled tensor on CUDA.
+   * upsampled tensor on CUDA. `norm` convolves groupNorm(x, groups, weight, bias, eps, { silu }) instead of x
+   * (diffusers' norm → SiLU → conv), bit for bit the two ops, without storing the normalised x on CUDA (bf16/f16).
    */
-  conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: { stride?: number; padding?: number; upsample?: 'nearest2x' } = {}): Tensor {
+  conv2d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv2dOptions = {}): Tensor {
     if (opts.upsample !== undefined && opts.upsample !== 'nearest2x') {
       throw new RangeError(`ops.conv2d: upsample must be 'nearest2x', got '${String(opts.upsample)}'`);
+    }
+    const norm = opts.norm;
+    if (norm && !(Number.isInteger(norm.groups) && norm.groups > 0)) {
+      throw new RangeError(`ops.conv2d: norm.groups must be a positive integer, got ${String(norm.groups)}`);
     }
     return wrap(
       binding().conv2d(
@@ -503,6 +524,11 @@ export const ops = {
         opts.stride ?? 1,
         opts.padding ?? 0,
         opts.upsample === 'nearest2x',
+        norm?.groups ?? 0,
+        hOpt(norm?.weight, 'conv2d', 'norm.weight'),
+        hOpt(norm?.bias, 'conv2d', 'norm.bias'),
+        norm?.eps ?? 1e-5,
+        norm?.silu ?? false,
       ),
     );
   },

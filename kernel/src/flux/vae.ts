@@ -26,16 +26,16 @@ class ResnetBlock2D {
   }
 
   /**
-   * Each intermediate is freed as soon as the next op has read it (a tidy holds them all to its end): at the 1024²
-   * level one activation is 256-512 MiB in bf16, so the decoder's peak is a few of them rather than a block's worth.
+   * Consumes x: it and each intermediate are freed as soon as the last op that reads them has run (a tidy would
+   * hold them all to its end), and the norms run inside the convolutions (never stored on CUDA). At the 1024²
+   * level one activation is 256-512 MiB in bf16, so the decoder's peak is three of them rather than a block's worth.
    */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      const h = consume(this.norm1.forward(x, { silu: true }), (n) => this.conv1.forward(n));
-      const out = consume(consume(h, (t) => this.norm2.forward(t, { silu: true })), (n) => this.conv2.forward(n));
-      if (!this.conv_shortcut) return consume(out, (o) => ops.add(x, o));
-      const shortcut = this.conv_shortcut.forward(x);
-      return consume(out, (o) => consume(shortcut, (sc) => ops.add(sc, o)));
+      const h = this.conv1.forward(x, { norm: this.norm1, silu: true });
+      const out = consume(h, (t) => this.conv2.forward(t, { norm: this.norm2, silu: true }));
+      const residual = this.conv_shortcut ? consume(x, (t) => this.conv_shortcut!.forward(t)) : x;
+      return consume(out, (o) => consume(residual, (r) => ops.add(r, o)));
     });
   }
 }
@@ -87,11 +87,11 @@ class UpDecoderBlock2D {
     if (upsample) this.upsamplers = [{ conv: w.conv2d(`${prefix}.upsamplers.0.conv`, outChannels, outChannels, 3, 1) }];
   }
 
-  /** Frees each resnet's output once the next one has read it (x stays: it is the caller's). */
+  /** Consumes x, and each resnet's output once the next op has read it. */
   forward(x: Tensor): Tensor {
     return tidy(() => {
-      let h = this.resnets[0].forward(x);
-      for (const resnet of this.resnets.slice(1)) h = consume(h, (t) => resnet.forward(t));
+      let h = x;
+      for (const resnet of this.resnets) h = resnet.forward(h);
       return this.upsamplers ? consume(h, (t) => this.upsamplers![0].conv.forward(t, { upsample: 'nearest2x' })) : h;
     });
   }
@@ -130,12 +130,12 @@ class Decoder {
   forward(z: Tensor): Tensor {
     return tidy(() => {
       let h = this.conv_in.forward(z);
-      h = consume(h, (t) => this.mid_block.resnets[0].forward(t));
+      h = this.mid_block.resnets[0].forward(h);
       const attention = this.mid_block.attentions?.[0];
       if (attention) h = consume(h, (t) => attention.forward(t));
-      h = consume(h, (t) => this.mid_block.resnets[1].forward(t));
-      for (const block of this.up_blocks) h = consume(h, (t) => block.forward(t));
-      return consume(consume(h, (t) => this.conv_norm_out.forward(t, { silu: true })), (n) => this.conv_out.forward(n));
+      h = this.mid_block.resnets[1].forward(h);
+      for (const block of this.up_blocks) h = block.forward(h);
+      return consume(h, (t) => this.conv_out.forward(t, { norm: this.conv_norm_out, silu: true }));
     });
   }
 }

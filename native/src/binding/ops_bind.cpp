@@ -261,10 +261,14 @@ Napi::Value rope_js(const Napi::CallbackInfo& info) {
   return W(info, ops::rope(tensor_arg(info, 0, w), tensor_arg(info, 1, w), tensor_arg(info, 2, w)));
 }
 
+// Arguments 6-10 (the optional group norm of x): groups (0: none), weight, bias, eps, silu.
 Napi::Value conv2d_js(const Napi::CallbackInfo& info) {
   const char* w = "ops.conv2d";
+  const int64_t groups = int_arg(info[6], w);
+  const ops::ConvNorm norm{groups, opt_tensor_arg(info, 7, w), opt_tensor_arg(info, 8, w),
+                           float(number_arg(info[9], w)), bool_arg(info[10], w)};
   return W(info, ops::conv2d(tensor_arg(info, 0, w), tensor_arg(info, 1, w), opt_tensor_arg(info, 2, w),
-                             int_arg(info[3], w), int_arg(info[4], w), bool_arg(info[5], w)));
+                             int_arg(info[3], w), int_arg(info[4], w), bool_arg(info[5], w), groups ? &norm : nullptr));
 }
 
 Napi::Value upsample_js(const Napi::CallbackInfo& info) {

@@ -67,7 +67,17 @@ struct ConvShape {
   int64_t B, Cin, H, W, Cout, KH, KW, OH, OW, stride, padding;
   bool upsample = false;
 };
-void conv2d(const void* x, const void* w, const void* bias, void* out, DType dt, const ConvShape& c, cudaStream_t s);
+// Group norm (+SiLU) of a convolution's input (ops.conv2d's `norm`): groups over Cin, weight/bias of param_dtype.
+struct ConvNorm {
+  int64_t groups;
+  const void* weight;
+  const void* bias;
+  DType param_dtype;
+  float eps;
+  bool silu;
+};
+void conv2d(const void* x, const void* w, const void* bias, void* out, DType dt, const ConvShape& c,
+            const ConvNorm* norm, cudaStream_t s);
 
 // ---- attention (attention.cu) -----------------------------------------------------------------------------
 struct AttnShape {

@@ -29,6 +29,8 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 bool broadcasts_to(const Shape& s, const Shape& target);
 // Returns t itself when it already has dtype `d`, else a converted copy on the same device.
 Tensor as_dtype(const Tensor& t, DType d);
+// Norm parameters are [C] vectors of one float dtype on x's device; returns that dtype (x's when absent).
+DType param_dtype(const char* op, const Tensor& x, const Tensor* w, const Tensor* b, int64_t C);
 // Right-aligned broadcast strides (elements; 0 where broadcast) of `t` against `out`.
 std::vector<int64_t> broadcast_strides(const Shape& t, const Shape& out);
 

@@ -454,15 +454,25 @@ Tensor sdpa(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor* 
   return out;
 }
 
-Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor* bias, int64_t stride, int64_t padding, bool upsample) {
-  check_float("conv2d", "x", x0);
+Tensor conv2d(const Tensor& x_in, const Tensor& w0, const Tensor* bias, int64_t stride, int64_t padding, bool upsample,
+              const ConvNorm* norm) {
+  check_float("conv2d", "x", x_in);
+  // Fused only where the CUDA kernels take x as it is (2-byte, the conv's own dtype); otherwise the two ops.
+  const bool fuse_norm = norm && !x_in.device().is_cpu() && x_in.dtype != DType::F32 && x_in.dtype == w0.dtype;
+  const Tensor x0 = norm && !fuse_norm ? group_norm(x_in, norm->groups, norm->weight, norm->bias, norm->eps, norm->silu)
+                                       : x_in;
   check_float("conv2d", "w", w0);
   check_same_device("conv2d", {{"x", &x0}, {"w", &w0}, {"bias", bias}});
   auto ctx = [&] {
-    return describe({{"x", &x0}, {"w", &w0}, {"bias", bias}}) + (upsample ? ", upsample nearest2x" : "");
+    return describe({{"x", &x0}, {"w", &w0}, {"bias", bias}}) + (upsample ? ", upsample nearest2x" : "") +
+           (norm ? cat(", group norm of ", norm->groups, " groups", norm->silu ? " + silu" : "") : "");
   };
   FL_CHECK(x0.ndim() == 4 && w0.ndim() == 4, "ops.conv2d: x must be [B,Cin,H,W] and w [Cout,Cin,KH,KW] (", ctx(), ")");
   FL_CHECK(w0.shape[1] == x0.shape[1], "ops.conv2d: channels differ (", ctx(), ")");
+  if (fuse_norm) {
+    FL_CHECK(norm->groups > 0 && x0.shape[1] % norm->groups == 0, "ops.conv2d: ", x0.shape[1], " channels of ",
+             x0.desc(), " do not split into ", norm->groups, " norm groups");
+  }
   FL_CHECK(stride >= 1 && padding >= 0, "ops.conv2d: invalid stride ", stride, " or padding ", padding);
   const int64_t B = x0.shape[0], H = x0.shape[2] * (upsample ? 2 : 1), W = x0.shape[3] * (upsample ? 2 : 1);
   [[maybe_unused]] const int64_t Cin = x0.shape[1];
@@ -478,12 +488,19 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor* bias, int64_t st
   if (x.device().is_cpu()) {
     cpu::conv2d(upsample ? upsample_nearest2x(x) : x, w, b.defined() ? &b : nullptr, stride, padding, out);
   } else {
+#if FLUXLAB_WITH_CUDA
+    const cuda::ConvNorm fused{fuse_norm ? norm->groups : 0,
+                               fuse_norm && norm->weight ? norm->weight->data() : nullptr,
+                               fuse_norm && norm->bias ? norm->bias->data() : nullptr,
+                               fuse_norm ? param_dtype("conv2d", x0, norm->weight, norm->bias, Cin) : DType::F32,
+                               fuse_norm ? norm->eps : 0.f, fuse_norm && norm->silu};
+#endif
     const int64_t up = upsample ? 1 : 0;
     FL_CUDA_LAUNCH(x.device(), cat("ops.conv2d: ", ctx()),
                    cuda::conv2d(x.data(), w.data(), b.defined() ? b.data() : nullptr, out.data(), dt,
                                 cuda::ConvShape{B, Cin, H >> up, W >> up, Cout, KH, KW, OH, OW, stride, padding,
                                                 upsample},
-                                stream));
+                                fuse_norm ? &fused : nullptr, stream));
   }
   return out;
 }

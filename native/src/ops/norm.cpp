@@ -3,8 +3,6 @@
 
 namespace fl::ops {
 
-namespace {
-
 // Norm parameters are [C] vectors of one float dtype; returns that dtype (x's when absent).
 DType param_dtype(const char* op, const Tensor& x, const Tensor* w, const Tensor* b, int64_t C) {
   for (auto [name, t] : {std::pair<const char*, const Tensor*>{"weight", w}, {"bias", b}}) {
@@ -16,8 +14,6 @@ DType param_dtype(const char* op, const Tensor& x, const Tensor* w, const Tensor
   if (w && b) FL_CHECK(w->dtype == b->dtype, "ops.", op, ": weight and bias dtypes differ");
   return w ? w->dtype : b ? b->dtype : x.dtype;
 }
-
-}  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps) {
   check_float("layerNorm", "x", x);

@@ -79,9 +79,19 @@ Tensor binary(const Tensor& a, const Tensor& b, BinaryOp op);
 Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
+// Group norm (+SiLU) of conv2d's input, as group_norm's arguments.
+struct ConvNorm {
+  int64_t groups;
+  const Tensor* weight;
+  const Tensor* bias;
+  float eps;
+  bool silu;
+};
 // upsample: convolve the nearest-2x upsampled x (diffusers' Upsample2D) without materialising it on CUDA.
+// norm: convolve group_norm(x, ...) (before the upsample), bit for bit the two ops, without storing the
+// normalised x on CUDA for bf16/f16.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* b, int64_t stride, int64_t padding,
-              bool upsample = false);
+              bool upsample = false, const ConvNorm* norm = nullptr);
 Tensor upsample_nearest2x(const Tensor& x);
 
 NF4 nf4_quantize(const Tensor& w, int64_t blocksize, bool double_quant, int64_t nested_blocksize);

@@ -56,6 +56,9 @@ struct ConvParams {
   int cin, kh, kw, stride, pad;
   int in_h, in_w, eff_h, eff_w, up;
   int out_w, ohw;
+  // A band of output rows (conv2d_nchw): its first row, the first input row held in x (x holds in_h rows), and
+  // the NCHW output's channel-plane stride. One band: 0, 0, ohw.
+  int out_row0, in_row0, plane;
   int n_tiles, kblocks, kb_per_split;
   int out_vec;  // 16-byte output stores are aligned
 };
@@ -115,9 +118,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) conv_kernel(const ConvParams
     const int m = m0 + row0 + i * Cfg::kRowsPerPass;
     if (m < p.M) {
       const int b = m / p.ohw, pix = m - b * p.ohw;
-      const int oy = pix / p.out_w, ox = pix - oy * p.out_w;
+      const int band_row = pix / p.out_w, ox = pix - band_row * p.out_w;
       pix_base[i] = b * p.in_h * p.in_w;
-      iy0[i] = oy * p.stride - p.pad;
+      iy0[i] = (p.out_row0 + band_row) * p.stride - p.pad;
       ix0[i] = ox * p.stride - p.pad;
     } else {
       pix_base[i] = 0;
@@ -146,7 +149,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) conv_kernel(const ConvParams
       const bool ok = k_in && static_cast<unsigned>(iy) < static_cast<unsigned>(p.eff_h) &&
                       static_cast<unsigned>(ix) < static_cast<unsigned>(p.eff_w);
       const uint16_t* src = p.x;
-      if (ok) src = p.x + static_cast<int64_t>(pix_base[i] + (iy >> p.up) * p.in_w + (ix >> p.up)) * p.xps + ci;
+      if (ok)
+        src = p.x + static_cast<int64_t>(pix_base[i] + ((iy >> p.up) - p.in_row0) * p.in_w + (ix >> p.up)) * p.xps + ci;
       cp_async_16(a_dst + swz128(row0 + i * Cfg::kRowsPerPass, ch), src, ok ? 16 : 0);
     }
     const int kk = kb_next * 64 + ch * 8;
@@ -263,14 +267,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) conv_kernel(const ConvParams
         packed.y = pack_pair<kHalf>(v[2], v[3]);
         packed.z = pack_pair<kHalf>(v[4], v[5]);
         packed.w = pack_pair<kHalf>(v[6], v[7]);
-        *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(b) * p.N + co) * p.ohw + pix) = packed;
+        *reinterpret_cast<uint4*>(out + (static_cast<int64_t>(b) * p.N + co) * p.plane + pix) = packed;
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
           const int mm = m + e;
           if (mm < p.M) {
             const int b = mm / p.ohw, pix = mm - b * p.ohw;
-            out[(static_cast<int64_t>(b) * p.N + co) * p.ohw + pix] = from_float<kHalf>(v[e]);
+            out[(static_cast<int64_t>(b) * p.N + co) * p.plane + pix] = from_float<kHalf>(v[e]);
           }
         }
       }
@@ -365,7 +369,17 @@ bool device_has_sm80() {
   return major >= 8;
 }
 
-cudaError_t conv2d_implicit_gemm(const Conv2dArgs& a, cudaStream_t stream) {
+namespace {
+
+// A validated launch of the implicit GEMM: the whole problem of `Conv2dArgs` (conv2d_nchw then narrows it to
+// bands of output rows).
+struct ConvLaunch {
+  sm80::ConvParams p{};
+  int kind = 0, splits = 1;
+  bool half = false;
+};
+
+cudaError_t plan_launch(const Conv2dArgs& a, ConvLaunch* l) {
   using namespace sm80;
   if (a.dtype != ElemType::kBF16 && a.dtype != ElemType::kF16) return cudaErrorInvalidValue;
   const bool f32_out = a.out_dtype == ElemType::kF32;
@@ -392,9 +406,8 @@ cudaError_t conv2d_implicit_gemm(const Conv2dArgs& a, cudaStream_t stream) {
   if (a.split_k > 1 && (!f32_out || nchw || a.bias || a.out_split_stride < M * a.out_row_stride))
     return cudaErrorInvalidValue;
   if (!device_has_sm80()) return cudaErrorNotSupported;
-  if (M == 0) return cudaSuccess;
 
-  ConvParams p{};
+  ConvParams& p = l->p;
   p.x = static_cast<const uint16_t*>(a.x);
   p.xps = a.x_pixel_stride;
   p.w = static_cast<const uint16_t*>(a.w);
@@ -418,32 +431,58 @@ cudaError_t conv2d_implicit_gemm(const Conv2dArgs& a, cudaStream_t stream) {
   p.up = a.upsample2x ? 1 : 0;
   p.out_w = a.out_w;
   p.ohw = a.out_h * a.out_w;
+  p.out_row0 = 0;
+  p.in_row0 = 0;
+  p.plane = p.ohw;
   p.kblocks = static_cast<int>((K + 63) / 64);
   const int splits_wanted = a.split_k < p.kblocks ? a.split_k : p.kblocks;
   p.kb_per_split = (p.kblocks + splits_wanted - 1) / splits_wanted;
-  const int splits = (p.kblocks + p.kb_per_split - 1) / p.kb_per_split;
-  const int kind = nchw ? kOutNchw : f32_out ? kOutF32 : kOutNhwc;
+  l->splits = (p.kblocks + p.kb_per_split - 1) / p.kb_per_split;
+  l->kind = nchw ? kOutNchw : f32_out ? kOutF32 : kOutNhwc;
   if (nchw) {
     p.out_vec = aligned16(a.out) && p.ohw % 8 == 0;
   } else {
     const int vec = f32_out ? 4 : 8;
     p.out_vec = aligned16(a.out) && a.out_row_stride % vec == 0 && a.out_split_stride % vec == 0;
   }
-  const bool half = a.dtype == ElemType::kF16;
-  if (a.cout <= 32) {
-    return half ? launch_out<NarrowTile, true>(p, kind, splits, stream)
-                : launch_out<NarrowTile, false>(p, kind, splits, stream);
+  l->half = a.dtype == ElemType::kF16;
+  return cudaSuccess;
+}
+
+cudaError_t run_launch(const ConvLaunch& l, cudaStream_t stream) {
+  using namespace sm80;
+  if (l.p.M == 0) return cudaSuccess;
+  if (l.p.N <= 32) {
+    return l.half ? launch_out<NarrowTile, true>(l.p, l.kind, l.splits, stream)
+                  : launch_out<NarrowTile, false>(l.p, l.kind, l.splits, stream);
   }
-  return half ? launch_out<WideTile, true>(p, kind, splits, stream)
-              : launch_out<WideTile, false>(p, kind, splits, stream);
+  return l.half ? launch_out<WideTile, true>(l.p, l.kind, l.splits, stream)
+                : launch_out<WideTile, false>(l.p, l.kind, l.splits, stream);
+}
+
+}  // namespace
+
+cudaError_t conv2d_implicit_gemm(const Conv2dArgs& a, cudaStream_t stream) {
+  ConvLaunch l;
+  const cudaError_t e = plan_launch(a, &l);
+  return e != cudaSuccess ? e : run_launch(l, stream);
 }
 
 namespace {
 
 struct NchwPlan {
   int64_t cp, taps, pixels, x_bytes, w_bytes;
+  int band_rows;  // output rows per band
   bool reorder_w;
 };
+
+// Input rows that `rows` consecutive output rows read at most (the effective rows of a nearest-2x upsample map to
+// half as many, plus one for the alignment of the first).
+int64_t band_input_rows(const Conv2dNchwArgs& a, int64_t rows) {
+  const int64_t span = (rows - 1) * a.stride + a.kh;
+  const int64_t needed = a.upsample2x ? ((span - 1) >> 1) + 2 : span;
+  return needed < a.in_h ? needed : a.in_h;
+}
 
 NchwPlan nchw_plan(const Conv2dNchwArgs& a) {
   NchwPlan p;
@@ -451,8 +490,21 @@ NchwPlan nchw_plan(const Conv2dNchwArgs& a) {
   p.taps = static_cast<int64_t>(a.kh) * a.kw;
   p.pixels = static_cast<int64_t>(a.in_h) * a.in_w;
   p.reorder_w = p.taps != 1 || p.cp != a.cin || !sm80::aligned16(a.w);
-  p.x_bytes = (static_cast<int64_t>(a.batch) * p.pixels * p.cp * 2 + 255) / 256 * 256;
   p.w_bytes = p.reorder_w ? (static_cast<int64_t>(a.cout) * p.taps * p.cp * 2 + 255) / 256 * 256 : 0;
+  const int64_t row_bytes = static_cast<int64_t>(a.batch) * a.in_w * p.cp * 2;
+  const int64_t cap = a.band_bytes > 0 ? static_cast<int64_t>(a.band_bytes) : kConvBandBytes;
+  int64_t rows = a.out_h > 0 ? a.out_h : 1;
+  if (a.stride > 0 && band_input_rows(a, rows) * row_bytes > cap) {
+    int64_t lo = 1, hi = rows;  // the most output rows whose input fits the cap (at least one)
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (band_input_rows(a, mid) * row_bytes <= cap) lo = mid; else hi = mid - 1;
+    }
+    const int64_t bands = (rows + lo - 1) / lo;
+    rows = (rows + bands - 1) / bands;  // even bands: no thin last one
+  }
+  p.band_rows = static_cast<int>(rows);
+  p.x_bytes = (band_input_rows(a, rows) * row_bytes + 255) / 256 * 256;
   return p;
 }
 
@@ -465,7 +517,8 @@ size_t conv2d_nchw_workspace_bytes(const Conv2dNchwArgs& a) {
 }
 
 cudaError_t conv2d_nchw(const Conv2dNchwArgs& a, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  if (a.batch <= 0 || a.cin <= 0 || a.in_h <= 0 || a.in_w <= 0 || a.cout <= 0 || a.kh <= 0 || a.kw <= 0)
+  if (a.batch <= 0 || a.cin <= 0 || a.in_h <= 0 || a.in_w <= 0 || a.cout <= 0 || a.kh <= 0 || a.kw <= 0 ||
+      a.stride <= 0 || a.out_h <= 0 || a.out_w <= 0)
     return cudaErrorInvalidValue;
   const NchwPlan p = nchw_plan(a);
   const int64_t limit = int64_t(1) << 31;
@@ -480,33 +533,6 @@ cudaError_t conv2d_nchw(const Conv2dNchwArgs& a, void* workspace, size_t workspa
   void* xt = workspace;
   void* wt = static_cast<uint8_t*>(workspace) + p.x_bytes;
 
-  TransposeArgs tx;  // [B][Cin][H*W] -> [B][H*W][Cp]
-  tx.in = a.x;
-  tx.out = xt;
-  tx.batch = a.batch;
-  tx.rows = a.cin;
-  tx.cols = static_cast<int>(p.pixels);
-  tx.rows_padded = static_cast<int>(p.cp);
-  tx.in_batch_stride = static_cast<int64_t>(a.cin) * p.pixels;
-  tx.in_row_stride = p.pixels;
-  tx.out_batch_stride = p.pixels * p.cp;
-  tx.out_row_stride = p.cp;
-  cudaError_t e = transpose_2byte(tx, stream);
-  if (e != cudaSuccess) return e;
-  if (p.reorder_w) {
-    TransposeArgs tw;  // [Cout][Cin][kh*kw] -> [Cout][kh*kw][Cp]
-    tw.in = a.w;
-    tw.out = wt;
-    tw.batch = a.cout;
-    tw.rows = a.cin;
-    tw.cols = static_cast<int>(p.taps);
-    tw.rows_padded = static_cast<int>(p.cp);
-    tw.in_batch_stride = a.cin * p.taps;
-    tw.in_row_stride = p.taps;
-    tw.out_batch_stride = p.taps * p.cp;
-    tw.out_row_stride = p.cp;
-    if ((e = transpose_2byte(tw, stream)) != cudaSuccess) return e;
-  }
   Conv2dArgs c;
   c.x = xt;
   c.x_pixel_stride = p.cp;
@@ -529,7 +555,72 @@ cudaError_t conv2d_nchw(const Conv2dNchwArgs& a, void* workspace, size_t workspa
   c.out_h = a.out_h;
   c.out_w = a.out_w;
   c.upsample2x = a.upsample2x;
-  return conv2d_implicit_gemm(c, stream);
+  ConvLaunch whole;
+  cudaError_t e = plan_launch(c, &whole);
+  if (e != cudaSuccess) return e;
+
+  if (p.reorder_w) {
+    TransposeArgs tw;  // [Cout][Cin][kh*kw] -> [Cout][kh*kw][Cp]
+    tw.in = a.w;
+    tw.out = wt;
+    tw.batch = a.cout;
+    tw.rows = a.cin;
+    tw.cols = static_cast<int>(p.taps);
+    tw.rows_padded = static_cast<int>(p.cp);
+    tw.in_batch_stride = a.cin * p.taps;
+    tw.in_row_stride = p.taps;
+    tw.out_batch_stride = p.taps * p.cp;
+    tw.out_row_stride = p.cp;
+    if ((e = transpose_2byte(tw, stream)) != cudaSuccess) return e;
+  }
+  GroupNormArgs norm;
+  if (a.norm) {
+    norm = *a.norm;
+    norm.x = a.x;
+    norm.out = nullptr;
+    norm.dtype = a.dtype;
+    norm.batch = a.batch;
+    norm.channels = a.cin;
+    norm.spatial = p.pixels;
+    if ((e = group_norm_stats(norm, stream)) != cudaSuccess) return e;
+  }
+  // Band by band: the input rows a band of output rows reads go NHWC into the workspace (normalised on the way
+  // with `norm`), then the kernel writes those output rows. Every output value sums the same products in the same
+  // order as one whole launch would.
+  const int eff_h = whole.p.eff_h;
+  for (int oy0 = 0; oy0 < a.out_h; oy0 += p.band_rows) {
+    const int oy1 = oy0 + p.band_rows < a.out_h ? oy0 + p.band_rows : a.out_h;
+    const int e0 = oy0 * a.stride - a.pad, e1 = (oy1 - 1) * a.stride - a.pad + a.kh;  // effective rows read
+    const int c0 = e0 > 0 ? e0 : 0, c1 = e1 < eff_h ? e1 : eff_h;
+    const int up = a.upsample2x ? 1 : 0;
+    const int r0 = c1 > c0 ? c0 >> up : 0, r1 = c1 > c0 ? ((c1 - 1) >> up) + 1 : 1;  // all padding: any row
+
+    TransposeArgs tx;  // [B][Cin][rows r0..r1 of H*W] -> [B][(r1-r0)*W][Cp]
+    tx.in = static_cast<const uint8_t*>(a.x) + static_cast<int64_t>(r0) * a.in_w * 2;
+    tx.out = xt;
+    tx.batch = a.batch;
+    tx.rows = a.cin;
+    tx.cols = (r1 - r0) * a.in_w;
+    tx.rows_padded = static_cast<int>(p.cp);
+    tx.in_batch_stride = static_cast<int64_t>(a.cin) * p.pixels;
+    tx.in_row_stride = p.pixels;
+    tx.out_batch_stride = static_cast<int64_t>(tx.cols) * p.cp;
+    tx.out_row_stride = p.cp;
+    tx.norm = a.norm ? &norm : nullptr;
+    if ((e = transpose_2byte(tx, stream)) != cudaSuccess) return e;
+
+    ConvLaunch band = whole;
+    sm80::ConvParams& q = band.p;
+    q.in_h = r1 - r0;
+    q.in_row0 = r0;
+    q.out_row0 = oy0;
+    q.ohw = (oy1 - oy0) * a.out_w;
+    q.M = a.batch * q.ohw;
+    q.out = static_cast<uint8_t*>(a.out) + static_cast<int64_t>(oy0) * a.out_w * 2;
+    q.out_vec = sm80::aligned16(q.out) && q.ohw % 8 == 0 && q.plane % 8 == 0;
+    if ((e = run_launch(band, stream)) != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace fluxk

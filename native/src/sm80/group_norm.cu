@@ -11,7 +11,7 @@
 
 #include <type_traits>
 
-#include "vae_t5.h"
+#include "group_norm.cuh"
 
 namespace fluxk {
 namespace {
@@ -19,46 +19,10 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxChunks = 64;
 
-template <class T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(v);
-  } else {
-    return __half2float(v);
-  }
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(v);
-  } else {
-    return __float2half_rn(v);
-  }
-}
-
-__device__ __forceinline__ float load_param(const void* p, ElemType t, int64_t i) {
-  switch (t) {
-    case ElemType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case ElemType::kF16: return __half2float(static_cast<const __half*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
-  }
-}
-
-struct Stats {
-  float n, mean, m2;
-};
-
-__device__ __forceinline__ Stats combine(Stats a, Stats b) {
-  if (a.n == 0.f) return b;
-  if (b.n == 0.f) return a;
-  const float n = a.n + b.n, delta = b.mean - a.mean;
-  return Stats{n, a.mean + delta * (b.n / n), a.m2 + b.m2 + delta * delta * (a.n * b.n / n)};
-}
+using gn::Stats;
+using gn::combine;
+using gn::to_f;
+using gn::from_f;
 
 __device__ __forceinline__ Stats shfl_down(Stats s, int o) {
   return Stats{__shfl_down_sync(0xffffffffu, s.n, o), __shfl_down_sync(0xffffffffu, s.mean, o),
@@ -157,14 +121,6 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const T* x, int64_t gro
   }
 }
 
-// SiLU of the normalised value as torch computes group_norm then silu: the norm's output rounded to the tensor's
-// dtype first, then silu in float32 with expf (the unfused ops.silu kernel's formula), so fused == unfused bit for bit.
-template <class T>
-__device__ __forceinline__ float norm_then_silu(float y) {
-  const float r = to_f(from_f<T>(y));
-  return r / (1.f + expf(-r));
-}
-
 template <class T>
 __global__ void __launch_bounds__(kThreads) apply_kernel(const T* x, T* out, int64_t channels, int64_t groups,
                                                          int64_t spatial, int64_t chunk, bool vec, const float* ws,
@@ -173,65 +129,68 @@ __global__ void __launch_bounds__(kThreads) apply_kernel(const T* x, T* out, int
   constexpr int V = Vec<T>::N;
   const int64_t bg = blockIdx.y, c = blockIdx.x, chunks = gridDim.x;
   const int64_t cpg = channels / groups, group_elems = cpg * spatial;
-  // Every thread folds the group's chunk statistics in the same order, so all agree bit for bit.
-  Stats s{0.f, 0.f, 0.f};
-  for (int64_t k = 0; k < chunks; ++k) {
-    const int64_t ks = k * chunk, ke = min(group_elems, ks + chunk);
-    s = combine(s, Stats{float(ke > ks ? ke - ks : 0), ws[(bg * chunks + k) * 2], ws[(bg * chunks + k) * 2 + 1]});
-  }
-  const float mean = s.mean, rstd = rsqrtf(s.m2 / s.n + eps);
+  const float2 mr = gn::mean_rstd(ws, bg, chunks, chunk, group_elems, eps);
+  const float mean = mr.x, rstd = mr.y;
   const int64_t ch0 = (bg % groups) * cpg;
   const int64_t start = c * chunk, end = min(group_elems, start + chunk);
   const T* xs = x + bg * group_elems;
   T* os = out + bg * group_elems;
-  auto affine = [&](int64_t ch, float& scale, float& shift) {
-    scale = rstd * (w ? load_param(w, pdt, ch) : 1.f);
-    shift = b ? load_param(b, pdt, ch) : 0.f;
-  };
   int64_t scalar_from = start;
   if (vec && end > start) {
     // spatial % V == 0 here, so a vector never straddles two channels.
     const int64_t vend = start + ((end - start) / V) * V;
     for (int64_t i = start + int64_t(threadIdx.x) * V; i < vend; i += int64_t(kThreads) * V) {
       float scale, shift;
-      affine(ch0 + i / spatial, scale, shift);
+      gn::affine(w, b, pdt, ch0 + i / spatial, rstd, scale, shift);
       Vec<T> q;
       q.load(xs + i);
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const float y = (q.v[e] - mean) * scale + shift;
-        q.v[e] = act ? norm_then_silu<T>(y) : y;
-      }
+      for (int e = 0; e < V; ++e) q.v[e] = gn::normalized<T>(q.v[e], mean, scale, shift, act);
       q.store(os + i);
     }
     scalar_from = vend;
   }
   for (int64_t i = scalar_from + threadIdx.x; i < end; i += kThreads) {
     float scale, shift;
-    affine(ch0 + i / spatial, scale, shift);
-    const float y = (to_f(xs[i]) - mean) * scale + shift;
-    os[i] = from_f<T>(act ? norm_then_silu<T>(y) : y);
+    gn::affine(w, b, pdt, ch0 + i / spatial, rstd, scale, shift);
+    os[i] = from_f<T>(gn::normalized<T>(to_f(xs[i]), mean, scale, shift, act));
   }
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 
 template <class T>
-cudaError_t run(const GroupNormArgs& a, cudaStream_t stream) {
+cudaError_t run(const GroupNormArgs& a, bool apply, cudaStream_t stream) {
   constexpr int V = Vec<T>::N;
   const int64_t cpg = a.channels / a.groups, group_elems = cpg * a.spatial;
   const int64_t chunks = group_norm_chunks(group_elems);
-  int64_t chunk = (group_elems + chunks - 1) / chunks;
-  chunk = (chunk + V - 1) / V * V;  // chunk starts stay vector aligned
+  const int64_t chunk = gn::chunk_elems(group_elems, chunks, V);
   const bool vec_stats = aligned16(a.x) && group_elems % V == 0;
   const bool vec_apply = vec_stats && aligned16(a.out) && a.spatial % V == 0;
   const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(a.batch * a.groups));
   stats_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(a.x), group_elems, chunk, vec_stats,
                                                   a.workspace);
-  apply_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(a.x), static_cast<T*>(a.out), a.channels,
-                                                  a.groups, a.spatial, chunk, vec_apply, a.workspace, a.weight,
-                                                  a.bias, a.param_dtype, a.eps, a.silu);
+  if (apply) {
+    apply_kernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(a.x), static_cast<T*>(a.out), a.channels,
+                                                    a.groups, a.spatial, chunk, vec_apply, a.workspace, a.weight,
+                                                    a.bias, a.param_dtype, a.eps, a.silu);
+  }
   return cudaGetLastError();
+}
+
+cudaError_t dispatch(const GroupNormArgs& a, bool apply, cudaStream_t stream) {
+  if (a.batch < 0 || a.channels < 0 || a.spatial < 0 || a.groups <= 0 || a.channels % a.groups)
+    return cudaErrorInvalidValue;
+  if (a.batch * a.channels * a.spatial == 0) return cudaSuccess;
+  if (!a.x || (apply && !a.out) || !a.workspace || a.batch * a.groups > 65535) return cudaErrorInvalidValue;
+  if (a.param_dtype != ElemType::kF32 && a.param_dtype != ElemType::kBF16 && a.param_dtype != ElemType::kF16)
+    return cudaErrorInvalidValue;
+  switch (a.dtype) {
+    case ElemType::kF32: return run<float>(a, apply, stream);
+    case ElemType::kBF16: return run<__nv_bfloat16>(a, apply, stream);
+    case ElemType::kF16: return run<__half>(a, apply, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace
@@ -246,19 +205,8 @@ int64_t group_norm_workspace_floats(int64_t batch, int64_t channels, int64_t spa
   return 2 * batch * groups * group_norm_chunks(channels / groups * spatial);
 }
 
-cudaError_t group_norm(const GroupNormArgs& a, cudaStream_t stream) {
-  if (a.batch < 0 || a.channels < 0 || a.spatial < 0 || a.groups <= 0 || a.channels % a.groups)
-    return cudaErrorInvalidValue;
-  if (a.batch * a.channels * a.spatial == 0) return cudaSuccess;
-  if (!a.x || !a.out || !a.workspace || a.batch * a.groups > 65535) return cudaErrorInvalidValue;
-  if (a.param_dtype != ElemType::kF32 && a.param_dtype != ElemType::kBF16 && a.param_dtype != ElemType::kF16)
-    return cudaErrorInvalidValue;
-  switch (a.dtype) {
-    case ElemType::kF32: return run<float>(a, stream);
-    case ElemType::kBF16: return run<__nv_bfloat16>(a, stream);
-    case ElemType::kF16: return run<__half>(a, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
+cudaError_t group_norm(const GroupNormArgs& a, cudaStream_t stream) { return dispatch(a, true, stream); }
+
+cudaError_t group_norm_stats(const GroupNormArgs& a, cudaStream_t stream) { return dispatch(a, false, stream); }
 
 }  // namespace fluxk

@@ -2,7 +2,9 @@
 // input rows and 16-byte stores along the output rows when strides and pointers allow (scalar otherwise), with
 // zero padding of the output rows. Feeds the implicit-GEMM convolution (NCHW -> NHWC activations, channels
 // padded to a multiple of 8; [Cout][Cin][kh*kw] -> [Cout][kh*kw][Cin] weights) and the wide attention (V -> Vᵀ).
-#include "vae_t5.h"
+// With a group norm, the convolution's input is normalised (+SiLU) on the way with group_norm.cu's arithmetic
+// (group_norm.cuh), so that the normalised tensor is never stored and the result equals norm then conv.
+#include "group_norm.cuh"
 
 namespace fluxk {
 namespace {
@@ -15,14 +17,44 @@ struct TransposeParams {
   int rows, cols, rows_padded;
   int64_t ibs, irs, obs, ors;
   bool vec_in, vec_out;
+  // Group norm of the rows (channels): groups, channels per group, pass-1 chunks and their size, values per group.
+  int64_t groups, cpg, chunks, chunk, group_elems;
+  const float* stats;
+  const void *weight, *bias;
+  ElemType param_dtype;
+  float eps;
+  bool silu;
 };
 
+// kNorm: T (__nv_bfloat16 or __half) is the element type, whose rounding the normalised values take.
+template <bool kNorm, class T>
 __global__ void __launch_bounds__(kThreads) transpose_kernel(const TransposeParams p) {
   __shared__ uint16_t tile[kTile][kPitch];
   const int tid = threadIdx.x;
   const int c0 = blockIdx.x * kTile, r0 = blockIdx.y * kTile;
   const uint16_t* in = p.in + static_cast<int64_t>(blockIdx.z) * p.ibs;
   uint16_t* out = p.out + static_cast<int64_t>(blockIdx.z) * p.obs;
+  __shared__ float mean_of[kNorm ? kTile : 1], scale_of[kNorm ? kTile : 1], shift_of[kNorm ? kTile : 1];
+  if constexpr (kNorm) {
+    if (tid < kTile && r0 + tid < p.rows) {
+      const int64_t ch = r0 + tid;
+      const float2 mr =
+          gn::mean_rstd(p.stats, blockIdx.z * p.groups + ch / p.cpg, p.chunks, p.chunk, p.group_elems, p.eps);
+      mean_of[tid] = mr.x;
+      gn::affine(p.weight, p.bias, p.param_dtype, ch, mr.y, scale_of[tid], shift_of[tid]);
+    }
+    __syncthreads();
+  }
+  // A loaded value as it enters the tile (rows past p.rows are the zero padding, never normalised).
+  auto enter = [&](uint16_t raw, int r) -> uint16_t {
+    if constexpr (kNorm) {
+      const T t = gn::from_f<T>(gn::normalized<T>(gn::to_f(*reinterpret_cast<const T*>(&raw)), mean_of[r],
+                                                   scale_of[r], shift_of[r], p.silu));
+      return *reinterpret_cast<const uint16_t*>(&t);
+    } else {
+      return raw;
+    }
+  };
 
   // Load: thread -> (row tid/8 + 32*pass, 8 columns starting at 8*(tid%8)).
 #pragma unroll
@@ -35,13 +67,13 @@ __global__ void __launch_bounds__(kThreads) transpose_kernel(const TransposePara
       const uint32_t w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        v[2 * e] = static_cast<uint16_t>(w[e] & 0xFFFF);
-        v[2 * e + 1] = static_cast<uint16_t>(w[e] >> 16);
+        v[2 * e] = enter(static_cast<uint16_t>(w[e] & 0xFFFF), r);
+        v[2 * e + 1] = enter(static_cast<uint16_t>(w[e] >> 16), r);
       }
     } else {
 #pragma unroll
       for (int e = 0; e < 8; ++e)
-        v[e] = (gr < p.rows && gc + e < p.cols) ? in[static_cast<int64_t>(gr) * p.irs + gc + e] : uint16_t(0);
+        v[e] = (gr < p.rows && gc + e < p.cols) ? enter(in[static_cast<int64_t>(gr) * p.irs + gc + e], r) : uint16_t(0);
     }
 #pragma unroll
     for (int e = 0; e < 8; ++e) tile[r][cv + e] = v[e];
@@ -97,7 +129,31 @@ cudaError_t transpose_2byte(const TransposeArgs& a, cudaStream_t stream) {
   p.vec_in = aligned16(a.in) && a.in_row_stride % 8 == 0 && a.in_batch_stride % 8 == 0;
   p.vec_out = aligned16(a.out) && a.out_row_stride % 8 == 0 && a.out_batch_stride % 8 == 0;
   const dim3 grid(static_cast<unsigned>(c_tiles), static_cast<unsigned>(r_tiles), static_cast<unsigned>(a.batch));
-  transpose_kernel<<<grid, kThreads, 0, stream>>>(p);
+  const GroupNormArgs* n = a.norm;
+  if (!n) {
+    transpose_kernel<false, uint16_t><<<grid, kThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
+  if (n->groups <= 0 || n->channels != a.rows || n->channels % n->groups || n->batch != a.batch || !n->workspace ||
+      (n->dtype != ElemType::kBF16 && n->dtype != ElemType::kF16) ||
+      (n->param_dtype != ElemType::kF32 && n->param_dtype != ElemType::kBF16 && n->param_dtype != ElemType::kF16))
+    return cudaErrorInvalidValue;
+  p.groups = n->groups;
+  p.cpg = n->channels / n->groups;
+  p.group_elems = p.cpg * n->spatial;
+  p.chunks = group_norm_chunks(p.group_elems);
+  p.chunk = gn::chunk_elems(p.group_elems, p.chunks, 8);
+  p.stats = n->workspace;
+  p.weight = n->weight;
+  p.bias = n->bias;
+  p.param_dtype = n->param_dtype;
+  p.eps = n->eps;
+  p.silu = n->silu;
+  if (n->dtype == ElemType::kBF16) {
+    transpose_kernel<true, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    transpose_kernel<true, __half><<<grid, kThreads, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 

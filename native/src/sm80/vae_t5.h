@@ -17,6 +17,8 @@ namespace fluxk {
 
 enum class ElemType : int { kF32 = 0, kBF16 = 1, kF16 = 2, kU8 = 3, kI32 = 4, kI64 = 5 };
 
+struct GroupNormArgs;  // group norm section below
+
 // ---- convolution ----------------------------------------------------------------------------------------
 // out = conv2d(x', w) + bias, fp32 accumulation, one rounding. x' = x, or x upsampled 2x nearest
 // (x'[y][x] = x[y/2][x/2]) when upsample2x is set, so the upsampled tensor never exists.
@@ -56,7 +58,10 @@ cudaError_t conv2d_implicit_gemm(const Conv2dArgs& args, cudaStream_t stream);
 // The same convolution on PyTorch's layouts: x [batch, cin, in_h, in_w], w [cout, cin, kh, kw], out [batch, cout,
 // out_h, out_w] (NCHW, contiguous), any cin and any alignment. x and w are transposed into the workspace
 // (channels padded to a multiple of 8 with zeros; a 1x1 weight with cin % 8 == 0 is used as it is), then
-// conv2d_implicit_gemm writes the NCHW output from its epilogue.
+// conv2d_implicit_gemm writes the NCHW output from its epilogue. The transposed x is held a band of output rows
+// at a time, at most `band_bytes` of it (0: kConvBandBytes; one output row's input when that alone is more), so
+// the workspace stays small beside a 512 MiB activation at the VAE's 1024² level; the result is the same.
+inline constexpr int64_t kConvBandBytes = int64_t(64) << 20;
 struct Conv2dNchwArgs {
   const void* x = nullptr;
   const void* w = nullptr;
@@ -67,6 +72,11 @@ struct Conv2dNchwArgs {
   int kh = 1, kw = 1, stride = 1, pad = 0;
   int out_h = 0, out_w = 0;
   bool upsample2x = false;
+  size_t band_bytes = 0;
+  // Optional: group norm (+SiLU) of x first, applied as x is transposed (the normalised x is never stored). Its
+  // groups, weight, bias, param_dtype, eps, silu are used; workspace holds group_norm_workspace_floats(batch, cin,
+  // in_h * in_w, groups) floats.
+  const GroupNormArgs* norm = nullptr;
 };
 size_t conv2d_nchw_workspace_bytes(const Conv2dNchwArgs& args);
 cudaError_t conv2d_nchw(const Conv2dNchwArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
@@ -80,6 +90,10 @@ struct TransposeArgs {
   int batch = 0, rows = 0, cols = 0, rows_padded = 0;
   int64_t in_batch_stride = 0, in_row_stride = 0;
   int64_t out_batch_stride = 0, out_row_stride = 0;
+  // Optional: the rows are the channels of this group norm (its batch, channels, spatial, dtype describe the whole
+  // tensor; group_norm_stats already ran into its workspace). Each value is normalised (+SiLU) and rounded to
+  // the dtype on the way, bit for bit group_norm's output; x and out of it are unused.
+  const GroupNormArgs* norm = nullptr;
 };
 cudaError_t transpose_2byte(const TransposeArgs& args, cudaStream_t stream);
 
@@ -104,6 +118,9 @@ struct GroupNormArgs {
 int64_t group_norm_chunks(int64_t group_elems);
 int64_t group_norm_workspace_floats(int64_t batch, int64_t channels, int64_t spatial, int64_t groups);
 cudaError_t group_norm(const GroupNormArgs& args, cudaStream_t stream);
+// Pass 1 only: the chunk statistics into `workspace` (out unused), for a consumer that applies the norm itself
+// (conv2d_nchw's `norm`).
+cudaError_t group_norm_stats(const GroupNormArgs& args, cudaStream_t stream);
 
 // ---- attention ------------------------------------------------------------------------------------------
 // O = softmax(Q·Kᵀ·scale + bias, masked)·V per (batch, head), non-causal; fp32 scores and statistics.
