@@ -82,12 +82,26 @@ long long fkv_conv2d_nchw_workspace(int batch, int cin, int in_h, int in_w, int 
                                                                       out_h, out_w, upsample, band_bytes)));
 }
 
+// norm_groups > 0: convolve group_norm(x) (+SiLU), norm_workspace holding fkv_group_norm_workspace_floats floats.
 int fkv_conv2d_nchw(const void* x, const void* w, const void* bias, void* out, int dtype, int batch, int cin, int in_h,
                     int in_w, int cout, int kh, int kw, int stride, int pad, int out_h, int out_w, int upsample,
-                    long long band_bytes, void* workspace, long long workspace_bytes, void* stream) {
-  return conv2d_nchw(nchw_args(x, w, bias, out, dtype, batch, cin, in_h, in_w, cout, kh, kw, stride, pad, out_h,
-                               out_w, upsample, band_bytes),
-                     workspace, static_cast<size_t>(workspace_bytes), static_cast<cudaStream_t>(stream));
+                    long long band_bytes, long long norm_groups, const void* norm_weight, const void* norm_bias,
+                    int norm_param_dtype, float norm_eps, int norm_silu, float* norm_workspace, void* workspace,
+                    long long workspace_bytes, void* stream) {
+  Conv2dNchwArgs a = nchw_args(x, w, bias, out, dtype, batch, cin, in_h, in_w, cout, kh, kw, stride, pad, out_h,
+                               out_w, upsample, band_bytes);
+  GroupNormArgs n;
+  if (norm_groups > 0) {
+    n.groups = norm_groups;
+    n.weight = norm_weight;
+    n.bias = norm_bias;
+    n.param_dtype = et(norm_param_dtype);
+    n.eps = norm_eps;
+    n.silu = norm_silu != 0;
+    n.workspace = norm_workspace;
+    a.norm = &n;
+  }
+  return conv2d_nchw(a, workspace, static_cast<size_t>(workspace_bytes), static_cast<cudaStream_t>(stream));
 }
 
 long long fkv_group_norm_workspace_floats(long long batch, long long channels, long long spatial, long long groups) {

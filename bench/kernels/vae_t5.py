@@ -78,7 +78,7 @@ class Lib:
         L.fkv_conv2d_nchw_workspace.restype = ll
         L.fkv_conv2d_nchw_workspace.argtypes = [i] * 12 + [ll]
         L.fkv_conv2d_nchw.restype = i
-        L.fkv_conv2d_nchw.argtypes = [vp, vp, vp, vp] + [i] * 13 + [ll, vp, ll, vp]
+        L.fkv_conv2d_nchw.argtypes = [vp, vp, vp, vp] + [i] * 13 + [ll, ll, vp, vp, i, f, i, vp, vp, ll, vp]
         L.fkv_group_norm_workspace_floats.restype = ll
         L.fkv_group_norm_workspace_floats.argtypes = [ll] * 4
         L.fkv_group_norm.restype = i
@@ -171,7 +171,8 @@ def worker(group, quick, lib_path, results_path):
             torch.cuda.synchronize()  # a sticky error ends the worker here, and the parent reports it
 
     # ---------------- ops as the addon runs them ----------------
-    def conv_nchw(x, w, b, stride=1, pad=1, up=False, out=None, band_bytes=0):
+    def conv_nchw(x, w, b, stride=1, pad=1, up=False, out=None, band_bytes=0, norm=None):
+        """norm = (groups, weight, bias, eps, silu): convolve the group norm of x, applied in the transpose."""
         x = x.contiguous()  # the kernels take raw NCHW pointers (torch may hand over permuted views)
         B, C, H, W = x.shape
         cout, _, kh, kw = w.shape
@@ -181,8 +182,13 @@ def worker(group, quick, lib_path, results_path):
             out = torch.empty(B, cout, oh, ow, device=dev, dtype=x.dtype)
         wsb = L.fkv_conv2d_nchw_workspace(B, C, H, W, cout, kh, kw, stride, pad, oh, ow, int(up), band_bytes)
         ws = torch.empty(wsb, device=dev, dtype=torch.uint8)
+        groups, nw, nb, eps, silu = norm if norm else (0, None, None, 0.0, False)
+        nws = torch.empty(L.fkv_group_norm_workspace_floats(B, C, H * W, groups) if norm else 1, device=dev,
+                          dtype=torch.float32)
         lib.check(L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(out), code(x.dtype), B, C, H, W, cout, kh, kw, stride,
-                                    pad, oh, ow, int(up), band_bytes, ptr(ws), wsb, sp), "conv2d_nchw")
+                                    pad, oh, ow, int(up), band_bytes, groups, ptr(nw), ptr(nb),
+                                    code(nw.dtype) if norm else F32, eps, int(silu), ptr(nws), ptr(ws), wsb, sp),
+                  "conv2d_nchw")
         return out
 
     def conv_nhwc(x_nhwc, w_khwc, b, H, W, up=False, out_nhwc=None, pad=1):
@@ -286,6 +292,25 @@ def worker(group, quick, lib_path, results_path):
                     torch.cuda.synchronize()
                     record(name, ok=bool(torch.equal(o, whole)), max_diff=float((o.float() - whole.float()).abs().max()))
                 guarded(name, banded)
+        # the group norm (+SiLU) applied in the transpose: bitwise group_norm then the conv, in bands too
+        for (B, cin, cout, H, W, k, groups, silu, up, rows) in [(1, 64, 48, 40, 36, 3, 32, True, False, 0),
+                                                                (2, 77, 40, 13, 11, 3, 7, True, False, 1),
+                                                                (1, 24, 36, 7, 9, 3, 6, False, True, 5)]:
+            name = f"check conv of group norm G{groups}{'+silu' if silu else ''} B{B} {cin}->{cout} {H}x{W}{' up' if up else ''}{' bands' if rows else ''}"
+
+            def fused():
+                x = (torch.randn(B, cin, H, W, device=dev) * 2).bfloat16()
+                w = (torch.randn(cout, cin, k, k, device=dev) / math.sqrt(cin * k * k)).bfloat16()
+                b = (torch.randn(cout, device=dev) * 0.1).bfloat16()
+                nw, nb = 1 + 0.1 * torch.randn(cin, device=dev), 0.1 * torch.randn(cin, device=dev)
+                separate = conv_nchw(group_norm(x, groups, nw, nb, 1e-6, silu), w, b, 1, k // 2, up)
+                cap = rows * B * W * ((cin + 7) // 8 * 8) * 2
+                o = torch.empty_like(separate)
+                poison(o)
+                conv_nchw(x, w, b, 1, k // 2, up, out=o, band_bytes=cap, norm=(groups, nw, nb, 1e-6, silu))
+                torch.cuda.synchronize()
+                record(name, ok=bool(torch.equal(o, separate)), max_diff=float((o.float() - separate.float()).abs().max()))
+            guarded(name, fused)
         # the NHWC kernel alone (NHWC output), one shape
         def nhwc_check():
             x = torch.randn(1, 64, 24, 20, device=dev).bfloat16()
@@ -315,7 +340,13 @@ def worker(group, quick, lib_path, results_path):
 
                 def mine():
                     L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(o), BF16, 1, cin, H, W, cout, k, k, 1, p, oh, ow,
-                                      int(up), 0, ptr(ws), wsb, sp)
+                                      int(up), 0, 0, None, None, F32, 0.0, 0, None, ptr(ws), wsb, sp)
+                whole_bytes = L.fkv_conv2d_nchw_workspace(1, cin, H, W, cout, k, k, 1, p, oh, ow, int(up), 1 << 50)
+                ws_whole = torch.empty(whole_bytes, device=dev, dtype=torch.uint8)
+
+                def one_band():  # the input transposed whole, as before the bands
+                    L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(o), BF16, 1, cin, H, W, cout, k, k, 1, p, oh, ow,
+                                      int(up), 1 << 50, 0, None, None, F32, 0.0, 0, None, ptr(ws_whole), whole_bytes, sp)
 
                 def torch_nchw():
                     xi = F.interpolate(x, scale_factor=2, mode="nearest") if up else x
@@ -335,14 +366,16 @@ def worker(group, quick, lib_path, results_path):
                                       cin, cout, k, k, 1, p, oh, ow, int(up), 1, 0, sp)
                 poison(o)
                 lib.check(L.fkv_conv2d_nchw(ptr(x), ptr(w), ptr(b), ptr(o), BF16, 1, cin, H, W, cout, k, k, 1, p, oh,
-                                            ow, int(up), 0, ptr(ws), wsb, sp), name)
+                                            ow, int(up), 0, 0, None, None, F32, 0.0, 0, None, ptr(ws), wsb, sp), name)
                 xin = F.interpolate(x.float(), scale_factor=2, mode="nearest") if up else x.float()
                 err = nerr(o, F.conv2d(xin, w.float(), b.float(), padding=p))
                 del xin
                 ms, tms = timepair(mine, torch_nchw)
                 _, tcl = timepair(kernel_only, torch_cl, rounds=1)
                 kms = timeit(kernel_only)
+                ms_bands, ms_whole = timepair(mine, one_band)
                 record(f"time conv {name}", ok=bool(err <= 1e-2), err=err, ms=ms, torch_ms=tms, torch_cl_ms=tcl, kernel_ms=kms,
+                       bands_ms=ms_bands, one_band_ms=ms_whole, workspace_mb=wsb / 2**20,
                        tflops=fl / ms / 1e9, torch_tflops=fl / tms / 1e9, kernel_tflops=fl / kms / 1e9,
                        torch_cl_tflops=fl / tcl / 1e9, ratio=tms / ms, gflop=fl / 1e9)
             guarded(f"time conv {name}", timing)
@@ -540,19 +573,34 @@ def worker(group, quick, lib_path, results_path):
                 def attention(self, q, k, v):
                     return F.scaled_dot_product_attention(q, k, v)
 
+                def norm_conv(self, x, pn, pc):
+                    return self.conv(self.gn_silu(x, pn), pc)
+
             class OurOps:
+                """What the addon runs: the norm inside the convolution, the transposes in bands of <= 64 MiB."""
                 def conv(self, x, p, up=False, k=3):
                     return conv_nchw(x, p[0], p[1], 1, p[0].shape[-1] // 2, up)
 
                 def gn_silu(self, x, p, silu=True):
                     return group_norm(x, 32, p[0], p[1], 1e-6, silu)
 
+                def norm_conv(self, x, pn, pc):
+                    return conv_nchw(x, pc[0], pc[1], 1, pc[0].shape[-1] // 2, norm=(32, pn[0], pn[1], 1e-6, True))
+
                 def attention(self, q, k, v):
                     return attn_wide(q, k, v)
 
+            class SeparateOps(OurOps):
+                """Before 2026-11-27: the normalised tensor stored, each input transposed whole."""
+                def conv(self, x, p, up=False, k=3):
+                    return conv_nchw(x, p[0], p[1], 1, p[0].shape[-1] // 2, up, band_bytes=1 << 50)
+
+                def norm_conv(self, x, pn, pc):
+                    return self.conv(self.gn_silu(x, pn), pc)
+
             def resnet(o, x, p):
-                h = o.conv(o.gn_silu(x, p["n1"]), p["c1"])
-                h = o.conv(o.gn_silu(h, p["n2"]), p["c2"])
+                h = o.norm_conv(x, p["n1"], p["c1"])
+                h = o.norm_conv(h, p["n2"], p["c2"])
                 return (o.conv(x, p["sc"]) if "sc" in p else x) + h
 
             def attention(o, x, p):
@@ -572,7 +620,7 @@ def worker(group, quick, lib_path, results_path):
                         h = resnet(o, h, r)
                     if i < 3:
                         h = o.conv(h, p[f"up{i}_us"], up=True)
-                return o.conv(o.gn_silu(h, p["norm_out"]), p["conv_out"])
+                return o.norm_conv(h, p["norm_out"], p["conv_out"])
 
             z = torch.randn(1, 16, 128, 128, device=dev)
             pb = cast(P, torch.bfloat16)
@@ -584,19 +632,27 @@ def worker(group, quick, lib_path, results_path):
                 err, terr = nerr(ours, ref), nerr(tb, ref)
                 del ref
                 torch.cuda.empty_cache()
+                separate = decode(SeparateOps(), z.bfloat16(), pb)
+                same = bool(torch.equal(separate, ours))
+                del separate
                 ms, tms = timepair(lambda: decode(OurOps(), z.bfloat16(), pb), lambda: decode(TorchOps(), z.bfloat16(), pb),
                                    rounds=3, budget_s=0.5)
-                torch.cuda.reset_peak_memory_stats()
-                decode(OurOps(), z.bfloat16(), pb)
-                torch.cuda.synchronize()
-                peak = torch.cuda.max_memory_allocated() / 2**30
-                torch.cuda.reset_peak_memory_stats()
-                decode(TorchOps(), z.bfloat16(), pb)
-                torch.cuda.synchronize()
-                tpeak = torch.cuda.max_memory_allocated() / 2**30
+                ms2, sms = timepair(lambda: decode(OurOps(), z.bfloat16(), pb),
+                                    lambda: decode(SeparateOps(), z.bfloat16(), pb), rounds=3, budget_s=0.5)
+
+                def peak_of(o):
+                    torch.cuda.reset_peak_memory_stats()
+                    base = torch.cuda.memory_allocated()
+                    decode(o, z.bfloat16(), pb)
+                    torch.cuda.synchronize()
+                    return (torch.cuda.max_memory_allocated() - base) / 2**30
+                # above what is allocated before the call (weights, latents)
+                peak, speak, tpeak = peak_of(OurOps()), peak_of(SeparateOps()), peak_of(TorchOps())
             record("time VAE decode 1024x1024 (random weights, ours vs torch bf16)", ok=bool(err <= max(3e-2, 2 * terr)), err=err,
                    torch_err=terr, ms=ms, torch_ms=tms, ratio=tms / ms, peak_gib=peak, torch_peak_gib=tpeak,
                    target_ms=90.0)
+            record("time VAE decode 1024x1024: norm fused + bands vs separate norm + whole transposes", ok=same,
+                   ms=ms2, separate_ms=sms, ratio=sms / ms2, peak_gib=peak, separate_peak_gib=speak)
         guarded("time VAE decode", decode_bench)
     out.close()
 
@@ -622,7 +678,9 @@ def table(rows):
         for key, label in (("kernel_ms", "kernel alone (NHWC in/out) ms"), ("kernel_tflops", "TFLOP/s"),
                            ("torch_cl_ms", "torch channels_last ms"), ("torch_cl_tflops", "TFLOP/s"),
                            ("per_encoder_ms", "x24 layers ms"), ("peak_gib", "peak GiB"),
-                           ("torch_peak_gib", "torch peak GiB"), ("workspace_mb", "workspace MiB")):
+                           ("torch_peak_gib", "torch peak GiB"), ("separate_ms", "separate ms"),
+                           ("separate_peak_gib", "separate peak GiB"), ("bands_ms", "in bands ms"),
+                           ("one_band_ms", "one band ms"), ("workspace_mb", "workspace MiB")):
             if key in r:
                 extra.append(f"{label} {fmt(r[key], '.3f')}")
         if extra:

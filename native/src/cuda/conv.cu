@@ -105,7 +105,7 @@ void conv2d(const void* x, const void* w, const void* bias, void* out, DType dt,
   if (norm) {
     const int64_t spatial = c.H * c.W;
     normalised = scratch(c.B * c.Cin * spatial * int64_t(dtype_size(dt)));
-    Tensor stats = scratch(2 * c.B * norm->groups * group_norm_chunks(c.Cin / norm->groups * spatial) * 4);
+    Tensor stats = scratch(group_norm_workspace_floats(c.B, c.Cin, spatial, norm->groups) * 4);
     group_norm(x, normalised.data(), dt, c.B, c.Cin, spatial, norm->groups, norm->weight, norm->bias,
                norm->param_dtype, norm->eps, norm->silu, static_cast<float*>(stats.data()), s);
     x = normalised.data();

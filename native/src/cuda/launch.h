@@ -45,8 +45,8 @@ void layer_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, con
                 float eps, cudaStream_t s);
 void rms_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, const void* w, DType pdt, float eps,
               cudaStream_t s);
-// `workspace` holds 2*B*groups*chunks floats (chunks from group_norm_chunks); `silu` applies x·sigmoid(x) after.
-int64_t group_norm_chunks(int64_t group_elems);
+// `workspace` holds group_norm_workspace_floats(...) floats; `silu` applies x·sigmoid(x) after.
+int64_t group_norm_workspace_floats(int64_t B, int64_t C, int64_t spatial, int64_t groups);
 void group_norm(const void* x, void* out, DType dt, int64_t B, int64_t C, int64_t spatial, int64_t groups,
                 const void* w, const void* b, DType pdt, float eps, bool silu, float* workspace, cudaStream_t s);
 void softmax(const void* x, void* out, DType dt, int64_t outer, int64_t L, int64_t inner, cudaStream_t s);

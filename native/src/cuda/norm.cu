@@ -135,7 +135,9 @@ void rms_norm(const void* x, void* out, DType dt, int64_t rows, int64_t C, const
   });
 }
 
-int64_t group_norm_chunks(int64_t group_elems) { return fluxk::group_norm_chunks(group_elems); }
+int64_t group_norm_workspace_floats(int64_t B, int64_t C, int64_t spatial, int64_t groups) {
+  return fluxk::group_norm_workspace_floats(B, C, spatial, groups);
+}
 
 void group_norm(const void* x, void* out, DType dt, int64_t B, int64_t C, int64_t spatial, int64_t groups,
                 const void* w, const void* b, DType pdt, float eps, bool silu, float* workspace, cudaStream_t s) {

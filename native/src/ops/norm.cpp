@@ -64,8 +64,7 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor* w, const Tensor
   } else {
 #if FLUXLAB_WITH_CUDA
     const int64_t spatial = x.numel() / (B * C);
-    const int64_t chunks = cuda::group_norm_chunks((C / groups) * spatial);
-    Tensor ws = empty({2 * B * groups * chunks}, DType::F32, x.device());
+    Tensor ws = empty({cuda::group_norm_workspace_floats(B, C, spatial, groups)}, DType::F32, x.device());
 #endif
     FL_CUDA_LAUNCH(x.device(), cat("ops.groupNorm: ", describe({{"x", &x}, {"weight", w}, {"bias", b}})),
                    cuda::group_norm(x.data(), out.data(), x.dtype, B, C, spatial, groups, w ? w->data() : nullptr,

@@ -1,5 +1,6 @@
-// The group norm's statistics and per-element arithmetic (group_norm.cu), shared with the transpose that feeds a
-// convolution its normalised input (transpose.cu), so that norm → conv fused and unfused give the same bits.
+// The group norm's per-element arithmetic (group_norm.cu), shared with the transpose that feeds a convolution its
+// normalised input (transpose.cu), so that norm → conv fused and unfused give the same bits. Both read each
+// (batch, group)'s mean and 1/sqrt(var + eps) from the first 2·batch·groups floats of the workspace.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,36 +12,6 @@
 
 namespace fluxk {
 namespace gn {
-
-struct Stats {
-  float n, mean, m2;
-};
-
-// Chan's parallel combination of two partial (count, mean, M2).
-__device__ __forceinline__ Stats combine(Stats a, Stats b) {
-  if (a.n == 0.f) return b;
-  if (b.n == 0.f) return a;
-  const float n = a.n + b.n, delta = b.mean - a.mean;
-  return Stats{n, a.mean + delta * (b.n / n), a.m2 + b.m2 + delta * delta * (a.n * b.n / n)};
-}
-
-// Values of a group per chunk of pass 1: vector aligned, so chunk starts stay 16-byte aligned.
-inline int64_t chunk_elems(int64_t group_elems, int64_t chunks, int vec) {
-  const int64_t chunk = (group_elems + chunks - 1) / chunks;
-  return (chunk + vec - 1) / vec * vec;
-}
-
-// Mean and 1/sqrt(var + eps) of (batch, group) `bg` from pass 1's chunk statistics `ws`, folded in chunk order:
-// every reader folds the same way, so all agree bit for bit.
-__device__ __forceinline__ float2 mean_rstd(const float* ws, int64_t bg, int64_t chunks, int64_t chunk,
-                                            int64_t group_elems, float eps) {
-  Stats s{0.f, 0.f, 0.f};
-  for (int64_t k = 0; k < chunks; ++k) {
-    const int64_t ks = k * chunk, ke = min(group_elems, ks + chunk);
-    s = combine(s, Stats{float(ke > ks ? ke - ks : 0), ws[(bg * chunks + k) * 2], ws[(bg * chunks + k) * 2 + 1]});
-  }
-  return make_float2(s.mean, rsqrtf(s.m2 / s.n + eps));
-}
 
 __device__ __forceinline__ float load_param(const void* p, ElemType t, int64_t i) {
   switch (t) {

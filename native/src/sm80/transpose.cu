@@ -17,12 +17,11 @@ struct TransposeParams {
   int rows, cols, rows_padded;
   int64_t ibs, irs, obs, ors;
   bool vec_in, vec_out;
-  // Group norm of the rows (channels): groups, channels per group, pass-1 chunks and their size, values per group.
-  int64_t groups, cpg, chunks, chunk, group_elems;
+  // Group norm of the rows (channels): groups, channels per group, (mean, rstd) per (batch, group).
+  int64_t groups, cpg;
   const float* stats;
   const void *weight, *bias;
   ElemType param_dtype;
-  float eps;
   bool silu;
 };
 
@@ -37,11 +36,9 @@ __global__ void __launch_bounds__(kThreads) transpose_kernel(const TransposePara
   __shared__ float mean_of[kNorm ? kTile : 1], scale_of[kNorm ? kTile : 1], shift_of[kNorm ? kTile : 1];
   if constexpr (kNorm) {
     if (tid < kTile && r0 + tid < p.rows) {
-      const int64_t ch = r0 + tid;
-      const float2 mr =
-          gn::mean_rstd(p.stats, blockIdx.z * p.groups + ch / p.cpg, p.chunks, p.chunk, p.group_elems, p.eps);
-      mean_of[tid] = mr.x;
-      gn::affine(p.weight, p.bias, p.param_dtype, ch, mr.y, scale_of[tid], shift_of[tid]);
+      const int64_t ch = r0 + tid, bg = blockIdx.z * p.groups + ch / p.cpg;
+      mean_of[tid] = p.stats[2 * bg];
+      gn::affine(p.weight, p.bias, p.param_dtype, ch, p.stats[2 * bg + 1], scale_of[tid], shift_of[tid]);
     }
     __syncthreads();
   }
@@ -140,14 +137,10 @@ cudaError_t transpose_2byte(const TransposeArgs& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   p.groups = n->groups;
   p.cpg = n->channels / n->groups;
-  p.group_elems = p.cpg * n->spatial;
-  p.chunks = group_norm_chunks(p.group_elems);
-  p.chunk = gn::chunk_elems(p.group_elems, p.chunks, 8);
   p.stats = n->workspace;
   p.weight = n->weight;
   p.bias = n->bias;
   p.param_dtype = n->param_dtype;
-  p.eps = n->eps;
   p.silu = n->silu;
   if (n->dtype == ElemType::kBF16) {
     transpose_kernel<true, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);

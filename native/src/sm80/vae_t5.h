@@ -113,13 +113,15 @@ struct GroupNormArgs {
   ElemType param_dtype = ElemType::kF32;
   float eps = 1e-5f;
   bool silu = false;
-  float* workspace = nullptr;  // group_norm_workspace_floats(...) floats
+  // group_norm_workspace_floats(...) floats; the first 2·batch·groups hold each (batch, group)'s mean and
+  // 1/sqrt(var + eps) once the statistics ran.
+  float* workspace = nullptr;
 };
 int64_t group_norm_chunks(int64_t group_elems);
 int64_t group_norm_workspace_floats(int64_t batch, int64_t channels, int64_t spatial, int64_t groups);
 cudaError_t group_norm(const GroupNormArgs& args, cudaStream_t stream);
-// Pass 1 only: the chunk statistics into `workspace` (out unused), for a consumer that applies the norm itself
-// (conv2d_nchw's `norm`).
+// The statistics only, into `workspace` (out unused), for a consumer that applies the norm itself (conv2d_nchw's
+// `norm`).
 cudaError_t group_norm_stats(const GroupNormArgs& args, cudaStream_t stream);
 
 // ---- attention ------------------------------------------------------------------------------------------
