@@ -484,6 +484,13 @@ int64_t band_input_rows(const Conv2dNchwArgs& a, int64_t rows) {
   return needed < a.in_h ? needed : a.in_h;
 }
 
+int64_t sm_count() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 1;
+  return sms > 0 ? sms : 1;
+}
+
 NchwPlan nchw_plan(const Conv2dNchwArgs& a) {
   NchwPlan p;
   p.cp = (static_cast<int64_t>(a.cin) + 7) / 8 * 8;
@@ -500,8 +507,23 @@ NchwPlan nchw_plan(const Conv2dNchwArgs& a) {
       const int64_t mid = (lo + hi + 1) / 2;
       if (band_input_rows(a, mid) * row_bytes <= cap) lo = mid; else hi = mid - 1;
     }
-    const int64_t bands = (rows + lo - 1) / lo;
-    rows = (rows + bands - 1) / bands;  // even bands: no thin last one
+    // Each band's launch rounds up to whole waves (one CTA per SM): among the band counts that fit, the one with
+    // the fewest waves in all (512-row outputs in 5 bands of 103 rows took 35 waves of 128-pixel tiles where 8 bands
+    // of 64 take the whole launch's 32).
+    const int64_t n_tiles = (a.cout + (a.cout <= 32 ? 31 : 127)) / (a.cout <= 32 ? 32 : 128);
+    const int64_t sms = sm_count();
+    auto waves = [&](int64_t band_rows) {
+      const int64_t full = rows / band_rows, rest = rows % band_rows;
+      auto of = [&](int64_t r) { return ((a.batch * r * a.out_w + 127) / 128 * n_tiles + sms - 1) / sms; };
+      return full * of(band_rows) + (rest ? of(rest) : 0);
+    };
+    const int64_t fewest = (rows + lo - 1) / lo;
+    int64_t best = (rows + fewest - 1) / fewest;
+    for (int64_t bands = fewest + 1; bands <= fewest + 16 && bands <= rows; ++bands) {
+      const int64_t r = (rows + bands - 1) / bands;
+      if (waves(r) < waves(best)) best = r;
+    }
+    rows = best;
   }
   p.band_rows = static_cast<int>(rows);
   p.x_bytes = (band_input_rows(a, rows) * row_bytes + 255) / 256 * 256;
