@@ -105,7 +105,6 @@ export interface NativeDeviceStats {
   total: number;
   graphReserved: number;
   graphPools: number;
-  graphLent: number;
   byTag: Record<string, number>;
 }
 
@@ -287,7 +286,6 @@ export interface Binding {
   memoryStats(device: number): NativeDeviceStats;
   resetPeak(device: number): void;
   emptyCache(device: number): void;
-  lendGraphPools(device: number, on: boolean): void;
   setAllocationTag(tag: string): string;
   hostStats(): NativeHostStats;
   resetHostPeak(): void;

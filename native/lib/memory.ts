@@ -1,5 +1,5 @@
 import { binding, type NativePinned } from './binding';
-import { leakedTensorCount, type Tensor } from './tensor';
+import { leakedTensorCount } from './tensor';
 import type { Device } from './types';
 
 /** Statistics of one CUDA device's caching allocator (bytes unless named num*). */
@@ -25,8 +25,6 @@ export interface MemoryStats {
   graphReserved: number;
   /** Live graphs holding a pool. */
   graphPools: number;
-  /** Bytes of live tensors in graph pools' memory lent by memory.lendGraphPools (in `graphReserved`, not `allocated`). */
-  graphLent: number;
   /** Live bytes per allocation tag (see memory.withTag); untagged allocations count under ''. */
   byTag: Record<string, number>;
 }
@@ -96,44 +94,6 @@ export const memory = {
     if (result instanceof Promise) return result.finally(() => b.setAllocationTag(previous)) as T;
     b.setAllocationTag(previous);
     return result;
-  },
-
-  /**
-   * Runs `fn` with the idle memory of `device`'s CUDA graph pools lent to its allocations: between replays a
-   * graph's temporaries hold nothing, so work that runs between them (the VAE decode after the denoising loop) can
-   * use that memory instead of more. Returns fn's result copied to ordinary memory; every other tensor made in
-   * `fn` must be disposed by then (wrap it in tidy), or the next replay refuses to run. Lent bytes count in
-   * `graphReserved`, not in `allocated`. Replays inside `fn` throw. Without graphs it simply runs `fn`.
-   */
-  lendGraphPools(fn: () => Tensor, device?: Device | number): Tensor {
-    const b = binding();
-    const index = deviceIndex(device, 'memory.lendGraphPools');
-    b.lendGraphPools(index, true);
-    let result: Tensor;
-    try {
-      result = fn();
-    } catch (err) {
-      b.lendGraphPools(index, false);
-      throw err;
-    }
-    let copy: Tensor;
-    try {
-      b.lendGraphPools(index, false);
-      copy = result.to(result.device); // always a new tensor
-    } finally {
-      result.dispose();
-    }
-    // The work on the lent memory finishes before a replay on any stream may write it.
-    b.synchronize(index);
-    const stillLent = b.memoryStats(index).graphLent;
-    if (stillLent > 0) {
-      copy.dispose();
-      throw new Error(
-        `memory.lendGraphPools: ${(stillLent / 2 ** 20).toFixed(1)} MiB of tensors made in fn are still alive; ` +
-          'dispose them (tidy) before it returns',
-      );
-    }
-    return copy;
   },
 
   /** Host memory statistics (works without CUDA). */

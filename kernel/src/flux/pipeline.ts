@@ -829,17 +829,15 @@ export class FluxPipeline {
 
       progress({ stage: 'decode', step: steps, steps });
       const vaeConfig = this.vae.config;
-      const decode = (): Tensor =>
+      const decoded = scope.track(
         tidy(() => {
           const unpacked = unpackLatents(latents, latent.height, latent.width);
           // (latents / scaling_factor) + shift_factor, as float32 scalars like torch's wrapped numbers.
           const scaled = ops.div(unpacked, Tensor.full([1], vaeConfig.scaling_factor, { device: this.device }));
           const shifted = vaeConfig.shift_factor === null ? scaled : ops.add(scaled, Tensor.full([1], vaeConfig.shift_factor, { device: this.device }));
           return this.vae.decode(shifted.dtype === this.dtype ? shifted : shifted.to({ dtype: this.dtype }));
-        });
-      // The compiled transformer's graph pool is idle until the next call: the decoder's ~1 GiB of activations at
-      // 1024² runs in it rather than beside it.
-      const decoded = scope.track(this.device === 'cpu' ? decode() : memory.lendGraphPools(decode, this.device));
+        }),
+      );
       trace?.('image_decoded', decoded);
       const afterDecode = clock.mark();
       const pixels = imagesToUint8(decoded);

@@ -283,7 +283,6 @@ Napi::Value memory_stats_js(const Napi::CallbackInfo& info) {
   o.Set("total", N(env, double(s.total)));
   o.Set("graphReserved", N(env, double(s.graph_reserved)));
   o.Set("graphPools", N(env, double(s.graph_pools)));
-  o.Set("graphLent", N(env, double(s.graph_lent)));
   std::map<std::string, int64_t> tags;
   for (const auto& [id, bytes] : s.by_tag) tags[mem::tag_name(id)] = bytes;
   o.Set("byTag", by_tag(env, tags));
@@ -297,12 +296,6 @@ Napi::Value reset_peak_js(const Napi::CallbackInfo& info) {
 
 Napi::Value empty_cache_js(const Napi::CallbackInfo& info) {
   gpu::empty_cache(device_index(info[0], "memory.emptyCache"));
-  return info.Env().Undefined();
-}
-
-Napi::Value lend_graph_pools_js(const Napi::CallbackInfo& info) {
-  const char* w = "memory.lendGraphPools";
-  gpu::lend_graph_pools(device_index(info[0], w), bool_arg(info[1], w));
   return info.Env().Undefined();
 }
 
@@ -630,7 +623,6 @@ void register_cuda_functions(Napi::Env env, Napi::Object exports) {
   FL_EXPORT("memoryStats", memory_stats_js);
   FL_EXPORT("resetPeak", reset_peak_js);
   FL_EXPORT("emptyCache", empty_cache_js);
-  FL_EXPORT("lendGraphPools", lend_graph_pools_js);
   FL_EXPORT("setAllocationTag", set_tag_js);
   FL_EXPORT("hostStats", host_stats_js);
   FL_EXPORT("resetHostPeak", reset_host_peak_js);

@@ -58,15 +58,11 @@ struct DeviceStats {
   int64_t free = 0, total = 0;
   int64_t graph_reserved = 0;  // part of `reserved` held by CUDA graphs' private pools
   int64_t graph_pools = 0;     // live graphs holding a pool
-  int64_t graph_lent = 0;      // bytes of live tensors in graph pools' memory lent by lend_graph_pools
   std::map<int, int64_t> by_tag;
 };
 DeviceStats device_stats(int device);
 void reset_peak(int device);
 void empty_cache(int device);
-// memory.lendGraphPools: while on (nests), allocations the shared cache cannot serve may take free blocks of live
-// graphs' pools (DeviceStats::graph_lent counts those still live).
-void lend_graph_pools(int device, bool on);
 
 // CUDA graphs (cuda/graph.cpp). Capture runs the ops of `device` on a new capture stream (made current) with
 // allocations from a private pool; the handle then owns the instantiated graph, the stream and the pool.

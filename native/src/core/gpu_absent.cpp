@@ -63,7 +63,6 @@ DeviceStats device_stats(int) {
 }
 void reset_peak(int) { require("memory.resetPeak"); }
 void empty_cache(int) { require("memory.emptyCache"); }
-void lend_graph_pools(int, bool) { require("memory.lendGraphPools"); }
 void copy_bytes(void*, Device, const void*, Device, size_t, bool) { require("copying to or from a CUDA device"); }
 void* graph_capture_begin(int) {
   require("cuda.captureGraph");

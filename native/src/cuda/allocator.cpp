@@ -9,10 +9,6 @@
 // stream orders them), and the whole pool stays reserved until the graph is disposed, so replays find their memory
 // intact. A block from outside the pool freed during a capture may be read by every replay: the graph keeps it
 // until it is disposed.
-// Between replays a pool's free blocks hold nothing (each replay writes them before it reads them), so they can be
-// lent (memory.lendGraphPools): while lending, an allocation the shared cache cannot serve takes the best-fitting
-// free block of a live graph's pool before asking the driver for more. Such blocks count in the pool, not in
-// `allocated`, and a replay refuses to run while any of them is still live (it would overwrite it).
 #include <cuda_runtime_api.h>
 
 #include <deque>
@@ -47,7 +43,6 @@ struct Block {
   void* ptr = nullptr;
   bool allocated = false;
   bool small = false;
-  bool lent = false;  // a graph pool's block serving an allocation outside that graph's capture
   int tag = 0;
   int pending_events = 0;
   Block* prev = nullptr;
@@ -100,10 +95,6 @@ class DeviceCache {
     if (it != pool.end() && (*it)->pool == active_pool_ && (*it)->stream == stream) {
       block = *it;
       pool.erase(it);
-    } else if (Block* idle = lendable(pool, size)) {
-      block = idle;
-      pool.erase(idle);
-      block->lent = true;
     } else {
       block = new_segment(size, segment_size(size), stream, small);
     }
@@ -112,7 +103,7 @@ class DeviceCache {
       auto* rest = new Block;
       rest->device = device_;
       rest->pool = block->pool;
-      rest->stream = block->stream;
+      rest->stream = stream;
       rest->small = small;
       rest->ptr = static_cast<char*>(block->ptr) + size;
       rest->size = remaining;
@@ -125,11 +116,6 @@ class DeviceCache {
     }
     block->allocated = true;
     block->tag = tag;
-    if (block->lent) {
-      lent_live_ += int64_t(block->size);
-      stats_.num_allocs++;
-      return block;
-    }
     stats_.allocated += int64_t(block->size);
     if (stats_.allocated > stats_.peak_allocated) stats_.peak_allocated = stats_.allocated;
     stats_.num_allocs++;
@@ -174,7 +160,6 @@ class DeviceCache {
   gpu::DeviceStats stats() {
     std::lock_guard<std::mutex> lock(mutex_);
     gpu::DeviceStats out = stats_;
-    out.graph_lent = lent_live_;
     for (const auto& [tag, bytes] : by_tag_) {
       if (bytes != 0) out.by_tag[tag] = bytes;
     }
@@ -239,31 +224,12 @@ class DeviceCache {
     return it == pools_.end() ? 0 : it->second.reserved;
   }
 
-  void lend_pools(bool on) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    FL_CHECK(on || lending_ > 0, "memory.lendGraphPools: not lending on cuda:", device_);
-    lending_ += on ? 1 : -1;
-  }
-
-  void check_replayable() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    FL_CHECK(lending_ == 0, "CudaGraph.replay: inside memory.lendGraphPools on cuda:", device_,
-             " (the replay would overwrite the lent memory)");
-    FL_CHECK(lent_live_ == 0, "CudaGraph.replay: ", mib(lent_live_), " of tensors made in memory.lendGraphPools on cuda:",
-             device_, " are still alive; dispose them first (the replay would overwrite them)");
-  }
-
  private:
   void free_locked(Block* block) {
     block->allocated = false;
+    stats_.allocated -= int64_t(block->size);
     stats_.num_frees++;
-    if (block->lent) {
-      block->lent = false;
-      lent_live_ -= int64_t(block->size);
-    } else {
-      stats_.allocated -= int64_t(block->size);
-      by_tag_[block->tag] -= int64_t(block->size);
-    }
+    by_tag_[block->tag] -= int64_t(block->size);
     if (!block->stream_uses.empty() && active_pool_ == 0) {
       // Other streams may still read this memory: reuse waits for what they have queued so far.
       DeviceGuard guard(device_);
@@ -373,16 +339,6 @@ class DeviceCache {
     delete b;
   }
 
-  // While lending (and not capturing): the smallest free block of a live graph's pool that holds `size`.
-  Block* lendable(const std::set<Block*, BlockOrder>& pool, size_t size) {
-    if (lending_ == 0 || active_pool_ != 0) return nullptr;
-    Block* best = nullptr;
-    for (Block* b : pool) {
-      if (b->pool != 0 && b->size >= size && (!best || b->size < best->size) && !pool_closed(b->pool)) best = b;
-    }
-    return best;
-  }
-
   bool pool_closed(int id) const {
     auto it = pools_.find(id);
     return it == pools_.end() || it->second.closed;
@@ -452,8 +408,6 @@ class DeviceCache {
   std::map<int, PoolInfo> pools_;
   int next_pool_ = 1;
   int active_pool_ = 0;
-  int lending_ = 0;         // nesting depth of memory.lendGraphPools
-  int64_t lent_live_ = 0;   // bytes of lent blocks in live tensors
 };
 
 DeviceCache& cache(int device) {
@@ -518,11 +472,6 @@ void empty_cache(int device) {
   cuda::cache(device).empty_cache();
 }
 
-void lend_graph_pools(int device, bool on) {
-  cuda::check_index(device, "memory.lendGraphPools");
-  cuda::cache(device).lend_pools(on);
-}
-
 }  // namespace fl::gpu
 
 namespace fl::cuda {
@@ -538,6 +487,5 @@ void pool_release(int device, int pool) noexcept {
   }
 }
 int64_t pool_reserved(int device, int pool) { return cache(device).pool_reserved(pool); }
-void check_replayable(int device) { cache(device).check_replayable(); }
 
 }  // namespace fl::cuda

@@ -14,7 +14,5 @@ void pool_capture_end(int device);
 void pool_release(int device, int pool) noexcept;
 // Bytes of device memory the pool holds.
 int64_t pool_reserved(int device, int pool);
-// Throws while lending or while lent blocks are live (a replay would overwrite them).
-void check_replayable(int device);
 
 }  // namespace fl::cuda

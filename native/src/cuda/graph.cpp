@@ -163,7 +163,6 @@ void graph_capture_abort(void* handle) noexcept {
 void graph_replay(void* handle) {
   auto* g = static_cast<Graph*>(handle);
   FL_CHECK(g->exec, "CudaGraph.replay: the graph was not captured successfully");
-  cuda::check_replayable(g->device);
   cuda::DeviceGuard guard(g->device);
   cudaStream_t stream = cuda::stream(g->device);
   cuda::OpTimer timer(g->device, stream, [] { return std::string("CudaGraph.replay"); });
