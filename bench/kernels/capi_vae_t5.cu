@@ -82,6 +82,22 @@ long long fkv_conv2d_nchw_workspace(int batch, int cin, int in_h, int in_w, int 
                                                                       out_h, out_w, upsample, band_bytes)));
 }
 
+namespace {
+// The parameters of a group norm (x, out and the shape are the caller's).
+GroupNormArgs norm_params(long long groups, const void* weight, const void* bias, int param_dtype, float eps, int silu,
+                          float* workspace) {
+  GroupNormArgs n;
+  n.groups = groups;
+  n.weight = weight;
+  n.bias = bias;
+  n.param_dtype = et(param_dtype);
+  n.eps = eps;
+  n.silu = silu != 0;
+  n.workspace = workspace;
+  return n;
+}
+}  // namespace
+
 // norm_groups > 0: convolve group_norm(x) (+SiLU), norm_workspace holding fkv_group_norm_workspace_floats floats.
 int fkv_conv2d_nchw(const void* x, const void* w, const void* bias, void* out, int dtype, int batch, int cin, int in_h,
                     int in_w, int cout, int kh, int kw, int stride, int pad, int out_h, int out_w, int upsample,
@@ -90,17 +106,9 @@ int fkv_conv2d_nchw(const void* x, const void* w, const void* bias, void* out, i
                     long long workspace_bytes, void* stream) {
   Conv2dNchwArgs a = nchw_args(x, w, bias, out, dtype, batch, cin, in_h, in_w, cout, kh, kw, stride, pad, out_h,
                                out_w, upsample, band_bytes);
-  GroupNormArgs n;
-  if (norm_groups > 0) {
-    n.groups = norm_groups;
-    n.weight = norm_weight;
-    n.bias = norm_bias;
-    n.param_dtype = et(norm_param_dtype);
-    n.eps = norm_eps;
-    n.silu = norm_silu != 0;
-    n.workspace = norm_workspace;
-    a.norm = &n;
-  }
+  const GroupNormArgs n =
+      norm_params(norm_groups, norm_weight, norm_bias, norm_param_dtype, norm_eps, norm_silu, norm_workspace);
+  if (norm_groups > 0) a.norm = &n;
   return conv2d_nchw(a, workspace, static_cast<size_t>(workspace_bytes), static_cast<cudaStream_t>(stream));
 }
 
@@ -111,20 +119,13 @@ long long fkv_group_norm_workspace_floats(long long batch, long long channels, l
 int fkv_group_norm(const void* x, void* out, int dtype, long long batch, long long channels, long long spatial,
                    long long groups, const void* weight, const void* bias, int param_dtype, float eps, int silu,
                    float* workspace, void* stream) {
-  GroupNormArgs a;
+  GroupNormArgs a = norm_params(groups, weight, bias, param_dtype, eps, silu, workspace);
   a.x = x;
   a.out = out;
   a.dtype = et(dtype);
   a.batch = batch;
   a.channels = channels;
   a.spatial = spatial;
-  a.groups = groups;
-  a.weight = weight;
-  a.bias = bias;
-  a.param_dtype = et(param_dtype);
-  a.eps = eps;
-  a.silu = silu != 0;
-  a.workspace = workspace;
   return group_norm(a, static_cast<cudaStream_t>(stream));
 }
 
