@@ -4,9 +4,11 @@
 // activations a 16-byte chunk of A (8 consecutive k) is 8 consecutive channels of one input pixel: the loader
 // moves A tiles with cp.async like a plain GEMM, computing each row's input pixel (padding, stride, nearest-2x
 // upsampling) instead of materialising im2col. The 3x3 taps re-read each input pixel 9 times, from L2.
-// CTA tile 128 pixels x 128 output channels x 64 k (cout <= 32: 128 x 32), 4-stage cp.async pipeline, 8 warps,
-// ldmatrix from 128-byte-swizzled rows (the layout of gemm_sm80.cu). The epilogue stages the fp32 tile in
-// shared memory so that NHWC rows and NCHW planes are both written as coalesced 16-byte vectors.
+// CTA tile 128 pixels x 256 output channels x 64 k (cout < 256: 256 x 128; cout <= 32: 128 x 32), 4-stage cp.async
+// pipeline, 8 warps of 64 x 64 (two ldmatrix.x4 per four mma instead of three with 64 x 32 warps, and half the
+// L2 re-reads of A or W per output against 128 x 128 CTA tiles: 243 registers, one CTA an SM), ldmatrix from
+// 128-byte-swizzled rows (the layout of gemm_sm80.cu). The epilogue stages the fp32 tile in shared memory so that
+// NHWC rows and NCHW planes are both written as coalesced 16-byte vectors.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -38,8 +40,13 @@ struct Tile {
   static_assert(BM % kRowsPerPass == 0 && BN % kRowsPerPass == 0, "tile rows must split over the threads");
   static_assert(NT % 2 == 0 && WM % 16 == 0, "warp tile");
 };
-using WideTile = Tile<128, 128, 64, 32, 4>;
+using WideTile = Tile<256, 128, 64, 64, 4>;
 using NarrowTile = Tile<128, 32, 16, 32, 4>;
+using WidestTile = Tile<128, 256, 64, 64, 4>;
+
+// The CTA tile's output channels / pixels for `cout`.
+int tile_n(int cout) { return cout <= 32 ? NarrowTile::BN : cout >= 256 ? WidestTile::BN : WideTile::BN; }
+int tile_m(int cout) { return cout <= 32 ? NarrowTile::BM : cout >= 256 ? WidestTile::BM : WideTile::BM; }
 
 enum OutKind : int { kOutNhwc = 0, kOutNchw = 1, kOutF32 = 2 };
 
@@ -452,9 +459,13 @@ cudaError_t plan_launch(const Conv2dArgs& a, ConvLaunch* l) {
 cudaError_t run_launch(const ConvLaunch& l, cudaStream_t stream) {
   using namespace sm80;
   if (l.p.M == 0) return cudaSuccess;
-  if (l.p.N <= 32) {
+  if (tile_n(l.p.N) == NarrowTile::BN) {
     return l.half ? launch_out<NarrowTile, true>(l.p, l.kind, l.splits, stream)
                   : launch_out<NarrowTile, false>(l.p, l.kind, l.splits, stream);
+  }
+  if (tile_n(l.p.N) == WidestTile::BN) {
+    return l.half ? launch_out<WidestTile, true>(l.p, l.kind, l.splits, stream)
+                  : launch_out<WidestTile, false>(l.p, l.kind, l.splits, stream);
   }
   return l.half ? launch_out<WideTile, true>(l.p, l.kind, l.splits, stream)
                 : launch_out<WideTile, false>(l.p, l.kind, l.splits, stream);
@@ -510,11 +521,11 @@ NchwPlan nchw_plan(const Conv2dNchwArgs& a) {
     // Each band's launch rounds up to whole waves (one CTA per SM): among the band counts that fit, the one with
     // the fewest waves in all (512-row outputs in 5 bands of 103 rows took 35 waves of 128-pixel tiles where 8 bands
     // of 64 take the whole launch's 32).
-    const int64_t n_tiles = (a.cout + (a.cout <= 32 ? 31 : 127)) / (a.cout <= 32 ? 32 : 128);
+    const int64_t bn = sm80::tile_n(a.cout), bm = sm80::tile_m(a.cout), n_tiles = (a.cout + bn - 1) / bn;
     const int64_t sms = sm_count();
     auto waves = [&](int64_t band_rows) {
       const int64_t full = rows / band_rows, rest = rows % band_rows;
-      auto of = [&](int64_t r) { return ((a.batch * r * a.out_w + 127) / 128 * n_tiles + sms - 1) / sms; };
+      auto of = [&](int64_t r) { return ((a.batch * r * a.out_w + bm - 1) / bm * n_tiles + sms - 1) / sms; };
       return full * of(band_rows) + (rest ? of(rest) : 0);
     };
     const int64_t fewest = (rows + lo - 1) / lo;
