@@ -10,6 +10,8 @@
 #            component figures (components.json) and the torch yardstick (torch.json), then a summary table;
 #            each part time-limited (~6 min in all on an H100)
 #   profile  component figures with resident/peak memory and each component's GPU time op by op (~3 min)
+#   floor    bench/step_floor.py (the step's matmuls and attention alone on torch's cuBLAS and SDPA, sustained) and
+#            fluxlab's 1024² transformer step, 30 steps each config, both under bench/power.py (~3 min)
 #   notebooks every notebook's code cells in order, as the scripts gpu-pack.sh made (the GPU paths; ~3 min)
 # Logs go to $OUT. Default suites: native flux.
 set -uo pipefail
@@ -65,6 +67,15 @@ for suite in "${suites[@]}"; do
       timeout 300 node kernel/bin/fluxlab.js bench --random-weights flux1-dev --component all --sizes 1024x1024 \
         --iterations 5 --profile --json "$OUT/components.json" > "$OUT/profile.log" 2>&1 || failed=1
       grep -vE "^bench:" "$OUT/profile.log" | head -60
+      continue ;;
+    floor)
+      {
+        timeout 240 python3 bench/power.py -- python3 bench/step_floor.py --out "$OUT/floor.json"
+        timeout 240 python3 bench/power.py -- node kernel/bin/fluxlab.js bench --random-weights flux1-dev \
+          --component transformer --sizes 1024x1024 --iterations 30 --configs bf16:compile,nf4:eager,nf4:compile \
+          --json "$OUT/components.json"
+      } > "$OUT/floor.log" 2>&1 || failed=1
+      grep -vE "^bench:" "$OUT/floor.log"
       continue ;;
     notebooks)
       for script in .gpu/notebooks/*.js; do

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""What one FLUX.1-dev transformer step costs on this GPU when only its matmuls and its attention run, on NVIDIA's
+own kernels: torch's cuBLAS matmuls (no bias, no epilogue) and the fastest scaled_dot_product_attention backend,
+at the step's exact shapes and order, one CUDA graph replayed back to back so that the card sits in the sustained
+state a 28-step pipeline runs in (on an H100 SXM: at its 700 W software power cap, bench/power.py).
+
+Why: a step is at least its GEMMs and its attention. Timed this way they say how fast a step can be at the speed
+the vendor's kernels sustain on this very card; fluxlab's step (norms, RoPE, gates, NF4 dequantization included)
+is timed in the same call by `scripts/gpu-test.sh floor`. Napkin math: 74.4 TFLOP at 1024² (59.5 of GEMMs, 14.9 of
+attention), 0.095 s at the 785 TFLOP/s an H100's bf16 matmul reaches in bursts.
+
+Each weight is its own tensor, as in the model (~24 GB at bf16), so weights stream from HBM as they do in a step.
+Besides the whole step, the GEMMs alone, the attention alone and the M = 1 modulation GEMVs alone are timed the
+same way, and each SDPA backend alone on the step's attention shape (the fastest one runs in the step graphs).
+
+Usage: python3 bench/step_floor.py [--sizes 1024,512] [--steps 30] [--out floor.json]
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+DIM, HEADS, HEAD_DIM, MLP = 3072, 24, 128, 12288
+DOUBLE, SINGLE = 19, 38
+IN_CHANNELS, JOINT_DIM = 64, 4096
+BF16 = torch.bfloat16
+BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION}
+
+
+def step_ops(image_tokens, text_tokens):
+    """The step's matmuls and attentions in model order: ("gemm", M, K, N) is [M, K] x [N, K]^T; ("attn", L) is 24
+    heads of L x L at head_dim 128. The single blocks' q/k/v and MLP-up projections read the same input: one GEMM of
+    3 x 3072 + 12288 columns, as fluxlab's kernels count them."""
+    joint = image_tokens + text_tokens
+    ops = [("gemm", image_tokens, IN_CHANNELS, DIM), ("gemm", text_tokens, JOINT_DIM, DIM)]
+    for _ in range(DOUBLE):
+        ops += [("gemm", 1, DIM, 6 * DIM), ("gemm", 1, DIM, 6 * DIM)]
+        ops += [("gemm", image_tokens, DIM, 3 * DIM), ("gemm", text_tokens, DIM, 3 * DIM), ("attn", joint)]
+        for rows in (image_tokens, text_tokens):
+            ops += [("gemm", rows, DIM, DIM), ("gemm", rows, DIM, MLP), ("gemm", rows, MLP, DIM)]
+    for _ in range(SINGLE):
+        ops += [("gemm", 1, DIM, 3 * DIM), ("gemm", joint, DIM, 3 * DIM + MLP), ("attn", joint),
+                ("gemm", joint, DIM + MLP, DIM)]
+    ops += [("gemm", 1, DIM, 2 * DIM), ("gemm", image_tokens, DIM, IN_CHANNELS)]
+    return ops
+
+
+def flops(op):
+    if op[0] == "gemm":
+        return 2 * op[1] * op[2] * op[3]
+    return 4 * HEADS * op[1] * op[1] * HEAD_DIM
+
+
+def kind(op):
+    if op[0] == "attn":
+        return "attention"
+    return "gemv" if op[1] == 1 else "gemm"
+
+
+class Step:
+    """Weights and activations for one step's ops; run(kinds) issues the ops whose kind is listed."""
+
+    def __init__(self, ops):
+        self.ops = ops
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        self.weights = [torch.randn(op[3], op[2], device="cuda", dtype=BF16, generator=gen) * op[2] ** -0.5
+                        if op[0] == "gemm" else None for op in ops]
+        rows = max(op[1] for op in ops if op[0] == "gemm")
+        self.x = torch.randn(rows, DIM + MLP, device="cuda", dtype=BF16, generator=gen)
+        joint = max(op[1] for op in ops if op[0] == "attn")
+        self.qkv = [torch.randn(1, HEADS, joint, HEAD_DIM, device="cuda", dtype=BF16, generator=gen) for _ in range(3)]
+
+    def run(self, kinds):
+        for op, w in zip(self.ops, self.weights):
+            if kind(op) not in kinds:
+                continue
+            if op[0] == "gemm":
+                F.linear(self.x[: op[1], : op[2]], w)
+            else:
+                F.scaled_dot_product_attention(*self.qkv)
+
+
+def graph_of(fn):
+    """Capture fn as a CUDA graph after a warm-up on a side stream (torch's documented recipe)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def sustained(replay, count, warmup=5):
+    """Replays back to back with an event between each: the per-replay times of a card kept busy throughout."""
+    for _ in range(warmup):
+        replay()
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
+    events[0].record()
+    for i in range(count):
+        replay()
+        events[i + 1].record()
+    events[-1].synchronize()
+    return [events[i].elapsed_time(events[i + 1]) / 1000 for i in range(count)]
+
+
+def summary(times, tflop):
+    median = statistics.median(times)
+    return {"median_s": median, "min_s": min(times), "tflop": tflop, "tflops": tflop / median, "replays": len(times)}
+
+
+def backend_times(joint, count):
+    q, k, v = (torch.randn(1, HEADS, joint, HEAD_DIM, device="cuda", dtype=BF16) for _ in range(3))
+    tflop = flops(("attn", joint)) / 1e12
+    found = {}
+    for name, backend in BACKENDS.items():
+        def attention():
+            with sdpa_kernel([backend]):
+                for _ in range(20):
+                    F.scaled_dot_product_attention(q, k, v)
+        try:
+            graph = graph_of(attention)
+        except RuntimeError as err:
+            found[name] = {"error": str(err).splitlines()[0]}
+            continue
+        found[name] = summary([t / 20 for t in sustained(graph.replay, count)], tflop)
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1024,512")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--text-tokens", type=int, default=512)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+              "date": datetime.date.today().isoformat(), "commit": os.environ.get("FLUXLAB_COMMIT", "unknown"),
+              "text_tokens": args.text_tokens, "sizes": []}
+    for side in (int(s) for s in args.sizes.split(",")):
+        image_tokens = (side // 16) ** 2
+        ops = step_ops(image_tokens, args.text_tokens)
+        backends = backend_times(image_tokens + args.text_tokens, args.steps)
+        timed = {name: r for name, r in backends.items() if "median_s" in r}
+        best = min(timed, key=lambda name: timed[name]["median_s"])
+        step = Step(ops)
+        entry = {"side": side, "image_tokens": image_tokens, "sdpa_backends": backends, "sdpa_used": best}
+        for label, kinds in (("step", {"gemm", "gemv", "attention"}), ("gemm", {"gemm"}), ("attention", {"attention"}),
+                             ("gemv", {"gemv"})):
+            with sdpa_kernel([BACKENDS[best]]):
+                graph = graph_of(lambda: step.run(kinds))
+            tflop = sum(flops(op) for op in ops if kind(op) in kinds) / 1e12
+            entry[label] = summary(sustained(graph.replay, args.steps), tflop)
+            del graph
+        del step
+        torch.cuda.empty_cache()
+        report["sizes"].append(entry)
+        print(f"{report['gpu']}, torch {report['torch']}: {side}x{side} ({image_tokens} + {args.text_tokens} tokens), "
+              f"{args.steps} replays back to back each")
+        for name, r in backends.items():
+            text = r.get("error") or f"{r['median_s'] * 1e3:.3f} ms ({r['tflops']:.0f} TFLOP/s)"
+            print(f"  sdpa {name:<9} one attention {text}")
+        for label in ("step", "gemm", "attention", "gemv"):
+            r = entry[label]
+            print(f"  {label:<9} median {r['median_s'] * 1e3:8.2f} ms  min {r['min_s'] * 1e3:8.2f} ms  "
+                  f"{r['tflop']:7.2f} TFLOP  {r['tflops']:6.0f} TFLOP/s")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(report, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
