@@ -13,9 +13,14 @@ Each weight is its own tensor, as in the model (~24 GB at bf16), so weights stre
 Besides the whole step, the GEMMs alone, the attention alone and the M = 1 modulation GEMVs alone are timed the
 same way, and each SDPA backend alone on the step's attention shape (the fastest one runs in the step graphs).
 
-Usage: python3 bench/step_floor.py [--sizes 1024,512] [--steps 30] [--out floor.json]
+With --fluxk bench/kernels/build/libfluxk.so (bench/kernels/build.sh) the same sequence runs a second time on
+fluxlab's kernels (the addon's dispatch, plain epilogue, bias-free), so both libraries' kernels are compared on the
+same work in the same sustained state.
+
+Usage: python3 bench/step_floor.py [--sizes 1024,512] [--steps 30] [--fluxk LIB] [--out floor.json]
 """
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -63,11 +68,46 @@ def kind(op):
     return "gemv" if op[1] == 1 else "gemm"
 
 
-class Step:
-    """Weights and activations for one step's ops; run(kinds) issues the ops whose kind is listed."""
+class Fluxk:
+    """fluxlab's GEMM and attention through bench/kernels' extern "C" shims (capi.cu), on torch's current stream."""
 
-    def __init__(self, ops):
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        vp, ll, i, f = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_float
+        self.lib.fk_error_string.restype = ctypes.c_char_p
+        self.lib.fk_gemm_bf16.restype = i
+        self.lib.fk_gemm_bf16.argtypes = [i, vp, ll, vp, ll, vp, ll, i, i, i, i, vp, vp, ll, vp, ll, i, i, i, i, vp]
+        self.lib.fk_attention.restype = i
+        self.lib.fk_attention.argtypes = [i, vp, vp, vp, vp, i, i, i, i, ctypes.POINTER(ll), f, vp]
+
+    def check(self, code, what):
+        if code:
+            raise RuntimeError(f"{what}: {self.lib.fk_error_string(code).decode()} ({code})")
+
+    @staticmethod
+    def stream():
+        return ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+    def linear(self, x, w, c):
+        m, k = x.shape
+        n = w.shape[0]
+        self.check(self.lib.fk_gemm_bf16(0, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), c.data_ptr(), n, m,
+                                         n, k, 0, None, None, 0, None, 0, m, 0, 0, 0, self.stream()), "fk_gemm_bf16")
+
+    def attention(self, q, k, v, o):
+        batch, heads, length, _ = q.shape
+        strides = (ctypes.c_longlong * 12)(*([heads * length * HEAD_DIM, length * HEAD_DIM, HEAD_DIM] * 4))
+        self.check(self.lib.fk_attention(0, q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), batch, heads,
+                                         length, length, strides, 0.0, self.stream()), "fk_attention")
+
+
+class Step:
+    """Weights and activations for one step's ops; run(kinds) issues the ops whose kind is listed, on torch
+    (cuBLAS, SDPA) or, given a Fluxk, on fluxlab's kernels."""
+
+    def __init__(self, ops, fluxk=None):
         self.ops = ops
+        self.fluxk = fluxk
         gen = torch.Generator(device="cuda").manual_seed(0)
         self.weights = [torch.randn(op[3], op[2], device="cuda", dtype=BF16, generator=gen) * op[2] ** -0.5
                         if op[0] == "gemm" else None for op in ops]
@@ -75,13 +115,21 @@ class Step:
         self.x = torch.randn(rows, DIM + MLP, device="cuda", dtype=BF16, generator=gen)
         joint = max(op[1] for op in ops if op[0] == "attn")
         self.qkv = [torch.randn(1, HEADS, joint, HEAD_DIM, device="cuda", dtype=BF16, generator=gen) for _ in range(3)]
+        if fluxk:
+            self.c = torch.empty(max(op[1] * op[3] for op in ops if op[0] == "gemm"), device="cuda", dtype=BF16)
+            self.o = torch.empty_like(self.qkv[0])
 
     def run(self, kinds):
         for op, w in zip(self.ops, self.weights):
             if kind(op) not in kinds:
                 continue
-            if op[0] == "gemm":
-                F.linear(self.x[: op[1], : op[2]], w)
+            x = self.x[: op[1], : op[2]] if op[0] == "gemm" else None
+            if self.fluxk and op[0] == "gemm":
+                self.fluxk.linear(x, w, self.c[: op[1] * op[3]])
+            elif self.fluxk:
+                self.fluxk.attention(*self.qkv, self.o)
+            elif op[0] == "gemm":
+                F.linear(x, w)
             else:
                 F.scaled_dot_product_attention(*self.qkv)
 
@@ -140,8 +188,10 @@ def main():
     ap.add_argument("--sizes", default="1024,512")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--text-tokens", type=int, default=512)
+    ap.add_argument("--fluxk", default="", help="bench/kernels/build/libfluxk.so: also run the sequence on its kernels")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    fluxk = Fluxk(args.fluxk) if args.fluxk else None
     report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
               "date": datetime.date.today().isoformat(), "commit": os.environ.get("FLUXLAB_COMMIT", "unknown"),
               "text_tokens": args.text_tokens, "sizes": []}
@@ -151,27 +201,27 @@ def main():
         backends = backend_times(image_tokens + args.text_tokens, args.steps)
         timed = {name: r for name, r in backends.items() if "median_s" in r}
         best = min(timed, key=lambda name: timed[name]["median_s"])
-        step = Step(ops)
         entry = {"side": side, "image_tokens": image_tokens, "sdpa_backends": backends, "sdpa_used": best}
-        for label, kinds in (("step", {"gemm", "gemv", "attention"}), ("gemm", {"gemm"}), ("attention", {"attention"}),
-                             ("gemv", {"gemv"})):
-            with sdpa_kernel([BACKENDS[best]]):
-                graph = graph_of(lambda: step.run(kinds))
-            tflop = sum(flops(op) for op in ops if kind(op) in kinds) / 1e12
-            entry[label] = summary(sustained(graph.replay, args.steps), tflop)
-            del graph
-        del step
-        torch.cuda.empty_cache()
-        report["sizes"].append(entry)
         print(f"{report['gpu']}, torch {report['torch']}: {side}x{side} ({image_tokens} + {args.text_tokens} tokens), "
               f"{args.steps} replays back to back each")
         for name, r in backends.items():
             text = r.get("error") or f"{r['median_s'] * 1e3:.3f} ms ({r['tflops']:.0f} TFLOP/s)"
             print(f"  sdpa {name:<9} one attention {text}")
-        for label in ("step", "gemm", "attention", "gemv"):
-            r = entry[label]
-            print(f"  {label:<9} median {r['median_s'] * 1e3:8.2f} ms  min {r['min_s'] * 1e3:8.2f} ms  "
-                  f"{r['tflop']:7.2f} TFLOP  {r['tflops']:6.0f} TFLOP/s")
+        for library in ("torch", "fluxk") if fluxk else ("torch",):
+            step = Step(ops, fluxk if library == "fluxk" else None)
+            entry[library] = {}
+            for label, kinds in (("step", {"gemm", "gemv", "attention"}), ("gemm", {"gemm"}),
+                                 ("attention", {"attention"}), ("gemv", {"gemv"})):
+                with sdpa_kernel([BACKENDS[best]]):
+                    graph = graph_of(lambda: step.run(kinds))
+                tflop = sum(flops(op) for op in ops if kind(op) in kinds) / 1e12
+                r = entry[library][label] = summary(sustained(graph.replay, args.steps), tflop)
+                del graph
+                print(f"  {library:<5} {label:<9} median {r['median_s'] * 1e3:8.2f} ms  min {r['min_s'] * 1e3:8.2f} ms  "
+                      f"{r['tflop']:7.2f} TFLOP  {r['tflops']:6.0f} TFLOP/s")
+            del step
+            torch.cuda.empty_cache()
+        report["sizes"].append(entry)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(report, fh, indent=1)

@@ -10,8 +10,8 @@
 #            component figures (components.json) and the torch yardstick (torch.json), then a summary table;
 #            each part time-limited (~6 min in all on an H100)
 #   profile  component figures with resident/peak memory and each component's GPU time op by op (~3 min)
-#   floor    bench/step_floor.py (the step's matmuls and attention alone on torch's cuBLAS and SDPA, sustained) and
-#            fluxlab's 1024² transformer step, 30 steps each config, both under bench/power.py (~3 min)
+#   floor    bench/step_floor.py (the step's matmuls and attention alone, sustained, on torch's cuBLAS and SDPA and
+#            on fluxlab's kernels) and fluxlab's 1024² transformer step, 30 steps a config, under bench/power.py
 #   notebooks every notebook's code cells in order, as the scripts gpu-pack.sh made (the GPU paths; ~3 min)
 # Logs go to $OUT. Default suites: native flux.
 set -uo pipefail
@@ -69,8 +69,12 @@ for suite in "${suites[@]}"; do
       grep -vE "^bench:" "$OUT/profile.log" | head -60
       continue ;;
     floor)
+      if ! bash bench/kernels/build.sh > "$OUT/kernels-build.log" 2>&1; then
+        tail -20 "$OUT/kernels-build.log"; failed=1; continue
+      fi
       {
-        timeout 240 python3 bench/power.py -- python3 bench/step_floor.py --out "$OUT/floor.json"
+        timeout 240 python3 bench/power.py -- python3 bench/step_floor.py --fluxk bench/kernels/build/libfluxk.so \
+          --out "$OUT/floor.json"
         timeout 240 python3 bench/power.py -- node kernel/bin/fluxlab.js bench --random-weights flux1-dev \
           --component transformer --sizes 1024x1024 --iterations 30 --configs bf16:compile,nf4:eager,nf4:compile \
           --json "$OUT/components.json"
