@@ -10,8 +10,8 @@ is timed in the same call by `scripts/gpu-test.sh floor`. Napkin math: 74.4 TFLO
 attention), 0.095 s at the 785 TFLOP/s an H100's bf16 matmul reaches in bursts.
 
 Each weight is its own tensor, as in the model (~24 GB at bf16), so weights stream from HBM as they do in a step.
-Besides the whole step, the GEMMs alone, the attention alone and the M = 1 modulation GEMVs alone are timed the
-same way, and each SDPA backend alone on the step's attention shape (the fastest one runs in the step graphs).
+Besides the whole step, the GEMMs alone, the attention alone, the M = 1 modulation GEMVs alone and each GEMM shape
+alone (all of its calls in a step) are timed the same way, and each SDPA backend alone on the step's attention shape (the fastest one runs in the step graphs).
 
 With --fluxk bench/kernels/build/libfluxk.so (bench/kernels/build.sh) the same sequence runs a second time on
 fluxlab's kernels (the addon's dispatch, plain epilogue, bias-free), so both libraries' kernels are compared on the
@@ -102,7 +102,7 @@ class Fluxk:
 
 
 class Step:
-    """Weights and activations for one step's ops; run(kinds) issues the ops whose kind is listed, on torch
+    """Weights and activations for one step's ops; run(wanted) issues the ops wanted(op) selects, on torch
     (cuBLAS, SDPA) or, given a Fluxk, on fluxlab's kernels."""
 
     def __init__(self, ops, fluxk=None):
@@ -119,9 +119,9 @@ class Step:
             self.c = torch.empty(max(op[1] * op[3] for op in ops if op[0] == "gemm"), device="cuda", dtype=BF16)
             self.o = torch.empty_like(self.qkv[0])
 
-    def run(self, kinds):
+    def run(self, wanted):
         for op, w in zip(self.ops, self.weights):
-            if kind(op) not in kinds:
+            if not wanted(op):
                 continue
             x = self.x[: op[1], : op[2]] if op[0] == "gemm" else None
             if self.fluxk and op[0] == "gemm":
@@ -147,10 +147,17 @@ def graph_of(fn):
     return graph
 
 
-def sustained(replay, count, warmup=5):
-    """Replays back to back with an event between each: the per-replay times of a card kept busy throughout."""
+def sustained(replay, count, warmup=5, min_seconds=1.0):
+    """Replays back to back with an event between each: the per-replay times of a card kept busy throughout (at
+    least min_seconds of replays, so that short sequences too reach the sustained clock)."""
     for _ in range(warmup):
         replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    replay()
+    end.record()
+    end.synchronize()
+    count = max(count, int(min_seconds / max(start.elapsed_time(end) / 1000, 1e-6)))
     events = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
     events[0].record()
     for i in range(count):
@@ -210,15 +217,19 @@ def main():
         for library in ("torch", "fluxk") if fluxk else ("torch",):
             step = Step(ops, fluxk if library == "fluxk" else None)
             entry[library] = {}
-            for label, kinds in (("step", {"gemm", "gemv", "attention"}), ("gemm", {"gemm"}),
-                                 ("attention", {"attention"}), ("gemv", {"gemv"})):
+            # The whole sequence, each kind of op alone, then each GEMM shape alone (all its calls of a step).
+            selections = [("step", lambda op: True)] + [(k, lambda op, k=k: kind(op) == k)
+                                                         for k in ("gemm", "attention", "gemv")]
+            selections += [(f"{op[1]}x{op[2]}x{op[3]} x{ops.count(op)}", lambda o, op=op: o == op)
+                           for op in dict.fromkeys(op for op in ops if kind(op) == "gemm")]
+            for label, wanted in selections:
                 with sdpa_kernel([BACKENDS[best]]):
-                    graph = graph_of(lambda: step.run(kinds))
-                tflop = sum(flops(op) for op in ops if kind(op) in kinds) / 1e12
+                    graph = graph_of(lambda: step.run(wanted))
+                tflop = sum(flops(op) for op in ops if wanted(op)) / 1e12
                 r = entry[library][label] = summary(sustained(graph.replay, args.steps), tflop)
                 del graph
-                print(f"  {library:<5} {label:<9} median {r['median_s'] * 1e3:8.2f} ms  min {r['min_s'] * 1e3:8.2f} ms  "
-                      f"{r['tflop']:7.2f} TFLOP  {r['tflops']:6.0f} TFLOP/s")
+                print(f"  {library:<5} {label:<22} median {r['median_s'] * 1e3:8.3f} ms  min {r['min_s'] * 1e3:8.3f} ms  "
+                      f"{r['tflop']:7.3f} TFLOP  {r['tflops']:6.0f} TFLOP/s")
             del step
             torch.cuda.empty_cache()
         report["sizes"].append(entry)
